@@ -1,0 +1,60 @@
+import BerthStorage
+import Foundation
+
+/// A registry: a named unit owning images, settings and one bucket.
+public struct RegistryRecord: Codable, Sendable, Equatable {
+    public var name: String
+    public var created: Date
+    public var publicURIEnabled: Bool = true
+    public var anonymousPull: Bool = false
+}
+
+/// An image (repository) inside a registry. `name` is the full `<registry>/<image>`.
+public struct RepositoryRecord: Codable, Sendable, Equatable {
+    public var name: String
+    public var created: Date
+    public var updated: Date
+}
+
+/// A stored manifest (an artifact); its bytes live beside it.
+public struct ManifestRecord: Codable, Sendable, Equatable {
+    public var digest: String
+    public var mediaType: String
+    public var size: Int
+    public var artifactType: String?
+    public var subject: String?
+    public var annotations: [String: String]?
+    public var blobs: [String]
+    public var children: [String]
+    public var created: Date
+}
+
+/// A manifest's bytes and type, ready to serve.
+public struct ManifestContent: Sendable {
+    public var digest: String
+    public var mediaType: String
+    public var bytes: [UInt8]
+}
+
+/// One page of a listing and the key to continue after it.
+public struct Page<Item: Sendable>: Sendable {
+    public var items: [Item]
+    /// The `last` value for the next page, when there is one.
+    public var next: String?
+}
+
+/// Key schema of the `catalog` column family. `<name>` is the full
+/// `<registry>/<image>`; registry names hold no `/`, so `<registry>/` is the
+/// prefix of all of a registry's images.
+enum CatalogKey {
+    static func registry(_ name: String) -> Key { Key("R", name) }
+    static func repository(_ name: String) -> Key { Key("I", name) }
+    static func manifest(_ name: String, _ digest: String) -> Key { Key("M", name, digest) }
+    static func manifestBytes(_ name: String, _ digest: String) -> Key { Key("m", name, digest) }
+    static func tag(_ name: String, _ tag: String) -> Key { Key("T", name, tag) }
+    static func referrer(_ name: String, subject: String, _ digest: String) -> Key { Key("F", name, subject, digest) }
+    /// How many manifests of a registry reference a blob.
+    static func blobLink(_ registry: String, _ digest: String) -> Key { Key("K", registry, digest) }
+    /// Every record kind stored under a repository name, for bulk deletes.
+    static let repositoryKinds: [Character] = ["I", "M", "m", "T", "F"]
+}

@@ -1,0 +1,140 @@
+import Crypto
+import Foundation
+
+/// An OCI content descriptor.
+public struct Descriptor: Codable, Sendable, Equatable {
+    public var mediaType: String
+    public var digest: String
+    public var size: Int64
+    public var artifactType: String?
+    public var annotations: [String: String]?
+    public var platform: Platform?
+    public var urls: [String]?
+
+    public init(mediaType: String, digest: String, size: Int64, artifactType: String? = nil, annotations: [String: String]? = nil) {
+        self.mediaType = mediaType
+        self.digest = digest
+        self.size = size
+        self.artifactType = artifactType
+        self.annotations = annotations
+    }
+}
+
+public struct Platform: Codable, Sendable, Equatable {
+    public var architecture: String
+    public var os: String
+    public var variant: String?
+}
+
+/// The fields of an image manifest or index that the registry reads.
+struct ManifestDocument: Decodable {
+    var schemaVersion: Int?
+    var mediaType: String?
+    var artifactType: String?
+    var config: Descriptor?
+    var layers: [Descriptor]?
+    var manifests: [Descriptor]?
+    var subject: Descriptor?
+    var annotations: [String: String]?
+}
+
+/// A manifest that passed validation, with what the catalog needs to know of it.
+public struct ParsedManifest: Sendable {
+    public static let maxBytes = 4 << 20
+
+    public var digest: String
+    public var mediaType: String
+    public var size: Int
+    public var artifactType: String?
+    public var subject: Descriptor?
+    public var annotations: [String: String]?
+    /// Blobs the manifest needs: config and layers.
+    public var blobs: [String]
+    /// Manifests the index needs.
+    public var children: [Descriptor]
+
+    /// Validates `bytes` as a manifest sent with `contentType`.
+    public init(bytes: [UInt8], contentType: String?) throws(RegistryError) {
+        guard bytes.count <= Self.maxBytes else {
+            throw RegistryError(.manifestInvalid, "manifest is larger than the limit of 4 MiB", detail: "\(bytes.count) bytes")
+        }
+        let document: ManifestDocument
+        do {
+            document = try JSONDecoder().decode(ManifestDocument.self, from: Data(bytes))
+        } catch {
+            throw RegistryError(.manifestInvalid, "manifest is not valid JSON of a manifest: \(Self.describe(error))")
+        }
+        let declared = contentType.map { $0.split(separator: ";")[0].trimmingCharacters(in: .whitespaces) }
+        var type = document.mediaType ?? declared
+        if type == nil || type == "application/json" || type == "application/octet-stream" {
+            type = document.manifests != nil ? MediaType.ociIndex : MediaType.ociManifest
+        }
+        guard let type else { throw RegistryError(.manifestInvalid, "manifest has no media type") }
+        if let inBody = document.mediaType, let declared, declared != inBody,
+            declared != "application/json", declared != "application/octet-stream"
+        {
+            throw RegistryError(
+                .manifestInvalid, "Content-Type '\(declared)' does not match the manifest's mediaType '\(inBody)'")
+        }
+        if type == MediaType.dockerSchema1 || type == MediaType.dockerSchema1Signed {
+            throw RegistryError(.manifestInvalid, "Docker schema 1 manifests are not supported; push schema 2 or OCI")
+        }
+        guard document.schemaVersion == 2 else {
+            throw RegistryError(.manifestInvalid, "manifest schemaVersion must be 2")
+        }
+        var blobs: [String] = []
+        var children: [Descriptor] = []
+        if MediaType.isImage(type) {
+            guard let config = document.config else {
+                throw RegistryError(.manifestInvalid, "image manifest has no config descriptor")
+            }
+            guard let layers = document.layers else {
+                throw RegistryError(.manifestInvalid, "image manifest has no layers array")
+            }
+            for descriptor in [config] + layers {
+                try Self.check(descriptor)
+                // Foreign layers (with urls) live elsewhere and are not required here.
+                if descriptor.urls?.isEmpty ?? true { blobs.append(descriptor.digest) }
+            }
+        } else if MediaType.isIndex(type) {
+            guard let manifests = document.manifests else {
+                throw RegistryError(.manifestInvalid, "index has no manifests array")
+            }
+            for descriptor in manifests { try Self.check(descriptor) }
+            children = manifests
+        } else {
+            throw RegistryError(.manifestInvalid, "manifest media type '\(type)' is not supported")
+        }
+        if let subject = document.subject { try Self.check(subject) }
+        self.digest = "sha256:" + SHA256.hash(data: bytes).hexString
+        self.mediaType = type
+        self.size = bytes.count
+        self.artifactType = document.artifactType ?? (MediaType.isImage(type) ? document.config?.mediaType : nil)
+        self.subject = document.subject
+        self.annotations = document.annotations
+        self.blobs = blobs
+        self.children = children
+    }
+
+    private static func check(_ descriptor: Descriptor) throws(RegistryError) {
+        do {
+            _ = try ContentDigest(parsing: descriptor.digest)
+        } catch {
+            throw RegistryError(.manifestInvalid, "descriptor digest '\(descriptor.digest)' is invalid: \(error.message)")
+        }
+        guard descriptor.size >= 0 else {
+            throw RegistryError(.manifestInvalid, "descriptor \(descriptor.digest) has a negative size")
+        }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context),
+            DecodingError.keyNotFound(_, let context), DecodingError.dataCorrupted(let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? context.debugDescription : "\(path): \(context.debugDescription)"
+        default:
+            return "\(error)"
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import BerthStorage
+import NIOCore
+
+extension Registry {
+    /// A blob of the repository's registry, or `BLOB_UNKNOWN`.
+    public func blob(name: String, digest: String) throws -> ObjectRecord {
+        let (registryName, _) = try Names.splitRepository(name)
+        _ = try requireRegistry(registryName)
+        let parsed = try ContentDigest(parsing: digest).description
+        guard let object = try objects.object(bucket: registryName, digest: parsed) else {
+            throw RegistryError(.blobUnknown, "blob \(digest) is not in registry '\(registryName)'", detail: digest)
+        }
+        return object
+    }
+
+    public func readBlob(_ object: ObjectRecord, range: Range<Int64>) -> ObjectReader {
+        objects.read(object, range: range)
+    }
+
+    /// Deletes a blob no manifest of the registry references.
+    public func deleteBlob(name: String, digest: String) async throws {
+        let (registryName, _) = try Names.splitRepository(name)
+        let object = try blob(name: name, digest: digest)
+        try await locks.withLock("link:\(registryName)@\(object.digest)") {
+            let links = try linkCount(registry: registryName, blob: object.digest)
+            guard links == 0 else {
+                throw RegistryError(
+                    .denied, "blob \(object.digest) is used by \(links) manifest(s) in registry '\(registryName)'; delete them first")
+            }
+            try await objects.delete(bucket: registryName, digest: object.digest)
+        }
+    }
+
+    /// Cross-repository mount: makes `digest` from repository `from` (any
+    /// registry) a blob of `name`'s registry without copying bytes. `nil` when
+    /// it cannot be mounted.
+    public func mount(name: String, digest: String, from: String) async throws -> ObjectRecord? {
+        let (registryName, _) = try Names.splitRepository(name)
+        _ = try requireRegistry(registryName)
+        guard let parsed = try? ContentDigest(parsing: digest).description,
+            let (source, _) = try? Names.splitRepository(from),
+            try registry(source) != nil
+        else { return nil }
+        return try await objects.copy(digest: parsed, from: source, to: registryName)
+    }
+
+    // MARK: Uploads
+
+    public func startUpload(name: String) async throws -> UploadRecord {
+        let (registryName, _) = try Names.splitRepository(name)
+        _ = try requireRegistry(registryName)
+        return try await mapStoreErrors { try await objects.startUpload(bucket: registryName, owner: name) }
+    }
+
+    /// The upload if it belongs to repository `name`, or `BLOB_UPLOAD_UNKNOWN`.
+    public func upload(name: String, id: String) throws -> UploadRecord {
+        _ = try Names.splitRepository(name)
+        guard let record = try objects.upload(id), record.owner == name else {
+            throw RegistryError(.blobUploadUnknown, "upload \(id) is not in progress for '\(name)'", detail: id)
+        }
+        return record
+    }
+
+    public func appendUpload<Body: AsyncSequence>(
+        name: String, id: String, start: Int64?, expectedLength: Int64?, body: Body
+    ) async throws -> UploadRecord where Body.Element == ByteBuffer {
+        _ = try upload(name: name, id: id)
+        return try await mapStoreErrors {
+            try await objects.append(upload: id, start: start, expectedLength: expectedLength, body: body)
+        }
+    }
+
+    public func completeUpload(name: String, id: String, digest: String) async throws -> ObjectRecord {
+        _ = try upload(name: name, id: id)
+        let parsed: String
+        do {
+            parsed = try ContentDigest(parsing: digest).description
+        } catch {
+            try? await objects.cancel(upload: id)
+            throw error
+        }
+        return try await mapStoreErrors { try await objects.complete(upload: id, digest: parsed) }
+    }
+
+    public func cancelUpload(name: String, id: String) async throws {
+        _ = try upload(name: name, id: id)
+        try await mapStoreErrors { try await objects.cancel(upload: id) }
+    }
+
+    func mapStoreErrors<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as ObjectStoreError {
+            throw Self.registryError(error)
+        }
+    }
+
+    static func registryError(_ error: ObjectStoreError) -> RegistryError {
+        switch error {
+        case .bucketUnknown(let bucket):
+            return RegistryError(.nameUnknown, "registry '\(bucket)' does not exist")
+        case .uploadUnknown(let id):
+            return RegistryError(.blobUploadUnknown, "upload \(id) is not in progress", detail: id)
+        case .rangeMismatch(let current):
+            return RegistryError(
+                .rangeInvalid, "chunk must start at byte \(current), the upload's current size",
+                detail: "current size \(current)")
+        case .digestMismatch(let expected, let actual):
+            return RegistryError(
+                .digestInvalid, "content digest is \(actual), not \(expected); the upload was discarded", detail: expected)
+        case .tooLarge(let limit):
+            return RegistryError(.sizeInvalid, "blob exceeds the size limit of \(limit) bytes", detail: "\(limit)", status: 413)
+        case .incomplete(let expected, let received):
+            return RegistryError(
+                .sizeInvalid, "body ended after \(received) of \(expected) declared bytes", detail: "\(received)")
+        case .unsupportedDigest(let digest):
+            return RegistryError(.digestInvalid, "digest \(digest) is not supported (sha256 only)")
+        }
+    }
+}

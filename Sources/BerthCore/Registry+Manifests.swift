@@ -1,0 +1,175 @@
+import BerthStorage
+import Foundation
+
+extension Registry {
+    /// Stores a manifest under `reference` (a tag or its digest) in repository
+    /// `name` (`<registry>/<image>`). Every blob and child manifest it needs must be present.
+    public func putManifest(
+        name: String, reference: String, bytes: [UInt8], contentType: String?
+    ) async throws -> ParsedManifest {
+        let (registryName, _) = try Names.splitRepository(name)
+        _ = try requireRegistry(registryName)
+        let manifest = try ParsedManifest(bytes: bytes, contentType: contentType)
+        var tag: String?
+        if ContentDigest.isDigest(reference) {
+            let claimed = try ContentDigest(parsing: reference)
+            guard claimed.description == manifest.digest else {
+                throw RegistryError(
+                    .digestInvalid, "manifest digest is \(manifest.digest), not \(reference)")
+            }
+        } else {
+            try Names.validateTag(reference)
+            tag = reference
+        }
+        for blob in manifest.blobs where try objects.object(bucket: registryName, digest: blob) == nil {
+            throw RegistryError(.manifestBlobUnknown, "blob \(blob) is not in registry '\(registryName)'", detail: blob)
+        }
+        for child in manifest.children where try read(ManifestRecord.self, CatalogKey.manifest(name, child.digest)) == nil {
+            throw RegistryError(
+                .manifestBlobUnknown, "manifest \(child.digest) is not in repository '\(name)'", detail: child.digest)
+        }
+        let lockNames = ["manifest:\(name)@\(manifest.digest)"] + manifest.blobs.map { "link:\(registryName)@\($0)" }
+        try await locks.withLocks(lockNames) {
+            var batch = WriteBatch()
+            let now = Date()
+            let isNew = try read(ManifestRecord.self, CatalogKey.manifest(name, manifest.digest)) == nil
+            if isNew {
+                let record = ManifestRecord(
+                    digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.size,
+                    artifactType: manifest.artifactType, subject: manifest.subject?.digest,
+                    annotations: manifest.annotations, blobs: manifest.blobs,
+                    children: manifest.children.map(\.digest), created: now)
+                batch.put(.catalog, CatalogKey.manifest(name, manifest.digest).bytes, CatalogCodec.encode(record))
+                batch.put(.catalog, CatalogKey.manifestBytes(name, manifest.digest).bytes, bytes)
+                for blob in Set(manifest.blobs) {
+                    try adjustLink(registry: registryName, blob: blob, by: 1, in: &batch)
+                }
+                if let subject = manifest.subject {
+                    let descriptor = Descriptor(
+                        mediaType: manifest.mediaType, digest: manifest.digest, size: Int64(manifest.size),
+                        artifactType: manifest.artifactType, annotations: manifest.annotations)
+                    batch.put(
+                        .catalog, CatalogKey.referrer(name, subject: subject.digest, manifest.digest).bytes,
+                        CatalogCodec.encode(descriptor))
+                }
+            }
+            if let tag {
+                batch.put(.catalog, CatalogKey.tag(name, tag).bytes, Array(manifest.digest.utf8))
+            }
+            var repository = try read(RepositoryRecord.self, CatalogKey.repository(name))
+                ?? RepositoryRecord(name: name, created: now, updated: now)
+            repository.updated = now
+            batch.put(.catalog, CatalogKey.repository(name).bytes, CatalogCodec.encode(repository))
+            try await write(batch)
+        }
+        return manifest
+    }
+
+    /// Adds `delta` to the count of manifests of `registry` referencing `blob`. Call with its lock held.
+    func adjustLink(registry: String, blob: String, by delta: Int, in batch: inout WriteBatch) throws {
+        let key = CatalogKey.blobLink(registry, blob).bytes
+        let current = try db.get(.catalog, key).map { Int(String(decoding: $0, as: UTF8.self)) ?? 0 } ?? 0
+        let next = current + delta
+        if next <= 0 {
+            batch.delete(.catalog, key)
+        } else {
+            batch.put(.catalog, key, Array(String(next).utf8))
+        }
+    }
+
+    /// How many manifests of `registry` reference `blob`.
+    public func linkCount(registry: String, blob: String) throws -> Int {
+        try db.get(.catalog, CatalogKey.blobLink(registry, blob).bytes).map { Int(String(decoding: $0, as: UTF8.self)) ?? 0 } ?? 0
+    }
+
+    /// Resolves a tag or digest to a digest, or `MANIFEST_UNKNOWN`.
+    public func resolve(name: String, reference: String) throws -> String {
+        _ = try Names.splitRepository(name)
+        if ContentDigest.isDigest(reference) {
+            return try ContentDigest(parsing: reference).description
+        }
+        try Names.validateTag(reference)
+        guard let digest = try db.get(.catalog, CatalogKey.tag(name, reference).bytes) else {
+            throw RegistryError(.manifestUnknown, "tag '\(reference)' is not in repository '\(name)'", detail: reference)
+        }
+        return String(decoding: digest, as: UTF8.self)
+    }
+
+    public func manifestRecord(name: String, digest: String) throws -> ManifestRecord? {
+        try read(ManifestRecord.self, CatalogKey.manifest(name, digest))
+    }
+
+    public func manifest(name: String, reference: String) throws -> ManifestContent {
+        let (registryName, _) = try Names.splitRepository(name)
+        _ = try requireRegistry(registryName)
+        let digest = try resolve(name: name, reference: reference)
+        guard let record = try manifestRecord(name: name, digest: digest),
+            let bytes = try db.get(.catalog, CatalogKey.manifestBytes(name, digest).bytes)
+        else {
+            throw RegistryError(.manifestUnknown, "manifest \(reference) is not in repository '\(name)'", detail: reference)
+        }
+        return ManifestContent(digest: digest, mediaType: record.mediaType, bytes: bytes)
+    }
+
+    /// Deletes by digest (the manifest, its tags and its referrer entry) or by tag (the tag only).
+    public func deleteManifest(name: String, reference: String) async throws {
+        let (registryName, _) = try Names.splitRepository(name)
+        _ = try requireRegistry(registryName)
+        if !ContentDigest.isDigest(reference) {
+            _ = try resolve(name: name, reference: reference)
+            var batch = WriteBatch()
+            batch.delete(.catalog, CatalogKey.tag(name, reference).bytes)
+            try await write(batch)
+            return
+        }
+        let digest = try ContentDigest(parsing: reference).description
+        guard let record = try manifestRecord(name: name, digest: digest) else {
+            throw RegistryError(.manifestUnknown, "manifest \(digest) is not in repository '\(name)'", detail: digest)
+        }
+        let lockNames = ["manifest:\(name)@\(digest)"] + record.blobs.map { "link:\(registryName)@\($0)" }
+        try await locks.withLocks(lockNames) {
+            guard try manifestRecord(name: name, digest: digest) != nil else { return }
+            var batch = WriteBatch()
+            batch.delete(.catalog, CatalogKey.manifest(name, digest).bytes)
+            batch.delete(.catalog, CatalogKey.manifestBytes(name, digest).bytes)
+            for blob in Set(record.blobs) { try adjustLink(registry: registryName, blob: blob, by: -1, in: &batch) }
+            if let subject = record.subject {
+                batch.delete(.catalog, CatalogKey.referrer(name, subject: subject, digest).bytes)
+            }
+            try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
+                if value.elementsEqual(digest.utf8) { batch.delete(.catalog, Array(key)) }
+                return true
+            }
+            try await write(batch)
+        }
+    }
+
+    /// Tags of a repository in lexical order, `n` at most, after `last`.
+    public func tags(name: String, after last: String?, limit: Int) throws -> Page<String> {
+        let (registryName, _) = try Names.splitRepository(name)
+        _ = try requireRegistry(registryName)
+        let prefix = Key("T", name).childPrefix
+        let page = try page(prefix: prefix, after: last.map { CatalogKey.tag(name, $0).bytes }, limit: limit) { key, _ in
+            let tag = Key.lastComponent(key)
+            return (tag, tag)
+        }
+        if page.items.isEmpty, last == nil, try read(RepositoryRecord.self, CatalogKey.repository(name)) == nil {
+            throw RegistryError(.nameUnknown, "repository '\(name)' does not exist", detail: name)
+        }
+        return page
+    }
+
+    /// Manifests whose subject is `digest`, optionally only those of `artifactType`.
+    public func referrers(name: String, digest: String, artifactType: String?) throws -> [Descriptor] {
+        let (registryName, _) = try Names.splitRepository(name)
+        _ = try requireRegistry(registryName)
+        let subject = try ContentDigest(parsing: digest).description
+        var result: [Descriptor] = []
+        try db.scan(.catalog, prefix: Key("F", name, subject).childPrefix) { _, value in
+            let descriptor = try CatalogCodec.decode(Descriptor.self, value)
+            if artifactType == nil || descriptor.artifactType == artifactType { result.append(descriptor) }
+            return true
+        }
+        return result
+    }
+}

@@ -1,0 +1,137 @@
+import BerthStorage
+import Foundation
+import Logging
+
+/// The registry domain: registries, images, artifacts, tags, referrers and
+/// blobs, over the catalog column family and the object store.
+///
+/// Reads of small catalog records run inline (they are served from RocksDB's
+/// memtables and block cache in microseconds); writes, which sync, and all
+/// chunk I/O run on the store's blocking pool.
+public final class Registry: Sendable {
+    public let store: Store
+    let db: RocksDB
+    let objects: RocksObjectStore
+    let locks = KeyedLocks()
+    let logger: Logger
+
+    public init(store: Store, logger: Logger = Logger(label: "berth.registry")) {
+        self.store = store
+        self.db = store.db
+        self.objects = store.objects
+        self.logger = logger
+    }
+
+    // MARK: Records
+
+    func read<T: Decodable>(_ type: T.Type, _ key: Key) throws -> T? {
+        try db.get(.catalog, key.bytes).map { try CatalogCodec.decode(type, $0) }
+    }
+
+    func write(_ batch: WriteBatch) async throws {
+        try await store.pool.run { [db] in try db.write(batch, .synced) }
+    }
+
+    // MARK: Registries
+
+    public func createRegistry(_ name: String) async throws -> RegistryRecord {
+        try Names.validateRegistry(name)
+        return try await locks.withLock("registry:" + name) {
+            if try read(RegistryRecord.self, CatalogKey.registry(name)) != nil {
+                throw RegistryError(.conflict, "registry '\(name)' already exists")
+            }
+            let record = RegistryRecord(name: name, created: Date())
+            try await objects.createBucket(name)
+            var batch = WriteBatch()
+            batch.put(.catalog, CatalogKey.registry(name).bytes, CatalogCodec.encode(record))
+            try await write(batch)
+            logger.info("registry created", metadata: ["registry": "\(name)"])
+            return record
+        }
+    }
+
+    public func registry(_ name: String) throws -> RegistryRecord? {
+        try read(RegistryRecord.self, CatalogKey.registry(name))
+    }
+
+    /// The registry, or `NAME_UNKNOWN` naming it.
+    public func requireRegistry(_ name: String) throws -> RegistryRecord {
+        guard let record = try registry(name) else {
+            throw RegistryError(.nameUnknown, "registry '\(name)' does not exist")
+        }
+        return record
+    }
+
+    public func registries(after: String? = nil, limit: Int = 100) throws -> Page<RegistryRecord> {
+        try page(prefix: Key("R").childPrefix, after: after.map { CatalogKey.registry($0).bytes }, limit: limit) { key, value in
+            (try CatalogCodec.decode(RegistryRecord.self, value), Key.lastComponent(key))
+        }
+    }
+
+    /// Deletes a registry. Refused while it has images unless `force`, which
+    /// deletes every image, artifact and tag and empties the bucket.
+    public func deleteRegistry(_ name: String, force: Bool) async throws {
+        try await locks.withLock("registry:" + name) {
+            _ = try requireRegistry(name)
+            let images = try repositories(registry: name, limit: 1).items
+            if !images.isEmpty && !force {
+                throw RegistryError(
+                    .conflict, "registry '\(name)' still has images; delete them first or pass force=true")
+            }
+            var batch = WriteBatch()
+            for kind in CatalogKey.repositoryKinds {
+                let start = Key(kind, name + "/").bytes
+                batch.deleteRange(.catalog, from: start, to: Key(kind, name + "0").bytes)  // "0" sorts right after "/"
+            }
+            batch.deleteRange(.catalog, from: Key("K", name).childPrefix, to: Key("K", name).bytes + [1])
+            batch.delete(.catalog, CatalogKey.registry(name).bytes)
+            try await write(batch)
+            try await objects.deleteBucket(name)
+            logger.info("registry deleted", metadata: ["registry": "\(name)", "force": "\(force)"])
+        }
+    }
+
+    // MARK: Images
+
+    public func repositories(registry: String? = nil, after: String? = nil, limit: Int) throws -> Page<RepositoryRecord> {
+        let prefix = registry.map { Key("I", $0 + "/").bytes } ?? Key("I").childPrefix
+        return try page(prefix: prefix, after: after.map { CatalogKey.repository($0).bytes }, limit: limit) { key, value in
+            (try CatalogCodec.decode(RepositoryRecord.self, value), Key.lastComponent(key))
+        }
+    }
+
+    /// Reads up to `limit` records after `after`, and whether more follow.
+    func page<T>(
+        prefix: [UInt8], after: [UInt8]?, limit: Int,
+        _ decode: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> (T, String)
+    ) throws -> Page<T> {
+        var items: [T] = []
+        var lastKey: String?
+        var more = false
+        try db.scan(.catalog, prefix: prefix, after: after) { key, value in
+            if items.count == limit {
+                more = true
+                return false
+            }
+            let (item, cursor) = try decode(key, value)
+            items.append(item)
+            lastKey = cursor
+            return true
+        }
+        return Page(items: items, next: more ? lastKey : nil)
+    }
+}
+
+enum CatalogCodec {
+    static func encode<T: Encodable>(_ value: T) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .millisecondsSince1970
+        return Array(try! encoder.encode(value))
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ bytes: some Collection<UInt8>) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .millisecondsSince1970
+        return try decoder.decode(type, from: Data(bytes))
+    }
+}

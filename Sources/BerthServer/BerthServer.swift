@@ -1,0 +1,104 @@
+import BerthCore
+import BerthStorage
+import Foundation
+import Hummingbird
+import HummingbirdHTTP2
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+
+/// The running appliance: the store, the registry over it, and the listeners.
+public enum BerthServer {
+    /// Opens the store, binds the listeners and serves until SIGTERM or SIGINT,
+    /// then drains in-flight requests and closes the store.
+    public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {
+        let store = try Store(
+            directory: URL(fileURLWithPath: configuration.dataDir).appendingPathComponent("db").path,
+            maxObjectSize: configuration.maxBlobSize)
+        let registry = Registry(store: store, logger: logger)
+
+        var services: [any Service] = []
+        if let http = configuration.http {
+            services.append(
+                Application(
+                    router: makeRouter(registry),
+                    server: .http1(),
+                    configuration: .init(address: .hostname(http.host, port: http.port), serverName: "Berth"),
+                    onServerRunning: { announce("http", $0, host: http.host) },
+                    logger: logger))
+        }
+        if let https = configuration.https {
+            let identity: TLSIdentity
+            if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
+                identity = TLSIdentity(certificatePath: certificate, keyPath: key)
+            } else {
+                identity = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames)
+            }
+            let tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(identity.certificatePath).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: identity.keyPath, format: .pem)))
+            services.append(
+                Application(
+                    router: makeRouter(registry),
+                    server: try .http2Upgrade(tlsConfiguration: tls),
+                    configuration: .init(address: .hostname(https.host, port: https.port), serverName: "Berth"),
+                    onServerRunning: { announce("https", $0, host: https.host) },
+                    logger: logger))
+        }
+        services.append(
+            MaintenanceService(
+                objects: store.objects, interval: configuration.maintenanceInterval,
+                uploadTimeout: configuration.uploadTimeout, extentGrace: configuration.extentGracePeriod,
+                logger: logger))
+
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        try await store.shutdown()
+        logger.info("stopped")
+    }
+
+    static func makeRouter(_ registry: Registry) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: DistributionController(registry: registry))
+        router.get("healthz") { _, _ in "ok\n" }
+        router.get("readyz") { _, _ in "ready\n" }
+        AdminController(registry: registry).register(on: router)
+        return router
+    }
+
+    private static func announce(_ scheme: String, _ channel: any Channel, host: String) {
+        let port = channel.localAddress?.port ?? 0
+        let shown = host.contains(":") ? "[\(host)]" : host
+        FileHandle.standardOutput.write(Data("listening on \(scheme)://\(shown):\(port)\n".utf8))
+    }
+}
+
+/// Background upkeep: expires idle uploads and sweeps unreferenced extents.
+struct MaintenanceService: Service {
+    let objects: any ObjectStore
+    let interval: Double
+    let uploadTimeout: Double
+    let extentGrace: Double
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(interval))
+                if Task.isCancelled { break }
+                do {
+                    let expired = try await objects.expireUploads(idleFor: uploadTimeout)
+                    let swept = try await objects.sweepExtents(grace: extentGrace)
+                    if expired + swept > 0 {
+                        logger.info("maintenance", metadata: ["uploads_expired": "\(expired)", "extents_swept": "\(swept)"])
+                    }
+                } catch {
+                    logger.error("maintenance failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+import BerthCore
+import BerthStorage
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+
+/// The OCI Distribution v1.1 data plane under `/v2`.
+struct DistributionController<Context: RequestContext>: RouterMiddleware {
+    let registry: Registry
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let route = DistributionRoute(path: request.uri.path) else {
+            if request.uri.path.hasPrefix("/v2/") {
+                return finish(ErrorResponses.oci(RegistryError(.nameInvalid, "no such endpoint: \(request.uri.path)"), head: request.method == .head))
+            }
+            return try await next(request, context)
+        }
+        let isHead = request.method == .head
+        do {
+            return finish(try await dispatch(route, request))
+        } catch let error as RegistryError {
+            return finish(ErrorResponses.oci(error, head: isHead))
+        } catch {
+            context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            return finish(ErrorResponses.oci(RegistryError(.unsupported, "internal error"), head: isHead).with(status: 500))
+        }
+    }
+
+    private func finish(_ response: Response) -> Response {
+        var response = response
+        response.headers[.dockerAPIVersion] = "registry/2.0"
+        return response
+    }
+
+    private func dispatch(_ route: DistributionRoute, _ request: Request) async throws -> Response {
+        switch (route, request.method) {
+        case (.base, .get), (.base, .head):
+            return json([:], head: request.method == .head)
+        case (.catalog, .get):
+            return try catalog(request)
+        case (.tags(let name), .get):
+            return try tags(name, request)
+        case (.manifest(let name, let reference), .get), (.manifest(let name, let reference), .head):
+            return try getManifest(name, reference, head: request.method == .head)
+        case (.manifest(let name, let reference), .put):
+            return try await putManifest(name, reference, request)
+        case (.manifest(let name, let reference), .delete):
+            try await registry.deleteManifest(name: name, reference: reference)
+            return Response(status: .accepted, headers: [.contentLength: "0"])
+        case (.blob(let name, let digest), .get), (.blob(let name, let digest), .head):
+            return try getBlob(name, digest, request)
+        case (.blob(let name, let digest), .delete):
+            try await registry.deleteBlob(name: name, digest: digest)
+            return Response(status: .accepted, headers: [.contentLength: "0"])
+        case (.uploads(let name), .post):
+            return try await startUpload(name, request)
+        case (.upload(let name, let id), .get):
+            return uploadStatus(name, try registry.upload(name: name, id: id), status: .noContent)
+        case (.upload(let name, let id), .patch):
+            return try await patchUpload(name, id, request)
+        case (.upload(let name, let id), .put):
+            return try await finishUpload(name, id, request)
+        case (.upload(let name, let id), .delete):
+            try await registry.cancelUpload(name: name, id: id)
+            return Response(status: .noContent)
+        case (.referrers(let name, let digest), .get):
+            return try referrers(name, digest, request)
+        default:
+            throw RegistryError(.unsupported, "\(request.method) is not supported on \(request.uri.path)").with(status: 405)
+        }
+    }
+
+    // MARK: Listings
+
+    private func limit(_ request: Request) throws -> Int? {
+        guard let text = request.query("n") else { return nil }
+        guard let n = Int(text), n >= 0 else { throw RegistryError(.unsupported, "n must be a non-negative integer").with(status: 400) }
+        return n
+    }
+
+    private func link(path: String, last: String, n: Int?) -> String {
+        var components = URLComponents()
+        components.path = path
+        components.queryItems = [URLQueryItem(name: "last", value: last)] + (n.map { [URLQueryItem(name: "n", value: String($0))] } ?? [])
+        return "<\(components.string ?? path)>; rel=\"next\""
+    }
+
+    private func catalog(_ request: Request) throws -> Response {
+        let n = try limit(request)
+        let page = try registry.repositories(after: request.query("last"), limit: min(n ?? 1000, 10_000))
+        var response = json(["repositories": page.items.map(\.name)])
+        if let next = page.next { response.headers[.link] = link(path: "/v2/_catalog", last: next, n: n) }
+        return response
+    }
+
+    private func tags(_ name: String, _ request: Request) throws -> Response {
+        let n = try limit(request)
+        let page = try registry.tags(name: name, after: request.query("last"), limit: n ?? 100_000)
+        var response = json(["name": name, "tags": page.items] as [String: Any])
+        if let next = page.next { response.headers[.link] = link(path: "/v2/\(name)/tags/list", last: next, n: n) }
+        return response
+    }
+
+    private func referrers(_ name: String, _ digest: String, _ request: Request) throws -> Response {
+        let artifactType = request.query("artifactType")
+        let descriptors = try registry.referrers(name: name, digest: digest, artifactType: artifactType)
+        let index = ReferrersIndex(manifests: descriptors)
+        let body = try JSONEncoder.registry.encode(index)
+        var headers: HTTPFields = [.contentType: MediaType.ociIndex, .contentLength: String(body.count)]
+        if artifactType != nil { headers[.ociFiltersApplied] = "artifactType" }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    // MARK: Manifests
+
+    private func getManifest(_ name: String, _ reference: String, head: Bool) throws -> Response {
+        let manifest = try registry.manifest(name: name, reference: reference)
+        let headers: HTTPFields = [
+            .contentType: manifest.mediaType, .contentLength: String(manifest.bytes.count),
+            .dockerContentDigest: manifest.digest, .eTag: "\"\(manifest.digest)\"",
+        ]
+        return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: manifest.bytes)))
+    }
+
+    private func putManifest(_ name: String, _ reference: String, _ request: Request) async throws -> Response {
+        if let length = request.contentLength, length > Int64(ParsedManifest.maxBytes) {
+            throw RegistryError(.manifestInvalid, "manifest is larger than the limit of 4 MiB", detail: "\(length) bytes")
+        }
+        var bytes: [UInt8] = []
+        for try await buffer in request.body {
+            bytes.append(contentsOf: buffer.readableBytesView)
+            if bytes.count > ParsedManifest.maxBytes {
+                throw RegistryError(.manifestInvalid, "manifest is larger than the limit of 4 MiB")
+            }
+        }
+        let manifest = try await registry.putManifest(
+            name: name, reference: reference, bytes: bytes, contentType: request.headers[.contentType])
+        var headers: HTTPFields = [
+            .location: "/v2/\(name)/manifests/\(manifest.digest)", .dockerContentDigest: manifest.digest,
+            .contentLength: "0",
+        ]
+        if let subject = manifest.subject { headers[.ociSubject] = subject.digest }
+        return Response(status: .created, headers: headers)
+    }
+
+    // MARK: Blobs
+
+    private func getBlob(_ name: String, _ digest: String, _ request: Request) throws -> Response {
+        let object = try registry.blob(name: name, digest: digest)
+        var headers: HTTPFields = [
+            .contentType: "application/octet-stream", .dockerContentDigest: object.digest,
+            .eTag: "\"\(object.digest)\"", .acceptRanges: "bytes",
+        ]
+        var range: Range<Int64> = 0..<object.size
+        var status = HTTPResponse.Status.ok
+        if let header = request.headers[.range] {
+            guard let parsed = ByteRange.parse(header, size: object.size) else {
+                throw RegistryError(.rangeInvalid, "range '\(header)' is not satisfiable for a blob of \(object.size) bytes")
+                    .with(header: "bytes */\(object.size)")
+            }
+            range = parsed
+            status = .partialContent
+            headers[.contentRange] = "bytes \(parsed.lowerBound)-\(parsed.upperBound - 1)/\(object.size)"
+        }
+        headers[.contentLength] = String(range.count)
+        if request.method == .head || range.isEmpty { return Response(status: status, headers: headers) }
+        let reader = registry.readBlob(object, range: range)
+        return Response(status: status, headers: headers, body: ResponseBody(asyncSequence: reader))
+    }
+
+    // MARK: Uploads
+
+    private func uploadStatus(_ name: String, _ upload: UploadRecord, status: HTTPResponse.Status) -> Response {
+        Response(
+            status: status,
+            headers: [
+                .location: "/v2/\(name)/blobs/uploads/\(upload.id)",
+                .range: "0-\(max(0, upload.size - 1))",
+                .dockerUploadUUID: upload.id,
+                .contentLength: "0",
+            ])
+    }
+
+    private func blobCreated(_ name: String, _ object: ObjectRecord) -> Response {
+        Response(
+            status: .created,
+            headers: [
+                .location: "/v2/\(name)/blobs/\(object.digest)", .dockerContentDigest: object.digest,
+                .contentLength: "0",
+            ])
+    }
+
+    private func startUpload(_ name: String, _ request: Request) async throws -> Response {
+        if let digest = request.query("mount") {
+            let from = request.query("from") ?? name
+            if let object = try await registry.mount(name: name, digest: digest, from: from) {
+                return blobCreated(name, object)
+            }
+        }
+        let upload = try await registry.startUpload(name: name)
+        if let digest = request.query("digest") {
+            do {
+                _ = try await registry.appendUpload(
+                    name: name, id: upload.id, start: 0, expectedLength: request.contentLength, body: request.body)
+                return blobCreated(name, try await registry.completeUpload(name: name, id: upload.id, digest: digest))
+            } catch {
+                try? await registry.cancelUpload(name: name, id: upload.id)
+                throw error
+            }
+        }
+        return uploadStatus(name, upload, status: .accepted)
+    }
+
+    private func patchUpload(_ name: String, _ id: String, _ request: Request) async throws -> Response {
+        var start: Int64?
+        if let header = request.headers[.contentRange] {
+            guard let range = ByteRange.parseChunk(header) else {
+                throw RegistryError(.rangeInvalid, "Content-Range '\(header)' is not of the form <start>-<end>")
+            }
+            if let length = request.contentLength, length != range.end - range.start + 1 {
+                throw RegistryError(
+                    .sizeInvalid, "Content-Range \(header) covers \(range.end - range.start + 1) bytes but Content-Length is \(length)")
+            }
+            start = range.start
+        }
+        let upload = try await registry.appendUpload(
+            name: name, id: id, start: start, expectedLength: request.contentLength, body: request.body)
+        return uploadStatus(name, upload, status: .accepted)
+    }
+
+    private func finishUpload(_ name: String, _ id: String, _ request: Request) async throws -> Response {
+        guard let digest = request.query("digest") else {
+            throw RegistryError(.digestInvalid, "PUT to an upload needs ?digest=")
+        }
+        var start: Int64?
+        if let header = request.headers[.contentRange], let range = ByteRange.parseChunk(header) { start = range.start }
+        if request.contentLength != 0 {
+            _ = try await registry.appendUpload(
+                name: name, id: id, start: start, expectedLength: request.contentLength, body: request.body)
+        }
+        return blobCreated(name, try await registry.completeUpload(name: name, id: id, digest: digest))
+    }
+
+    // MARK: Bodies
+
+    private func json(_ object: [String: Any], head: Bool = false) -> Response {
+        let body = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        return Response(
+            status: .ok, headers: [.contentType: "application/json", .contentLength: String(body.count)],
+            body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// The referrers API response: an OCI index of descriptors.
+struct ReferrersIndex: Encodable {
+    var schemaVersion = 2
+    var mediaType = MediaType.ociIndex
+    var manifests: [Descriptor]
+}
+
+extension JSONEncoder {
+    static var registry: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+}
+
+extension RegistryError {
+    func with(status: Int) -> RegistryError {
+        var copy = self
+        copy.statusOverride = status
+        return copy
+    }
+
+    /// Carries a `Content-Range` value for a 416 answer.
+    func with(header: String) -> RegistryError {
+        var copy = self
+        copy.detail = header
+        return copy
+    }
+}
+
+extension Response {
+    func with(status: Int) -> Response {
+        var copy = self
+        copy.status = .init(code: status)
+        return copy
+    }
+}

@@ -1,0 +1,73 @@
+/// A parsed `/v2` request path. Repository names contain slashes, so the
+/// path is split at the last recognised keyword, as Distribution does.
+enum DistributionRoute: Equatable {
+    case base
+    case catalog
+    case tags(name: String)
+    case manifest(name: String, reference: String)
+    case blob(name: String, digest: String)
+    case uploads(name: String)
+    case upload(name: String, id: String)
+    case referrers(name: String, digest: String)
+
+    init?(path: String) {
+        guard path == "/v2" || path.hasPrefix("/v2/") else { return nil }
+        let rest = path.dropFirst(4)
+        if rest.isEmpty { self = .base; return }
+        if rest == "_catalog" { self = .catalog; return }
+        let parts = rest.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        func name(_ upTo: Int) -> String? {
+            upTo > 0 ? parts[..<upTo].joined(separator: "/") : nil
+        }
+        let n = parts.count
+        if n >= 3, parts[n - 2] == "tags", parts[n - 1] == "list", let name = name(n - 2) {
+            self = .tags(name: name)
+        } else if n >= 4, parts[n - 3] == "blobs", parts[n - 2] == "uploads", let name = name(n - 3) {
+            self = parts[n - 1].isEmpty ? .uploads(name: name) : .upload(name: name, id: parts[n - 1])
+        } else if n >= 3, parts[n - 2] == "blobs", parts[n - 1] == "uploads", let name = name(n - 2) {
+            self = .uploads(name: name)
+        } else if n >= 3, parts[n - 2] == "manifests", !parts[n - 1].isEmpty, let name = name(n - 2) {
+            self = .manifest(name: name, reference: parts[n - 1])
+        } else if n >= 3, parts[n - 2] == "blobs", !parts[n - 1].isEmpty, let name = name(n - 2) {
+            self = .blob(name: name, digest: parts[n - 1])
+        } else if n >= 3, parts[n - 2] == "referrers", !parts[n - 1].isEmpty, let name = name(n - 2) {
+            self = .referrers(name: name, digest: parts[n - 1])
+        } else {
+            return nil
+        }
+    }
+}
+
+/// An HTTP byte range resolved against a resource's size.
+enum ByteRange {
+    /// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n`; `nil` when unsatisfiable or malformed.
+    static func parse(_ header: String, size: Int64) -> Range<Int64>? {
+        guard header.hasPrefix("bytes="), !header.contains(",") else { return nil }
+        let spec = header.dropFirst(6)
+        guard let dash = spec.firstIndex(of: "-") else { return nil }
+        let first = spec[..<dash].trimmingCharacters(in: .whitespaces)
+        let last = spec[spec.index(after: dash)...].trimmingCharacters(in: .whitespaces)
+        if first.isEmpty {
+            guard let suffix = Int64(last), suffix > 0, size > 0 else { return nil }
+            return max(0, size - suffix)..<size
+        }
+        guard let start = Int64(first), start >= 0, start < size else { return nil }
+        if last.isEmpty { return start..<size }
+        guard let end = Int64(last), end >= start else { return nil }
+        return start..<min(end + 1, size)
+    }
+
+    /// Parses an upload chunk's `Content-Range`: `a-b`, tolerating a `bytes ` or `bytes=` prefix and a `/total` suffix.
+    static func parseChunk(_ header: String) -> (start: Int64, end: Int64)? {
+        var text = Substring(header.trimmingCharacters(in: .whitespaces))
+        for prefix in ["bytes=", "bytes "] where text.hasPrefix(prefix) { text = text.dropFirst(prefix.count) }
+        if let slash = text.firstIndex(of: "/") { text = text[..<slash] }
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, let start = Int64(parts[0]), let end = Int64(parts[1]), start >= 0, end >= start - 1 else {
+            return nil
+        }
+        return (start, end)
+    }
+}
+
+import Foundation

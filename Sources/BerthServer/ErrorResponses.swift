@@ -1,0 +1,48 @@
+import BerthCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// Renders errors: the OCI error body on `/v2`, RFC 9457 problem+json on `/api/v1`.
+enum ErrorResponses {
+    static func oci(_ error: RegistryError, head: Bool = false) -> Response {
+        var entry: [String: String] = ["code": error.code.rawValue, "message": error.message]
+        if let detail = error.detail { entry["detail"] = detail }
+        let body = try! JSONSerialization.data(withJSONObject: ["errors": [entry]], options: [.sortedKeys])
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        headers[.contentLength] = String(body.count)
+        if error.code == .rangeInvalid, let detail = error.detail, detail.hasPrefix("current size ") {
+            // Tell the client where to resume.
+            let size = Int64(detail.dropFirst("current size ".count)) ?? 0
+            headers[.range] = "0-\(max(0, size - 1))"
+        } else if error.code == .rangeInvalid, let detail = error.detail, detail.hasPrefix("bytes */") {
+            headers[.contentRange] = detail
+        }
+        return Response(
+            status: .init(code: error.status), headers: headers,
+            body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func problem(status: Int, code: String, detail: String) -> Response {
+        let object: [String: Any] = [
+            "type": "https://berth.dev/problems/\(code.lowercased().replacingOccurrences(of: "_", with: "-"))",
+            "title": HTTPResponse.Status(code: status).reasonPhrase,
+            "status": status, "code": code, "detail": detail,
+        ]
+        let body = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        var headers = HTTPFields()
+        headers[.contentType] = "application/problem+json"
+        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func problem(_ error: RegistryError) -> Response {
+        let status: Int
+        switch error.code {
+        case .nameInvalid, .tagInvalid, .digestInvalid, .manifestInvalid, .sizeInvalid: status = error.statusOverride ?? 400
+        default: status = error.status
+        }
+        return problem(status: status, code: error.code.rawValue, detail: error.message)
+    }
+}

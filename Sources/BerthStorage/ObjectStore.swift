@@ -1,0 +1,77 @@
+import NIOCore
+
+/// The bucket emulation: buckets of content-addressed objects over shared,
+/// reference-counted extents. The seam behind which another engine (an
+/// S3-compatible store) can stand; see docs/architecture.md.
+public protocol ObjectStore: Sendable {
+    func createBucket(_ bucket: String) async throws
+    /// Removes the bucket and every object in it.
+    func deleteBucket(_ bucket: String) async throws
+    func object(bucket: String, digest: String) throws -> ObjectRecord?
+    /// The bytes of `object` in `range`, streamed a chunk at a time.
+    func read(_ object: ObjectRecord, range: Range<Int64>) -> ObjectReader
+    /// Makes `digest` of bucket `from` an object of bucket `to` without copying bytes.
+    func copy(digest: String, from: String, to: String) async throws -> ObjectRecord?
+    /// Removes an object; its extent is swept once unreferenced for the grace period.
+    @discardableResult func delete(bucket: String, digest: String) async throws -> Bool
+    func usage(bucket: String) -> BucketUsage
+    func usage() -> StoreUsage
+
+    func startUpload(bucket: String, owner: String) async throws -> UploadRecord
+    func upload(_ id: String) throws -> UploadRecord?
+    /// Appends a request body to an upload. `start`, when given, must equal the upload's size.
+    /// `expectedLength`, when given, is the declared body length. On any error the upload is
+    /// left as it was before the call.
+    func append<Body: AsyncSequence>(
+        upload id: String, start: Int64?, expectedLength: Int64?, body: Body
+    ) async throws -> UploadRecord where Body.Element == ByteBuffer
+    /// Verifies the digest and turns the upload into an object of its bucket.
+    func complete(upload id: String, digest: String) async throws -> ObjectRecord
+    func cancel(upload id: String) async throws
+    /// Drops uploads idle for longer than `idle` seconds; returns how many.
+    func expireUploads(idleFor idle: Double) async throws -> Int
+    /// Deletes extents unreferenced for longer than `grace` seconds; returns how many.
+    func sweepExtents(grace: Double) async throws -> Int
+}
+
+/// Streams an object's bytes, fetching one chunk per step on the blocking pool.
+public struct ObjectReader: AsyncSequence, Sendable {
+    public typealias Element = ByteBuffer
+    let fetch: @Sendable (_ chunk: Int64) async throws -> ByteBuffer
+    let object: ObjectRecord
+    let range: Range<Int64>
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let reader: ObjectReader
+        var position: Int64
+        var prefetch: Task<ByteBuffer, any Error>?
+
+        public mutating func next() async throws -> ByteBuffer? {
+            guard position < reader.range.upperBound else { return nil }
+            let chunkSize = Int64(reader.object.chunkSize)
+            let index = position / chunkSize
+            let current = prefetch ?? Self.start(reader, index)
+            // Fetch the next chunk while this one is being sent.
+            let nextStart = (index + 1) * chunkSize
+            prefetch = nextStart < reader.range.upperBound ? Self.start(reader, index + 1) : nil
+            var buffer = try await current.value
+            let offsetInChunk = Int(position - index * chunkSize)
+            let end = Swift.min(Int64(buffer.writerIndex), reader.range.upperBound - index * chunkSize)
+            guard end > offsetInChunk else {
+                throw StorageError("object \(reader.object.digest): chunk \(index) is shorter than expected")
+            }
+            buffer.moveReaderIndex(to: offsetInChunk)
+            buffer.moveWriterIndex(to: Int(end))
+            position = index * chunkSize + end
+            return buffer
+        }
+
+        static func start(_ reader: ObjectReader, _ index: Int64) -> Task<ByteBuffer, any Error> {
+            Task { try await reader.fetch(index) }
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(reader: self, position: range.lowerBound, prefetch: nil)
+    }
+}

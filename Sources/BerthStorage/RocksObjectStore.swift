@@ -1,0 +1,473 @@
+import Crypto
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// ``ObjectStore`` over RocksDB.
+///
+/// Key schema (column family `objects` unless said otherwise):
+/// - `b\0<bucket>` → ``BucketRecord``
+/// - `o\0<bucket>\0<digest>` → ``ObjectRecord``
+/// - `e<extent u64 BE>` → ``ExtentRecord``
+/// - `x\0<digest>` → extent id: the content index that stores a blob once
+/// - `uploads`: `u\0<id>` → ``UploadRecord``
+/// - `chunks`: `<extent u64 BE><chunk u32 BE>` → up to `chunkSize` bytes
+///
+/// Durability: chunks are written without the WAL; before an upload's new
+/// size is recorded (synced), the `chunks` family is flushed, so every byte
+/// reaches the disk once, in a blob file. Object, extent and upload records
+/// change together in one synced batch.
+public final class RocksObjectStore: ObjectStore {
+    let db: RocksDB
+    let pool: BlockingPool
+    let chunkSize: Int
+    let maxObjectSize: Int64
+    private let locks = KeyedLocks()
+    private let live = NIOLockedValueBox([String: LiveUpload]())
+    private let counters: NIOLockedValueBox<Counters>
+
+    struct Counters {
+        var buckets: [String: BucketUsage] = [:]
+        var physicalBytes: Int64 = 0
+        var uploads: [String: Int64] = [:]
+    }
+
+    /// An upload's running hash, valid for its durable size.
+    final class LiveUpload: @unchecked Sendable {
+        var record: UploadRecord
+        var hasher: SHA256
+        init(record: UploadRecord, hasher: SHA256) {
+            self.record = record
+            self.hasher = hasher
+        }
+    }
+
+    public init(db: RocksDB, pool: BlockingPool, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30) throws {
+        self.db = db
+        self.pool = pool
+        self.chunkSize = chunkSize
+        self.maxObjectSize = maxObjectSize
+        var counters = Counters()
+        try db.scan(.objects, prefix: Array("o".utf8)) { key, value in
+            let record = try RecordCodec.decode(ObjectRecord.self, value)
+            let bucket = Key.components(key)[0]
+            counters.buckets[bucket, default: .init()].objects += 1
+            counters.buckets[bucket, default: .init()].bytes += record.size
+            return true
+        }
+        try db.scan(.objects, prefix: Array("e".utf8)) { _, value in
+            counters.physicalBytes += try RecordCodec.decode(ExtentRecord.self, value).size
+            return true
+        }
+        try db.scan(.uploads, prefix: Array("u".utf8)) { _, value in
+            let record = try RecordCodec.decode(UploadRecord.self, value)
+            counters.uploads[record.id] = record.size
+            return true
+        }
+        self.counters = NIOLockedValueBox(counters)
+    }
+
+    // MARK: Keys
+
+    static func bucketKey(_ bucket: String) -> [UInt8] { Key("b", bucket).bytes }
+    static func objectKey(_ bucket: String, _ digest: String) -> [UInt8] { Key("o", bucket, digest).bytes }
+    static func contentKey(_ digest: String) -> [UInt8] { Key("x", digest).bytes }
+    static func extentKey(_ extent: UInt64) -> [UInt8] { Array("e".utf8) + extent.bigEndianBytes }
+    static func uploadKey(_ id: String) -> [UInt8] { Key("u", id).bytes }
+    static func chunkKey(_ extent: UInt64, _ index: Int64) -> [UInt8] {
+        extent.bigEndianBytes + UInt32(index).bigEndianBytes
+    }
+
+    private static func dropExtent(_ extent: UInt64, in batch: inout WriteBatch) {
+        batch.deleteRange(.chunks, from: extent.bigEndianBytes, to: (extent &+ 1).bigEndianBytes)
+    }
+
+    /// Applies a batch, synced, on the blocking pool.
+    private func write(_ batch: WriteBatch) async throws {
+        try await pool.run { [db] in try db.write(batch, .synced) }
+    }
+
+    // MARK: Buckets and objects
+
+    public func createBucket(_ bucket: String) async throws {
+        var batch = WriteBatch()
+        batch.put(.objects, Self.bucketKey(bucket), RecordCodec.encode(BucketRecord(name: bucket, created: Date())))
+        try await write(batch)
+        counters.withLockedValue { $0.buckets[bucket] = $0.buckets[bucket] ?? .init() }
+    }
+
+    public func deleteBucket(_ bucket: String) async throws {
+        var digests: [String] = []
+        try db.scan(.objects, prefix: Key("o", bucket).childPrefix) { key, _ in
+            digests.append(Key.lastComponent(key))
+            return true
+        }
+        for digest in digests { try await delete(bucket: bucket, digest: digest) }
+        var batch = WriteBatch()
+        batch.delete(.objects, Self.bucketKey(bucket))
+        try await write(batch)
+        counters.withLockedValue { _ = $0.buckets.removeValue(forKey: bucket) }
+    }
+
+    public func object(bucket: String, digest: String) throws -> ObjectRecord? {
+        try db.get(.objects, Self.objectKey(bucket, digest)).map { try RecordCodec.decode(ObjectRecord.self, $0) }
+    }
+
+    private func extent(_ id: UInt64) throws -> ExtentRecord? {
+        try db.get(.objects, Self.extentKey(id)).map { try RecordCodec.decode(ExtentRecord.self, $0) }
+    }
+
+    public func read(_ object: ObjectRecord, range: Range<Int64>) -> ObjectReader {
+        let db = self.db
+        let pool = self.pool
+        let extent = object.extent
+        return ObjectReader(
+            fetch: { index in
+                try await pool.run {
+                    try db.withValue(.chunks, Self.chunkKey(extent, index)) { bytes in
+                        guard let bytes else {
+                            throw StorageError("extent \(extent) is missing chunk \(index)")
+                        }
+                        return ByteBuffer(bytes: bytes)
+                    }
+                }
+            },
+            object: object, range: range)
+    }
+
+    public func copy(digest: String, from: String, to: String) async throws -> ObjectRecord? {
+        try await locks.withLock("d:" + digest) {
+            if let existing = try object(bucket: to, digest: digest) { return existing }
+            guard var source = try object(bucket: from, digest: digest),
+                var extent = try extent(source.extent)
+            else { return nil }
+            extent.references += 1
+            extent.unreferencedSince = nil
+            source.created = Date()
+            var batch = WriteBatch()
+            batch.put(.objects, Self.extentKey(source.extent), RecordCodec.encode(extent))
+            batch.put(.objects, Self.objectKey(to, digest), RecordCodec.encode(source))
+            try await write(batch)
+            let size = source.size
+            counters.withLockedValue {
+                $0.buckets[to, default: .init()].objects += 1
+                $0.buckets[to, default: .init()].bytes += size
+            }
+            return source
+        }
+    }
+
+    @discardableResult
+    public func delete(bucket: String, digest: String) async throws -> Bool {
+        try await locks.withLock("d:" + digest) {
+            guard let object = try object(bucket: bucket, digest: digest) else { return false }
+            var batch = WriteBatch()
+            batch.delete(.objects, Self.objectKey(bucket, digest))
+            if var extent = try extent(object.extent) {
+                extent.references = max(0, extent.references - 1)
+                if extent.references == 0 { extent.unreferencedSince = Date() }
+                batch.put(.objects, Self.extentKey(object.extent), RecordCodec.encode(extent))
+            }
+            try await write(batch)
+            counters.withLockedValue {
+                $0.buckets[bucket, default: .init()].objects -= 1
+                $0.buckets[bucket, default: .init()].bytes -= object.size
+            }
+            return true
+        }
+    }
+
+    public func usage(bucket: String) -> BucketUsage {
+        counters.withLockedValue { $0.buckets[bucket] ?? .init() }
+    }
+
+    public func usage() -> StoreUsage {
+        counters.withLockedValue { c in
+            StoreUsage(
+                logicalBytes: c.buckets.values.reduce(0) { $0 + $1.bytes },
+                physicalBytes: c.physicalBytes,
+                openUploads: c.uploads.count,
+                uploadBytes: c.uploads.values.reduce(0, +))
+        }
+    }
+
+    // MARK: Uploads
+
+    public func startUpload(bucket: String, owner: String) async throws -> UploadRecord {
+        guard try db.get(.objects, Self.bucketKey(bucket)) != nil else { throw ObjectStoreError.bucketUnknown(bucket) }
+        let now = Date()
+        let record = UploadRecord(
+            id: UUID().uuidString.lowercased(), bucket: bucket, owner: owner,
+            extent: UInt64.random(in: 1..<UInt64.max), chunkSize: chunkSize, size: 0, created: now, updated: now)
+        var batch = WriteBatch()
+        batch.put(.uploads, Self.uploadKey(record.id), RecordCodec.encode(record))
+        try await write(batch)
+        live.withLockedValue { $0[record.id] = LiveUpload(record: record, hasher: SHA256()) }
+        counters.withLockedValue { $0.uploads[record.id] = 0 }
+        return record
+    }
+
+    public func upload(_ id: String) throws -> UploadRecord? {
+        if let session = live.withLockedValue({ $0[id] }) { return session.record }
+        return try storedUpload(id)
+    }
+
+    private func storedUpload(_ id: String) throws -> UploadRecord? {
+        try db.get(.uploads, Self.uploadKey(id)).map { try RecordCodec.decode(UploadRecord.self, $0) }
+    }
+
+    /// The live session, rebuilt from the store (re-hashing its durable bytes)
+    /// after a restart or a failed append. Call with the upload's lock held.
+    private func session(_ id: String) async throws -> LiveUpload {
+        if let session = live.withLockedValue({ $0[id] }) { return session }
+        guard let record = try storedUpload(id) else { throw ObjectStoreError.uploadUnknown(id) }
+        let db = self.db
+        let hasher = try await pool.run { () -> SHA256 in
+            var hasher = SHA256()
+            var remaining = record.size
+            var index: Int64 = 0
+            while remaining > 0 {
+                try db.withValue(.chunks, Self.chunkKey(record.extent, index)) { bytes in
+                    guard let bytes, bytes.count >= min(Int64(record.chunkSize), remaining) else {
+                        throw StorageError("upload \(id): chunk \(index) is missing")
+                    }
+                    let take = Int(min(Int64(record.chunkSize), remaining))
+                    hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: bytes[0..<take]))
+                    remaining -= Int64(take)
+                }
+                index += 1
+            }
+            return hasher
+        }
+        let session = LiveUpload(record: record, hasher: hasher)
+        live.withLockedValue { $0[id] = session }
+        return session
+    }
+
+    public func append<Body: AsyncSequence>(
+        upload id: String, start: Int64?, expectedLength: Int64?, body: Body
+    ) async throws -> UploadRecord where Body.Element == ByteBuffer {
+        try await locks.withLock("u:" + id) {
+            let session = try await session(id)
+            var record = session.record
+            if let start, start != record.size { throw ObjectStoreError.rangeMismatch(current: record.size) }
+            if let expectedLength, record.size + expectedLength > maxObjectSize {
+                throw ObjectStoreError.tooLarge(limit: maxObjectSize)
+            }
+            do {
+                let db = self.db
+                let chunkSize = record.chunkSize
+                let extent = record.extent
+                var hasher = session.hasher
+                var size = record.size
+                var index = size / Int64(chunkSize)
+                var tail = ByteBuffer()
+                tail.reserveCapacity(chunkSize)
+                let carried = Int(size % Int64(chunkSize))
+                if carried > 0 {
+                    try db.withValue(.chunks, Self.chunkKey(extent, index)) { bytes in
+                        guard let bytes, bytes.count >= carried else {
+                            throw StorageError("upload \(id): chunk \(index) is missing")
+                        }
+                        tail.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[0..<carried]))
+                    }
+                }
+                var received: Int64 = 0
+                var wroteUnlogged = false
+                for try await var buffer in body {
+                    received += Int64(buffer.readableBytes)
+                    if let expectedLength, received > expectedLength {
+                        throw ObjectStoreError.tooLarge(limit: expectedLength)
+                    }
+                    if size + Int64(buffer.readableBytes) > maxObjectSize {
+                        throw ObjectStoreError.tooLarge(limit: maxObjectSize)
+                    }
+                    size += Int64(buffer.readableBytes)
+                    buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+                    while buffer.readableBytes > 0 {
+                        let take = min(buffer.readableBytes, chunkSize - tail.readableBytes)
+                        var slice = buffer.readSlice(length: take)!
+                        tail.writeBuffer(&slice)
+                        if tail.readableBytes == chunkSize {
+                            let full = tail
+                            let chunkIndex = index
+                            try await pool.run {
+                                try full.withUnsafeReadableBytes {
+                                    try db.put(.chunks, Self.chunkKey(extent, chunkIndex), $0, .unlogged)
+                                }
+                            }
+                            index += 1
+                            wroteUnlogged = true
+                            tail.clear()
+                        }
+                    }
+                }
+                if let expectedLength, received < expectedLength {
+                    throw ObjectStoreError.incomplete(expected: expectedLength, received: received)
+                }
+                if received == 0 { return record }
+                record.size = size
+                record.updated = Date()
+                var batch = WriteBatch()
+                if tail.readableBytes > 0 {
+                    batch.put(.chunks, Self.chunkKey(extent, index), Array(tail.readableBytesView))
+                }
+                batch.put(.uploads, Self.uploadKey(id), RecordCodec.encode(record))
+                try await pool.run { [batch, wroteUnlogged] in
+                    if wroteUnlogged { try db.flush(.chunks) }
+                    try db.write(batch, .synced)
+                }
+                session.record = record
+                session.hasher = hasher
+                counters.withLockedValue { $0.uploads[id] = size }
+                return record
+            } catch {
+                // The stored state is the last durable one; rebuild from it next time.
+                live.withLockedValue { _ = $0.removeValue(forKey: id) }
+                throw error
+            }
+        }
+    }
+
+    public func complete(upload id: String, digest: String) async throws -> ObjectRecord {
+        guard digest.hasPrefix("sha256:") else { throw ObjectStoreError.unsupportedDigest(digest) }
+        return try await locks.withLock("u:" + id) {
+            let session = try await session(id)
+            let record = session.record
+            let actual = "sha256:" + session.hasher.finalize().hexString
+            guard actual == digest else {
+                try await discard(record)
+                throw ObjectStoreError.digestMismatch(expected: digest, actual: actual)
+            }
+            return try await locks.withLock("d:" + digest) {
+                try await commit(record, digest: digest)
+            }
+        }
+    }
+
+    /// Turns a verified upload into an object. Call with the upload and digest locks held.
+    private func commit(_ upload: UploadRecord, digest: String) async throws -> ObjectRecord {
+        var batch = WriteBatch()
+        batch.delete(.uploads, Self.uploadKey(upload.id))
+        if let existing = try object(bucket: upload.bucket, digest: digest) {
+            Self.dropExtent(upload.extent, in: &batch)
+            try await write(batch)
+            forget(upload.id)
+            return existing
+        }
+        var object = ObjectRecord(
+            digest: digest, size: upload.size, created: Date(), extent: upload.extent, chunkSize: upload.chunkSize)
+        var newPhysical: Int64 = 0
+        if let shared = try db.get(.objects, Self.contentKey(digest)),
+            case let sharedID = UInt64(bigEndianBytes: shared),
+            var extent = try extent(sharedID)
+        {
+            extent.references += 1
+            extent.unreferencedSince = nil
+            batch.put(.objects, Self.extentKey(sharedID), RecordCodec.encode(extent))
+            Self.dropExtent(upload.extent, in: &batch)
+            object.extent = sharedID
+            object.chunkSize = extent.chunkSize
+        } else {
+            let extent = ExtentRecord(
+                digest: digest, size: upload.size, chunkSize: upload.chunkSize, references: 1, unreferencedSince: nil)
+            batch.put(.objects, Self.extentKey(upload.extent), RecordCodec.encode(extent))
+            batch.put(.objects, Self.contentKey(digest), upload.extent.bigEndianBytes)
+            newPhysical = upload.size
+        }
+        batch.put(.objects, Self.objectKey(upload.bucket, digest), RecordCodec.encode(object))
+        try await write(batch)
+        forget(upload.id)
+        let size = object.size
+        counters.withLockedValue {
+            $0.buckets[upload.bucket, default: .init()].objects += 1
+            $0.buckets[upload.bucket, default: .init()].bytes += size
+            $0.physicalBytes += newPhysical
+        }
+        return object
+    }
+
+    private func forget(_ id: String) {
+        live.withLockedValue { _ = $0.removeValue(forKey: id) }
+        counters.withLockedValue { _ = $0.uploads.removeValue(forKey: id) }
+    }
+
+    private func discard(_ upload: UploadRecord) async throws {
+        var batch = WriteBatch()
+        batch.delete(.uploads, Self.uploadKey(upload.id))
+        Self.dropExtent(upload.extent, in: &batch)
+        try await write(batch)
+        forget(upload.id)
+    }
+
+    public func cancel(upload id: String) async throws {
+        try await locks.withLock("u:" + id) {
+            guard let record = try upload(id) else { throw ObjectStoreError.uploadUnknown(id) }
+            try await discard(record)
+        }
+    }
+
+    public func expireUploads(idleFor idle: Double) async throws -> Int {
+        let cutoff = Date().addingTimeInterval(-idle)
+        var stale: [UploadRecord] = []
+        try db.scan(.uploads, prefix: Array("u".utf8)) { _, value in
+            let record = try RecordCodec.decode(UploadRecord.self, value)
+            if record.updated < cutoff { stale.append(record) }
+            return true
+        }
+        var expired = 0
+        for record in stale where locks.tryLock("u:" + record.id) {
+            defer { locks.release("u:" + record.id) }
+            // Re-read under the lock: an append may have landed since the scan.
+            guard let current = try storedUpload(record.id), current.updated < cutoff else { continue }
+            try await discard(current)
+            expired += 1
+        }
+        return expired
+    }
+
+    public func sweepExtents(grace: Double) async throws -> Int {
+        let cutoff = Date().addingTimeInterval(-grace)
+        var candidates: [(UInt64, ExtentRecord)] = []
+        try db.scan(.objects, prefix: Array("e".utf8)) { key, value in
+            let record = try RecordCodec.decode(ExtentRecord.self, value)
+            if record.references == 0, let since = record.unreferencedSince, since < cutoff {
+                candidates.append((UInt64(bigEndianBytes: key.dropFirst()), record))
+            }
+            return true
+        }
+        var swept = 0
+        for (id, record) in candidates {
+            try await locks.withLock("d:" + record.digest) {
+                guard let current = try extent(id), current.references == 0 else { return }
+                var batch = WriteBatch()
+                batch.delete(.objects, Self.extentKey(id))
+                if let indexed = try db.get(.objects, Self.contentKey(record.digest)),
+                    UInt64(bigEndianBytes: indexed) == id
+                {
+                    batch.delete(.objects, Self.contentKey(record.digest))
+                }
+                Self.dropExtent(id, in: &batch)
+                try await write(batch)
+                counters.withLockedValue { $0.physicalBytes -= current.size }
+                swept += 1
+            }
+        }
+        return swept
+    }
+}
+
+extension Digest {
+    /// Lowercase hexadecimal form of the digest.
+    public var hexString: String {
+        var out = ""
+        out.reserveCapacity(Self.byteCount * 2)
+        for byte in self {
+            out.append(hexDigits[Int(byte >> 4)])
+            out.append(hexDigits[Int(byte & 0x0f)])
+        }
+        return out
+    }
+}
+
+private let hexDigits: [Character] = Array("0123456789abcdef")

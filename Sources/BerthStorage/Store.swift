@@ -1,0 +1,19 @@
+import Foundation
+
+/// The embedded store: one RocksDB database, the blocking pool that serves
+/// it, and the object store over it.
+public final class Store: Sendable {
+    public let db: RocksDB
+    public let pool: BlockingPool
+    public let objects: RocksObjectStore
+
+    public init(directory: String, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30, threads: Int = 16) throws {
+        db = try RocksDB(path: directory)
+        pool = BlockingPool(threads: threads)
+        objects = try RocksObjectStore(db: db, pool: pool, chunkSize: chunkSize, maxObjectSize: maxObjectSize)
+    }
+
+    public func shutdown() async throws {
+        try await pool.shutdown()
+    }
+}
