@@ -70,5 +70,6 @@ let package = Package(
         ),
         .testTarget(name: "BerthStorageTests", dependencies: ["BerthStorage"]),
         .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore"]),
+        .testTarget(name: "BerthServerTests", dependencies: ["BerthServer"]),
     ]
 )

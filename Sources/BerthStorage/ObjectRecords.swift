@@ -57,6 +57,13 @@ public struct StoreUsage: Sendable, Equatable, Codable {
     public var physicalBytes: Int64
     public var openUploads: Int
     public var uploadBytes: Int64
+
+    public init(logicalBytes: Int64, physicalBytes: Int64, openUploads: Int, uploadBytes: Int64) {
+        self.logicalBytes = logicalBytes
+        self.physicalBytes = physicalBytes
+        self.openUploads = openUploads
+        self.uploadBytes = uploadBytes
+    }
 }
 
 /// What can go wrong with an object-store request, in terms a caller maps to its protocol's errors.

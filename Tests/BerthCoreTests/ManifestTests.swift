@@ -1,0 +1,84 @@
+import BerthCore
+import Foundation
+import Testing
+
+private let layer = "sha256:" + String(repeating: "1", count: 64)
+private let config = "sha256:" + String(repeating: "2", count: 64)
+
+private func json(_ object: [String: Any]) -> [UInt8] {
+    Array(try! JSONSerialization.data(withJSONObject: object))
+}
+
+private func imageManifest(mediaType: String = MediaType.ociManifest, extra: [String: Any] = [:]) -> [String: Any] {
+    var object: [String: Any] = [
+        "schemaVersion": 2, "mediaType": mediaType,
+        "config": ["mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 10],
+        "layers": [["mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 20]],
+    ]
+    object.merge(extra) { $1 }
+    return object
+}
+
+@Suite struct ManifestTests {
+    @Test func imageManifestNamesItsBlobs() throws {
+        let bytes = json(imageManifest())
+        let manifest = try ParsedManifest(bytes: bytes, contentType: MediaType.ociManifest)
+        #expect(manifest.blobs == [config, layer])
+        #expect(manifest.mediaType == MediaType.ociManifest)
+        #expect(manifest.artifactType == "application/vnd.oci.image.config.v1+json")
+        #expect(manifest.digest.hasPrefix("sha256:"))
+    }
+
+    @Test func dockerSchema2AndHelm() throws {
+        _ = try ParsedManifest(bytes: json(imageManifest(mediaType: MediaType.dockerManifest)), contentType: MediaType.dockerManifest)
+        var helm = imageManifest()
+        helm["config"] = ["mediaType": MediaType.helmConfig, "digest": config, "size": 10]
+        let manifest = try ParsedManifest(bytes: json(helm), contentType: MediaType.ociManifest)
+        #expect(manifest.artifactType == MediaType.helmConfig)
+    }
+
+    @Test func indexNamesItsChildren() throws {
+        let index: [String: Any] = [
+            "schemaVersion": 2, "mediaType": MediaType.ociIndex,
+            "manifests": [
+                ["mediaType": MediaType.ociManifest, "digest": layer, "size": 5, "platform": ["os": "linux", "architecture": "amd64"]]
+            ],
+        ]
+        let manifest = try ParsedManifest(bytes: json(index), contentType: MediaType.ociIndex)
+        #expect(manifest.children.map(\.digest) == [layer])
+        #expect(manifest.blobs.isEmpty)
+    }
+
+    @Test func subjectAndArtifactType() throws {
+        let subject: [String: Any] = ["mediaType": MediaType.ociManifest, "digest": layer, "size": 3]
+        let bytes = json(imageManifest(extra: ["subject": subject, "artifactType": "application/vnd.example.sbom"]))
+        let manifest = try ParsedManifest(bytes: bytes, contentType: MediaType.ociManifest)
+        #expect(manifest.subject?.digest == layer)
+        #expect(manifest.artifactType == "application/vnd.example.sbom")
+    }
+
+    @Test(arguments: [
+        (Array("not json".utf8), "not valid JSON"),
+        (json(["schemaVersion": 1, "mediaType": MediaType.ociManifest]), "schemaVersion"),
+        (json(["schemaVersion": 2, "mediaType": MediaType.ociManifest, "layers": []]), "no config"),
+        (json(["schemaVersion": 2, "mediaType": MediaType.dockerSchema1Signed]), "schema 1"),
+        (json(["schemaVersion": 2, "mediaType": "text/plain"]), "not supported"),
+        (json(imageManifest(extra: ["layers": [["mediaType": "x", "digest": "sha256:zz", "size": 1]]])), "invalid"),
+    ])
+    func invalidManifests(_ bytes: [UInt8], _ reason: String) {
+        #expect {
+            _ = try ParsedManifest(bytes: bytes, contentType: nil)
+        } throws: { error in
+            guard let error = error as? RegistryError else { return false }
+            return error.code == .manifestInvalid && error.message.contains(reason)
+        }
+    }
+
+    @Test func mismatchedContentTypeAndOversizeAreRefused() {
+        #expect(throws: RegistryError.self) {
+            _ = try ParsedManifest(bytes: json(imageManifest()), contentType: MediaType.dockerManifest)
+        }
+        let big = [UInt8](repeating: 32, count: ParsedManifest.maxBytes + 1)
+        #expect(throws: RegistryError.self) { _ = try ParsedManifest(bytes: big, contentType: nil) }
+    }
+}

@@ -1,0 +1,643 @@
+"""Shared helpers for the Berth integration tests.
+
+Everything here is local: content is generated on the fly, and all traffic
+goes to the Berth server under test on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterable
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+# --------------------------------------------------------------------------
+# Media types
+# --------------------------------------------------------------------------
+
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+MT_HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+MT_HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+
+MANIFEST_ACCEPT = ", ".join(
+    [
+        MT_OCI_MANIFEST,
+        MT_OCI_INDEX,
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+
+EMPTY_JSON = b"{}"
+
+# Registry pre-created with the offline CLI for the shared session server.
+SESSION_REGISTRY = "itest"
+
+# Default HTTP timeout for every request made by the tests (seconds). Generous
+# because the machine running the suite may be small and busy.
+HTTP_TIMEOUT = 30
+
+KiB = 1024
+MiB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------
+# Digests and content
+# --------------------------------------------------------------------------
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def random_bytes(size: int) -> bytes:
+    return os.urandom(size)
+
+
+def unique(prefix: str = "t") -> str:
+    """A short lowercase alphanumeric name that is valid as a registry name,
+    an image path component and a tag."""
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def descriptor(media_type: str, data: bytes, **extra) -> dict:
+    d = {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data)}
+    d.update(extra)
+    return d
+
+
+@dataclass
+class Image:
+    """An image (or artifact) built in memory: blobs plus manifest bytes."""
+
+    config: bytes
+    layers: list[bytes]
+    manifest: bytes
+    config_media_type: str = MT_OCI_CONFIG
+    layer_media_type: str = MT_OCI_LAYER_GZIP
+    media_type: str = MT_OCI_MANIFEST
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest)
+
+    @property
+    def blobs(self) -> list[bytes]:
+        return [self.config, *self.layers]
+
+    @property
+    def manifest_json(self) -> dict:
+        return json.loads(self.manifest)
+
+    def descriptor(self) -> dict:
+        return descriptor(self.media_type, self.manifest)
+
+
+def make_layer(size: int, name: str = "payload.bin") -> bytes:
+    """A genuine gzip-compressed tar archive holding one file of `size`
+    random bytes (random data does not compress, so the layer is a little
+    larger than `size`). Real gzip matters: skopeo sniffs layer compression
+    and would otherwise re-compress the layer and change its digest."""
+    return make_tgz({name: random_bytes(size)})
+
+
+def diff_id(layer: bytes) -> str:
+    """Digest of the uncompressed layer (falls back to the raw bytes for
+    layers that are not gzip)."""
+    try:
+        return sha256_digest(gzip.decompress(layer))
+    except (OSError, EOFError):
+        return sha256_digest(layer)
+
+
+def image_config(arch: str = "amd64", os_name: str = "linux", layers: Iterable[bytes] = ()) -> bytes:
+    cfg = {
+        "architecture": arch,
+        "os": os_name,
+        "created": "2024-01-01T00:00:00Z",
+        "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [diff_id(l) for l in layers],
+        },
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "berth integration test"}],
+    }
+    return canonical_json(cfg)
+
+
+def make_image(
+    n_layers: int = 2,
+    layer_size: int = 64 * KiB,
+    arch: str = "amd64",
+    os_name: str = "linux",
+    annotations: dict | None = None,
+    subject: dict | None = None,
+    artifact_type: str | None = None,
+    config: bytes | None = None,
+    config_media_type: str = MT_OCI_CONFIG,
+    layers: list[bytes] | None = None,
+    layer_media_type: str = MT_OCI_LAYER_GZIP,
+) -> Image:
+    if layers is None:
+        layers = [make_layer(layer_size, f"layer{i}.bin") for i in range(n_layers)]
+    if config is None:
+        config = image_config(arch, os_name, layers)
+    manifest: dict = {
+        "schemaVersion": 2,
+        "mediaType": MT_OCI_MANIFEST,
+        "config": descriptor(config_media_type, config),
+        "layers": [descriptor(layer_media_type, l) for l in layers],
+    }
+    if artifact_type:
+        manifest["artifactType"] = artifact_type
+    if subject:
+        manifest["subject"] = subject
+    if annotations:
+        manifest["annotations"] = annotations
+    return Image(
+        config=config,
+        layers=layers,
+        manifest=json.dumps(manifest, indent=2).encode(),
+        config_media_type=config_media_type,
+        layer_media_type=layer_media_type,
+    )
+
+
+def make_artifact(
+    artifact_type: str | None,
+    subject: dict | None,
+    payload: bytes | None = None,
+    annotations: dict | None = None,
+    config_media_type: str = MT_OCI_EMPTY,
+    payload_media_type: str = "application/octet-stream",
+) -> Image:
+    """An OCI 1.1 artifact manifest: empty config (unless told otherwise),
+    one payload layer, optional subject."""
+    payload = payload if payload is not None else random_bytes(2 * KiB)
+    return make_image(
+        config=EMPTY_JSON,
+        config_media_type=config_media_type,
+        layers=[payload],
+        layer_media_type=payload_media_type,
+        artifact_type=artifact_type,
+        subject=subject,
+        annotations=annotations,
+    )
+
+
+def make_index(manifests: list[tuple[Image, dict | None]], annotations: dict | None = None) -> bytes:
+    idx: dict = {
+        "schemaVersion": 2,
+        "mediaType": MT_OCI_INDEX,
+        "manifests": [],
+    }
+    for img, platform in manifests:
+        d = img.descriptor()
+        if platform:
+            d["platform"] = platform
+        idx["manifests"].append(d)
+    if annotations:
+        idx["annotations"] = annotations
+    return json.dumps(idx, indent=2).encode()
+
+
+def make_tgz(files: dict[str, bytes]) -> bytes:
+    """A real tar.gz archive (deterministic mtime) with the given files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1700000000
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------
+# OCI image layouts on disk (for skopeo)
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Layout:
+    path: str
+    tag: str
+    manifest_digest: str  # digest of the top-level manifest (or index)
+    media_type: str
+    blob_digests: set[str] = field(default_factory=set)  # every blob file incl. manifests
+    platform_manifests: dict[str, str] = field(default_factory=dict)  # arch -> digest
+    layer_digests: list[str] = field(default_factory=list)
+    config_digest: str | None = None
+
+
+def _write_blob(layout_dir: str, data: bytes) -> str:
+    d = sha256_digest(data)
+    p = os.path.join(layout_dir, "blobs", "sha256", d.split(":", 1)[1])
+    with open(p, "wb") as f:
+        f.write(data)
+    return d
+
+
+def _init_layout(layout_dir: str) -> None:
+    os.makedirs(os.path.join(layout_dir, "blobs", "sha256"), exist_ok=True)
+    with open(os.path.join(layout_dir, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+
+
+def _write_index_json(layout_dir: str, desc: dict, tag: str) -> None:
+    desc = dict(desc)
+    desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    with open(os.path.join(layout_dir, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [desc]}, f)
+
+
+def write_oci_layout(
+    layout_dir: str, tag: str = "latest", n_layers: int = 3, layer_size: int = 128 * KiB, arch: str = "amd64"
+) -> Layout:
+    """Write an OCI image layout with one image of `n_layers` random layers."""
+    _init_layout(layout_dir)
+    img = make_image(n_layers=n_layers, layer_size=layer_size, arch=arch)
+    blobs = {_write_blob(layout_dir, b) for b in img.blobs}
+    md = _write_blob(layout_dir, img.manifest)
+    _write_index_json(layout_dir, img.descriptor(), tag)
+    return Layout(
+        path=layout_dir,
+        tag=tag,
+        manifest_digest=md,
+        media_type=MT_OCI_MANIFEST,
+        blob_digests=blobs | {md},
+        platform_manifests={arch: md},
+        layer_digests=[sha256_digest(l) for l in img.layers],
+        config_digest=sha256_digest(img.config),
+    )
+
+
+def write_multiarch_layout(layout_dir: str, tag: str = "latest", layer_size: int = 64 * KiB) -> Layout:
+    """Write an OCI layout whose tag points at an index of linux/amd64 and
+    linux/arm64 image manifests."""
+    _init_layout(layout_dir)
+    blobs: set[str] = set()
+    entries = []
+    per_arch = {}
+    for arch in ("amd64", "arm64"):
+        img = make_image(n_layers=2, layer_size=layer_size, arch=arch)
+        blobs |= {_write_blob(layout_dir, b) for b in img.blobs}
+        md = _write_blob(layout_dir, img.manifest)
+        blobs.add(md)
+        per_arch[arch] = md
+        entries.append((img, {"architecture": arch, "os": "linux"}))
+    index = make_index(entries)
+    idx_digest = _write_blob(layout_dir, index)
+    blobs.add(idx_digest)
+    _write_index_json(layout_dir, descriptor(MT_OCI_INDEX, index), tag)
+    return Layout(
+        path=layout_dir,
+        tag=tag,
+        manifest_digest=idx_digest,
+        media_type=MT_OCI_INDEX,
+        blob_digests=blobs,
+        platform_manifests=per_arch,
+    )
+
+
+def read_layout(layout_dir: str) -> dict:
+    """Read back an OCI layout written by skopeo: returns {"index": ...,
+    "blobs": {digest: path}, "refs": {tag: descriptor}}; every blob file is
+    verified against its name."""
+    with open(os.path.join(layout_dir, "index.json")) as f:
+        index = json.load(f)
+    blobs = {}
+    base = os.path.join(layout_dir, "blobs", "sha256")
+    for name in os.listdir(base):
+        p = os.path.join(base, name)
+        actual = file_digest(p)
+        assert actual == "sha256:" + name, f"blob file {p} has content digest {actual}"
+        blobs[actual] = p
+    refs = {}
+    for d in index.get("manifests", []):
+        ref = (d.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+        if ref:
+            refs[ref] = d
+    return {"index": index, "blobs": blobs, "refs": refs}
+
+
+def read_blob(layout_dir: str, digest: str) -> bytes:
+    with open(os.path.join(layout_dir, "blobs", "sha256", digest.split(":", 1)[1]), "rb") as f:
+        return f.read()
+
+
+# --------------------------------------------------------------------------
+# Subprocesses
+# --------------------------------------------------------------------------
+
+
+def run(cmd: list[str], timeout: float = 120, check: bool = True, text: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a command, capturing output; on failure raise with all output."""
+    p = subprocess.run(cmd, capture_output=True, text=text, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(
+            f"command failed with exit code {p.returncode}: {' '.join(cmd)}\n"
+            f"--- stdout ---\n{p.stdout}\n--- stderr ---\n{p.stderr}"
+        )
+    return p
+
+
+def skopeo(*args: str, timeout: float = 120, check: bool = True, text: bool = True) -> subprocess.CompletedProcess:
+    # --insecure-policy: no dependency on the host's /etc/containers/policy.json.
+    return run(["skopeo", "--insecure-policy", *args], timeout=timeout, check=check, text=text)
+
+
+# --------------------------------------------------------------------------
+# HTTP helpers (OCI distribution API)
+# --------------------------------------------------------------------------
+
+
+def oci_errors(resp: requests.Response) -> list[dict]:
+    try:
+        body = resp.json()
+    except ValueError:
+        return []
+    if not isinstance(body, dict):
+        return []
+    errs = body.get("errors")
+    return errs if isinstance(errs, list) else []
+
+
+def oci_error_codes(resp: requests.Response) -> list[str]:
+    return [e.get("code") for e in oci_errors(resp) if isinstance(e, dict)]
+
+
+def describe(resp: requests.Response) -> str:
+    body = resp.content[:2000]
+    return (
+        f"{resp.request.method} {resp.request.url} -> {resp.status_code}\n"
+        f"headers: {dict(resp.headers)}\nbody: {body!r}"
+    )
+
+
+def assert_status(resp: requests.Response, *statuses: int) -> None:
+    assert resp.status_code in statuses, f"expected status {statuses}, got:\n{describe(resp)}"
+
+
+def assert_oci_error(resp: requests.Response, statuses, code: str) -> dict:
+    """Assert an OCI error response with the given status(es) and error code;
+    returns the matching error object."""
+    if isinstance(statuses, int):
+        statuses = (statuses,)
+    assert_status(resp, *statuses)
+    errs = oci_errors(resp)
+    matching = [e for e in errs if isinstance(e, dict) and e.get("code") == code]
+    assert matching, f"expected OCI error code {code}, got:\n{describe(resp)}"
+    err = matching[0]
+    assert isinstance(err.get("message", ""), str)
+    return err
+
+
+def with_query(url: str, **params: str) -> str:
+    from urllib.parse import urlencode
+
+    sep = "&" if "?" in url else "?"
+    return url + sep + urlencode(params)
+
+
+class Registry:
+    """Thin raw-HTTP client for one Berth endpoint (plain or TLS)."""
+
+    def __init__(self, base_url: str, verify=True):
+        self.base = base_url.rstrip("/")
+        self.verify = verify
+        self.session = requests.Session()
+        # Never pick up proxies or CA bundles from the environment: all
+        # traffic is loopback and TLS is verified against the server's cert.
+        self.session.trust_env = False
+        self.session.verify = verify
+
+    # -- generic ---------------------------------------------------------
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def request(self, method: str, path_or_url: str, **kw) -> requests.Response:
+        url = path_or_url if path_or_url.startswith("http") else self.url(path_or_url)
+        kw.setdefault("timeout", HTTP_TIMEOUT)
+        kw.setdefault("allow_redirects", False)
+        kw.setdefault("verify", self.verify)
+        return self.session.request(method, url, **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def head(self, path, **kw):
+        return self.request("HEAD", path, **kw)
+
+    def put(self, path, **kw):
+        return self.request("PUT", path, **kw)
+
+    def post(self, path, **kw):
+        return self.request("POST", path, **kw)
+
+    def patch(self, path, **kw):
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+    def abs_location(self, resp: requests.Response) -> str:
+        loc = resp.headers.get("Location")
+        assert loc, f"response has no Location header:\n{describe(resp)}"
+        return urljoin(self.base + "/", loc)
+
+    # -- blobs -----------------------------------------------------------
+    def start_upload(self, name: str, **params) -> requests.Response:
+        path = f"/v2/{name}/blobs/uploads/"
+        if params:
+            path = with_query(path, **params)
+        return self.post(path, headers={"Content-Length": "0"})
+
+    def upload_blob(self, name: str, data: bytes) -> str:
+        """POST + PUT monolithic upload; asserts success; returns digest."""
+        digest = sha256_digest(data)
+        r = self.start_upload(name)
+        assert_status(r, 202)
+        loc = self.abs_location(r)
+        r = self.put(
+            with_query(loc, digest=digest),
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert_status(r, 201)
+        assert r.headers.get("Docker-Content-Digest") == digest, describe(r)
+        return digest
+
+    def upload_blobs(self, name: str, blobs: Iterable[bytes]) -> None:
+        for b in blobs:
+            self.upload_blob(name, b)
+
+    def get_blob(self, name: str, digest: str, **kw) -> requests.Response:
+        return self.get(f"/v2/{name}/blobs/{digest}", **kw)
+
+    def head_blob(self, name: str, digest: str) -> requests.Response:
+        return self.head(f"/v2/{name}/blobs/{digest}")
+
+    # -- manifests -------------------------------------------------------
+    def put_manifest(self, name: str, ref: str, body: bytes, media_type: str = MT_OCI_MANIFEST) -> requests.Response:
+        return self.put(f"/v2/{name}/manifests/{ref}", data=body, headers={"Content-Type": media_type})
+
+    def get_manifest(self, name: str, ref: str, method: str = "GET") -> requests.Response:
+        return self.request(method, f"/v2/{name}/manifests/{ref}", headers={"Accept": MANIFEST_ACCEPT})
+
+    def push_image(self, name: str, img: Image, ref: str | None = None) -> requests.Response:
+        """Upload all blobs, then PUT the manifest by `ref` (tag) or digest.
+        Asserts 201 and the digest header; returns the PUT response."""
+        for b in img.blobs:
+            if self.head_blob(name, sha256_digest(b)).status_code != 200:
+                self.upload_blob(name, b)
+        r = self.put_manifest(name, ref or img.digest, img.manifest, img.media_type)
+        assert_status(r, 201)
+        assert r.headers.get("Docker-Content-Digest") == img.digest, describe(r)
+        return r
+
+    # -- listing ---------------------------------------------------------
+    def paginate(self, first_path: str, key: str) -> tuple[list[str], int]:
+        """Follow Link rel="next" headers; returns (all items, page count)."""
+        items: list[str] = []
+        path = first_path
+        pages = 0
+        while path:
+            r = self.get(path)
+            assert_status(r, 200)
+            pages += 1
+            assert pages < 1000, "pagination does not terminate"
+            items.extend(r.json().get(key) or [])
+            link = r.headers.get("Link")
+            path = parse_next_link(link) if link else None
+            if path and not path.startswith("/"):
+                sp = urlsplit(path)
+                path = sp.path + (("?" + sp.query) if sp.query else "")
+        return items, pages
+
+    # -- Berth management API ---------------------------------------------
+    def create_registry(self, name: str) -> requests.Response:
+        return self.post("/api/v1/registries", json={"name": name})
+
+    def system_usage(self) -> dict:
+        r = self.get("/api/v1/system/usage")
+        assert_status(r, 200)
+        return r.json()
+
+    def registry_info(self, name: str) -> dict:
+        r = self.get(f"/api/v1/registries/{name}")
+        assert_status(r, 200)
+        return r.json()
+
+
+def create_registry(client: Registry, prefix: str = "r") -> str:
+    """Create a uniquely named registry through the API; returns its name."""
+    name = unique(prefix)
+    r = client.create_registry(name)
+    assert_status(r, 201)
+    return name
+
+
+_LINK_RE = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+
+
+def parse_next_link(link: str) -> str | None:
+    m = _LINK_RE.search(link)
+    return m.group(1) if m else None
+
+
+# --------------------------------------------------------------------------
+# Raw sockets (for partial uploads / disconnects)
+# --------------------------------------------------------------------------
+
+
+def split_host(host: str) -> tuple[str, int]:
+    h, p = host.rsplit(":", 1)
+    return h, int(p)
+
+
+def partial_request(host: str, method: str, path: str, headers: dict, body_part: bytes, linger: float = 0.2) -> None:
+    """Open a raw TCP connection, send the request headers (with whatever
+    Content-Length the caller gave) and only `body_part`, then close the
+    connection abruptly without waiting for a response."""
+    h, p = split_host(host)
+    s = socket.create_connection((h, p), timeout=10)
+    try:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        if body_part:
+            s.sendall(body_part)
+        time.sleep(linger)
+    finally:
+        s.close()
+
+
+def open_partial_request(host: str, method: str, path: str, headers: dict, body_part: bytes) -> socket.socket:
+    """Like partial_request, but leaves the connection open and returns the
+    socket so the caller can do something (e.g. kill the server) while the
+    request is still in flight."""
+    h, p = split_host(host)
+    s = socket.create_connection((h, p), timeout=10)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    if body_part:
+        s.sendall(body_part)
+    return s
+
+
+def path_of(url: str) -> str:
+    sp = urlsplit(url)
+    return sp.path + (("?" + sp.query) if sp.query else "")
+
+
+def wait_until(pred, timeout: float, interval: float = 0.25, message: str = "condition"):
+    """Poll `pred` until it returns a truthy value; returns that value or
+    raises AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
+
+
+def copytree(src: str, dst: str) -> None:
+    shutil.copytree(src, dst)
+
+
+def have_tool(name: str) -> bool:
+    return shutil.which(name) is not None

@@ -1,0 +1,189 @@
+"""The minimal registries management API (/api/v1) and the offline
+`berth registry create` CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import (
+    SESSION_REGISTRY,
+    KiB,
+    assert_oci_error,
+    assert_status,
+    describe,
+    make_image,
+    random_bytes,
+    run,
+    unique,
+)
+
+PROBLEM_JSON = "application/problem+json"
+
+# name -> words of which at least one must appear in the problem `detail`
+# (or the CLI's output), so that the message says which rule failed.
+RULE_VIOLATIONS = [
+    pytest.param("UPPER", ("lowercase", "uppercase", "upper", "lower"), id="uppercase"),
+    pytest.param("-leading", ("start", "begin", "lead", "first"), id="leading-dash"),
+    pytest.param("a" * 256, ("255", "256", "long", "length", "characters", "exceed", "at most", "max"), id="256-chars"),
+]
+
+
+def _names(http) -> list[str]:
+    r = http.get("/api/v1/registries")
+    assert_status(r, 200)
+    body = r.json()
+    assert "next_cursor" in body and body["next_cursor"] is None, body
+    return [item["name"] for item in body["items"]]
+
+
+def test_create_get_list(http):
+    name = unique("api")
+    r = http.create_registry(name)
+    assert_status(r, 201)
+    assert r.json()["name"] == name
+
+    info = http.registry_info(name)
+    assert info["name"] == name
+    assert info["usage"]["logical_bytes"] == 0 and info["usage"]["blobs"] == 0, info
+
+    assert name in _names(http)
+
+
+def test_cli_created_registry_is_listed(http):
+    assert SESSION_REGISTRY in _names(http)
+    assert http.registry_info(SESSION_REGISTRY)["name"] == SESSION_REGISTRY
+
+
+def test_duplicate_is_409(http):
+    name = unique("dup")
+    assert_status(http.create_registry(name), 201)
+    assert_status(http.create_registry(name), 409)
+    assert_status(http.create_registry(SESSION_REGISTRY), 409)
+    assert _names(http).count(name) == 1
+
+
+@pytest.mark.parametrize("bad,rule_words", RULE_VIOLATIONS)
+def test_bad_name_is_400_problem_json_naming_the_rule(http, bad, rule_words):
+    r = http.create_registry(bad)
+    assert_status(r, 400)
+    assert r.headers.get("Content-Type", "").startswith(PROBLEM_JSON), describe(r)
+    body = r.json()
+    assert isinstance(body.get("code"), str) and body["code"], body
+    detail = body.get("detail")
+    assert isinstance(detail, str) and detail, body
+    assert any(w in detail.lower() for w in rule_words), f"detail should name the violated rule {rule_words}: {detail!r}"
+    assert bad not in _names(http)
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "with/slash", "tab\tname", "ümlaut"])
+def test_other_bad_names_are_400(http, bad):
+    r = http.create_registry(bad)
+    assert_status(r, 400)
+    assert r.headers.get("Content-Type", "").startswith(PROBLEM_JSON), describe(r)
+    assert r.json().get("code"), r.text
+
+
+def test_get_and_delete_unknown_registry(http):
+    missing = unique("missing")
+    assert_status(http.get(f"/api/v1/registries/{missing}"), 404)
+    assert_status(http.delete(f"/api/v1/registries/{missing}"), 404)
+
+
+def test_delete_empty_registry(http):
+    name = unique("del")
+    assert_status(http.create_registry(name), 201)
+    assert_status(http.delete(f"/api/v1/registries/{name}"), 204)
+    assert_status(http.get(f"/api/v1/registries/{name}"), 404)
+    assert name not in _names(http)
+    # The name is free again.
+    assert_status(http.create_registry(name), 201)
+
+
+def test_delete_registry_with_images_requires_force(http):
+    name = unique("full")
+    assert_status(http.create_registry(name), 201)
+    img = make_image(n_layers=1, layer_size=4 * KiB)
+    http.push_image(f"{name}/app", img, "v1")
+
+    r = http.delete(f"/api/v1/registries/{name}")
+    assert_status(r, 409)
+    assert http.get_manifest(f"{name}/app", "v1").content == img.manifest
+
+    assert_status(http.delete(f"/api/v1/registries/{name}?force=true"), 204)
+    assert_status(http.get(f"/api/v1/registries/{name}"), 404)
+    assert name not in _names(http)
+    assert_oci_error(http.get_manifest(f"{name}/app", "v1"), 404, "NAME_UNKNOWN")
+    assert_oci_error(http.start_upload(f"{name}/app"), 404, "NAME_UNKNOWN")
+
+    # Recreating the registry does not resurrect the old content.
+    assert_status(http.create_registry(name), 201)
+    assert_status(http.get_manifest(f"{name}/app", "v1"), 404)
+    assert http.registry_info(name)["usage"]["blobs"] == 0
+
+
+def test_registry_usage_counts_blobs(http):
+    name = unique("use")
+    assert_status(http.create_registry(name), 201)
+    blobs = [random_bytes(10 * KiB), random_bytes(20 * KiB)]
+    for b in blobs:
+        http.upload_blob(f"{name}/x", b)
+    usage = http.registry_info(name)["usage"]
+    assert usage["blobs"] == 2, usage
+    assert usage["logical_bytes"] == 30 * KiB, usage
+
+
+def test_system_usage(http):
+    before = http.system_usage()
+    for key in ("logical_bytes", "physical_bytes", "open_uploads", "upload_bytes"):
+        assert isinstance(before[key], int) and before[key] >= 0, before
+
+    name = unique("sys")
+    assert_status(http.create_registry(name), 201)
+    size = 256 * KiB
+    http.upload_blob(f"{name}/x", random_bytes(size))
+    after = http.system_usage()
+    assert after["logical_bytes"] - before["logical_bytes"] == size, (before, after)
+    assert after["physical_bytes"] - before["physical_bytes"] >= size, (before, after)
+
+
+# ---------------------------------------------------------------------------
+# Offline CLI
+# ---------------------------------------------------------------------------
+
+
+def test_cli_create_then_serve(make_server):
+    srv = make_server(start=False, label="cli")
+    p = srv.cli("registry", "create", "clireg")
+    assert p.returncode == 0
+    p = srv.cli("registry", "create", "clireg2")
+    assert p.returncode == 0
+    srv.start()
+    c = srv.client()
+    names = _names(c)
+    assert {"clireg", "clireg2"} <= set(names)
+    assert c.registry_info("clireg")["usage"]["blobs"] == 0
+    # Usable for pushes right away.
+    img = make_image(n_layers=1, layer_size=KiB)
+    c.push_image("clireg/app", img, "v1")
+    assert c.get_manifest("clireg/app", "v1").content == img.manifest
+
+
+def test_cli_duplicate_fails(make_server):
+    srv = make_server(start=False, label="cli-dup")
+    srv.cli("registry", "create", "once")
+    p = srv.cli("registry", "create", "once", check=False)
+    assert p.returncode != 0
+    assert (p.stdout + p.stderr).strip(), "a failing CLI command should say why"
+
+
+@pytest.mark.parametrize("bad,rule_words", RULE_VIOLATIONS)
+def test_cli_rejects_bad_names(make_server, bad, rule_words):
+    srv = make_server(start=False, label="cli-bad")
+    # "--" so that "-leading" reaches the name validation instead of being
+    # parsed as an unknown option.
+    p = run([srv.binary, "registry", "create", "--data-dir", str(srv.data_dir), "--", bad], check=False)
+    assert p.returncode != 0
+    out = (p.stdout + p.stderr).lower()
+    assert any(w in out for w in rule_words), f"CLI output should name the violated rule {rule_words}: {out!r}"
+    srv.start()
+    assert bad not in _names(srv.client())
