@@ -8,7 +8,7 @@ packages=(librocksdb-dev pkg-config)
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
     packages+=(skopeo umoci jq python3-pip)
-    python_packages=(pytest requests oras)
+    python_packages=(pytest:pytest requests:requests oras:oras openapi_spec_validator:openapi-spec-validator)
 fi
 
 missing=()
@@ -24,7 +24,9 @@ fi
 
 if [ ${#python_packages[@]} -gt 0 ]; then
     need=()
-    for p in "${python_packages[@]}"; do python3 -c "import $p" 2>/dev/null || need+=("$p"); done
+    for entry in "${python_packages[@]}"; do
+        python3 -c "import ${entry%%:*}" 2>/dev/null || need+=("${entry#*:}")
+    done
     if [ ${#need[@]} -gt 0 ]; then
         python3 -m pip install -q "${need[@]}" 2>/dev/null || python3 -m pip install -q --break-system-packages "${need[@]}"
     fi
