@@ -192,12 +192,14 @@ class BerthServer:
         """SIGKILL the server (no chance to flush anything) and reap it."""
         if self.proc is None:
             return
-        try:
-            # The server runs in its own session/process group (which only
-            # holds what we started), so take down any helpers with it.
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self.proc.poll() is None:
+            # The server runs in its own session/process group, which holds
+            # only what we started: take down any helper processes with it.
+            # (Only while the leader is unreaped, so the group id is still ours.)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait(timeout=30)
 
     def terminate(self, timeout: float = 20) -> int:
@@ -221,15 +223,13 @@ class BerthServer:
         return self.start()
 
     def stop_quietly(self) -> None:
-        if self.proc is None:
+        if not self.running:
             return
-        if self.running:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill9()  # reap anything left in the process group
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill9()
 
     # -- logs --------------------------------------------------------------
     def log_size(self) -> int:

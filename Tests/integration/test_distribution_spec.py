@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 import threading
 import uuid
+from urllib.parse import urljoin
 
 import pytest
 import requests
 
 from helpers import (
-    EMPTY_JSON,
     KiB,
     MT_OCI_EMPTY,
     MT_OCI_INDEX,
@@ -27,6 +28,7 @@ from helpers import (
     assert_oci_error,
     assert_status,
     describe,
+    have_tool,
     make_artifact,
     make_image,
     make_index,
@@ -90,6 +92,65 @@ def test_tls_certificate_and_alpn(server):
     with socket.create_connection(("127.0.0.1", server.https_port), timeout=10) as s:
         with ctx11.wrap_socket(s, server_hostname="localhost") as ss:
             assert ss.selected_alpn_protocol() == "http/1.1"
+
+
+def _curl_h2(server, *args: str, body: bytes | None = None) -> tuple[str, dict, bytes]:
+    """One request with curl over TLS, HTTP/2 required (no fallback).
+    Returns (http_version, headers, body)."""
+    cmd = [
+        "curl", "--http2", "--silent", "--show-error", "--noproxy", "*", "--proto", "=https",
+        "--cacert", server.cert_path, "--dump-header", "-", "--output", "-", "--max-time", "60", *args,
+    ]
+    if body is not None:
+        cmd += ["--data-binary", "@-", "-H", "Content-Type: application/octet-stream"]
+    p = subprocess.run(cmd, input=body, capture_output=True, timeout=90)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    head, _, payload = p.stdout.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    version = lines[0].split(" ", 1)[0]
+    status = int(lines[0].split(" ")[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+    headers[":status"] = status
+    return version, headers, payload
+
+
+@pytest.mark.skipif(not have_tool("curl"), reason="curl not installed")
+def test_http2_push_and_pull_with_curl(server, reg):
+    """The TLS port serves real HTTP/2 requests, including request bodies
+    larger than the HTTP/2 flow-control window."""
+    base = server.tls_url
+    name = img_name(reg, "h2")
+    version, h, _ = _curl_h2(server, f"{base}/v2/")
+    assert version == "HTTP/2" and h[":status"] == 200, h
+
+    # Monolithic POST?digest= with a 3 MiB body.
+    big = random_bytes(3 * MiB)
+    d_big = sha256_digest(big)
+    version, h, _ = _curl_h2(server, "-X", "POST", f"{base}/v2/{name}/blobs/uploads/?digest={d_big}", body=big)
+    assert version == "HTTP/2" and h[":status"] == 201, h
+    assert h.get("docker-content-digest") == d_big
+
+    # Chunked: POST, two PATCHes, PUT.
+    data = random_bytes(700 * KiB)
+    digest = sha256_digest(data)
+    _, h, _ = _curl_h2(server, "-X", "POST", "-H", "Content-Length: 0", f"{base}/v2/{name}/blobs/uploads/")
+    assert h[":status"] == 202, h
+    loc = urljoin(base + "/", h["location"])
+    half = len(data) // 2
+    for start, chunk in ((0, data[:half]), (half, data[half:])):
+        _, h, _ = _curl_h2(server, "-X", "PATCH", "-H", f"Content-Range: {start}-{start + len(chunk) - 1}", loc, body=chunk)
+        assert h[":status"] == 202, h
+        assert h.get("range") == f"0-{start + len(chunk) - 1}", h
+        loc = urljoin(base + "/", h["location"])
+    _, h, _ = _curl_h2(server, "-X", "PUT", "-H", "Content-Length: 0", with_query(loc, digest=digest))
+    assert h[":status"] == 201, h
+
+    version, h, payload = _curl_h2(server, f"{base}/v2/{name}/blobs/{d_big}")
+    assert version == "HTTP/2" and h[":status"] == 200
+    assert payload == big
+    _, h, payload = _curl_h2(server, "-H", "Range: bytes=1000-1999", f"{base}/v2/{name}/blobs/{digest}")
+    assert h[":status"] == 206, h
+    assert payload == data[1000:2000]
 
 
 # ===========================================================================
@@ -469,6 +530,41 @@ def test_image_index_put_get(http, reg):
         assert c.content == child.manifest
 
 
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def test_docker_schema2_manifest_and_list(http, reg):
+    """Docker v2 schema 2 manifests and manifest lists keep their media type."""
+    name = img_name(reg, "docker")
+    children = []
+    for arch in ("amd64", "arm64"):
+        img = make_image(n_layers=1, layer_size=2 * KiB, arch=arch, config_media_type=MT_DOCKER_CONFIG,
+                         layer_media_type=MT_DOCKER_LAYER)
+        m = img.manifest_json
+        m["mediaType"] = MT_DOCKER_MANIFEST
+        body = json.dumps(m, indent=3).encode()
+        http.upload_blobs(name, img.blobs)
+        r = http.put_manifest(name, f"{arch}-only", body, MT_DOCKER_MANIFEST)
+        assert_status(r, 201)
+        assert r.headers.get("Docker-Content-Digest") == sha256_digest(body)
+        g = http.get_manifest(name, f"{arch}-only")
+        assert_status(g, 200)
+        assert g.headers.get("Content-Type") == MT_DOCKER_MANIFEST
+        assert g.content == body
+        children.append({"mediaType": MT_DOCKER_MANIFEST, "digest": sha256_digest(body), "size": len(body),
+                         "platform": {"architecture": arch, "os": "linux"}})
+    lst = json.dumps({"schemaVersion": 2, "mediaType": MT_DOCKER_LIST, "manifests": children}).encode()
+    r = http.put_manifest(name, "multi", lst, MT_DOCKER_LIST)
+    assert_status(r, 201)
+    g = http.get_manifest(name, "multi")
+    assert_status(g, 200)
+    assert g.headers.get("Content-Type") == MT_DOCKER_LIST
+    assert g.content == lst
+
+
 def test_index_referencing_missing_manifest_is_rejected(http, reg):
     name = img_name(reg)
     ghost = make_image(n_layers=1, layer_size=100)  # never pushed
@@ -619,8 +715,8 @@ def pushable(http, reg):
 
 @pytest.mark.parametrize(
     "tag",
-    [".dot-first", "-dash-first", "a" * 129, "bad%21tag", "has%20space", "semi%3Bcolon"],
-    ids=["dot-first", "dash-first", "129-chars", "bang", "space", "semicolon"],
+    [".dot-first", "-dash-first", "a" * 129, "bad%21tag", "has%20space", "semi%3Bcolon", "Uppercase"],
+    ids=["dot-first", "dash-first", "129-chars", "bang", "space", "semicolon", "uppercase"],
 )
 def test_tag_invalid(http, pushable, tag):
     name, img = pushable
@@ -628,7 +724,9 @@ def test_tag_invalid(http, pushable, tag):
     assert_oci_error(r, 400, "TAG_INVALID")
 
 
-@pytest.mark.parametrize("tag", ["a" * 128, "_underscore-first", "UPPER.case-1_2", "0"])
+# DESIGN §1: tags are `^[a-z0-9_][a-z0-9._-]{0,127}$` (lowercase only, unlike
+# the OCI grammar, which also allows uppercase).
+@pytest.mark.parametrize("tag", ["a" * 128, "_underscore-first", "v1.2.3-rc.1_x", "0", "a--b..c__d"])
 def test_tag_valid_edge_cases(http, pushable, tag):
     name, img = pushable
     assert_status(http.put_manifest(name, tag, img.manifest), 201)

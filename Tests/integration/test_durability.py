@@ -60,7 +60,9 @@ def _push_blobs_three_ways(c, name, blobs):
 def test_raw_push_survives_kill9_right_after_201(dsrv):
     c = dsrv.client()
     name = f"{REG}/app"
-    img = make_image(n_layers=3, layer_size=128 * KiB)
+    # 2.5 MiB layers span several 1 MiB chunks, so the chunks that bypass the
+    # WAL (and the flush that makes them durable) are part of what is tested.
+    img = make_image(n_layers=3, layer_size=2560 * KiB)
     _push_blobs_three_ways(c, name, img.blobs)
     r = c.put_manifest(name, "v1", img.manifest)
     assert_status(r, 201)
@@ -191,6 +193,38 @@ def test_patch_interrupted_by_kill9_leaves_no_blob(dsrv):
     # A fresh push of the full content works and yields the right bytes.
     assert c.upload_blob(name, full) == sha256_digest(full)
     assert c.get_blob(name, sha256_digest(full)).content == full
+
+
+@pytest.mark.parametrize("how", ["kill9", "sigterm"])
+def test_upload_session_across_restart_resumes_or_is_gone(dsrv, how):
+    """DESIGN §3: after a restart an upload session either resumes from what
+    is stored (the status GET tells the client where) or is cleanly gone."""
+    c = dsrv.client()
+    name = f"{REG}/resume"
+    data = random_bytes(3 * 1024 * KiB)
+    acked = 2560 * KiB  # spans full chunks written around the WAL and a partial last chunk
+    s = c.start_upload(name)
+    assert_status(s, 202)
+    p = c.patch(c.abs_location(s), data=data[:acked], headers={**OCTET, "Content-Range": f"0-{acked - 1}"})
+    assert_status(p, 202)
+    loc = c.abs_location(p)
+    dsrv.restart(kill=(how == "kill9"))
+
+    c = dsrv.client()
+    st = c.get(loc)
+    # The 202 acknowledged `acked` bytes: they must all be there, after a
+    # clean stop and after kill -9 alike.
+    assert_status(st, 204)
+    assert st.headers.get("Range") == f"0-{acked - 1}", st.headers
+    loc = c.abs_location(st)
+    r = c.patch(loc, data=data[acked:], headers={**OCTET, "Content-Range": f"{acked}-{len(data) - 1}"})
+    assert_status(r, 202)
+    digest = sha256_digest(data)
+    r = c.put(with_query(c.abs_location(r), digest=digest), headers=OCTET)
+    assert_status(r, 201)
+    g = c.get_blob(name, digest)
+    assert_status(g, 200)
+    assert g.content == data
 
 
 def test_sigterm_exits_zero_and_state_persists(dsrv):

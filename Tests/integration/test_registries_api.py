@@ -28,12 +28,28 @@ RULE_VIOLATIONS = [
 ]
 
 
-def _names(http) -> list[str]:
-    r = http.get("/api/v1/registries")
-    assert_status(r, 200)
-    body = r.json()
-    assert "next_cursor" in body and body["next_cursor"] is None, body
-    return [item["name"] for item in body["items"]]
+def _names(http, limit: int | None = None) -> list[str]:
+    """All registry names, following `next_cursor` until it is null."""
+    names: list[str] = []
+    cursor = None
+    for _ in range(10_000):
+        params = {}
+        if limit:
+            params["limit"] = str(limit)
+        if cursor:
+            params["cursor"] = cursor
+        r = http.get("/api/v1/registries", params=params)
+        assert_status(r, 200)
+        body = r.json()
+        assert "items" in body and "next_cursor" in body, body
+        if limit:
+            assert len(body["items"]) <= limit, body
+        names += [item["name"] for item in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return names
+        assert body["items"], "a page with a next_cursor must not be empty"
+    raise AssertionError("registry listing does not terminate")
 
 
 def test_create_get_list(http):
@@ -47,6 +63,25 @@ def test_create_get_list(http):
     assert info["usage"]["logical_bytes"] == 0 and info["usage"]["blobs"] == 0, info
 
     assert name in _names(http)
+
+
+def test_list_pagination(http):
+    made = sorted(unique("pg") for _ in range(3))
+    for name in made:
+        assert_status(http.create_registry(name), 201)
+    everything = _names(http)
+    assert len(everything) == len(set(everything))
+    assert set(made) <= set(everything)
+
+    paged = _names(http, limit=1)
+    assert paged == everything, "limit=1 pages must concatenate to the full list"
+    paged2 = _names(http, limit=2)
+    assert paged2 == everything
+
+    r = http.get("/api/v1/registries", params={"limit": "1"})
+    assert_status(r, 200)
+    assert len(r.json()["items"]) == 1
+    assert r.json()["next_cursor"], r.json()
 
 
 def test_cli_created_registry_is_listed(http):
