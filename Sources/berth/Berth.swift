@@ -14,41 +14,42 @@ struct Berth: AsyncParsableCommand {
 }
 
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run the registry server.")
+    static let configuration = CommandConfiguration(
+        abstract: "Run the registry server.",
+        discussion: "Settings come from, in rising precedence: embedded defaults, --config FILE, BERTH_* variables, flags.")
 
-    @Option(help: "Data directory.") var dataDir: String = "./berth-data"
-    @Option(help: "Plain HTTP/1.1 listener, ADDR:PORT, or 'off'.") var http: String = "127.0.0.1:5000"
-    @Option(help: "TLS listener (HTTP/2 and HTTP/1.1 by ALPN), ADDR:PORT, or 'off'.") var https: String = "127.0.0.1:5443"
+    @Option(help: "YAML configuration file.") var config: String?
+    @Option(help: "Data directory (default ./berth-data).") var dataDir: String?
+    @Option(help: "Plain HTTP/1.1 listener, ADDR:PORT or 'off' (default 127.0.0.1:5000).") var http: String?
+    @Option(help: "TLS listener, HTTP/2 and HTTP/1.1 by ALPN, ADDR:PORT or 'off' (default 127.0.0.1:5443).")
+    var https: String?
     @Option(name: .customLong("host-name"), help: "Extra host name for the generated certificate (repeatable).")
     var hostNames: [String] = []
     @Option(help: "Operator's TLS certificate (PEM).") var tlsCert: String?
     @Option(help: "Operator's TLS private key (PEM).") var tlsKey: String?
-    @Option(help: "Largest blob accepted, in bytes.") var maxBlobSize: Int64 = 64 << 30
-    @Option(help: "Seconds an idle upload lives before it expires.") var uploadTimeout: Double = 3600
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+    @Option(help: "Largest blob accepted, in bytes (default 64 GiB).") var maxBlobSize: String?
+    @Option(help: "Seconds an idle upload lives before it expires (default 3600).") var uploadTimeout: String?
+    @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
 
     func run() async throws {
-        var configuration = ServerConfiguration()
-        configuration.dataDir = dataDir
-        configuration.http = try listener(http, "--http")
-        configuration.https = try listener(https, "--https")
-        configuration.hostNames = hostNames
-        configuration.tlsCertificatePath = tlsCert
-        configuration.tlsKeyPath = tlsKey
-        configuration.maxBlobSize = maxBlobSize
-        configuration.uploadTimeout = uploadTimeout
-        configuration.maintenanceInterval = min(30, max(1, uploadTimeout / 2))
-        var logger = Logger(label: "berth")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        try await BerthServer.run(configuration, logger: logger)
-    }
-
-    private func listener(_ text: String, _ flag: String) throws -> ServerConfiguration.Listener? {
-        if text == "off" { return nil }
-        guard let listener = ServerConfiguration.Listener(text) else {
-            throw ValidationError("\(flag) must be ADDR:PORT or 'off', got '\(text)'")
+        var loader = ConfigurationLoader()
+        do {
+            if let config { try loader.apply(file: config) }
+            try loader.apply(environment: ProcessInfo.processInfo.environment)
+            let flags: [(String, String?)] = [
+                ("data_dir", dataDir), ("http", http), ("https", https),
+                ("host_names", hostNames.isEmpty ? nil : hostNames.joined(separator: ",")),
+                ("tls_cert", tlsCert), ("tls_key", tlsKey), ("max_blob_size", maxBlobSize),
+                ("upload_timeout", uploadTimeout), ("log_level", logLevel),
+            ]
+            for case let (key, value?) in flags { try loader.set(key, value) }
+            let configuration = try loader.validated()
+            var logger = Logger(label: "berth")
+            logger.logLevel = Logger.Level(rawValue: loader.logLevel) ?? .info
+            try await BerthServer.run(configuration, logger: logger)
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.description)
         }
-        return listener
     }
 }
 

@@ -1,0 +1,122 @@
+import Foundation
+import Yams
+
+/// A configuration error naming the key, and the line when it came from the file.
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// Builds the effective ``ServerConfiguration`` from, in rising precedence:
+/// embedded defaults, the YAML file, `BERTH_*` environment variables, flags.
+///
+/// Every key has the three forms: `max_blob_size` in the file,
+/// `BERTH_MAX_BLOB_SIZE` in the environment, `--max-blob-size` as a flag.
+public struct ConfigurationLoader {
+    /// The keys, in the order `berth config check` prints them.
+    public static let keys = [
+        "data_dir", "http", "https", "host_names", "tls_cert", "tls_key", "max_blob_size", "upload_timeout", "log_level",
+    ]
+
+    public private(set) var configuration = ServerConfiguration()
+    public private(set) var logLevel = "info"
+
+    public init() {}
+
+    /// Applies a YAML file: a mapping of the keys above. Unknown keys and bad values are errors.
+    public mutating func apply(file path: String) throws {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigurationError(description: "\(path): cannot read the configuration file")
+        }
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigurationError(description: "\(path): not valid YAML: \(error)")
+        }
+        guard let root else { return }
+        guard let mapping = root.mapping else {
+            throw ConfigurationError(description: "\(path): the top level must be a mapping of keys to values")
+        }
+        for (keyNode, valueNode) in mapping {
+            let key = keyNode.string ?? "\(keyNode)"
+            let line = (keyNode.mark?.line).map { ":\($0)" } ?? ""
+            let value: String
+            if key == "host_names", let sequence = valueNode.sequence {
+                value = sequence.compactMap(\.string).joined(separator: ",")
+            } else if let scalar = valueNode.scalar {
+                value = scalar.string
+            } else {
+                throw ConfigurationError(description: "\(path)\(line): '\(key)' must be a single value")
+            }
+            do {
+                try set(key, value)
+            } catch let error as ConfigurationError {
+                throw ConfigurationError(description: "\(path)\(line): \(error.description)")
+            }
+        }
+    }
+
+    /// Applies `BERTH_<KEY>` variables.
+    public mutating func apply(environment: [String: String]) throws {
+        for key in Self.keys {
+            if let value = environment["BERTH_" + key.uppercased()] {
+                do {
+                    try set(key, value)
+                } catch let error as ConfigurationError {
+                    throw ConfigurationError(description: "BERTH_\(key.uppercased()): \(error.description)")
+                }
+            }
+        }
+    }
+
+    /// Sets one key from its text form.
+    public mutating func set(_ key: String, _ value: String) throws {
+        func number<T: LosslessStringConvertible & Comparable>(_ type: T.Type, minimum: T) throws -> T {
+            guard let parsed = T(value.trimmingCharacters(in: .whitespaces)), parsed >= minimum else {
+                throw ConfigurationError(description: "'\(key)' must be a number ≥ \(minimum), got '\(value)'")
+            }
+            return parsed
+        }
+        func listener() throws -> ServerConfiguration.Listener? {
+            if value == "off" { return nil }
+            guard let listener = ServerConfiguration.Listener(value) else {
+                throw ConfigurationError(description: "'\(key)' must be ADDR:PORT or 'off', got '\(value)'")
+            }
+            return listener
+        }
+        switch key {
+        case "data_dir":
+            guard !value.isEmpty else { throw ConfigurationError(description: "'data_dir' must not be empty") }
+            configuration.dataDir = value
+        case "http": configuration.http = try listener()
+        case "https": configuration.https = try listener()
+        case "host_names":
+            configuration.hostNames = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        case "tls_cert": configuration.tlsCertificatePath = value
+        case "tls_key": configuration.tlsKeyPath = value
+        case "max_blob_size": configuration.maxBlobSize = try number(Int64.self, minimum: 1)
+        case "upload_timeout": configuration.uploadTimeout = try number(Double.self, minimum: 1)
+        case "log_level":
+            let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+            guard levels.contains(value) else {
+                throw ConfigurationError(description: "'log_level' must be one of \(levels.joined(separator: ", ")), got '\(value)'")
+            }
+            logLevel = value
+        default:
+            throw ConfigurationError(description: "unknown key '\(key)' (known: \(Self.keys.joined(separator: ", ")))")
+        }
+    }
+
+    /// Checks what single keys cannot: the certificate and key come together.
+    public func validated() throws -> ServerConfiguration {
+        if (configuration.tlsCertificatePath == nil) != (configuration.tlsKeyPath == nil) {
+            throw ConfigurationError(description: "'tls_cert' and 'tls_key' must be set together")
+        }
+        var configuration = configuration
+        configuration.maintenanceInterval = min(30, max(1, configuration.uploadTimeout / 2))
+        return configuration
+    }
+}

@@ -1,0 +1,112 @@
+"""`berth serve --config FILE`: the YAML file, BERTH_* variables and flags, in
+rising precedence; bad keys and values are refused with the key and line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import requests
+
+from conftest import _free_ports, berth_binary
+
+
+def _serve(args, env=None, cwd=None, timeout=30):
+    return subprocess.Popen(
+        [berth_binary(), "serve", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+    )
+
+
+def _wait_ready(url, proc, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        try:
+            if requests.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become ready")
+
+
+def test_file_environment_and_flags_in_precedence(tmp_path):
+    file_port, env_port = _free_ports(2)
+    config = tmp_path / "berth.yaml"
+    config.write_text(
+        f"# comment\ndata_dir: {tmp_path / 'data'}\nhttp: 127.0.0.1:{file_port}\nhttps: 'off'\n"
+        "max_blob_size: 1024\nlog_level: warning\n"
+    )
+    # The file's port is overridden by the environment; the flag overrides the file's size limit.
+    proc = _serve(["--config", str(config), "--max-blob-size", "2048"], env={"BERTH_HTTP": f"127.0.0.1:{env_port}"})
+    try:
+        url = f"http://127.0.0.1:{env_port}"
+        _wait_ready(url, proc)
+        assert requests.post(url + "/api/v1/registries", json={"name": "cfg"}).status_code == 201
+        assert (tmp_path / "data" / "db").is_dir()
+        ok = requests.post(url + "/v2/cfg/a/blobs/uploads/?digest=sha256:" + "0" * 64, data=b"x" * 1500)
+        assert ok.status_code == 400 and ok.json()["errors"][0]["code"] == "DIGEST_INVALID"  # within 2048
+        big = requests.post(url + "/v2/cfg/a/blobs/uploads/?digest=sha256:" + "0" * 64, data=b"x" * 3000)
+        assert big.status_code == 413 and big.json()["errors"][0]["code"] == "SIZE_INVALID"
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+
+
+def _refused(tmp_path, text, *needles, env=None):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    proc = _serve(["--config", str(config), "--data-dir", str(tmp_path / "d")], env=env)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    for needle in needles:
+        assert needle in out.decode(), out.decode()
+    assert not (tmp_path / "d").exists(), "a refused configuration must not create anything"
+
+
+def test_unknown_key_names_key_and_line(tmp_path):
+    _refused(tmp_path, "http: 127.0.0.1:0\nlisten_port: 80\n", "unknown key 'listen_port'", "bad.yaml:2")
+
+
+def test_bad_value_names_key_and_line(tmp_path):
+    _refused(tmp_path, "\n\nmax_blob_size: lots\n", "'max_blob_size' must be a number", "bad.yaml:3")
+    _refused(tmp_path, "https: nowhere\n", "'https' must be ADDR:PORT or 'off'", "bad.yaml:1")
+
+
+def test_bad_environment_value_is_named(tmp_path):
+    _refused(tmp_path, "", "BERTH_UPLOAD_TIMEOUT", env={"BERTH_UPLOAD_TIMEOUT": "soon"})
+
+
+def test_certificate_and_key_go_together(tmp_path):
+    _refused(tmp_path, "tls_cert: /tmp/x.pem\n", "'tls_cert' and 'tls_key' must be set together")
+
+
+def test_operator_certificate_is_served(tmp_path):
+    cert, key = tmp_path / "op-cert.pem", tmp_path / "op-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=berth-operator-test",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    (port,) = _free_ports(1)
+    proc = _serve(["--data-dir", str(tmp_path / "data"), "--http", "off", "--https", f"127.0.0.1:{port}",
+                   "--tls-cert", str(cert), "--tls-key", str(key)])
+    try:
+        url = f"https://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while True:
+            try:
+                r = requests.get(url + "/v2/", verify=str(cert), timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.time() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert r.status_code == 200
+        assert not (tmp_path / "data" / "tls").exists(), "no certificate is generated when the operator gives one"
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
