@@ -10,6 +10,7 @@ import NIOCore
 /// - `o\0<bucket>\0<digest>` → ``ObjectRecord``
 /// - `e<extent u64 BE>` → ``ExtentRecord``
 /// - `x\0<digest>` → extent id: the content index that stores a blob once
+/// - `z<extent u64 BE>` → empty: the extents with no references, for the sweeper
 /// - `uploads`: `u\0<id>` → ``UploadRecord``
 /// - `chunks`: `<extent u64 BE><chunk u32 BE>` → up to `chunkSize` bytes
 ///
@@ -73,6 +74,7 @@ public final class RocksObjectStore: ObjectStore {
     static func objectKey(_ bucket: String, _ digest: String) -> [UInt8] { Key("o", bucket, digest).bytes }
     static func contentKey(_ digest: String) -> [UInt8] { Key("x", digest).bytes }
     static func extentKey(_ extent: UInt64) -> [UInt8] { Array("e".utf8) + extent.bigEndianBytes }
+    static func unreferencedKey(_ extent: UInt64) -> [UInt8] { Array("z".utf8) + extent.bigEndianBytes }
     static func uploadKey(_ id: String) -> [UInt8] { Key("u", id).bytes }
     static func chunkKey(_ extent: UInt64, _ index: Int64) -> [UInt8] {
         extent.bigEndianBytes + UInt32(index).bigEndianBytes
@@ -145,6 +147,7 @@ public final class RocksObjectStore: ObjectStore {
             extent.unreferencedSince = nil
             source.created = Date()
             var batch = WriteBatch()
+            batch.delete(.objects, Self.unreferencedKey(source.extent))
             batch.put(.objects, Self.extentKey(source.extent), RecordCodec.encode(extent))
             batch.put(.objects, Self.objectKey(to, digest), RecordCodec.encode(source))
             try await write(batch)
@@ -165,7 +168,10 @@ public final class RocksObjectStore: ObjectStore {
             batch.delete(.objects, Self.objectKey(bucket, digest))
             if var extent = try extent(object.extent) {
                 extent.references = max(0, extent.references - 1)
-                if extent.references == 0 { extent.unreferencedSince = Date() }
+                if extent.references == 0 {
+                    extent.unreferencedSince = Date()
+                    batch.put(.objects, Self.unreferencedKey(object.extent), [])
+                }
                 batch.put(.objects, Self.extentKey(object.extent), RecordCodec.encode(extent))
             }
             try await write(batch)
@@ -365,6 +371,7 @@ public final class RocksObjectStore: ObjectStore {
             extent.references += 1
             extent.unreferencedSince = nil
             batch.put(.objects, Self.extentKey(sharedID), RecordCodec.encode(extent))
+            batch.delete(.objects, Self.unreferencedKey(sharedID))
             Self.dropExtent(upload.extent, in: &batch)
             object.extent = sharedID
             object.chunkSize = extent.chunkSize
@@ -428,13 +435,16 @@ public final class RocksObjectStore: ObjectStore {
 
     public func sweepExtents(grace: Double) async throws -> Int {
         let cutoff = Date().addingTimeInterval(-grace)
-        var candidates: [(UInt64, ExtentRecord)] = []
-        try db.scan(.objects, prefix: Array("e".utf8)) { key, value in
-            let record = try RecordCodec.decode(ExtentRecord.self, value)
-            if record.references == 0, let since = record.unreferencedSince, since < cutoff {
-                candidates.append((UInt64(bigEndianBytes: key.dropFirst()), record))
-            }
+        var unreferenced: [UInt64] = []
+        try db.scan(.objects, prefix: Array("z".utf8)) { key, _ in
+            unreferenced.append(UInt64(bigEndianBytes: key.dropFirst()))
             return true
+        }
+        var candidates: [(UInt64, ExtentRecord)] = []
+        for id in unreferenced {
+            if let record = try extent(id), record.references == 0, let since = record.unreferencedSince, since < cutoff {
+                candidates.append((id, record))
+            }
         }
         var swept = 0
         for (id, record) in candidates {
@@ -442,6 +452,7 @@ public final class RocksObjectStore: ObjectStore {
                 guard let current = try extent(id), current.references == 0 else { return }
                 var batch = WriteBatch()
                 batch.delete(.objects, Self.extentKey(id))
+                batch.delete(.objects, Self.unreferencedKey(id))
                 if let indexed = try db.get(.objects, Self.contentKey(record.digest)),
                     UInt64(bigEndianBytes: indexed) == id
                 {
