@@ -62,9 +62,26 @@ public final class Registry: Sendable {
         return record
     }
 
-    public func registries(after: String? = nil, limit: Int = 100) throws -> Page<RegistryRecord> {
+    public func registries(
+        after: String? = nil, limit: Int = 100, visible: (String) -> Bool = { _ in true }
+    ) throws -> Page<RegistryRecord> {
         try page(prefix: Key("R").childPrefix, after: after.map { CatalogKey.registry($0).bytes }, limit: limit) { key, value in
-            (try CatalogCodec.decode(RegistryRecord.self, value), Key.lastComponent(key))
+            let name = Key.lastComponent(key)
+            guard visible(name) else { return nil }
+            return (try CatalogCodec.decode(RegistryRecord.self, value), name)
+        }
+    }
+
+    /// Changes a registry's settings; nil leaves a setting as it is.
+    public func updateRegistry(_ name: String, anonymousPull: Bool?, publicURIEnabled: Bool?) async throws -> RegistryRecord {
+        try await locks.withLock("registry:" + name) {
+            var record = try requireRegistry(name)
+            if let anonymousPull { record.anonymousPull = anonymousPull }
+            if let publicURIEnabled { record.publicURIEnabled = publicURIEnabled }
+            var batch = WriteBatch()
+            batch.put(.catalog, CatalogKey.registry(name).bytes, CatalogCodec.encode(record))
+            try await write(batch)
+            return record
         }
     }
 
@@ -93,27 +110,33 @@ public final class Registry: Sendable {
 
     // MARK: Images
 
-    public func repositories(registry: String? = nil, after: String? = nil, limit: Int) throws -> Page<RepositoryRecord> {
+    /// Images in name order; `visible` hides those the caller may not see.
+    public func repositories(
+        registry: String? = nil, after: String? = nil, limit: Int, visible: (String) -> Bool = { _ in true }
+    ) throws -> Page<RepositoryRecord> {
         let prefix = registry.map { Key("I", $0 + "/").bytes } ?? Key("I").childPrefix
         return try page(prefix: prefix, after: after.map { CatalogKey.repository($0).bytes }, limit: limit) { key, value in
-            (try CatalogCodec.decode(RepositoryRecord.self, value), Key.lastComponent(key))
+            let name = Key.lastComponent(key)
+            guard visible(name) else { return nil }
+            return (try CatalogCodec.decode(RepositoryRecord.self, value), name)
         }
     }
 
     /// Reads up to `limit` records after `after`, and whether more follow.
+    /// `decode` returns nil for a record to skip.
     func page<T>(
         prefix: [UInt8], after: [UInt8]?, limit: Int,
-        _ decode: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> (T, String)
+        _ decode: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> (T, String)?
     ) throws -> Page<T> {
         var items: [T] = []
         var lastKey: String?
         var more = false
         try db.scan(.catalog, prefix: prefix, after: after) { key, value in
+            guard let (item, cursor) = try decode(key, value) else { return true }
             if items.count == limit {
                 more = true
                 return false
             }
-            let (item, cursor) = try decode(key, value)
             items.append(item)
             lastKey = cursor
             return true

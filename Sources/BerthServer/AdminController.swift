@@ -5,91 +5,104 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 
-/// The minimal admin API of the core registry: registries and system usage.
-/// The full `/api/v1` surface is specified in api-spec/openapi.yaml.
-struct AdminController<Context: RequestContext> {
+/// `/api/v1` registries and system usage.
+struct AdminController {
     let registry: Registry
+    let support: AdminSupport
 
-    func register(on router: Router<Context>) {
+    struct RegistryCreate: Decodable {
+        var name: String
+        var anonymous_pull: Bool?
+        var public_uri_enabled: Bool?
+    }
+
+    struct RegistryPatch: Decodable {
+        var anonymous_pull: Bool?
+        var public_uri_enabled: Bool?
+    }
+
+    func register(on router: Router<BerthRequestContext>) {
         let api = router.group("api/v1")
-        api.post("registries") { request, _ in try await run { try await createRegistry(request) } }
-        api.get("registries") { request, _ in try await run { try listRegistries(request) } }
+        api.post("registries") { request, context in
+            try await support.run(context) { principal in
+                try support.requireGlobalAdmin(principal, "create registries")
+                let input = try await support.decode(RegistryCreate.self, request)
+                var record = try await registry.createRegistry(input.name)
+                if input.anonymous_pull != nil || input.public_uri_enabled != nil {
+                    record = try await registry.updateRegistry(
+                        input.name, anonymousPull: input.anonymous_pull, publicURIEnabled: input.public_uri_enabled)
+                }
+                await support.audit(context, "registry.create", input.name, registry: input.name)
+                return support.json(describe(record), status: .created, location: "/api/v1/registries/\(input.name)")
+            }
+        }
+        api.get("registries") { request, context in
+            try await support.run(context) { principal in
+                let page = try registry.registries(
+                    after: request.query("cursor"), limit: AdminSupport.limit(request),
+                    visible: { principal.rights.canView($0) })
+                return support.json(["items": page.items.map(describe), "next_cursor": page.next.map { $0 as Any } ?? NSNull()])
+            }
+        }
         api.get("registries/:name") { _, context in
-            try await run { try getRegistry(context.parameters.require("name")) }
+            try await support.run(context) { principal in
+                let name = try context.parameters.require("name")
+                try Names.validateRegistry(name)
+                try support.require(principal, .view, on: name, "view registry '\(name)'")
+                guard let record = try registry.registry(name) else {
+                    return ErrorResponses.problem(status: 404, code: "NOT_FOUND", detail: "registry '\(name)' does not exist")
+                }
+                return support.json(describe(record))
+            }
+        }
+        api.patch("registries/:name") { request, context in
+            try await support.run(context) { principal in
+                let name = try context.parameters.require("name")
+                try Names.validateRegistry(name)
+                try support.require(principal, .administer, on: name, "change registry '\(name)'")
+                let input = try await support.decode(RegistryPatch.self, request)
+                guard try registry.registry(name) != nil else {
+                    return ErrorResponses.problem(status: 404, code: "NOT_FOUND", detail: "registry '\(name)' does not exist")
+                }
+                let record = try await registry.updateRegistry(
+                    name, anonymousPull: input.anonymous_pull, publicURIEnabled: input.public_uri_enabled)
+                await support.audit(context, "registry.update", name, registry: name)
+                return support.json(describe(record))
+            }
         }
         api.delete("registries/:name") { request, context in
-            try await run {
-                try await registry.deleteRegistry(
-                    context.parameters.require("name"), force: request.query("force") == "true")
+            try await support.run(context) { principal in
+                let name = try context.parameters.require("name")
+                try Names.validateRegistry(name)
+                try support.require(principal, .delete, on: name, "delete registry '\(name)'")
+                guard try registry.registry(name) != nil else {
+                    return ErrorResponses.problem(status: 404, code: "NOT_FOUND", detail: "registry '\(name)' does not exist")
+                }
+                try await registry.deleteRegistry(name, force: request.query("force") == "true")
+                await support.audit(context, "registry.delete", name, registry: name)
                 return Response(status: .noContent)
             }
         }
-        api.get("system/usage") { _, _ in
-            try await run {
+        api.get("system/usage") { _, context in
+            try await support.run(context) { principal in
+                guard principal.rights.isGlobal else { throw support.forbidden(principal, "view system usage") }
                 let usage = registry.store.objects.usage()
-                return json(
-                    [
-                        "logical_bytes": usage.logicalBytes, "physical_bytes": usage.physicalBytes,
-                        "open_uploads": usage.openUploads, "upload_bytes": usage.uploadBytes,
-                    ], status: .ok)
+                return support.json([
+                    "logical_bytes": usage.logicalBytes, "physical_bytes": usage.physicalBytes,
+                    "open_uploads": usage.openUploads, "upload_bytes": usage.uploadBytes,
+                ])
             }
         }
-    }
-
-    private func run(_ body: () async throws -> Response) async throws -> Response {
-        do {
-            return try await body()
-        } catch let error as RegistryError {
-            return ErrorResponses.problem(error)
-        } catch let error as AdminInputError {
-            return ErrorResponses.problem(status: 400, code: "INVALID_REQUEST", detail: error.message)
-        }
-    }
-
-    private func createRegistry(_ request: Request) async throws -> Response {
-        var body = request
-        let buffer = try await body.collectBody(upTo: 64 << 10)
-        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any] else {
-            throw AdminInputError(message: "body must be a JSON object")
-        }
-        guard let name = object["name"] as? String else { throw AdminInputError(message: "'name' is required and must be a string") }
-        let record = try await registry.createRegistry(name)
-        return json(describe(record), status: .created, location: "/api/v1/registries/\(name)")
-    }
-
-    private func listRegistries(_ request: Request) throws -> Response {
-        let limit = min(max(Int(request.query("limit") ?? "") ?? 100, 1), 1000)
-        let page = try registry.registries(after: request.query("cursor"), limit: limit)
-        return json(["items": page.items.map(describe), "next_cursor": page.next ?? NSNull()], status: .ok)
-    }
-
-    private func getRegistry(_ name: String) throws -> Response {
-        try Names.validateRegistry(name)
-        guard let record = try registry.registry(name) else {
-            return ErrorResponses.problem(status: 404, code: "NOT_FOUND", detail: "registry '\(name)' does not exist")
-        }
-        return json(describe(record), status: .ok)
     }
 
     private func describe(_ record: RegistryRecord) -> [String: Any] {
         let usage = registry.store.objects.usage(bucket: record.name)
         return [
             "name": record.name,
-            "created_at": ISO8601DateFormatter().string(from: record.created),
+            "created_at": AdminSupport.timestamp(record.created),
             "public_uri_enabled": record.publicURIEnabled,
             "anonymous_pull": record.anonymousPull,
             "usage": ["logical_bytes": usage.bytes, "blobs": usage.objects],
         ]
     }
-
-    private func json(_ object: [String: Any], status: HTTPResponse.Status, location: String? = nil) -> Response {
-        let body = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-        var headers: HTTPFields = [.contentType: "application/json"]
-        if let location { headers[.location] = location }
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
-    }
-}
-
-struct AdminInputError: Error {
-    var message: String
 }

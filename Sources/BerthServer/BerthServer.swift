@@ -18,12 +18,18 @@ public enum BerthServer {
             directory: URL(fileURLWithPath: configuration.dataDir).appendingPathComponent("db").path,
             maxObjectSize: configuration.maxBlobSize)
         let registry = Registry(store: store, logger: logger)
+        let identity = try Identity(store: store)
+        let access = AccessControl(
+            registry: registry, identity: identity,
+            tokens: try await TokenIssuer(store: store, lifetime: configuration.tokenLifetime),
+            throttle: AuthThrottle(limit: configuration.authFailureLimit), audit: AuditLog(store: store))
+        try await bootstrap(identity, dataDir: configuration.dataDir, logger: logger)
 
         var services: [any Service] = []
         if let http = configuration.http {
             services.append(
                 Application(
-                    router: makeRouter(registry),
+                    router: makeRouter(registry, access, scheme: "http"),
                     server: .http1(),
                     configuration: .init(address: .hostname(http.host, port: http.port), serverName: "Berth"),
                     onServerRunning: { announce("http", $0, host: http.host) },
@@ -41,7 +47,7 @@ public enum BerthServer {
                 privateKey: .privateKey(try NIOSSLPrivateKey(file: identity.keyPath, format: .pem)))
             services.append(
                 Application(
-                    router: makeRouter(registry),
+                    router: makeRouter(registry, access, scheme: "https"),
                     server: try .http2Upgrade(tlsConfiguration: tls),
                     configuration: .init(address: .hostname(https.host, port: https.port), serverName: "Berth"),
                     onServerRunning: { announce("https", $0, host: https.host) },
@@ -60,13 +66,33 @@ public enum BerthServer {
         logger.info("stopped")
     }
 
-    static func makeRouter(_ registry: Registry) -> Router<BasicRequestContext> {
-        let router = Router()
-        router.add(middleware: DistributionController(registry: registry))
+    static func makeRouter(_ registry: Registry, _ access: AccessControl, scheme: String) -> Router<BerthRequestContext> {
+        let router = Router(context: BerthRequestContext.self)
+        let challenge = Challenge(scheme: scheme)
+        router.add(middleware: AuthMiddleware(access: access, challenge: challenge))
+        router.add(middleware: DistributionController(registry: registry, access: access, challenge: challenge))
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ in "ready\n" }
-        AdminController(registry: registry).register(on: router)
+        TokenController(access: access).register(on: router)
+        let support = AdminSupport(access: access, challenge: challenge)
+        AdminController(registry: registry, support: support).register(on: router)
+        IdentityController(access: access, support: support).register(on: router)
         return router
+    }
+
+    /// At first start: the `admin` user, and its key in a 0600 file. The secret is never logged.
+    static func bootstrap(_ identity: Identity, dataDir: String, logger: Logger) async throws {
+        let path = URL(fileURLWithPath: dataDir).appendingPathComponent("bootstrap-credentials.json").path
+        guard let key = try await identity.bootstrapIfEmpty() else { return }
+        let body = try JSONSerialization.data(
+            withJSONObject: ["access_key": key.record.id, "secret_key": key.secret], options: [.sortedKeys])
+        FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.write(contentsOf: body)
+        try handle.synchronize()
+        try handle.close()
+        logger.notice("created user 'admin'; its access key is in \(path) (mode 0600)")
+        FileHandle.standardOutput.write(Data("bootstrap credentials written to \(path)\n".utf8))
     }
 
     private static func announce(_ scheme: String, _ channel: any Channel, host: String) {

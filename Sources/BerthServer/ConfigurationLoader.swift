@@ -14,7 +14,8 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 public struct ConfigurationLoader {
     /// The keys, in the order `berth config check` prints them.
     public static let keys = [
-        "data_dir", "http", "https", "host_names", "tls_cert", "tls_key", "max_blob_size", "upload_timeout", "log_level",
+        "data_dir", "http", "https", "host_names", "tls_cert", "tls_key", "max_blob_size", "upload_timeout", "token_ttl",
+        "auth_failure_limit", "log_level",
     ]
 
     public private(set) var configuration = ServerConfiguration()
@@ -99,6 +100,11 @@ public struct ConfigurationLoader {
         case "tls_key": configuration.tlsKeyPath = value
         case "max_blob_size": configuration.maxBlobSize = try number(Int64.self, minimum: 1)
         case "upload_timeout": configuration.uploadTimeout = try number(Double.self, minimum: 1)
+        case "token_ttl":
+            let ttl = try number(Double.self, minimum: 1)
+            guard ttl <= 43200 else { throw ConfigurationError(description: "'token_ttl' must be at most 43200 (12 h), got '\(value)'") }
+            configuration.tokenLifetime = ttl
+        case "auth_failure_limit": configuration.authFailureLimit = try number(Int.self, minimum: 1)
         case "log_level":
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
             guard levels.contains(value) else {

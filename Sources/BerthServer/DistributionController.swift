@@ -7,8 +7,11 @@ import Logging
 import NIOCore
 
 /// The OCI Distribution v1.1 data plane under `/v2`.
-struct DistributionController<Context: RequestContext>: RouterMiddleware {
+struct DistributionController: RouterMiddleware {
+    typealias Context = BerthRequestContext
     let registry: Registry
+    let access: AccessControl
+    let challenge: Challenge
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = DistributionRoute(path: request.uri.path) else {
@@ -19,7 +22,8 @@ struct DistributionController<Context: RequestContext>: RouterMiddleware {
         }
         let isHead = request.method == .head
         do {
-            return finish(try await dispatch(route, request))
+            if let denied = try authorize(route, request, context) { return finish(denied) }
+            return finish(try await dispatch(route, request, context))
         } catch let error as RegistryError {
             return finish(ErrorResponses.oci(error, head: isHead))
         } catch {
@@ -34,12 +38,65 @@ struct DistributionController<Context: RequestContext>: RouterMiddleware {
         return response
     }
 
-    private func dispatch(_ route: DistributionRoute, _ request: Request) async throws -> Response {
+    // MARK: Authorization
+
+    /// What a route needs: the permission and the repository it applies to.
+    private func requirement(_ route: DistributionRoute, _ method: HTTPRequest.Method) -> (Permission, String)? {
+        switch route {
+        case .base, .catalog: return nil
+        case .tags(let name), .referrers(let name, _): return (.pull, name)
+        case .manifest(let name, _), .blob(let name, _):
+            switch method {
+            case .put: return (.push, name)
+            case .delete: return (.delete, name)
+            default: return (.pull, name)
+            }
+        case .uploads(let name), .upload(let name, _): return (.push, name)
+        }
+    }
+
+    /// A 401/403 answer when the caller may not use the route, nil when it may.
+    private func authorize(_ route: DistributionRoute, _ request: Request, _ context: Context) throws -> Response? {
+        let principal = context.principal
+        guard let (permission, name) = requirement(route, request.method) else {
+            // The base and catalog endpoints need any valid credentials.
+            if principal.user != nil || principal.tokenAccess != nil { return nil }
+            let scope = route == .catalog ? "registry:catalog:*" : nil
+            return challenge.registry(request, RegistryError(.unauthorized, "authentication required"), scope: scope)
+        }
+        // A malformed name is answered by the handler with NAME_INVALID; it reveals nothing.
+        guard let (registryName, _) = try? Names.splitRepository(name) else { return nil }
+        let actions: String
+        switch permission {
+        case .push: actions = "pull,push"
+        case .delete: actions = "delete"
+        default: actions = "pull"
+        }
+        switch access.decide(principal, permission, registry: registryName, repository: name) {
+        case .allow:
+            return nil
+        case .challenge(let insufficientScope):
+            return challenge.registry(
+                request, RegistryError(.unauthorized, "authentication required to \(actions) \(name)"),
+                scope: "repository:\(name):\(actions)", insufficientScope: insufficientScope)
+        case .deny:
+            return ErrorResponses.oci(
+                RegistryError(.denied, "\(principal.actor) may not \(actions) in registry '\(registryName)'"),
+                head: request.method == .head)
+        }
+    }
+
+    private func audit(_ context: Context, _ action: String, _ target: String, registry: String?) async {
+        await access.audit.record(
+            actor: context.principal.actor, source: context.source, action: action, target: target, registry: registry)
+    }
+
+    private func dispatch(_ route: DistributionRoute, _ request: Request, _ context: Context) async throws -> Response {
         switch (route, request.method) {
         case (.base, .get), (.base, .head):
             return json([:], head: request.method == .head)
         case (.catalog, .get):
-            return try catalog(request)
+            return try catalog(request, context.principal)
         case (.tags(let name), .get):
             return try tags(name, request)
         case (.manifest(let name, let reference), .get), (.manifest(let name, let reference), .head):
@@ -48,14 +105,17 @@ struct DistributionController<Context: RequestContext>: RouterMiddleware {
             return try await putManifest(name, reference, request)
         case (.manifest(let name, let reference), .delete):
             try await registry.deleteManifest(name: name, reference: reference)
+            let action = ContentDigest.isDigest(reference) ? "manifest.delete" : "tag.delete"
+            await audit(context, action, "\(name):\(reference)", registry: try? Names.splitRepository(name).registry)
             return Response(status: .accepted, headers: [.contentLength: "0"])
         case (.blob(let name, let digest), .get), (.blob(let name, let digest), .head):
             return try getBlob(name, digest, request)
         case (.blob(let name, let digest), .delete):
             try await registry.deleteBlob(name: name, digest: digest)
+            await audit(context, "blob.delete", "\(name)@\(digest)", registry: try? Names.splitRepository(name).registry)
             return Response(status: .accepted, headers: [.contentLength: "0"])
         case (.uploads(let name), .post):
-            return try await startUpload(name, request)
+            return try await startUpload(name, request, context.principal)
         case (.upload(let name, let id), .get):
             return uploadStatus(name, try registry.upload(name: name, id: id), status: .noContent)
         case (.upload(let name, let id), .patch):
@@ -87,9 +147,11 @@ struct DistributionController<Context: RequestContext>: RouterMiddleware {
         return "<\(components.string ?? path)>; rel=\"next\""
     }
 
-    private func catalog(_ request: Request) throws -> Response {
+    private func catalog(_ request: Request, _ principal: Principal) throws -> Response {
         let n = try limit(request)
-        let page = try registry.repositories(after: request.query("last"), limit: min(n ?? 1000, 10_000))
+        let page = try registry.repositories(
+            after: request.query("last"), limit: min(n ?? 1000, 10_000),
+            visible: { principal.rights.canView(String($0.prefix { $0 != "/" })) })
         var response = json(["repositories": page.items.map(\.name)])
         if let next = page.next { response.headers[.link] = link(path: "/v2/_catalog", last: next, n: n) }
         return response
@@ -192,10 +254,15 @@ struct DistributionController<Context: RequestContext>: RouterMiddleware {
             ])
     }
 
-    private func startUpload(_ name: String, _ request: Request) async throws -> Response {
+    private func startUpload(_ name: String, _ request: Request, _ principal: Principal) async throws -> Response {
         if let digest = request.query("mount") {
             let from = request.query("from") ?? name
-            if let object = try await registry.mount(name: name, digest: digest, from: from) {
+            // Mounting reads the source: the caller must be allowed to pull it.
+            let source = (try? Names.splitRepository(from))?.registry
+            if let source, access.decide(principal, .pull, registry: source, repository: from) == .allow
+                || (principal.tokenAccess != nil && principal.rights.allows(.pull, on: source)),
+                let object = try await registry.mount(name: name, digest: digest, from: from)
+            {
                 return blobCreated(name, object)
             }
         }

@@ -34,6 +34,10 @@ public struct ServerConfiguration: Sendable {
     public var uploadTimeout: Double = 3600
     /// Seconds an unreferenced extent is kept before it is swept.
     public var extentGracePeriod: Double = 3600
+    /// Seconds a token from `/auth/token` is valid (at most 12 h).
+    public var tokenLifetime: Double = 12 * 3600
+    /// Failed authentications per minute from one source or on one key before 429.
+    public var authFailureLimit: Int = 10
     /// Seconds between maintenance passes.
     public var maintenanceInterval: Double = 30
 

@@ -35,11 +35,11 @@ public struct Key: Sendable {
 
 extension FixedWidthInteger {
     /// Big-endian bytes, so numeric keys sort in numeric order.
-    var bigEndianBytes: [UInt8] {
+    public var bigEndianBytes: [UInt8] {
         withUnsafeBytes(of: self.bigEndian) { Array($0) }
     }
 
-    init(bigEndianBytes bytes: some Collection<UInt8>) {
+    public init(bigEndianBytes bytes: some Collection<UInt8>) {
         var value: Self = 0
         for byte in bytes { value = value << 8 | Self(byte) }
         self = value

@@ -15,6 +15,10 @@ public enum ColumnFamily: Int, CaseIterable, Sendable {
     case chunks
     /// Upload sessions in progress.
     case uploads
+    /// Users, access keys, role bindings, the token signing key.
+    case auth
+    /// The audit log, in time order.
+    case audit
 
     public var name: String {
         switch self {
@@ -23,6 +27,8 @@ public enum ColumnFamily: Int, CaseIterable, Sendable {
         case .objects: return "objects"
         case .chunks: return "chunks"
         case .uploads: return "uploads"
+        case .auth: return "auth"
+        case .audit: return "audit"
         }
     }
 }
@@ -301,6 +307,39 @@ public final class RocksDB: @unchecked Sendable {
             let valuePointer = rocksdb_iter_value(iterator, &valueLength)
             if try !body(key, UnsafeRawBufferPointer(start: valuePointer, count: valueLength)) { break }
             rocksdb_iter_next(iterator)
+        }
+        var error: UnsafeMutablePointer<CChar>?
+        rocksdb_iter_get_error(iterator, &error)
+        try check(error)
+    }
+
+    /// Calls `body` for entries in descending key order, starting strictly
+    /// before `before` (or at the last key), until `body` returns false.
+    public func scanReverse(
+        _ family: ColumnFamily, before: [UInt8]?,
+        _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
+    ) throws {
+        let iterator = rocksdb_create_iterator_cf(db, readOptions, handle(family))!
+        defer { rocksdb_iter_destroy(iterator) }
+        if let before {
+            before.withUnsafeBufferPointer { s in
+                s.withMemoryRebound(to: CChar.self) { rocksdb_iter_seek_for_prev(iterator, $0.baseAddress, $0.count) }
+            }
+            if rocksdb_iter_valid(iterator) != 0 {
+                var length = 0
+                let key = UnsafeRawBufferPointer(start: rocksdb_iter_key(iterator, &length), count: length)
+                if key.elementsEqual(before) { rocksdb_iter_prev(iterator) }
+            }
+        } else {
+            rocksdb_iter_seek_to_last(iterator)
+        }
+        while rocksdb_iter_valid(iterator) != 0 {
+            var keyLength = 0
+            var valueLength = 0
+            let key = UnsafeRawBufferPointer(start: rocksdb_iter_key(iterator, &keyLength), count: keyLength)
+            let value = UnsafeRawBufferPointer(start: rocksdb_iter_value(iterator, &valueLength), count: valueLength)
+            if try !body(key, value) { break }
+            rocksdb_iter_prev(iterator)
         }
         var error: UnsafeMutablePointer<CChar>?
         rocksdb_iter_get_error(iterator, &error)

@@ -29,6 +29,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Operator's TLS private key (PEM).") var tlsKey: String?
     @Option(help: "Largest blob accepted, in bytes (default 64 GiB).") var maxBlobSize: String?
     @Option(help: "Seconds an idle upload lives before it expires (default 3600).") var uploadTimeout: String?
+    @Option(help: "Seconds a registry token is valid, at most 43200 (default 43200).") var tokenTtl: String?
+    @Option(help: "Failed authentications per minute from one source or key before 429 (default 10).")
+    var authFailureLimit: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
 
     func run() async throws {
@@ -40,7 +43,8 @@ struct Serve: AsyncParsableCommand {
                 ("data_dir", dataDir), ("http", http), ("https", https),
                 ("host_names", hostNames.isEmpty ? nil : hostNames.joined(separator: ",")),
                 ("tls_cert", tlsCert), ("tls_key", tlsKey), ("max_blob_size", maxBlobSize),
-                ("upload_timeout", uploadTimeout), ("log_level", logLevel),
+                ("upload_timeout", uploadTimeout), ("token_ttl", tokenTtl),
+                ("auth_failure_limit", authFailureLimit), ("log_level", logLevel),
             ]
             for case let (key, value?) in flags { try loader.set(key, value) }
             let configuration = try loader.validated()

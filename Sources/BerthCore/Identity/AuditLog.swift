@@ -1,0 +1,97 @@
+import BerthStorage
+import Foundation
+import NIOConcurrencyHelpers
+
+/// One audit entry.
+public struct AuditEntry: Codable, Sendable {
+    public var id: String
+    public var time: Date
+    public var actor: String
+    public var source: String
+    public var action: String
+    public var target: String
+    public var registry: String?
+    public var outcome: String
+    public var detail: String?
+}
+
+/// The durable, ordered audit log (column family `audit`).
+///
+/// Keys are `<time ms u64 BE><sequence u32 BE>`, so the log is in time order
+/// and a reverse page is one scan. Entries go through the WAL unsynced: a
+/// process crash keeps them; a power loss may drop the last few milliseconds.
+public final class AuditLog: Sendable {
+    let store: Store
+    private let sequence = NIOLockedValueBox<UInt32>(0)
+
+    public init(store: Store) { self.store = store }
+
+    public func record(
+        actor: String, source: String, action: String, target: String, registry: String? = nil,
+        outcome: String = "success", detail: String? = nil
+    ) async {
+        let now = Date()
+        let seq = sequence.withLockedValue { value -> UInt32 in
+            value &+= 1
+            return value
+        }
+        let key = UInt64(now.timeIntervalSince1970 * 1000).bigEndianBytes + seq.bigEndianBytes
+        let entry = AuditEntry(
+            id: key.map { String(format: "%02x", $0) }.joined(), time: now, actor: actor, source: source, action: action,
+            target: target, registry: registry, outcome: outcome, detail: detail)
+        var batch = WriteBatch()
+        batch.put(.audit, key, CatalogCodec.encode(entry))
+        try? await store.pool.run { [db = store.db, batch] in try db.write(batch, .logged) }
+    }
+
+    public struct Filter: Sendable {
+        public var actor: String?
+        public var action: String?
+        public var registry: String?
+        public var since: Date?
+        public var until: Date?
+        public init(actor: String? = nil, action: String? = nil, registry: String? = nil, since: Date? = nil, until: Date? = nil) {
+            self.actor = actor
+            self.action = action
+            self.registry = registry
+            self.since = since
+            self.until = until
+        }
+    }
+
+    /// Entries matching `filter`, newest first, starting before the cursor (an entry id).
+    public func entries(_ filter: Filter, before cursor: String?, limit: Int) throws -> Page<AuditEntry> {
+        var items: [AuditEntry] = []
+        var more = false
+        let start = cursor.flatMap(Self.bytes(hex:))
+        try store.db.scanReverse(.audit, before: start) { _, value in
+            let entry = try CatalogCodec.decode(AuditEntry.self, value)
+            if let since = filter.since, entry.time < since { return false }
+            if let until = filter.until, entry.time > until { return true }
+            guard filter.actor.map({ $0 == entry.actor }) ?? true,
+                filter.action.map({ $0 == entry.action }) ?? true,
+                filter.registry.map({ $0 == entry.registry }) ?? true
+            else { return true }
+            if items.count == limit {
+                more = true
+                return false
+            }
+            items.append(entry)
+            return true
+        }
+        return Page(items: items, next: more ? items.last?.id : nil)
+    }
+
+    static func bytes(hex: String) -> [UInt8]? {
+        guard hex.count == 24 else { return nil }
+        var out: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            guard let byte = UInt8(hex[index..<next], radix: 16) else { return nil }
+            out.append(byte)
+            index = next
+        }
+        return out
+    }
+}

@@ -1,0 +1,295 @@
+import BerthStorage
+import Crypto
+import Foundation
+import NIOConcurrencyHelpers
+
+/// Users, access keys and role bindings (column family `auth`), with an
+/// in-memory copy for the per-request checks.
+///
+/// Key schema: `U\0<user>` → ``UserRecord``; `K\0<access key id>` →
+/// ``AccessKeyRecord``; `B\0<user>\0<binding id>` → ``RoleBinding``.
+public final class Identity: Sendable {
+    public static let maxKeysPerUser = 5
+    static let keyAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    static let secretAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+    struct State {
+        var users: [String: UserRecord] = [:]
+        var keys: [String: AccessKeyRecord] = [:]
+        var bindings: [String: [RoleBinding]] = [:]
+    }
+
+    let store: Store
+    private let state: NIOLockedValueBox<State>
+    private let writes = KeyedLocks()
+
+    public init(store: Store) throws {
+        self.store = store
+        var state = State()
+        try store.db.scan(.auth, prefix: Key("U").childPrefix) { _, value in
+            let user = try CatalogCodec.decode(UserRecord.self, value)
+            state.users[user.id] = user
+            return true
+        }
+        try store.db.scan(.auth, prefix: Key("K").childPrefix) { _, value in
+            let key = try CatalogCodec.decode(AccessKeyRecord.self, value)
+            state.keys[key.id] = key
+            return true
+        }
+        try store.db.scan(.auth, prefix: Key("B").childPrefix) { key, value in
+            let user = Key.components(key)[0]
+            state.bindings[user, default: []].append(try CatalogCodec.decode(RoleBinding.self, value))
+            return true
+        }
+        self.state = NIOLockedValueBox(state)
+    }
+
+    private func write(_ batch: WriteBatch) async throws {
+        try await store.pool.run { [db = store.db] in try db.write(batch, .synced) }
+    }
+
+    /// Serializes identity changes; they are rare, and each reads what it changes.
+    private func change<T>(_ body: () async throws -> T) async throws -> T {
+        try await writes.withLock("identity", body)
+    }
+
+    // MARK: Bootstrap
+
+    /// Creates user `admin` with a global admin binding and one key when there
+    /// are no users yet. Returns the new key (with its secret) or nil.
+    public func bootstrapIfEmpty() async throws -> NewAccessKey? {
+        guard state.withLockedValue({ $0.users.isEmpty }) else { return nil }
+        _ = try await createUser("admin")
+        _ = try await addBinding(user: "admin", RoleBinding(role: .admin, registry: nil))
+        return try await createKey(user: "admin")
+    }
+
+    // MARK: Users
+
+    public func validateUserName(_ name: String) throws {
+        let bytes = Array(name.utf8)
+        guard (1...64).contains(bytes.count), Names.isLowerAlnum(bytes[0]),
+            bytes.allSatisfy({ Names.isLowerAlnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") })
+        else {
+            throw IdentityError.invalid(
+                "user name '\(name)' must be 1–64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit")
+        }
+    }
+
+    public func createUser(_ name: String) async throws -> UserRecord {
+        try validateUserName(name)
+        return try await change {
+            if user(name) != nil { throw IdentityError.conflict("user '\(name)' already exists") }
+            let record = UserRecord(id: name, created: Date(), disabled: false)
+            var batch = WriteBatch()
+            batch.put(.auth, Key("U", name).bytes, CatalogCodec.encode(record))
+            try await write(batch)
+            state.withLockedValue { $0.users[name] = record }
+            return record
+        }
+    }
+
+    public func user(_ id: String) -> UserRecord? { state.withLockedValue { $0.users[id] } }
+
+    public func users() -> [UserRecord] {
+        state.withLockedValue { Array($0.users.values) }.sorted { $0.id < $1.id }
+    }
+
+    public func setUserDisabled(_ id: String, _ disabled: Bool) async throws -> UserRecord {
+        try await change {
+            guard var record = user(id) else { throw IdentityError.notFound("user '\(id)' does not exist") }
+            record.disabled = disabled
+            var batch = WriteBatch()
+            batch.put(.auth, Key("U", id).bytes, CatalogCodec.encode(record))
+            try await write(batch)
+            state.withLockedValue { $0.users[id] = record }
+            return record
+        }
+    }
+
+    /// Deletes a user with its keys and bindings.
+    public func deleteUser(_ id: String) async throws {
+        try await change {
+            guard user(id) != nil else { throw IdentityError.notFound("user '\(id)' does not exist") }
+            var batch = WriteBatch()
+            batch.delete(.auth, Key("U", id).bytes)
+            for key in keys(user: id) { batch.delete(.auth, Key("K", key.id).bytes) }
+            batch.deleteRange(.auth, from: Key("B", id).childPrefix, to: Key("B", id).bytes + [1])
+            try await write(batch)
+            state.withLockedValue { state in
+                state.users[id] = nil
+                state.bindings[id] = nil
+                state.keys = state.keys.filter { $0.value.user != id }
+            }
+        }
+    }
+
+    // MARK: Access keys
+
+    /// A key as created: the only time its secret is known.
+    public struct NewAccessKey: Sendable {
+        public var record: AccessKeyRecord
+        public var secret: String
+    }
+
+    public func keys(user: String) -> [AccessKeyRecord] {
+        state.withLockedValue { $0.keys.values.filter { $0.user == user } }.sorted { $0.created < $1.created }
+    }
+
+    public func key(_ id: String) -> AccessKeyRecord? { state.withLockedValue { $0.keys[id] } }
+
+    public func createKey(user: String) async throws -> NewAccessKey {
+        try await change { try await createKeyLocked(user: user) }
+    }
+
+    /// `replacing` names a key being retired by rotation: it does not count against the limit.
+    private func createKeyLocked(user: String, replacing: String? = nil) async throws -> NewAccessKey {
+        guard self.user(user) != nil else { throw IdentityError.notFound("user '\(user)' does not exist") }
+        guard keys(user: user).filter({ $0.id != replacing }).count < Self.maxKeysPerUser else {
+            throw IdentityError.keyLimit("user '\(user)' already has \(Self.maxKeysPerUser) access keys; delete one first")
+        }
+        var generator = SystemRandomNumberGenerator()
+        let id = "AK" + String((0..<20).map { _ in Self.keyAlphabet.randomElement(using: &generator)! })
+        let secret = String((0..<40).map { _ in Self.secretAlphabet.randomElement(using: &generator)! })
+        let record = AccessKeyRecord(
+            id: id, user: user, secretHash: Array(SHA256.hash(data: Array(secret.utf8))), created: Date(),
+            lastUsed: nil, disabled: false, expires: nil)
+        try await put(record)
+        return NewAccessKey(record: record, secret: secret)
+    }
+
+    private func put(_ record: AccessKeyRecord) async throws {
+        var batch = WriteBatch()
+        batch.put(.auth, Key("K", record.id).bytes, CatalogCodec.encode(record))
+        try await write(batch)
+        state.withLockedValue { $0.keys[record.id] = record }
+    }
+
+    private func ownedKey(user: String, id: String) throws -> AccessKeyRecord {
+        guard let key = key(id), key.user == user else {
+            throw IdentityError.notFound("access key '\(id)' of user '\(user)' does not exist")
+        }
+        return key
+    }
+
+    public func setKeyDisabled(user: String, id: String, _ disabled: Bool) async throws -> AccessKeyRecord {
+        try await change {
+            var key = try ownedKey(user: user, id: id)
+            key.disabled = disabled
+            if !disabled { key.expires = nil }
+            try await put(key)
+            return key
+        }
+    }
+
+    public func deleteKey(user: String, id: String) async throws {
+        try await change {
+            _ = try ownedKey(user: user, id: id)
+            var batch = WriteBatch()
+            batch.delete(.auth, Key("K", id).bytes)
+            try await write(batch)
+            state.withLockedValue { _ = $0.keys.removeValue(forKey: id) }
+        }
+    }
+
+    /// Issues a new key and retires the old one, at once or after `overlap` seconds.
+    public func rotateKey(user: String, id: String, overlap: Double) async throws -> NewAccessKey {
+        try await change {
+            var old = try ownedKey(user: user, id: id)
+            if overlap <= 0 {
+                old.disabled = true
+            } else {
+                old.expires = Date().addingTimeInterval(overlap)
+            }
+            try await put(old)
+            return try await createKeyLocked(user: user, replacing: id)
+        }
+    }
+
+    /// Records that a key was used, at most once a minute per key.
+    func touch(_ key: AccessKeyRecord, now: Date) {
+        if let last = key.lastUsed, now.timeIntervalSince(last) < 60 { return }
+        var updated = key
+        updated.lastUsed = now
+        state.withLockedValue { $0.keys[key.id]?.lastUsed = now }
+        let db = store.db
+        var batch = WriteBatch()
+        batch.put(.auth, Key("K", key.id).bytes, CatalogCodec.encode(updated))
+        Task { [pool = store.pool, batch] in try? await pool.run { try db.write(batch, .logged) } }
+    }
+
+    // MARK: Role bindings
+
+    public func bindings(user: String) -> [RoleBinding] {
+        state.withLockedValue { $0.bindings[user] ?? [] }.sorted { $0.id < $1.id }
+    }
+
+    public func addBinding(user: String, _ binding: RoleBinding) async throws -> RoleBinding {
+        try await change {
+            guard self.user(user) != nil else { throw IdentityError.notFound("user '\(user)' does not exist") }
+            if bindings(user: user).contains(binding) {
+                throw IdentityError.conflict("user '\(user)' already has role '\(binding.id)'")
+            }
+            var batch = WriteBatch()
+            batch.put(.auth, Key("B", user, binding.id).bytes, CatalogCodec.encode(binding))
+            try await write(batch)
+            state.withLockedValue { $0.bindings[user, default: []].append(binding) }
+            return binding
+        }
+    }
+
+    public func removeBinding(user: String, id: String) async throws {
+        try await change {
+            guard let binding = bindings(user: user).first(where: { $0.id == id }) else {
+                throw IdentityError.notFound("user '\(user)' has no role '\(id)'")
+            }
+            var batch = WriteBatch()
+            batch.delete(.auth, Key("B", user, binding.id).bytes)
+            try await write(batch)
+            state.withLockedValue { $0.bindings[user]?.removeAll { $0 == binding } }
+        }
+    }
+
+    // MARK: Authentication
+
+    /// Checks an access key and secret; returns the caller or nil.
+    public func authenticate(accessKey: String, secret: String, now: Date = Date()) -> Principal? {
+        guard let key = key(accessKey) else {
+            // Spend the same work as a real check so timing does not tell which keys exist.
+            _ = constantTimeEqual(Array(SHA256.hash(data: Array(secret.utf8))), [UInt8](repeating: 0, count: 32))
+            return nil
+        }
+        let presented = Array(SHA256.hash(data: Array(secret.utf8)))
+        guard constantTimeEqual(presented, key.secretHash), let principal = principal(forKey: accessKey, now: now) else {
+            return nil
+        }
+        touch(key, now: now)
+        return principal
+    }
+
+    /// The caller behind a key that is active now and whose user is enabled.
+    public func principal(forKey accessKey: String, now: Date = Date()) -> Principal? {
+        state.withLockedValue { state in
+            guard let key = state.keys[accessKey], key.isActive(at: now),
+                let user = state.users[key.user], !user.disabled
+            else { return nil }
+            return Principal(
+                user: user.id, accessKey: key.id, rights: Rights(bindings: state.bindings[user.id] ?? []), tokenAccess: nil)
+        }
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    var difference: UInt8 = 0
+    for i in 0..<a.count { difference |= a[i] ^ b[i] }
+    return difference == 0
+}
+
+public enum IdentityError: Error, Sendable {
+    case invalid(String)
+    case notFound(String)
+    case conflict(String)
+    case keyLimit(String)
+}

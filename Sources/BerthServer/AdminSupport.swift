@@ -1,0 +1,95 @@
+import BerthCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// What the admin controllers share: authentication gates, JSON in and out,
+/// and the mapping of domain errors to problem+json.
+struct AdminSupport: Sendable {
+    let access: AccessControl
+    let challenge: Challenge
+
+    /// A refusal that ends an admin request.
+    struct Refusal: Error {
+        var response: Response
+    }
+
+    /// Runs a handler, turning every expected error into its problem+json answer.
+    func run(_ context: BerthRequestContext, _ body: (Principal) async throws -> Response) async throws -> Response {
+        do {
+            guard context.principal.user != nil else { throw Refusal(response: challenge.admin(detail: "authentication required")) }
+            return try await body(context.principal)
+        } catch let refusal as Refusal {
+            return refusal.response
+        } catch let error as RegistryError {
+            return ErrorResponses.problem(error)
+        } catch let error as IdentityError {
+            switch error {
+            case .invalid(let message): return ErrorResponses.problem(status: 400, code: "INVALID_REQUEST", detail: message)
+            case .notFound(let message): return ErrorResponses.problem(status: 404, code: "NOT_FOUND", detail: message)
+            case .conflict(let message): return ErrorResponses.problem(status: 409, code: "CONFLICT", detail: message)
+            case .keyLimit(let message): return ErrorResponses.problem(status: 409, code: "ACCESS_KEY_LIMIT", detail: message)
+            }
+        } catch let error as AdminInputError {
+            return ErrorResponses.problem(status: 400, code: "INVALID_REQUEST", detail: error.message)
+        }
+    }
+
+    func forbidden(_ principal: Principal, _ what: String) -> Refusal {
+        Refusal(response: ErrorResponses.problem(status: 403, code: "FORBIDDEN", detail: "\(principal.actor) may not \(what)"))
+    }
+
+    func requireGlobalAdmin(_ principal: Principal, _ what: String) throws {
+        guard principal.rights.isGlobalAdmin else { throw forbidden(principal, what) }
+    }
+
+    func require(_ principal: Principal, _ permission: Permission, on registry: String, _ what: String) throws {
+        guard principal.rights.allows(permission, on: registry) else { throw forbidden(principal, what) }
+    }
+
+    func audit(_ context: BerthRequestContext, _ action: String, _ target: String, registry: String? = nil) async {
+        await access.audit.record(
+            actor: context.principal.actor, source: context.source, action: action, target: target, registry: registry)
+    }
+
+    /// The request body decoded as `T`; type errors name the field.
+    func decode<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+        var request = request
+        let buffer = try await request.collectBody(upTo: 64 << 10)
+        let data = buffer.readableBytes == 0 ? Data("{}".utf8) : Data(buffer.readableBytesView)
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw AdminInputError(message: "'\(key.stringValue)' is required")
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw AdminInputError(message: "'\(field)' has the wrong type: \(context.debugDescription)")
+        } catch {
+            throw AdminInputError(message: "body must be a JSON object")
+        }
+    }
+
+    func json(_ object: Any, status: HTTPResponse.Status = .ok, location: String? = nil) -> Response {
+        let body = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let location { headers[.location] = location }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func timestamp(_ date: Date?) -> Any {
+        guard let date else { return NSNull() }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.string(from: date)
+    }
+
+    static func limit(_ request: Request) -> Int {
+        min(max(Int(request.query("limit") ?? "") ?? 100, 1), 1000)
+    }
+}
+
+struct AdminInputError: Error {
+    var message: String
+}
+

@@ -1,0 +1,66 @@
+import BerthCore
+import HTTPTypes
+import Hummingbird
+
+/// Turns the `Authorization` header into the context's principal on `/v2`
+/// and `/api/v1`. Bad credentials end the request here (401, or 429 when
+/// throttled); no credentials go on as anonymous, and each route decides.
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = BerthRequestContext
+    let access: AccessControl
+    let challenge: Challenge
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        let isRegistry = path == "/v2" || path.hasPrefix("/v2/")
+        guard isRegistry || path.hasPrefix("/api/v1") else { return try await next(request, context) }
+        var context = context
+        switch await access.authenticate(authorization: request.headers[.authorization], source: context.source) {
+        case .anonymous:
+            break
+        case .authenticated(let principal, let method):
+            context.principal = principal
+            if isRegistry, path == "/v2/" || path == "/v2", method == "basic" {
+                await access.audit.record(actor: principal.actor, source: context.source, action: "login", target: "/v2/")
+            }
+        case .failed(let reason):
+            return isRegistry
+                ? challenge.registry(request, RegistryError(.unauthorized, "authentication failed: \(reason)"), scope: nil)
+                : challenge.admin(detail: "authentication failed: \(reason)")
+        case .throttled(let retryAfter):
+            var response = isRegistry
+                ? ErrorResponses.oci(RegistryError(.tooManyRequests, "too many failed authentications; retry in \(retryAfter) s"))
+                : ErrorResponses.problem(status: 429, code: "TOO_MANY_REQUESTS", detail: "too many failed authentications; retry in \(retryAfter) s")
+            response.headers[.retryAfter] = String(retryAfter)
+            return response
+        }
+        return try await next(request, context)
+    }
+}
+
+/// Builds 401 answers with the `WWW-Authenticate` challenge Docker clients follow.
+struct Challenge: Sendable {
+    /// `http` or `https`: the listener's scheme, for the realm URL.
+    let scheme: String
+
+    func header(_ request: Request, scope: String?, insufficientScope: Bool = false) -> String {
+        let host = request.head.authority ?? "localhost"
+        var value = "Bearer realm=\"\(scheme)://\(host)/auth/token\",service=\"\(TokenIssuer.service)\""
+        if let scope { value += ",scope=\"\(scope)\"" }
+        if insufficientScope { value += ",error=\"insufficient_scope\"" }
+        return value
+    }
+
+    func registry(_ request: Request, _ error: RegistryError, scope: String?, insufficientScope: Bool = false) -> Response {
+        var response = ErrorResponses.oci(error, head: request.method == .head)
+        response.headers[.wwwAuthenticate] = header(request, scope: scope, insufficientScope: insufficientScope)
+        response.headers[.dockerAPIVersion] = "registry/2.0"
+        return response
+    }
+
+    func admin(detail: String) -> Response {
+        var response = ErrorResponses.problem(status: 401, code: "UNAUTHORIZED", detail: detail)
+        response.headers[.wwwAuthenticate] = "Basic realm=\"berth\", Bearer realm=\"berth\",service=\"\(TokenIssuer.service)\""
+        return response
+    }
+}

@@ -1,0 +1,111 @@
+import BerthCore
+import BerthStorage
+import Foundation
+import Testing
+
+private func withIdentity(_ body: (Identity, Store) async throws -> Void) async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-id-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let store = try Store(directory: directory, threads: 2)
+    try await body(try Identity(store: store), store)
+    try await store.shutdown()
+}
+
+@Suite struct RightsTests {
+    @Test func matrixOfDesignSection5() {
+        let admin = Rights(bindings: [RoleBinding(role: .admin, registry: nil)])
+        let viewer = Rights(bindings: [RoleBinding(role: .viewer, registry: nil)])
+        let uploader = Rights(bindings: [RoleBinding(role: .uploader, registry: nil)])
+        let scoped = Rights(bindings: [RoleBinding(role: .admin, registry: "rb")])
+        for permission in [Permission.view, .pull, .push, .delete, .administer] {
+            #expect(admin.allows(permission, on: "ra"))
+            #expect(scoped.allows(permission, on: "rb"))
+            #expect(!scoped.allows(permission, on: "ra"))
+            #expect(!Rights.none.allows(permission, on: "ra"))
+        }
+        #expect(viewer.allows(.pull, on: "ra") && viewer.allows(.view, on: "ra"))
+        #expect(!viewer.allows(.push, on: "ra") && !viewer.allows(.delete, on: "ra"))
+        #expect(uploader.allows(.push, on: "ra") && uploader.allows(.pull, on: "ra"))
+        #expect(!uploader.allows(.delete, on: "ra") && !uploader.allows(.administer, on: "ra"))
+        #expect(admin.isGlobalAdmin && !scoped.isGlobalAdmin && !viewer.isGlobalAdmin)
+        // Rights are the union of bindings.
+        let both = Rights(bindings: [RoleBinding(role: .viewer, registry: nil), RoleBinding(role: .uploader, registry: "ra")])
+        #expect(both.allows(.push, on: "ra") && !both.allows(.push, on: "rb"))
+    }
+
+    @Test func bindingIDs() {
+        #expect(RoleBinding(id: "viewer@prod") == RoleBinding(role: .viewer, registry: "prod"))
+        #expect(RoleBinding(id: "admin") == RoleBinding(role: .admin, registry: nil))
+        #expect(RoleBinding(id: "owner") == nil)
+    }
+}
+
+@Suite struct IdentityTests {
+    @Test func keysAuthenticateAndObeyTheLimit() async throws {
+        try await withIdentity { identity, _ in
+            _ = try await identity.createUser("alice")
+            let key = try await identity.createKey(user: "alice")
+            #expect(key.record.id.count == 22 && key.record.id.hasPrefix("AK"))
+            #expect(key.secret.count == 40)
+            #expect(key.record.secretHash != Array(key.secret.utf8))
+            #expect(identity.authenticate(accessKey: key.record.id, secret: key.secret)?.user == "alice")
+            #expect(identity.authenticate(accessKey: key.record.id, secret: key.secret + "x") == nil)
+            #expect(identity.authenticate(accessKey: "AKNOPE", secret: key.secret) == nil)
+            for _ in 0..<4 { _ = try await identity.createKey(user: "alice") }
+            await #expect(throws: IdentityError.self) { _ = try await identity.createKey(user: "alice") }
+        }
+    }
+
+    @Test func disablingAndRotationStopKeys() async throws {
+        try await withIdentity { identity, _ in
+            _ = try await identity.createUser("bob")
+            let key = try await identity.createKey(user: "bob")
+            _ = try await identity.setKeyDisabled(user: "bob", id: key.record.id, true)
+            #expect(identity.principal(forKey: key.record.id) == nil)
+            _ = try await identity.setKeyDisabled(user: "bob", id: key.record.id, false)
+            let fresh = try await identity.rotateKey(user: "bob", id: key.record.id, overlap: 60)
+            #expect(identity.principal(forKey: key.record.id) != nil)  // within the overlap
+            #expect(identity.principal(forKey: key.record.id, now: Date().addingTimeInterval(61)) == nil)
+            #expect(identity.authenticate(accessKey: fresh.record.id, secret: fresh.secret) != nil)
+            _ = try await identity.setUserDisabled("bob", true)
+            #expect(identity.principal(forKey: fresh.record.id) == nil)
+        }
+    }
+
+    @Test func stateSurvivesReopen() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-id-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var created: Identity.NewAccessKey?
+        do {
+            let store = try Store(directory: directory, threads: 2)
+            let identity = try Identity(store: store)
+            created = try await identity.bootstrapIfEmpty()
+            #expect(try await identity.bootstrapIfEmpty() == nil)
+            try await store.shutdown()
+        }
+        let store = try Store(directory: directory, threads: 2)
+        let identity = try Identity(store: store)
+        let principal = identity.authenticate(accessKey: created!.record.id, secret: created!.secret)
+        #expect(principal?.rights.isGlobalAdmin == true)
+        #expect(try await identity.bootstrapIfEmpty() == nil)
+        try await store.shutdown()
+    }
+}
+
+@Suite struct AuthThrottleTests {
+    @Test func throttlesBySourceAndByKey() {
+        let throttle = AuthThrottle(limit: 3, window: 60)
+        let now = Date()
+        for _ in 0..<3 { throttle.recordFailure(source: "10.0.0.1", accessKey: "AKX", now: now) }
+        #expect(throttle.retryAfter(source: "10.0.0.1", accessKey: nil, now: now) == 60)
+        #expect(throttle.retryAfter(source: "10.0.0.2", accessKey: "AKX", now: now.addingTimeInterval(10)) == 50)
+        #expect(throttle.retryAfter(source: "10.0.0.2", accessKey: "AKY", now: now) == nil)
+        #expect(throttle.retryAfter(source: "10.0.0.1", accessKey: nil, now: now.addingTimeInterval(61)) == nil)
+    }
+
+    @Test func constantTimeComparison() {
+        #expect(constantTimeEqual([1, 2, 3], [1, 2, 3]))
+        #expect(!constantTimeEqual([1, 2, 3], [1, 2, 4]))
+        #expect(!constantTimeEqual([1, 2], [1, 2, 3]))
+    }
+}
