@@ -13,6 +13,8 @@ struct AdminSupport: Sendable {
     /// A refusal that ends an admin request.
     struct Refusal: Error {
         var response: Response
+        var target = "-"
+        var registry: String?
     }
 
     /// Runs a handler, turning every expected error into its problem+json answer.
@@ -21,6 +23,11 @@ struct AdminSupport: Sendable {
             guard context.principal.user != nil else { throw Refusal(response: challenge.admin(detail: "authentication required")) }
             return try await body(context.principal)
         } catch let refusal as Refusal {
+            if refusal.response.status == .forbidden {
+                await access.audit.record(
+                    actor: context.principal.actor, source: context.source, action: "auth.failure",
+                    target: refusal.target, registry: refusal.registry, outcome: "denied")
+            }
             return refusal.response
         } catch let error as RegistryError {
             return ErrorResponses.problem(error)
@@ -36,8 +43,10 @@ struct AdminSupport: Sendable {
         }
     }
 
-    func forbidden(_ principal: Principal, _ what: String) -> Refusal {
-        Refusal(response: ErrorResponses.problem(status: 403, code: "FORBIDDEN", detail: "\(principal.actor) may not \(what)"))
+    func forbidden(_ principal: Principal, _ what: String, registry: String? = nil) -> Refusal {
+        Refusal(
+            response: ErrorResponses.problem(status: 403, code: "FORBIDDEN", detail: "\(principal.actor) may not \(what)"),
+            target: what, registry: registry)
     }
 
     func requireGlobalAdmin(_ principal: Principal, _ what: String) throws {
@@ -45,7 +54,7 @@ struct AdminSupport: Sendable {
     }
 
     func require(_ principal: Principal, _ permission: Permission, on registry: String, _ what: String) throws {
-        guard principal.rights.allows(permission, on: registry) else { throw forbidden(principal, what) }
+        guard principal.rights.allows(permission, on: registry) else { throw forbidden(principal, what, registry: registry) }
     }
 
     func audit(_ context: BerthRequestContext, _ action: String, _ target: String, registry: String? = nil) async {

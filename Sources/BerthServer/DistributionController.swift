@@ -22,7 +22,7 @@ struct DistributionController: RouterMiddleware {
         }
         let isHead = request.method == .head
         do {
-            if let denied = try authorize(route, request, context) { return finish(denied) }
+            if let denied = await authorize(route, request, context) { return finish(denied) }
             return finish(try await dispatch(route, request, context))
         } catch let error as RegistryError {
             return finish(ErrorResponses.oci(error, head: isHead))
@@ -56,7 +56,7 @@ struct DistributionController: RouterMiddleware {
     }
 
     /// A 401/403 answer when the caller may not use the route, nil when it may.
-    private func authorize(_ route: DistributionRoute, _ request: Request, _ context: Context) throws -> Response? {
+    private func authorize(_ route: DistributionRoute, _ request: Request, _ context: Context) async -> Response? {
         let principal = context.principal
         guard let (permission, name) = requirement(route, request.method) else {
             // The base and catalog endpoints need any valid credentials.
@@ -80,6 +80,9 @@ struct DistributionController: RouterMiddleware {
                 request, RegistryError(.unauthorized, "authentication required to \(actions) \(name)"),
                 scope: "repository:\(name):\(actions)", insufficientScope: insufficientScope)
         case .deny:
+            await access.audit.record(
+                actor: principal.actor, source: context.source, action: "auth.failure", target: "\(name):\(actions)",
+                registry: registryName, outcome: "denied")
             return ErrorResponses.oci(
                 RegistryError(.denied, "\(principal.actor) may not \(actions) in registry '\(registryName)'"),
                 head: request.method == .head)
