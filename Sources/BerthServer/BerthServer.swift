@@ -13,10 +13,30 @@ import ServiceLifecycle
 public enum BerthServer {
     /// Opens the store, binds the listeners and serves until SIGTERM or SIGINT,
     /// then drains in-flight requests and closes the store.
-    public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {
-        let store = try Store(
+    /// First boot, without serving: the store, the TLS certificate (unless the
+    /// operator gives one) and the bootstrap admin. Keeps whatever exists.
+    public static func initialize(_ configuration: ServerConfiguration, logger: Logger) async throws {
+        let store = try openStore(configuration)
+        if configuration.https != nil, configuration.tlsCertificatePath == nil {
+            _ = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames)
+        }
+        try await bootstrap(try Identity(store: store), dataDir: configuration.dataDir, logger: logger)
+        try await store.shutdown()
+    }
+
+    /// Opens the store under the data directory, creating the directory (mode 0700) if needed.
+    static func openStore(_ configuration: ServerConfiguration) throws -> Store {
+        if !FileManager.default.fileExists(atPath: configuration.dataDir) {
+            try FileManager.default.createDirectory(
+                atPath: configuration.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        return try Store(
             directory: URL(fileURLWithPath: configuration.dataDir).appendingPathComponent("db").path,
             maxObjectSize: configuration.maxBlobSize)
+    }
+
+    public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {
+        let store = try openStore(configuration)
         let registry = Registry(store: store, logger: logger)
         let identity = try Identity(store: store)
         let access = AccessControl(

@@ -116,6 +116,21 @@ public struct ConfigurationLoader {
         }
     }
 
+    /// Every key with its effective value, in ``keys`` order, for `berth config check`.
+    /// Nothing here is a secret (keys hold paths, not key material); a future secret is printed as `<redacted>`.
+    public func effective() -> [(key: String, value: String)] {
+        func listener(_ l: ServerConfiguration.Listener?) -> String { l.map { "\($0.host):\($0.port)" } ?? "off" }
+        let c = configuration
+        let values: [String: String] = [
+            "data_dir": c.dataDir, "http": listener(c.http), "https": listener(c.https),
+            "host_names": "[" + c.hostNames.joined(separator: ", ") + "]",
+            "tls_cert": c.tlsCertificatePath ?? "(generated)", "tls_key": c.tlsKeyPath ?? "(generated)",
+            "max_blob_size": String(c.maxBlobSize), "upload_timeout": String(c.uploadTimeout),
+            "token_ttl": String(c.tokenLifetime), "auth_failure_limit": String(c.authFailureLimit), "log_level": logLevel,
+        ]
+        return Self.keys.map { ($0, values[$0] ?? "") }
+    }
+
     /// Checks what single keys cannot: the certificate and key come together.
     public func validated() throws -> ServerConfiguration {
         if (configuration.tlsCertificatePath == nil) != (configuration.tlsKeyPath == nil) {

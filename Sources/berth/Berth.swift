@@ -10,7 +10,7 @@ struct Berth: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "berth",
         abstract: "A container registry appliance.",
-        subcommands: [Serve.self, RegistryCommand.self])
+        subcommands: [Serve.self, Initialize.self, ConfigCommand.self, RegistryCommand.self])
 }
 
 struct Serve: AsyncParsableCommand {
@@ -18,6 +18,18 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run the registry server.",
         discussion: "Settings come from, in rising precedence: embedded defaults, --config FILE, BERTH_* variables, flags.")
 
+    @OptionGroup var settings: Settings
+
+    func run() async throws {
+        let (configuration, logLevel) = try settings.load()
+        var logger = Logger(label: "berth")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        try await BerthServer.run(configuration, logger: logger)
+    }
+}
+
+/// Every setting as a flag, and the file; shared by the commands that read configuration.
+struct Settings: ParsableArguments {
     @Option(help: "YAML configuration file.") var config: String?
     @Option(help: "Data directory (default ./berth-data).") var dataDir: String?
     @Option(help: "Plain HTTP/1.1 listener, ADDR:PORT or 'off' (default 127.0.0.1:5000).") var http: String?
@@ -34,7 +46,8 @@ struct Serve: AsyncParsableCommand {
     var authFailureLimit: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
 
-    func run() async throws {
+    /// The effective configuration and log level.
+    func load() throws -> (ServerConfiguration, String) {
         var loader = ConfigurationLoader()
         do {
             if let config { try loader.apply(file: config) }
@@ -47,12 +60,46 @@ struct Serve: AsyncParsableCommand {
                 ("auth_failure_limit", authFailureLimit), ("log_level", logLevel),
             ]
             for case let (key, value?) in flags { try loader.set(key, value) }
-            let configuration = try loader.validated()
-            var logger = Logger(label: "berth")
-            logger.logLevel = Logger.Level(rawValue: loader.logLevel) ?? .info
-            try await BerthServer.run(configuration, logger: logger)
+            return (try loader.validated(), loader.logLevel)
         } catch let error as ConfigurationError {
             throw ValidationError(error.description)
+        }
+    }
+}
+
+struct Initialize: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "First boot: create the data directory, the TLS certificate and the bootstrap admin, then exit.",
+        discussion: "Idempotent: what exists is kept. The server does the same at start; this runs it ahead (systemd ExecStartPre).")
+
+    @OptionGroup var settings: Settings
+
+    func run() async throws {
+        let (configuration, _) = try settings.load()
+        try await BerthServer.initialize(configuration, logger: Logger(label: "berth"))
+    }
+}
+
+struct ConfigCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config", abstract: "Work with configuration files.", subcommands: [Check.self])
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a configuration file and print the effective settings (environment included).")
+        @Argument(help: "The YAML file.") var file: String
+
+        func run() async throws {
+            var loader = ConfigurationLoader()
+            do {
+                try loader.apply(file: file)
+                try loader.apply(environment: ProcessInfo.processInfo.environment)
+                _ = try loader.validated()
+            } catch let error as ConfigurationError {
+                throw ValidationError(error.description)
+            }
+            print(loader.effective().map { "\($0.key): \($0.value)" }.joined(separator: "\n"))
         }
     }
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs Berth as a systemd service on a Debian VM.
+#
+#   sudo appliance/install.sh [path/to/berth]        # default: .build/release/berth
+#   DESTDIR=/tmp/stage appliance/install.sh ...      # stage the files only
+#
+# Puts the binary in /usr/local/bin, the configuration in /etc/berth/berth.yaml
+# (kept if present), the unit in /etc/systemd/system, creates the `berth` user
+# and /var/lib/berth (0700), runs the first-boot step and enables the unit.
+# With DESTDIR set, only files are written under it: no packages, users,
+# first boot or systemctl.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+binary=${1:-$here/../.build/release/berth}
+dest=${DESTDIR:-}
+
+[ -x "$binary" ] || { echo "install.sh: no executable at $binary (build with: swift build -c release)" >&2; exit 1; }
+
+if [ -z "$dest" ]; then
+    [ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root (or set DESTDIR to stage)" >&2; exit 1; }
+    # Runtime libraries only: the RocksDB shared library the binary links.
+    if ! dpkg-query -W -f='${Status}' librocksdb7.8 2>/dev/null | grep -q "install ok installed"; then
+        apt-get install -y -qq librocksdb7.8 >/dev/null
+    fi
+fi
+
+install -D -m 0755 "$binary" "$dest/usr/local/bin/berth"
+install -D -m 0644 "$here/berth.service" "$dest/etc/systemd/system/berth.service"
+install -D -m 0644 "$here/README.md" "$dest/usr/share/doc/berth/README.md"
+if [ ! -e "$dest/etc/berth/berth.yaml" ]; then
+    install -D -m 0640 "$here/berth.yaml" "$dest/etc/berth/berth.yaml"
+fi
+install -d -m 0700 "$dest/var/lib/berth"
+
+if [ -n "$dest" ]; then
+    echo "staged under $dest"
+    exit 0
+fi
+
+getent group berth >/dev/null || groupadd --system berth
+getent passwd berth >/dev/null || useradd --system --gid berth --home-dir /var/lib/berth --shell /usr/sbin/nologin berth
+chown berth:berth /var/lib/berth
+chgrp berth /etc/berth/berth.yaml
+
+# First boot as the service user: certificate for the configured host names, bootstrap admin.
+runuser -u berth -- /usr/local/bin/berth init --config /etc/berth/berth.yaml
+
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl enable --now berth.service
+    echo "berth is running: systemctl status berth"
+else
+    echo "systemd is not running here; start with: runuser -u berth -- berth serve --config /etc/berth/berth.yaml"
+fi
+echo "admin credential: /var/lib/berth/bootstrap-credentials.json (mode 0600, owner berth)"
