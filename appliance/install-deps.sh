@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(librocksdb-dev pkg-config)
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
-    packages+=(skopeo umoci jq openssl curl python3-pip)
+    packages+=(skopeo umoci jq openssl curl systemd python3-pip)
     python_packages=(pytest:pytest requests:requests oras:oras openapi_spec_validator:openapi-spec-validator)
 fi
 
