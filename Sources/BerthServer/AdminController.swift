@@ -9,6 +9,10 @@ import NIOCore
 struct AdminController {
     let registry: Registry
     let support: AdminSupport
+    let backupDirectory: String
+    let dataDir: String
+
+    struct BackupRequest: Decodable { var name: String? }
 
     struct RegistryCreate: Decodable {
         var name: String
@@ -83,6 +87,7 @@ struct AdminController {
                 return Response(status: .noContent)
             }
         }
+        api.post("system/backups") { request, context in try await backup(request, context) }
         api.get("system/usage") { _, context in
             try await support.run(context) { principal in
                 guard principal.rights.isGlobal else { throw support.forbidden(principal, "view system usage") }
@@ -92,6 +97,39 @@ struct AdminController {
                     "open_uploads": usage.openUploads, "upload_bytes": usage.uploadBytes,
                 ])
             }
+        }
+    }
+
+    /// `POST /api/v1/system/backups`: an online backup into the backup directory.
+    private func backup(_ request: Request, _ context: BerthRequestContext) async throws -> Response {
+        try await support.run(context) { principal in
+            try support.requireGlobalAdmin(principal, "take backups")
+            let input = try await support.decode(BackupRequest.self, request)
+            let formatter = DateFormatter()
+            formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+            formatter.timeZone = TimeZone(identifier: "UTC")
+            let name = input.name ?? "backup-" + formatter.string(from: Date())
+            guard !name.isEmpty, name.utf8.count <= 128,
+                name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }), !name.hasPrefix(".")
+            else {
+                throw AdminInputError(message: "'name' must be 1–128 letters, digits, '-', '_' or '.', not starting with '.'")
+            }
+            let destination = URL(fileURLWithPath: backupDirectory).appendingPathComponent(name).path
+            if FileManager.default.fileExists(atPath: destination) {
+                return ErrorResponses.problem(status: 409, code: "CONFLICT", detail: "backup '\(name)' already exists")
+            }
+            let summary: Backup.Summary
+            do {
+                summary = try await Backup.create(store: registry.store, dataDir: dataDir, destination: destination)
+            } catch let error as BackupError {
+                return ErrorResponses.problem(status: 409, code: "CONFLICT", detail: error.description)
+            }
+            await support.audit(context, "system.backup", destination)
+            return support.json(
+                [
+                    "name": name, "path": summary.path, "created_at": AdminSupport.timestamp(summary.createdAt),
+                    "artifacts": summary.artifacts.count, "tags": summary.tags,
+                ], status: .created)
         }
     }
 

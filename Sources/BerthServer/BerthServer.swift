@@ -49,7 +49,9 @@ public enum BerthServer {
         if let http = configuration.http {
             services.append(
                 Application(
-                    router: makeRouter(registry, access, scheme: "http"),
+                    router: makeRouter(
+                        registry, access, scheme: "http", dataDir: configuration.dataDir,
+                        backupDirectory: configuration.backupDirectory),
                     server: .http1(),
                     configuration: .init(address: .hostname(http.host, port: http.port), serverName: "Berth"),
                     onServerRunning: { announce("http", $0, host: http.host) },
@@ -67,7 +69,9 @@ public enum BerthServer {
                 privateKey: .privateKey(try NIOSSLPrivateKey(file: identity.keyPath, format: .pem)))
             services.append(
                 Application(
-                    router: makeRouter(registry, access, scheme: "https"),
+                    router: makeRouter(
+                        registry, access, scheme: "https", dataDir: configuration.dataDir,
+                        backupDirectory: configuration.backupDirectory),
                     server: try .http2Upgrade(tlsConfiguration: tls),
                     configuration: .init(address: .hostname(https.host, port: https.port), serverName: "Berth"),
                     onServerRunning: { announce("https", $0, host: https.host) },
@@ -86,7 +90,9 @@ public enum BerthServer {
         logger.info("stopped")
     }
 
-    static func makeRouter(_ registry: Registry, _ access: AccessControl, scheme: String) -> Router<BerthRequestContext> {
+    static func makeRouter(
+        _ registry: Registry, _ access: AccessControl, scheme: String, dataDir: String, backupDirectory: String
+    ) -> Router<BerthRequestContext> {
         let router = Router(context: BerthRequestContext.self)
         let challenge = Challenge(scheme: scheme)
         router.add(middleware: AuthMiddleware(access: access, challenge: challenge))
@@ -95,7 +101,8 @@ public enum BerthServer {
         router.get("readyz") { _, _ in "ready\n" }
         TokenController(access: access).register(on: router)
         let support = AdminSupport(access: access, challenge: challenge)
-        AdminController(registry: registry, support: support).register(on: router)
+        AdminController(registry: registry, support: support, backupDirectory: backupDirectory, dataDir: dataDir)
+            .register(on: router)
         IdentityController(access: access, support: support).register(on: router)
         return router
     }

@@ -15,7 +15,7 @@ public struct ConfigurationLoader {
     /// The keys, in the order `berth config check` prints them.
     public static let keys = [
         "data_dir", "http", "https", "host_names", "tls_cert", "tls_key", "max_blob_size", "upload_timeout", "token_ttl",
-        "auth_failure_limit", "log_level",
+        "auth_failure_limit", "backup_dir", "log_level",
     ]
 
     public private(set) var configuration = ServerConfiguration()
@@ -105,6 +105,9 @@ public struct ConfigurationLoader {
             guard ttl <= 43200 else { throw ConfigurationError(description: "'token_ttl' must be at most 43200 (12 h), got '\(value)'") }
             configuration.tokenLifetime = ttl
         case "auth_failure_limit": configuration.authFailureLimit = try number(Int.self, minimum: 1)
+        case "backup_dir":
+            guard !value.isEmpty else { throw ConfigurationError(description: "'backup_dir' must not be empty") }
+            configuration.backupDir = value
         case "log_level":
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
             guard levels.contains(value) else {
@@ -126,7 +129,8 @@ public struct ConfigurationLoader {
             "host_names": "[" + c.hostNames.joined(separator: ", ") + "]",
             "tls_cert": c.tlsCertificatePath ?? "(generated)", "tls_key": c.tlsKeyPath ?? "(generated)",
             "max_blob_size": String(c.maxBlobSize), "upload_timeout": String(c.uploadTimeout),
-            "token_ttl": String(c.tokenLifetime), "auth_failure_limit": String(c.authFailureLimit), "log_level": logLevel,
+            "token_ttl": String(c.tokenLifetime), "auth_failure_limit": String(c.authFailureLimit),
+            "backup_dir": c.backupDirectory, "log_level": logLevel,
         ]
         return Self.keys.map { ($0, values[$0] ?? "") }
     }

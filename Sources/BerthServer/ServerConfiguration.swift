@@ -1,4 +1,6 @@
 /// Everything `berth serve` needs to run.
+import Foundation
+
 public struct ServerConfiguration: Sendable {
     public struct Listener: Sendable {
         public var host: String
@@ -34,6 +36,9 @@ public struct ServerConfiguration: Sendable {
     public var uploadTimeout: Double = 3600
     /// Seconds an unreferenced extent is kept before it is swept.
     public var extentGracePeriod: Double = 3600
+    /// Where `POST /api/v1/system/backups` writes; default `<data_dir>/backups`.
+    public var backupDir: String?
+    public var backupDirectory: String { backupDir ?? URL(fileURLWithPath: dataDir).appendingPathComponent("backups").path }
     /// Seconds a token from `/auth/token` is valid (at most 12 h).
     public var tokenLifetime: Double = 12 * 3600
     /// Failed authentications per minute from one source or on one key before 429.

@@ -10,7 +10,7 @@ struct Berth: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "berth",
         abstract: "A container registry appliance.",
-        subcommands: [Serve.self, Initialize.self, ConfigCommand.self, RegistryCommand.self])
+        subcommands: [Serve.self, Initialize.self, ConfigCommand.self, RegistryCommand.self, BackupCommand.self, RestoreCommand.self])
 }
 
 struct Serve: AsyncParsableCommand {
@@ -125,6 +125,43 @@ struct RegistryCommand: AsyncParsableCommand {
                 throw ValidationError(error.message)
             }
             try await store.shutdown()
+        }
+    }
+}
+
+struct BackupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backup",
+        abstract: "Back up a data directory whose server is stopped.",
+        discussion: "While the server runs, the data directory is locked: take an online backup with POST /api/v1/system/backups.")
+    @Option(help: "Data directory.") var dataDir: String = "./berth-data"
+    @Option(help: "Destination directory (must not exist).") var to: String
+
+    func run() async throws {
+        let store = try Store(directory: URL(fileURLWithPath: dataDir).appendingPathComponent("db").path)
+        do {
+            let summary = try await Backup.create(store: store, dataDir: dataDir, destination: to)
+            print("backed up \(summary.artifacts.count) artifacts and \(summary.tags) tags to \(summary.path)")
+        } catch let error as BackupError {
+            try await store.shutdown()
+            throw ValidationError(error.description)
+        }
+        try await store.shutdown()
+    }
+}
+
+struct RestoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore", abstract: "Restore a backup into an empty data directory.")
+    @Option(help: "The backup directory.") var from: String
+    @Option(help: "Data directory to create (must be empty or absent).") var dataDir: String
+
+    func run() async throws {
+        do {
+            try Backup.restore(from: from, into: dataDir)
+            print("restored \(from) into \(dataDir)")
+        } catch let error as BackupError {
+            throw ValidationError(error.description)
         }
     }
 }

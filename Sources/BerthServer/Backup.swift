@@ -1,0 +1,70 @@
+import BerthCore
+import BerthStorage
+import Foundation
+
+/// Consistent copies of the data directory: a RocksDB checkpoint (hard links
+/// where the destination shares the file system, so it is quick and the
+/// server keeps serving), the TLS identity, and a manifest of what it holds.
+///
+/// Layout of a backup: `db/` (the checkpoint), `tls/` (when generated), `backup.json`.
+public enum Backup {
+    public struct Summary: Codable, Sendable {
+        public var createdAt: Date
+        public var path: String
+        /// Every manifest in the backup, as `<repository>@<digest>`.
+        public var artifacts: [String]
+        public var tags: Int
+    }
+
+    /// Writes a backup of the running store to `destination`, which must not exist.
+    public static func create(store: Store, dataDir: String, destination: String) async throws -> Summary {
+        let files = FileManager.default
+        guard !files.fileExists(atPath: destination) else {
+            throw BackupError("destination \(destination) already exists")
+        }
+        try files.createDirectory(atPath: destination, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let checkpoint = destination + "/db"
+        // A checkpoint flushes the memtables first, so chunks written around the WAL are included.
+        try await store.pool.run { [db = store.db] in try db.checkpoint(to: checkpoint) }
+        let tls = URL(fileURLWithPath: dataDir).appendingPathComponent("tls").path
+        if files.fileExists(atPath: tls) { try files.copyItem(atPath: tls, toPath: destination + "/tls") }
+        // List what the checkpoint holds, from the checkpoint itself.
+        let copy = try RocksDB(path: checkpoint)
+        var artifacts: [String] = []
+        var tags = 0
+        try copy.scan(.catalog, prefix: Key("M").childPrefix) { key, _ in
+            let parts = Key.components(key)
+            artifacts.append("\(parts[0])@\(parts[1])")
+            return true
+        }
+        try copy.scan(.catalog, prefix: Key("T").childPrefix) { _, _ in
+            tags += 1
+            return true
+        }
+        let summary = Summary(createdAt: Date(), path: destination, artifacts: artifacts, tags: tags)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        try encoder.encode(summary).write(to: URL(fileURLWithPath: destination + "/backup.json"))
+        return summary
+    }
+
+    /// Restores a backup into `dataDir`, which must be empty or absent.
+    public static func restore(from source: String, into dataDir: String) throws {
+        let files = FileManager.default
+        guard files.fileExists(atPath: source + "/backup.json"), files.fileExists(atPath: source + "/db") else {
+            throw BackupError("\(source) is not a Berth backup (no backup.json and db/)")
+        }
+        if files.fileExists(atPath: dataDir), !(try files.contentsOfDirectory(atPath: dataDir)).isEmpty {
+            throw BackupError("data directory \(dataDir) is not empty; restore only into an empty directory")
+        }
+        try files.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try files.copyItem(atPath: source + "/db", toPath: dataDir + "/db")
+        if files.fileExists(atPath: source + "/tls") { try files.copyItem(atPath: source + "/tls", toPath: dataDir + "/tls") }
+    }
+}
+
+public struct BackupError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
