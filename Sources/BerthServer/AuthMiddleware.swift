@@ -20,6 +20,7 @@ struct AuthMiddleware: RouterMiddleware {
             break
         case .authenticated(let principal, let method):
             context.principal = principal
+            context.trace.actor = principal.actor
             if isRegistry, path == "/v2/" || path == "/v2", method == "basic" {
                 await access.audit.record(actor: principal.actor, source: context.source, action: "login", target: "/v2/")
             }

@@ -1,5 +1,6 @@
 import BerthCore
 import Hummingbird
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// The request context: Hummingbird's core storage plus who is calling and from where.
@@ -9,9 +10,20 @@ struct BerthRequestContext: RequestContext {
     var principal: Principal = .anonymous
     /// The peer's IP address, for the audit log and throttling.
     let source: String
+    /// Shared with the middlewares before the one that authenticates, so the request log names the caller.
+    let trace = RequestTrace()
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.source = source.channel.remoteAddress?.ipAddress ?? "unknown"
+    }
+}
+
+/// What later middlewares learn about a request, for earlier ones to report.
+final class RequestTrace: Sendable {
+    private let box = NIOLockedValueBox("anonymous")
+    var actor: String {
+        get { box.withLockedValue { $0 } }
+        set { box.withLockedValue { $0 = newValue } }
     }
 }

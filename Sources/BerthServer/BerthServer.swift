@@ -44,13 +44,14 @@ public enum BerthServer {
             tokens: try await TokenIssuer(store: store, lifetime: configuration.tokenLifetime),
             throttle: AuthThrottle(limit: configuration.authFailureLimit), audit: AuditLog(store: store))
         try await bootstrap(identity, dataDir: configuration.dataDir, logger: logger)
+        let metrics = ServerMetrics(store: store)
 
         var services: [any Service] = []
         if let http = configuration.http {
             services.append(
                 Application(
                     router: makeRouter(
-                        registry, access, scheme: "http", dataDir: configuration.dataDir,
+                        registry, access, metrics: metrics, scheme: "http", dataDir: configuration.dataDir,
                         backupDirectory: configuration.backupDirectory),
                     server: .http1(),
                     configuration: .init(address: .hostname(http.host, port: http.port), serverName: "Berth"),
@@ -70,7 +71,7 @@ public enum BerthServer {
             services.append(
                 Application(
                     router: makeRouter(
-                        registry, access, scheme: "https", dataDir: configuration.dataDir,
+                        registry, access, metrics: metrics, scheme: "https", dataDir: configuration.dataDir,
                         backupDirectory: configuration.backupDirectory),
                     server: try .http2Upgrade(tlsConfiguration: tls),
                     configuration: .init(address: .hostname(https.host, port: https.port), serverName: "Berth"),
@@ -91,14 +92,22 @@ public enum BerthServer {
     }
 
     static func makeRouter(
-        _ registry: Registry, _ access: AccessControl, scheme: String, dataDir: String, backupDirectory: String
+        _ registry: Registry, _ access: AccessControl, metrics: ServerMetrics, scheme: String, dataDir: String,
+        backupDirectory: String
     ) -> Router<BerthRequestContext> {
         let router = Router(context: BerthRequestContext.self)
         let challenge = Challenge(scheme: scheme)
+        router.add(middleware: ObservabilityMiddleware(metrics: metrics))
         router.add(middleware: AuthMiddleware(access: access, challenge: challenge))
         router.add(middleware: DistributionController(registry: registry, access: access, challenge: challenge))
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ in "ready\n" }
+        // Open like the health checks, for scrapers: it names no registry, image or user.
+        router.get("metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(bytes: metrics.scrape())))
+        }
         TokenController(access: access).register(on: router)
         let support = AdminSupport(access: access, challenge: challenge)
         AdminController(registry: registry, support: support, backupDirectory: backupDirectory, dataDir: dataDir)

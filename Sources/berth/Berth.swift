@@ -22,8 +22,9 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let (configuration, logLevel) = try settings.load()
-        var logger = Logger(label: "berth")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        // JSON lines on standard error; no global logging bootstrap.
+        let logger = Logger(label: "berth") { JSONLogHandler(label: $0, level: level) }
         try await BerthServer.run(configuration, logger: logger)
     }
 }

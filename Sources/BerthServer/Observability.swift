@@ -1,0 +1,141 @@
+import BerthCore
+import BerthStorage
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
+import Prometheus
+
+/// The appliance's Prometheus metrics. Request metrics are recorded as
+/// requests finish; storage gauges are read when `/metrics` is scraped.
+final class ServerMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    let store: Store
+    static let buckets: [Duration] = [
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5), .seconds(30), .seconds(120),
+    ]
+
+    init(store: Store) { self.store = store }
+
+    private func descriptor(_ name: String, unit: String = "", _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "berth", metricName: name, unitName: unit, helpText: help)
+    }
+
+    func request(routeClass: String, method: String, status: Int, duration: Duration, bytesIn: Int64?, bytesOut: Int64?) {
+        let labels = [("route", routeClass), ("method", method), ("status", String(status))]
+        registry.makeCounter(descriptor: descriptor("http_requests", unit: "total", "HTTP requests by route class, method and status."), labels: labels)
+            .increment()
+        registry.makeDurationHistogram(
+            descriptor: descriptor("http_request_duration", unit: "seconds", "Time to the response head, by route class."),
+            labels: [("route", routeClass)], buckets: Self.buckets
+        ).record(duration)
+        if let bytesIn, bytesIn > 0 {
+            registry.makeCounter(descriptor: descriptor("http_received", unit: "bytes", "Request body bytes (declared lengths)."), labels: [("route", routeClass)])
+                .increment(by: bytesIn)
+        }
+        if let bytesOut, bytesOut > 0 {
+            registry.makeCounter(descriptor: descriptor("http_sent", unit: "bytes", "Response body bytes (declared lengths)."), labels: [("route", routeClass)])
+                .increment(by: bytesOut)
+        }
+    }
+
+    /// The exposition text, with the storage gauges read now.
+    func scrape() -> [UInt8] {
+        let usage = store.objects.usage()
+        registry.makeGauge(descriptor: descriptor("uploads_open", "Upload sessions in progress.")).set(Double(usage.openUploads))
+        registry.makeGauge(descriptor: descriptor("uploads", unit: "bytes", "Bytes held by uploads in progress.")).set(Double(usage.uploadBytes))
+        registry.makeGauge(descriptor: descriptor("storage_logical", unit: "bytes", "Sum of every bucket's logical bytes.")).set(Double(usage.logicalBytes))
+        registry.makeGauge(descriptor: descriptor("storage_physical", unit: "bytes", "Bytes stored once in extents.")).set(Double(usage.physicalBytes))
+        let properties: [(String, String, String)] = [
+            ("rocksdb.estimate-pending-compaction-bytes", "rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates compaction must rewrite."),
+            ("rocksdb.num-running-compactions", "rocksdb_running_compactions", "Compactions running now."),
+            ("rocksdb.actual-delayed-write-rate", "rocksdb_delayed_write_rate", "Write rate RocksDB imposes while stalling (0: no stall)."),
+            ("rocksdb.is-write-stopped", "rocksdb_write_stopped", "1 while RocksDB stops writes."),
+        ]
+        for (property, name, help) in properties {
+            var total: UInt64 = 0
+            for family in ColumnFamily.allCases { total += store.db.property(property, family) ?? 0 }
+            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "berth", metricName: name, unitName: "", helpText: help))
+                .set(Double(total))
+        }
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return buffer
+    }
+}
+
+/// First in the chain: gives each request an id (the client's `X-Request-Id`
+/// or a new one), logs one JSON line when the response head is ready, and records metrics.
+struct ObservabilityMiddleware: RouterMiddleware {
+    typealias Context = BerthRequestContext
+    let metrics: ServerMetrics
+    static let requestID = HTTPField.Name("X-Request-Id")!
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        let id = request.headers[Self.requestID].flatMap { $0.count <= 128 ? $0 : nil } ?? UUID().uuidString.lowercased()
+        var context = context
+        context.logger[metadataKey: "request_id"] = .string(id)
+        let routeClass = Self.routeClass(request.uri.path)
+        var status = 500
+        var response: Response?
+        defer {
+            let duration = ContinuousClock.now - start
+            metrics.request(
+                routeClass: routeClass, method: request.method.rawValue, status: status, duration: duration,
+                bytesIn: request.contentLength, bytesOut: response?.headers[.contentLength].flatMap { Int64($0) })
+            if routeClass != "health" && routeClass != "metrics" {
+                context.logger.info(
+                    "request",
+                    metadata: [
+                        "remote": .string(context.source), "route": .string(routeClass), "method": .string(request.method.rawValue),
+                        "status": .stringConvertible(status),
+                        "duration_ms": .stringConvertible(Self.milliseconds(duration)),
+                        "user": .string(context.trace.actor),
+                    ])
+            }
+        }
+        do {
+            var result = try await next(request, context)
+            result.headers[Self.requestID] = id
+            status = Int(result.status.code)
+            response = result
+            return result
+        } catch let error as HTTPResponseError {
+            status = Int(error.status.code)
+            throw error
+        }
+    }
+
+    static func milliseconds(_ duration: Duration) -> Double {
+        let ms = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+        return (ms * 1000).rounded() / 1000
+    }
+
+    /// A coarse, bounded label for a path (never a repository name or digest).
+    static func routeClass(_ path: String) -> String {
+        if let route = DistributionRoute(path: path) {
+            switch route {
+            case .base: return "v2.base"
+            case .catalog: return "v2.catalog"
+            case .tags: return "v2.tags"
+            case .manifest: return "v2.manifests"
+            case .blob: return "v2.blobs"
+            case .uploads, .upload: return "v2.uploads"
+            case .referrers: return "v2.referrers"
+            }
+        }
+        if path.hasPrefix("/api/v1/") {
+            let resource = path.dropFirst("/api/v1/".count).split(separator: "/").first.map(String.init) ?? ""
+            return ["registries", "users", "me", "system", "audit-logs"].contains(resource) ? "api.\(resource)" : "api.other"
+        }
+        switch path {
+        case "/auth/token": return "auth.token"
+        case "/healthz", "/readyz": return "health"
+        case "/metrics": return "metrics"
+        default: return "other"
+        }
+    }
+}
