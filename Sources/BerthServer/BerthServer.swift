@@ -84,9 +84,12 @@ public enum BerthServer {
                 uploadTimeout: configuration.uploadTimeout, extentGrace: configuration.extentGracePeriod,
                 logger: logger))
 
-        let group = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // In-flight requests get this long after SIGTERM; then they are cancelled.
+        groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.shutdownTimeout * 1000))
+        groupConfiguration.maximumCancellationDuration = .seconds(5)
+        try await ServiceGroup(configuration: groupConfiguration).run()
         try await store.shutdown()
         logger.info("stopped")
     }

@@ -15,7 +15,7 @@ public struct ConfigurationLoader {
     /// The keys, in the order `berth config check` prints them.
     public static let keys = [
         "data_dir", "http", "https", "host_names", "tls_cert", "tls_key", "max_blob_size", "upload_timeout", "token_ttl",
-        "auth_failure_limit", "backup_dir", "log_level",
+        "auth_failure_limit", "backup_dir", "shutdown_timeout", "log_level",
     ]
 
     public private(set) var configuration = ServerConfiguration()
@@ -105,6 +105,7 @@ public struct ConfigurationLoader {
             guard ttl <= 43200 else { throw ConfigurationError(description: "'token_ttl' must be at most 43200 (12 h), got '\(value)'") }
             configuration.tokenLifetime = ttl
         case "auth_failure_limit": configuration.authFailureLimit = try number(Int.self, minimum: 1)
+        case "shutdown_timeout": configuration.shutdownTimeout = try number(Double.self, minimum: 0)
         case "backup_dir":
             guard !value.isEmpty else { throw ConfigurationError(description: "'backup_dir' must not be empty") }
             configuration.backupDir = value
@@ -130,7 +131,7 @@ public struct ConfigurationLoader {
             "tls_cert": c.tlsCertificatePath ?? "(generated)", "tls_key": c.tlsKeyPath ?? "(generated)",
             "max_blob_size": String(c.maxBlobSize), "upload_timeout": String(c.uploadTimeout),
             "token_ttl": String(c.tokenLifetime), "auth_failure_limit": String(c.authFailureLimit),
-            "backup_dir": c.backupDirectory, "log_level": logLevel,
+            "backup_dir": c.backupDirectory, "shutdown_timeout": String(c.shutdownTimeout), "log_level": logLevel,
         ]
         return Self.keys.map { ($0, values[$0] ?? "") }
     }

@@ -43,6 +43,8 @@ public struct ServerConfiguration: Sendable {
     public var tokenLifetime: Double = 12 * 3600
     /// Failed authentications per minute from one source or on one key before 429.
     public var authFailureLimit: Int = 10
+    /// Seconds in-flight requests may run on after SIGTERM.
+    public var shutdownTimeout: Double = 30
     /// Seconds between maintenance passes.
     public var maintenanceInterval: Double = 30
 

@@ -13,7 +13,11 @@ public final class Store: Sendable {
         objects = try RocksObjectStore(db: db, pool: pool, chunkSize: chunkSize, maxObjectSize: maxObjectSize)
     }
 
+    /// Flushes the memtables (so the next start replays little) and stops the pool.
     public func shutdown() async throws {
+        try? await pool.run { [db] in
+            for family in ColumnFamily.allCases { try db.flush(family) }
+        }
         try await pool.shutdown()
     }
 }

@@ -45,6 +45,8 @@ struct Settings: ParsableArguments {
     @Option(help: "Seconds a registry token is valid, at most 43200 (default 43200).") var tokenTtl: String?
     @Option(help: "Failed authentications per minute from one source or key before 429 (default 10).")
     var authFailureLimit: String?
+    @Option(help: "Where online backups go (default <data-dir>/backups).") var backupDir: String?
+    @Option(help: "Seconds in-flight requests may run on after SIGTERM (default 30).") var shutdownTimeout: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
 
     /// The effective configuration and log level.
@@ -58,7 +60,8 @@ struct Settings: ParsableArguments {
                 ("host_names", hostNames.isEmpty ? nil : hostNames.joined(separator: ",")),
                 ("tls_cert", tlsCert), ("tls_key", tlsKey), ("max_blob_size", maxBlobSize),
                 ("upload_timeout", uploadTimeout), ("token_ttl", tokenTtl),
-                ("auth_failure_limit", authFailureLimit), ("log_level", logLevel),
+                ("auth_failure_limit", authFailureLimit), ("backup_dir", backupDir),
+                ("shutdown_timeout", shutdownTimeout), ("log_level", logLevel),
             ]
             for case let (key, value?) in flags { try loader.set(key, value) }
             return (try loader.validated(), loader.logLevel)

@@ -1,0 +1,219 @@
+"""Operations: one server per data directory, graceful SIGTERM during an
+upload, online backup while pushing and restore, /metrics and JSON logs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from conftest import _free_ports, berth_binary
+
+
+class Server:
+    """A bare `berth serve` on loopback, independent of the shared fixtures."""
+
+    def __init__(self, data: Path, *extra: str, auth: tuple[str, str] | None = None):
+        self.data = data
+        self.port = _free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(data.parent / f"{data.name}-{self.port}.log", "wb")
+        self.proc = subprocess.Popen(
+            [berth_binary(), "serve", "--data-dir", str(data), "--http", f"127.0.0.1:{self.port}", "--https", "off", *extra],
+            stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.time() + 30
+        while True:
+            assert self.proc.poll() is None, (data.parent / f"{data.name}-{self.port}.log").read_text()
+            try:
+                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.time() < deadline, "server did not become ready"
+            time.sleep(0.1)
+        if auth is None:
+            creds = json.loads((data / "bootstrap-credentials.json").read_text())
+            auth = (creds["access_key"], creds["secret_key"])
+        self.auth = auth
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        self.log.close()
+        return code
+
+    def push_blob(self, name: str, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        r = requests.post(f"{self.url}/v2/{name}/blobs/uploads/?digest={digest}", data=data, auth=self.auth,
+                          headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+        return digest
+
+    def push_image(self, name: str, tag: str, layer: bytes) -> str:
+        config = json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode()
+        cd, ld = self.push_blob(name, config), self.push_blob(name, layer)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": len(layer)}],
+        }).encode()
+        r = requests.put(f"{self.url}/v2/{name}/manifests/{tag}", data=manifest, auth=self.auth,
+                         headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        assert r.status_code == 201, r.text
+        return r.headers["Docker-Content-Digest"]
+
+
+def test_second_server_on_same_data_dir_is_refused(tmp_path):
+    first = Server(tmp_path / "data")
+    try:
+        port = _free_ports(1)[0]
+        second = subprocess.run(
+            [berth_binary(), "serve", "--data-dir", str(tmp_path / "data"), "--http", f"127.0.0.1:{port}", "--https", "off"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert second.returncode != 0
+        assert "in use by another Berth process" in second.stderr + second.stdout
+        assert requests.get(first.url + "/readyz").status_code == 200, "the first server is unaffected"
+    finally:
+        assert first.stop() == 0
+
+
+def test_sigterm_finishes_an_upload_in_flight(tmp_path):
+    server = Server(tmp_path / "data", "--shutdown-timeout", "20")
+    requests.post(server.url + "/api/v1/registries", json={"name": "life"}, auth=server.auth).raise_for_status()
+    start = requests.post(server.url + "/v2/life/app/blobs/uploads/", auth=server.auth)
+    assert start.status_code == 202
+    location = start.headers["Location"]
+    body = os.urandom(3 << 20)
+    auth = "Basic " + __import__("base64").b64encode(f"{server.auth[0]}:{server.auth[1]}".encode()).decode()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    head = (f"PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Range: 0-{len(body) - 1}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    sock.sendall(head + body[: 1 << 20])
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)  # mid-request
+    time.sleep(0.5)
+    assert server.proc.poll() is None, "the server waits for the request in flight"
+    sock.sendall(body[1 << 20:])
+    sock.settimeout(20)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 202"), reply[:200]
+    assert server.proc.wait(30) == 0
+    server.log.close()
+    # The acknowledged bytes are there after the restart.
+    again = Server(tmp_path / "data")
+    try:
+        status = requests.get(again.url + location, auth=again.auth)
+        assert status.status_code == 204 and status.headers["Range"] == f"0-{len(body) - 1}"
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        done = requests.put(f"{again.url}{location}?digest={digest}", auth=again.auth)
+        assert done.status_code == 201, done.text
+    finally:
+        assert again.stop() == 0
+
+
+def test_online_backup_while_pushing_then_restore(tmp_path):
+    server = Server(tmp_path / "data")
+    requests.post(server.url + "/api/v1/registries", json={"name": "bk"}, auth=server.auth).raise_for_status()
+    pushed: dict[str, str] = {}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def pusher():
+        i = 0
+        try:
+            while not stop.is_set() and i < 200:
+                tag = f"t{i}"
+                pushed[tag] = server.push_image("bk/app", tag, os.urandom(256 << 10) + tag.encode())
+                i += 1
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=pusher)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        r = requests.post(server.url + "/api/v1/system/backups", json={"name": "mid"}, auth=server.auth)
+        assert r.status_code == 201, r.text
+        backup = r.json()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not errors, errors
+    assert backup["artifacts"] >= 1 and len(pushed) > backup["tags"] >= 1, (backup, len(pushed))
+    assert requests.post(server.url + "/api/v1/system/backups", json={"name": "mid"}, auth=server.auth).status_code == 409
+    anonymous = requests.post(server.url + "/api/v1/system/backups", json={"name": "x"})
+    assert anonymous.status_code == 401
+    assert server.stop() == 0
+
+    listing = json.loads((Path(backup["path"]) / "backup.json").read_text())
+    restored = tmp_path / "restored"
+    subprocess.run([berth_binary(), "restore", "--from", backup["path"], "--data-dir", str(restored)], check=True,
+                   capture_output=True)
+    # Restoring over a non-empty directory is refused.
+    again = subprocess.run([berth_binary(), "restore", "--from", backup["path"], "--data-dir", str(restored)],
+                           capture_output=True, text=True)
+    assert again.returncode != 0 and "not empty" in again.stderr
+
+    # Users and keys are in the backup: the original admin key works on the copy.
+    copy = Server(restored, auth=server.auth)
+    assert not (restored / "bootstrap-credentials.json").exists(), "no new admin on a restored store"
+    try:
+        assert len(listing["artifacts"]) == backup["artifacts"]
+        for entry in listing["artifacts"]:
+            name, digest = entry.split("@")
+            m = requests.get(f"{copy.url}/v2/{name}/manifests/{digest}", auth=copy.auth)
+            assert m.status_code == 200
+            assert "sha256:" + hashlib.sha256(m.content).hexdigest() == digest
+            for layer in [m.json()["config"]] + m.json()["layers"]:
+                b = requests.get(f"{copy.url}/v2/{name}/blobs/{layer['digest']}", auth=copy.auth)
+                assert b.status_code == 200 and "sha256:" + hashlib.sha256(b.content).hexdigest() == layer["digest"]
+        tags = requests.get(f"{copy.url}/v2/bk/app/tags/list", auth=copy.auth).json()["tags"]
+        assert len(tags) == backup["tags"]
+        for tag in tags:
+            assert requests.head(f"{copy.url}/v2/bk/app/manifests/{tag}", auth=copy.auth).headers[
+                "Docker-Content-Digest"] == pushed[tag]
+    finally:
+        assert copy.stop() == 0
+
+
+def test_metrics_and_json_logs(tmp_path):
+    server = Server(tmp_path / "data")
+    try:
+        requests.get(server.url + "/v2/", auth=server.auth, headers={"X-Request-Id": "req-42"})
+        requests.get(server.url + "/v2/")
+        metrics = requests.get(server.url + "/metrics")
+        assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith("text/plain")
+        text = metrics.text
+        assert 'berth_http_requests_total{route="v2.base",method="GET",status="200"} 1' in text
+        assert 'berth_http_requests_total{route="v2.base",method="GET",status="401"} 1' in text
+        for name in ("berth_http_request_duration_seconds_bucket", "berth_uploads_open", "berth_storage_logical_bytes",
+                     "berth_storage_physical_bytes", "berth_rocksdb_pending_compaction_bytes", "berth_rocksdb_write_stopped"):
+            assert name in text, name
+    finally:
+        assert server.stop() == 0
+    lines = [json.loads(line) for line in (tmp_path / f"data-{server.port}.log").read_text().splitlines() if line.startswith("{")]
+    requests_logged = [line for line in lines if line.get("message") == "request"]
+    mine = [line for line in requests_logged if line.get("request_id") == "req-42"]
+    assert len(mine) == 1
+    entry = mine[0]
+    assert entry["status"] == 200 and entry["route"] == "v2.base" and entry["user"] == "admin"
+    assert entry["remote"] == "127.0.0.1" and isinstance(entry["duration_ms"], (int, float))
+    assert all(server.auth[1] not in json.dumps(line) for line in lines), "no secret in the logs"
