@@ -80,7 +80,7 @@ public enum BerthServer {
         }
         services.append(
             MaintenanceService(
-                objects: store.objects, interval: configuration.maintenanceInterval,
+                objects: store.objects, metrics: metrics, interval: configuration.maintenanceInterval,
                 uploadTimeout: configuration.uploadTimeout, extentGrace: configuration.extentGracePeriod,
                 logger: logger))
 
@@ -144,6 +144,7 @@ public enum BerthServer {
 /// Background upkeep: expires idle uploads and sweeps unreferenced extents.
 struct MaintenanceService: Service {
     let objects: any ObjectStore
+    let metrics: ServerMetrics
     let interval: Double
     let uploadTimeout: Double
     let extentGrace: Double
@@ -154,14 +155,17 @@ struct MaintenanceService: Service {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(interval))
                 if Task.isCancelled { break }
+                metrics.jobStarted("maintenance")
                 do {
                     let expired = try await objects.expireUploads(idleFor: uploadTimeout)
                     let swept = try await objects.sweepExtents(grace: extentGrace)
                     if expired + swept > 0 {
                         logger.info("maintenance", metadata: ["uploads_expired": "\(expired)", "extents_swept": "\(swept)"])
                     }
+                    metrics.jobFinished("maintenance", outcome: "success")
                 } catch {
                     logger.error("maintenance failed", metadata: ["error": "\(error)"])
+                    metrics.jobFinished("maintenance", outcome: "failure")
                 }
             }
         }

@@ -41,6 +41,23 @@ final class ServerMetrics: Sendable {
         }
     }
 
+    /// Background jobs: how many run now, and how each run ended. The only
+    /// job so far is `maintenance` (upload expiry, extent sweep); the
+    /// scheduler of policies and GC reports here too when it lands.
+    func jobStarted(_ job: String) {
+        registry.makeGauge(descriptor: descriptor("jobs_running", "Background jobs running now."), labels: [("job", job)])
+            .increment(by: 1)
+    }
+
+    func jobFinished(_ job: String, outcome: String) {
+        registry.makeGauge(descriptor: descriptor("jobs_running", "Background jobs running now."), labels: [("job", job)])
+            .decrement(by: 1)
+        registry.makeCounter(
+            descriptor: descriptor("job_runs", unit: "total", "Finished background job runs by outcome."),
+            labels: [("job", job), ("outcome", outcome)]
+        ).increment()
+    }
+
     /// The exposition text, with the storage gauges read now.
     func scrape() -> [UInt8] {
         let usage = store.objects.usage()

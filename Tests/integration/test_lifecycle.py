@@ -195,8 +195,9 @@ def test_online_backup_while_pushing_then_restore(tmp_path):
 
 
 def test_metrics_and_json_logs(tmp_path):
-    server = Server(tmp_path / "data")
+    server = Server(tmp_path / "data", "--upload-timeout", "2")  # maintenance runs every second
     try:
+        time.sleep(1.5)
         requests.get(server.url + "/v2/", auth=server.auth, headers={"X-Request-Id": "req-42"})
         requests.get(server.url + "/v2/")
         metrics = requests.get(server.url + "/metrics")
@@ -205,7 +206,8 @@ def test_metrics_and_json_logs(tmp_path):
         assert 'berth_http_requests_total{route="v2.base",method="GET",status="200"} 1' in text
         assert 'berth_http_requests_total{route="v2.base",method="GET",status="401"} 1' in text
         for name in ("berth_http_request_duration_seconds_bucket", "berth_uploads_open", "berth_storage_logical_bytes",
-                     "berth_storage_physical_bytes", "berth_rocksdb_pending_compaction_bytes", "berth_rocksdb_write_stopped"):
+                     "berth_storage_physical_bytes", "berth_rocksdb_pending_compaction_bytes", "berth_rocksdb_write_stopped",
+                     'berth_job_runs_total{job="maintenance",outcome="success"}', 'berth_jobs_running{job="maintenance"}'):
             assert name in text, name
     finally:
         assert server.stop() == 0
