@@ -28,7 +28,7 @@ struct AdminController {
     func register(on router: Router<BerthRequestContext>) {
         let api = router.group("api/v1")
         api.post("registries") { request, context in
-            try await support.run(context) { principal in
+            try await support.run(request, context) { principal in
                 try support.requireGlobalAdmin(principal, "create registries")
                 let input = try await support.decode(RegistryCreate.self, request)
                 var record = try await registry.createRegistry(input.name)
@@ -41,15 +41,15 @@ struct AdminController {
             }
         }
         api.get("registries") { request, context in
-            try await support.run(context) { principal in
+            try await support.run(request, context) { principal in
                 let page = try registry.registries(
                     after: request.query("cursor"), limit: AdminSupport.limit(request),
                     visible: { principal.rights.canView($0) })
                 return support.json(["items": page.items.map(describe), "next_cursor": page.next.map { $0 as Any } ?? NSNull()])
             }
         }
-        api.get("registries/:name") { _, context in
-            try await support.run(context) { principal in
+        api.get("registries/:name") { request, context in
+            try await support.run(request, context) { principal in
                 let name = try context.parameters.require("name")
                 try Names.validateRegistry(name)
                 try support.require(principal, .view, on: name, "view registry '\(name)'")
@@ -60,7 +60,7 @@ struct AdminController {
             }
         }
         api.patch("registries/:name") { request, context in
-            try await support.run(context) { principal in
+            try await support.run(request, context) { principal in
                 let name = try context.parameters.require("name")
                 try Names.validateRegistry(name)
                 try support.require(principal, .administer, on: name, "change registry '\(name)'")
@@ -75,7 +75,7 @@ struct AdminController {
             }
         }
         api.delete("registries/:name") { request, context in
-            try await support.run(context) { principal in
+            try await support.run(request, context) { principal in
                 let name = try context.parameters.require("name")
                 try Names.validateRegistry(name)
                 try support.require(principal, .delete, on: name, "delete registry '\(name)'")
@@ -88,9 +88,9 @@ struct AdminController {
             }
         }
         api.post("system/backups") { request, context in try await backup(request, context) }
-        api.get("system/usage") { _, context in
-            try await support.run(context) { principal in
-                guard principal.rights.isGlobal else { throw support.forbidden(principal, "view system usage") }
+        api.get("system/usage") { request, context in
+            try await support.run(request, context) { principal in
+                try support.requireGlobalAdmin(principal, "view system usage")
                 let usage = registry.store.objects.usage()
                 return support.json([
                     "logical_bytes": usage.logicalBytes, "physical_bytes": usage.physicalBytes,
@@ -102,7 +102,7 @@ struct AdminController {
 
     /// `POST /api/v1/system/backups`: an online backup into the backup directory.
     private func backup(_ request: Request, _ context: BerthRequestContext) async throws -> Response {
-        try await support.run(context) { principal in
+        try await support.run(request, context) { principal in
             try support.requireGlobalAdmin(principal, "take backups")
             let input = try await support.decode(BackupRequest.self, request)
             let formatter = DateFormatter()

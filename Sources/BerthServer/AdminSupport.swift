@@ -18,9 +18,13 @@ struct AdminSupport: Sendable {
     }
 
     /// Runs a handler, turning every expected error into its problem+json answer.
-    func run(_ context: BerthRequestContext, _ body: (Principal) async throws -> Response) async throws -> Response {
+    func run(
+        _ request: Request, _ context: BerthRequestContext, _ body: (Principal) async throws -> Response
+    ) async throws -> Response {
         do {
-            guard context.principal.user != nil else { throw Refusal(response: challenge.admin(detail: "authentication required")) }
+            guard context.principal.user != nil else {
+                throw Refusal(response: challenge.admin(request, detail: "authentication required"))
+            }
             return try await body(context.principal)
         } catch let refusal as Refusal {
             if refusal.response.status == .forbidden {

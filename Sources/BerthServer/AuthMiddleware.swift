@@ -27,7 +27,7 @@ struct AuthMiddleware: RouterMiddleware {
         case .failed(let reason):
             return isRegistry
                 ? challenge.registry(request, RegistryError(.unauthorized, "authentication failed: \(reason)"), scope: nil)
-                : challenge.admin(detail: "authentication failed: \(reason)")
+                : challenge.admin(request, detail: "authentication failed: \(reason)")
         case .throttled(let retryAfter):
             var response = isRegistry
                 ? ErrorResponses.oci(RegistryError(.tooManyRequests, "too many failed authentications; retry in \(retryAfter) s"))
@@ -59,9 +59,10 @@ struct Challenge: Sendable {
         return response
     }
 
-    func admin(detail: String) -> Response {
+    /// The admin API's 401: the same bearer challenge as `/v2` (Basic credentials work too).
+    func admin(_ request: Request, detail: String) -> Response {
         var response = ErrorResponses.problem(status: 401, code: "UNAUTHORIZED", detail: detail)
-        response.headers[.wwwAuthenticate] = "Basic realm=\"berth\", Bearer realm=\"berth\",service=\"\(TokenIssuer.service)\""
+        response.headers[.wwwAuthenticate] = header(request, scope: nil)
         return response
     }
 }

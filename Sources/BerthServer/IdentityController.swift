@@ -20,8 +20,8 @@ struct IdentityController {
 
     func register(on router: Router<BerthRequestContext>) {
         let api = router.group("api/v1")
-        api.get("me") { _, context in
-            try await support.run(context) { principal in
+        api.get("me") { request, context in
+            try await support.run(request, context) { principal in
                 let user = identity.user(principal.user ?? "")
                 return support.json([
                     "user": user.map(describe) ?? NSNull(),
@@ -31,7 +31,7 @@ struct IdentityController {
             }
         }
         api.post("users") { request, context in
-            try await admin(context, "manage users") {
+            try await admin(request, context, "manage users") {
                 let input = try await support.decode(UserCreate.self, request)
                 let user = try await identity.createUser(input.name)
                 await support.audit(context, "user.create", user.id)
@@ -39,7 +39,7 @@ struct IdentityController {
             }
         }
         api.get("users") { request, context in
-            try await admin(context, "manage users") {
+            try await admin(request, context, "manage users") {
                 let cursor = request.query("cursor")
                 let all = identity.users().filter { cursor == nil || $0.id > cursor! }
                 let limit = AdminSupport.limit(request)
@@ -48,13 +48,13 @@ struct IdentityController {
                 return support.json(["items": page.map(describe), "next_cursor": next])
             }
         }
-        api.get("users/:user") { _, context in
-            try await admin(context, "manage users") {
+        api.get("users/:user") { request, context in
+            try await admin(request, context, "manage users") {
                 support.json(describe(try user(context)))
             }
         }
         api.patch("users/:user") { request, context in
-            try await admin(context, "manage users") {
+            try await admin(request, context, "manage users") {
                 let id = try user(context).id
                 let input = try await support.decode(UserPatch.self, request)
                 var record = try user(context)
@@ -65,8 +65,8 @@ struct IdentityController {
                 return support.json(describe(record))
             }
         }
-        api.delete("users/:user") { _, context in
-            try await admin(context, "manage users") {
+        api.delete("users/:user") { request, context in
+            try await admin(request, context, "manage users") {
                 let id = try user(context).id
                 guard id != context.principal.user else {
                     return ErrorResponses.problem(status: 409, code: "CONFLICT", detail: "you cannot delete yourself")
@@ -76,21 +76,21 @@ struct IdentityController {
                 return Response(status: .noContent)
             }
         }
-        api.post("users/:user/access-keys") { _, context in
-            try await admin(context, "manage access keys") {
+        api.post("users/:user/access-keys") { request, context in
+            try await admin(request, context, "manage access keys") {
                 let key = try await identity.createKey(user: try user(context).id)
                 await support.audit(context, "key.create", key.record.id)
                 return support.json(
                     describe(key), status: .created, location: "/api/v1/users/\(key.record.user)/access-keys/\(key.record.id)")
             }
         }
-        api.get("users/:user/access-keys") { _, context in
-            try await admin(context, "manage access keys") {
+        api.get("users/:user/access-keys") { request, context in
+            try await admin(request, context, "manage access keys") {
                 support.json(["items": identity.keys(user: try user(context).id).map(describe), "next_cursor": NSNull()])
             }
         }
         api.patch("users/:user/access-keys/:key") { request, context in
-            try await admin(context, "manage access keys") {
+            try await admin(request, context, "manage access keys") {
                 let id = try user(context).id
                 let keyID = try context.parameters.require("key")
                 let input = try await support.decode(KeyPatch.self, request)
@@ -105,8 +105,8 @@ struct IdentityController {
                 return support.json(describe(key))
             }
         }
-        api.delete("users/:user/access-keys/:key") { _, context in
-            try await admin(context, "manage access keys") {
+        api.delete("users/:user/access-keys/:key") { request, context in
+            try await admin(request, context, "manage access keys") {
                 let keyID = try context.parameters.require("key")
                 try await identity.deleteKey(user: try user(context).id, id: keyID)
                 await support.audit(context, "key.delete", keyID)
@@ -114,7 +114,7 @@ struct IdentityController {
             }
         }
         api.post("users/:user/access-keys/:key/rotate") { request, context in
-            try await admin(context, "manage access keys") {
+            try await admin(request, context, "manage access keys") {
                 let keyID = try context.parameters.require("key")
                 let input = try await support.decode(Rotation.self, request)
                 let overlap = input.overlap_seconds ?? 0
@@ -126,13 +126,13 @@ struct IdentityController {
                 return support.json(describe(key), status: .created)
             }
         }
-        api.get("users/:user/roles") { _, context in
-            try await admin(context, "manage role bindings") {
+        api.get("users/:user/roles") { request, context in
+            try await admin(request, context, "manage role bindings") {
                 support.json(["items": identity.bindings(user: try user(context).id).map(describe), "next_cursor": NSNull()])
             }
         }
         api.post("users/:user/roles") { request, context in
-            try await admin(context, "manage role bindings") {
+            try await admin(request, context, "manage role bindings") {
                 let id = try user(context).id
                 let input = try await support.decode(BindingCreate.self, request)
                 guard let role = Role(rawValue: input.role) else {
@@ -144,8 +144,8 @@ struct IdentityController {
                 return support.json(describe(binding), status: .created)
             }
         }
-        api.delete("users/:user/roles/:binding") { _, context in
-            try await admin(context, "manage role bindings") {
+        api.delete("users/:user/roles/:binding") { request, context in
+            try await admin(request, context, "manage role bindings") {
                 let id = try user(context).id
                 let bindingID = try context.parameters.require("binding")
                 try await identity.removeBinding(user: id, id: bindingID)
@@ -154,7 +154,7 @@ struct IdentityController {
             }
         }
         api.get("audit-logs") { request, context in
-            try await admin(context, "read the audit log") {
+            try await admin(request, context, "read the audit log") {
                 let filter = AuditLog.Filter(
                     actor: request.query("actor"), action: request.query("action"), registry: request.query("registry"),
                     since: try date(request, "since"), until: try date(request, "until"))
@@ -165,9 +165,9 @@ struct IdentityController {
     }
 
     private func admin(
-        _ context: BerthRequestContext, _ what: String, _ body: () async throws -> Response
+        _ request: Request, _ context: BerthRequestContext, _ what: String, _ body: () async throws -> Response
     ) async throws -> Response {
-        try await support.run(context) { principal in
+        try await support.run(request, context) { principal in
             try support.requireGlobalAdmin(principal, what)
             return try await body()
         }

@@ -24,12 +24,28 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers import SESSION_REGISTRY, Registry, create_registry, run  # noqa: E402
+from helpers import (  # noqa: E402
+    BOOTSTRAP_FILE,
+    SESSION_REGISTRY,
+    Creds,
+    Registry,
+    create_registry,
+    read_bootstrap_creds,
+    run,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / ".build" / "debug" / "berth"
 READY_TIMEOUT = float(os.environ.get("BERTH_READY_TIMEOUT", "30"))
 LOG_TAIL_LINES = 200
+
+# Servers that many tests share get a failure limit no test reaches, so that
+# tests presenting bad credentials on purpose (or clients that try without
+# credentials first) cannot get 127.0.0.1 throttled for the tests after them.
+# Throttling itself is tested on servers of its own (test_throttling.py).
+UNTHROTTLED = ("--auth-failure-limit", "1000000")
+
+_ADMIN = object()  # "use the bootstrap admin key" (default of client())
 
 
 def berth_binary() -> str:
@@ -77,6 +93,7 @@ class BerthServer:
         self.label = label
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.admin_creds: Creds | None = None  # read from the bootstrap file at start()
         self.http_port, self.https_port = _free_ports(2)
         self._cert_dir = self.workdir / "certs"
         self._probe = requests.Session()
@@ -119,11 +136,28 @@ class BerthServer:
         shutil.copyfile(self.cert_path, self._cert_dir / "ca.crt")
         return str(self._cert_dir)
 
-    def client(self) -> Registry:
-        return Registry(self.url)
+    @property
+    def bootstrap_path(self) -> Path:
+        return self.data_dir / BOOTSTRAP_FILE
 
-    def tls_client(self) -> Registry:
-        return Registry(self.tls_url, verify=self.cert_path)
+    @property
+    def admin_arg(self) -> str:
+        """The bootstrap admin key as `AK:SECRET` (skopeo --creds, curl --user)."""
+        assert self.admin_creds, "server not started yet"
+        return "%s:%s" % self.admin_creds
+
+    def client(self, creds=_ADMIN, token: str | None = None) -> Registry:
+        """Raw HTTP client; by default with the bootstrap admin key (Basic),
+        creds=None for an anonymous one, token=... for Bearer."""
+        return Registry(self.url, creds=self.admin_creds if creds is _ADMIN else creds, token=token)
+
+    def anon_client(self) -> Registry:
+        return self.client(creds=None)
+
+    def tls_client(self, creds=_ADMIN, token: str | None = None) -> Registry:
+        return Registry(
+            self.tls_url, verify=self.cert_path, creds=self.admin_creds if creds is _ADMIN else creds, token=token
+        )
 
     # -- process control -----------------------------------------------------
     @property
@@ -179,6 +213,7 @@ class BerthServer:
                 r = self._probe.get(self.url + "/readyz", timeout=2)
                 last = r.status_code
                 if r.status_code == 200:
+                    self._read_admin_creds()
                     return
             except requests.RequestException as e:
                 last = repr(e)
@@ -187,6 +222,21 @@ class BerthServer:
         raise RuntimeError(
             f"berth did not answer 200 on /readyz within {READY_TIMEOUT}s (last: {last})\n{self.log_tail()}"
         )
+
+    def _read_admin_creds(self) -> None:
+        """The bootstrap file is written at first start, before the server
+        listens (docs/identity.md); a ready server without it is a failure.
+        On later starts the file may have been removed by a test (it is never
+        rewritten): the key read at first start stays in use."""
+        if self.admin_creds is not None and not self.bootstrap_path.exists():
+            return
+        try:
+            self.admin_creds = read_bootstrap_creds(self.data_dir)
+        except (OSError, ValueError, KeyError) as e:
+            self.kill9()
+            raise RuntimeError(
+                f"berth is ready but {self.bootstrap_path} is missing or unreadable: {e!r}\n{self.log_tail()}"
+            ) from e
 
     def kill9(self) -> None:
         """SIGKILL the server (no chance to flush anything) and reap it."""
@@ -299,7 +349,10 @@ def berth_bin() -> str:
 def server(berth_bin, tmp_path_factory) -> BerthServer:
     """The shared server for most tests. Registry `itest` is pre-created via
     the offline CLI before the first start."""
-    srv = BerthServer(berth_bin, tmp_path_factory.mktemp("berth-main"), registries=[SESSION_REGISTRY], label="main")
+    srv = BerthServer(
+        berth_bin, tmp_path_factory.mktemp("berth-main"), registries=[SESSION_REGISTRY], extra_args=UNTHROTTLED,
+        label="main",
+    )
     srv.start()
     yield srv
     srv.stop_quietly()
@@ -307,13 +360,15 @@ def server(berth_bin, tmp_path_factory) -> BerthServer:
 
 @pytest.fixture(scope="session")
 def http(server) -> Registry:
-    """Raw HTTP client for the shared server's plain-HTTP port."""
+    """Raw HTTP client for the shared server's plain-HTTP port, with the
+    bootstrap admin key."""
     return server.client()
 
 
 @pytest.fixture(scope="session")
 def tls(server) -> Registry:
-    """Raw HTTPS client (HTTP/1.1) for the shared server's TLS port."""
+    """Raw HTTPS client (HTTP/1.1) for the shared server's TLS port, with the
+    bootstrap admin key."""
     return server.tls_client()
 
 

@@ -6,6 +6,7 @@ goes to the Berth server under test on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -49,6 +50,9 @@ EMPTY_JSON = b"{}"
 
 # Registry pre-created with the offline CLI for the shared session server.
 SESSION_REGISTRY = "itest"
+
+# Written by every server at first start (docs/identity.md).
+BOOTSTRAP_FILE = "bootstrap-credentials.json"
 
 # Default HTTP timeout for every request made by the tests (seconds). Generous
 # because the machine running the suite may be small and busy.
@@ -430,17 +434,145 @@ def with_query(url: str, **params: str) -> str:
     return url + sep + urlencode(params)
 
 
-class Registry:
-    """Thin raw-HTTP client for one Berth endpoint (plain or TLS)."""
+# --------------------------------------------------------------------------
+# Credentials and tokens (docs/identity.md)
+# --------------------------------------------------------------------------
 
-    def __init__(self, base_url: str, verify=True):
+Creds = tuple[str, str]  # (access key id, secret)
+
+
+def read_bootstrap_creds(data_dir) -> Creds:
+    """The admin key a server wrote to <data-dir>/bootstrap-credentials.json."""
+    with open(os.path.join(str(data_dir), BOOTSTRAP_FILE)) as f:
+        body = json.load(f)
+    return body["access_key"], body["secret_key"]
+
+
+def basic_header(creds: Creds) -> dict:
+    raw = f"{creds[0]}:{creds[1]}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def b64url_decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_decode(token: str) -> tuple[dict, dict]:
+    """(header, payload) of a JWT, without verifying the signature."""
+    parts = token.split(".")
+    assert len(parts) == 3, f"not a JWS compact token: {token!r}"
+    return json.loads(b64url_decode(parts[0])), json.loads(b64url_decode(parts[1]))
+
+
+_AUTH_TOKEN = r"[A-Za-z][A-Za-z0-9_.-]*"
+_CHALLENGE_PARAM_RE = re.compile(r'\s*(' + _AUTH_TOKEN + r')="([^"]*)"\s*(?:,|$)')
+_CHALLENGE_SCHEME_RE = re.compile(r"\s*(" + _AUTH_TOKEN + r")(?:\s+|$)")
+
+
+def parse_challenges(value: str | None) -> dict[str, dict]:
+    """Parse a WWW-Authenticate value (RFC 7235: one or more challenges,
+    `Scheme k="v",k="v", Scheme2 k="v"`) strictly into {scheme: {k: v}};
+    every byte of the header must belong to a scheme or a parameter."""
+    assert value, "no WWW-Authenticate header"
+    out: dict[str, dict] = {}
+    current = None
+    pos = 0
+    while pos < len(value):
+        m = _CHALLENGE_PARAM_RE.match(value, pos)
+        if m and current is not None:
+            assert m.group(1) not in out[current], f"parameter {m.group(1)} twice in {value!r}"
+            out[current][m.group(1)] = m.group(2)
+            pos = m.end()
+            continue
+        m = _CHALLENGE_SCHEME_RE.match(value, pos)
+        assert m and m.end() > pos, f"malformed WWW-Authenticate {value!r} at {value[pos:]!r}"
+        current = m.group(1)
+        assert current not in out, f"challenge {current} twice in {value!r}"
+        out[current] = {}
+        pos = m.end()
+    return out
+
+
+def parse_challenge(value: str | None, also_allowed: tuple[str, ...] = ()) -> tuple[str, dict]:
+    """The Bearer challenge of a WWW-Authenticate value, as ("Bearer",
+    params); any other challenge in the header fails unless its scheme is in
+    `also_allowed`."""
+    challenges = parse_challenges(value)
+    assert "Bearer" in challenges, f"no Bearer challenge in {value!r}"
+    extra = set(challenges) - {"Bearer", *also_allowed}
+    assert not extra, f"unexpected challenges {sorted(extra)} in {value!r}"
+    return "Bearer", challenges["Bearer"]
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def assert_problem(resp: requests.Response, status: int, code: str | None = None) -> dict:
+    """An /api/v1 problem+json answer with the given status (and code)."""
+    assert_status(resp, status)
+    assert resp.headers.get("Content-Type", "").startswith(PROBLEM_JSON), describe(resp)
+    body = resp.json()
+    if code is not None:
+        assert body.get("code") == code, f"expected problem code {code}:\n{describe(resp)}"
+    return body
+
+
+class Registry:
+    """Thin raw-HTTP client for one Berth endpoint (plain or TLS).
+
+    creds=(access key, secret) sends Basic auth on every request, token=...
+    sends `Authorization: Bearer`; neither makes an anonymous client."""
+
+    def __init__(self, base_url: str, verify=True, creds: Creds | None = None, token: str | None = None):
         self.base = base_url.rstrip("/")
         self.verify = verify
+        self.creds = creds
+        self.token = token
         self.session = requests.Session()
         # Never pick up proxies or CA bundles from the environment: all
         # traffic is loopback and TLS is verified against the server's cert.
+        # (trust_env=False also keeps ~/.netrc out of the Authorization header.)
         self.session.trust_env = False
         self.session.verify = verify
+        self.session.headers.update(self.auth_headers())
+
+    def auth_headers(self) -> dict:
+        """The Authorization header this client sends (for raw sockets, curl)."""
+        if self.token is not None:
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.creds is not None:
+            return basic_header(self.creds)
+        return {}
+
+    def with_creds(self, creds: Creds | None) -> "Registry":
+        return Registry(self.base, verify=self.verify, creds=creds)
+
+    def with_token(self, token: str) -> "Registry":
+        return Registry(self.base, verify=self.verify, token=token)
+
+    def anonymous(self) -> "Registry":
+        return Registry(self.base, verify=self.verify)
+
+    def fetch_token(self, *scopes: str, creds: Creds | None | bool = True, service: str = "berth") -> requests.Response:
+        """GET /auth/token with repeated `scope`; creds=True means this
+        client's own key, None/False no credentials."""
+        if creds is True:
+            creds = self.creds
+        params = [("service", service)] + [("scope", s) for s in scopes]
+        headers = basic_header(creds) if creds else {}
+        with requests.Session() as s:
+            s.trust_env = False
+            return s.get(self.url("/auth/token"), params=params, headers=headers, timeout=HTTP_TIMEOUT,
+                         verify=self.verify, allow_redirects=False)
+
+    def token_for(self, *scopes: str, creds: Creds | None | bool = True) -> str:
+        r = self.fetch_token(*scopes, creds=creds)
+        assert_status(r, 200)
+        return r.json()["token"]
 
     # -- generic ---------------------------------------------------------
     def url(self, path: str) -> str:
@@ -641,3 +773,62 @@ def copytree(src: str, dst: str) -> None:
 
 def have_tool(name: str) -> bool:
     return shutil.which(name) is not None
+
+
+# --------------------------------------------------------------------------
+# Users, keys and role bindings through the admin API (docs/identity.md)
+# --------------------------------------------------------------------------
+
+AK_RE = re.compile(r"^AK[A-Z2-7]{20}$")
+SECRET_RE = re.compile(r"^[A-Za-z0-9]{40}$")
+
+
+def api_create_user(admin: Registry, name: str | None = None) -> str:
+    name = name or unique("u")
+    r = admin.post("/api/v1/users", json={"name": name})
+    assert_status(r, 201)
+    return name
+
+
+def api_create_key(admin: Registry, user: str) -> Creds:
+    r = admin.post(f"/api/v1/users/{user}/access-keys")
+    assert_status(r, 201)
+    body = r.json()
+    return body["access_key"], body["secret_key"]
+
+
+def api_bind(admin: Registry, user: str, role: str, registry: str | None = None) -> dict:
+    body = {"role": role}
+    if registry is not None:
+        body["registry"] = registry
+    r = admin.post(f"/api/v1/users/{user}/roles", json=body)
+    assert_status(r, 201)
+    return r.json()
+
+
+def new_principal(admin: Registry, role: str | None, registry: str | None = None, prefix: str = "u") -> tuple[str, Creds]:
+    """A new user with one key and (unless role is None) one binding."""
+    user = api_create_user(admin, unique(prefix))
+    if role:
+        api_bind(admin, user, role, registry)
+    return user, api_create_key(admin, user)
+
+
+def wrong_secret(creds: Creds) -> Creds:
+    """The same key id with a well-formed but wrong secret."""
+    secret = creds[1]
+    flipped = ("b" if secret[0] == "a" else "a") + secret[1:]
+    return creds[0], flipped
+
+
+def rfc3339(ts: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(value: str) -> float:
+    from datetime import datetime
+
+    assert isinstance(value, str) and re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$", value), value
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

@@ -10,6 +10,7 @@ import time
 import requests
 
 from conftest import _free_ports, berth_binary
+from helpers import read_bootstrap_creds
 
 
 def _serve(args, env=None, cwd=None, timeout=30):
@@ -45,11 +46,12 @@ def test_file_environment_and_flags_in_precedence(tmp_path):
     try:
         url = f"http://127.0.0.1:{env_port}"
         _wait_ready(url, proc)
-        assert requests.post(url + "/api/v1/registries", json={"name": "cfg"}).status_code == 201
+        auth = read_bootstrap_creds(tmp_path / "data")  # the data_dir from the file is used
+        assert requests.post(url + "/api/v1/registries", json={"name": "cfg"}, auth=auth).status_code == 201
         assert (tmp_path / "data" / "db").is_dir()
-        ok = requests.post(url + "/v2/cfg/a/blobs/uploads/?digest=sha256:" + "0" * 64, data=b"x" * 1500)
+        ok = requests.post(url + "/v2/cfg/a/blobs/uploads/?digest=sha256:" + "0" * 64, data=b"x" * 1500, auth=auth)
         assert ok.status_code == 400 and ok.json()["errors"][0]["code"] == "DIGEST_INVALID"  # within 2048
-        big = requests.post(url + "/v2/cfg/a/blobs/uploads/?digest=sha256:" + "0" * 64, data=b"x" * 3000)
+        big = requests.post(url + "/v2/cfg/a/blobs/uploads/?digest=sha256:" + "0" * 64, data=b"x" * 3000, auth=auth)
         assert big.status_code == 413 and big.json()["errors"][0]["code"] == "SIZE_INVALID"
     finally:
         proc.terminate()
@@ -100,9 +102,10 @@ def test_operator_certificate_is_served(tmp_path):
         deadline = time.time() + 30
         while True:
             try:
-                r = requests.get(url + "/v2/", verify=str(cert), timeout=1)
+                auth = read_bootstrap_creds(tmp_path / "data")  # written before the listeners open
+                r = requests.get(url + "/v2/", verify=str(cert), timeout=1, auth=auth)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, FileNotFoundError):
                 assert time.time() < deadline and proc.poll() is None
                 time.sleep(0.1)
         assert r.status_code == 200

@@ -99,7 +99,8 @@ def _curl_h2(server, *args: str, body: bytes | None = None) -> tuple[str, dict, 
     Returns (http_version, headers, body)."""
     cmd = [
         "curl", "--http2", "--silent", "--show-error", "--noproxy", "*", "--proto", "=https",
-        "--cacert", server.cert_path, "--dump-header", "-", "--output", "-", "--max-time", "60", *args,
+        "--cacert", server.cert_path, "--dump-header", "-", "--output", "-", "--max-time", "60",
+        "--user", server.admin_arg, *args,
     ]
     if body is not None:
         cmd += ["--data-binary", "@-", "-H", "Content-Type: application/octet-stream"]
@@ -1281,7 +1282,7 @@ def test_client_disconnect_mid_upload_leaves_nothing(limited, lim, mode):
             method, path = "PATCH", loc
             headers["Content-Range"] = f"0-{len(data) - 1}"
 
-    partial_request(limited.host, method, path, headers, data[: len(data) // 2])
+    partial_request(limited.host, method, path, {**headers, **c.auth_headers()}, data[: len(data) // 2])
 
     assert_status(c.head_blob(name, digest), 404)
     wait_until(lambda: _uploads_drained(c), timeout=20, message="open_uploads and upload_bytes back to 0")

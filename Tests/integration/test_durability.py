@@ -99,12 +99,12 @@ def test_blob_acknowledged_then_kill9(dsrv):
 def test_skopeo_push_survives_kill9(dsrv, tmp_path):
     src = write_oci_layout(str(tmp_path / "src"), tag="v1", n_layers=3, layer_size=128 * KiB)
     ref = f"docker://{dsrv.host}/{REG}/skopeo:v1"
-    skopeo("copy", "--dest-tls-verify=false", f"oci:{src.path}:v1", ref)
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", dsrv.admin_arg, f"oci:{src.path}:v1", ref)
     dsrv.kill9()
 
     dsrv.start()
     dst = str(tmp_path / "dst")
-    skopeo("copy", "--src-tls-verify=false", ref, f"oci:{dst}:v1")
+    skopeo("copy", "--src-tls-verify=false", "--src-creds", dsrv.admin_arg, ref, f"oci:{dst}:v1")
     out = read_layout(dst)
     assert out["refs"]["v1"]["digest"] == src.manifest_digest
     assert set(out["blobs"]) == src.blob_digests
@@ -165,6 +165,7 @@ def test_patch_interrupted_by_kill9_leaves_no_blob(dsrv):
             "Content-Type": "application/octet-stream",
             "Content-Length": str(len(second)),
             "Content-Range": f"{len(first)}-{len(full) - 1}",
+            **c.auth_headers(),
         },
         second[:sent],
     )

@@ -30,13 +30,25 @@ import oras.oci  # noqa: E402
 class Oras(oras_provider.Registry):
     """oras-py's Registry without its retry decorator: the stock client
     retries any exception or 500 five times with sleeps of up to 80 s, which
-    would turn one server bug into minutes of waiting."""
+    would turn one server bug into minutes of waiting.
+
+    creds=(key, secret) is handed to oras-py's own auth backend with
+    `auth.set_basic_auth` (what `login()` does, minus writing
+    ~/.docker/config.json). With auth_backend="basic" every request that gets
+    the 401 challenge is retried with Basic auth; with the default "token"
+    backend oras-py fetches a Bearer token from the challenge's realm. Pushes
+    use the basic backend: oras-py 0.2.43's token backend keeps its first
+    token (pull, from the HEAD of a blob) and retries the upload POST with
+    it instead of asking for pull,push, so it cannot push to a registry that
+    scopes its challenges per action, as docs/identity.md requires."""
 
     do_request = oras_provider.Registry.do_request.__wrapped__
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, creds=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.session.trust_env = False  # loopback only: no proxies, no env CA bundle
+        if creds is not None:
+            self.auth.set_basic_auth(*creds)
 
 
 CUSTOM_CONFIG = "application/vnd.example.berth.config.v1+json"
@@ -50,8 +62,8 @@ def oreg(http) -> str:
 
 
 @pytest.fixture
-def client() -> Oras:
-    return Oras(insecure=True)
+def client(server) -> Oras:
+    return Oras(insecure=True, auth_backend="basic", creds=server.admin_creds)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["monolithic", "chunked"])
@@ -160,7 +172,7 @@ def test_tags_and_delete(server, http, oreg, client, tmp_path):
 
 
 def test_push_pull_over_tls(server, oreg, tmp_path):
-    c = Oras(tls_verify=server.cert_path)
+    c = Oras(tls_verify=server.cert_path, auth_backend="basic", creds=server.admin_creds)
     data = random_bytes(50 * KiB)
     p = tmp_path / "secure.bin"
     p.write_bytes(data)

@@ -26,7 +26,20 @@ from helpers import (
 
 pytestmark = pytest.mark.skipif(not have_tool("skopeo"), reason="skopeo not installed")
 
-PLAIN = ("--dest-tls-verify=false",)
+# Plain-HTTP options with the bootstrap admin key: skopeo pings /v2/, gets
+# the Bearer challenge and fetches a token for each repository with the key.
+
+
+def push(srv) -> tuple[str, ...]:
+    return ("--dest-tls-verify=false", "--dest-creds", srv.admin_arg)
+
+
+def pull(srv) -> tuple[str, ...]:
+    return ("--src-tls-verify=false", "--src-creds", srv.admin_arg)
+
+
+def read(srv) -> tuple[str, ...]:
+    return ("--tls-verify=false", "--creds", srv.admin_arg)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +65,7 @@ def test_copy_roundtrip_plain_http(server, http, sreg, tmp_path):
     src = write_oci_layout(str(tmp_path / "src"), tag="v1", n_layers=3, layer_size=256 * KiB)
     ref = f"docker://{server.host}/{sreg}/app/web:1.0"
 
-    skopeo("copy", *PLAIN, f"oci:{src.path}:v1", ref)
+    skopeo("copy", *push(server), f"oci:{src.path}:v1", ref)
 
     # What the registry now serves is byte-identical to the source.
     r = http.get_manifest(f"{sreg}/app/web", "1.0")
@@ -65,7 +78,7 @@ def test_copy_roundtrip_plain_http(server, http, sreg, tmp_path):
         assert b.content == read_blob(src.path, d)
 
     dst = str(tmp_path / "dst")
-    skopeo("copy", "--src-tls-verify=false", ref, f"oci:{dst}:v1")
+    skopeo("copy", *pull(server), ref, f"oci:{dst}:v1")
     assert_layout_roundtrip(src, dst, "v1")
 
 
@@ -73,17 +86,17 @@ def test_copy_roundtrip_tls_http2(server, tls, sreg, tmp_path):
     src = write_oci_layout(str(tmp_path / "src"), tag="v1", n_layers=3, layer_size=256 * KiB)
     ref = f"docker://{server.tls_host}/{sreg}/secure:1.0"
 
-    skopeo("copy", "--dest-cert-dir", server.cert_dir, f"oci:{src.path}:v1", ref)
+    skopeo("copy", "--dest-cert-dir", server.cert_dir, "--dest-creds", server.admin_arg, f"oci:{src.path}:v1", ref)
 
     r = tls.get_manifest(f"{sreg}/secure", "1.0")
     assert_status(r, 200)
     assert r.headers.get("Docker-Content-Digest") == src.manifest_digest
 
     dst = str(tmp_path / "dst")
-    skopeo("copy", "--src-cert-dir", server.cert_dir, ref, f"oci:{dst}:v1")
+    skopeo("copy", "--src-cert-dir", server.cert_dir, "--src-creds", server.admin_arg, ref, f"oci:{dst}:v1")
     assert_layout_roundtrip(src, dst, "v1")
 
-    out = json.loads(skopeo("inspect", "--cert-dir", server.cert_dir, ref).stdout)
+    out = json.loads(skopeo("inspect", "--cert-dir", server.cert_dir, "--creds", server.admin_arg, ref).stdout)
     assert out["Digest"] == src.manifest_digest
 
 
@@ -94,7 +107,7 @@ def test_tls_rejects_unknown_ca(server, sreg, tmp_path):
     empty = tmp_path / "empty-certs"
     empty.mkdir()
     p = skopeo(
-        "copy", "--dest-cert-dir", str(empty), f"oci:{src.path}:v1",
+        "copy", "--dest-cert-dir", str(empty), "--dest-creds", server.admin_arg, f"oci:{src.path}:v1",
         f"docker://{server.tls_host}/{sreg}/untrusted:1", check=False, timeout=60,
     )
     assert p.returncode != 0
@@ -106,24 +119,24 @@ def pushed(server, sreg, tmp_path_factory):
     """One image pushed with skopeo under three tags."""
     src = write_oci_layout(str(tmp_path_factory.mktemp("layout") / "src"), tag="v1", n_layers=2, layer_size=64 * KiB)
     repo = f"{server.host}/{sreg}/inspectme"
-    skopeo("copy", *PLAIN, f"oci:{src.path}:v1", f"docker://{repo}:v1")
+    skopeo("copy", *push(server), f"oci:{src.path}:v1", f"docker://{repo}:v1")
     for t in ("v2", "latest"):
-        skopeo("copy", "--src-tls-verify=false", *PLAIN, f"docker://{repo}:v1", f"docker://{repo}:{t}")
+        skopeo("copy", *pull(server), *push(server), f"docker://{repo}:v1", f"docker://{repo}:{t}")
     return repo, src
 
 
-def test_inspect_raw(pushed):
+def test_inspect_raw(server, pushed):
     repo, src = pushed
-    raw = skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{repo}:v1", text=False).stdout
+    raw = skopeo("inspect", *read(server), "--raw", f"docker://{repo}:v1", text=False).stdout
     assert raw == read_blob(src.path, src.manifest_digest)
 
-    cfg = skopeo("inspect", "--tls-verify=false", "--raw", "--config", f"docker://{repo}:v1", text=False).stdout
+    cfg = skopeo("inspect", *read(server), "--raw", "--config", f"docker://{repo}:v1", text=False).stdout
     assert cfg == read_blob(src.path, src.config_digest)
 
 
-def test_inspect(pushed):
+def test_inspect(server, pushed):
     repo, src = pushed
-    out = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{repo}:v1").stdout)
+    out = json.loads(skopeo("inspect", *read(server), f"docker://{repo}:v1").stdout)
     assert out["Digest"] == src.manifest_digest
     assert out["Name"] == repo
     assert out["Architecture"] == "amd64"
@@ -132,9 +145,9 @@ def test_inspect(pushed):
     assert sorted(out["RepoTags"]) == ["latest", "v1", "v2"]
 
 
-def test_list_tags(pushed):
+def test_list_tags(server, pushed):
     repo, _ = pushed
-    out = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{repo}").stdout)
+    out = json.loads(skopeo("list-tags", *read(server), f"docker://{repo}").stdout)
     assert sorted(out["Tags"]) == ["latest", "v1", "v2"]
 
 
@@ -142,14 +155,14 @@ def test_delete(server, http, sreg, tmp_path):
     src = write_oci_layout(str(tmp_path / "src"), tag="v1", n_layers=1, layer_size=16 * KiB)
     name = f"{sreg}/deleteme"
     ref = f"docker://{server.host}/{name}:v1"
-    skopeo("copy", *PLAIN, f"oci:{src.path}:v1", ref)
+    skopeo("copy", *push(server), f"oci:{src.path}:v1", ref)
     assert_status(http.get_manifest(name, "v1"), 200)
 
-    skopeo("delete", "--tls-verify=false", ref)
+    skopeo("delete", *read(server), ref)
 
     assert_oci_error(http.get_manifest(name, src.manifest_digest), 404, "MANIFEST_UNKNOWN")
     assert_oci_error(http.get_manifest(name, "v1"), 404, "MANIFEST_UNKNOWN")
-    p = skopeo("inspect", "--tls-verify=false", ref, check=False, timeout=60)
+    p = skopeo("inspect", *read(server), ref, check=False, timeout=60)
     assert p.returncode != 0
 
 
@@ -163,7 +176,7 @@ def test_multiarch_copy_all(server, http, sreg, tmp_path):
     name = f"{sreg}/multi"
     ref = f"docker://{server.host}/{name}:1"
 
-    skopeo("copy", "--all", *PLAIN, f"oci:{src.path}:multi", ref)
+    skopeo("copy", "--all", *push(server), f"oci:{src.path}:multi", ref)
 
     r = http.get_manifest(name, "1")
     assert_status(r, 200)
@@ -178,13 +191,13 @@ def test_multiarch_copy_all(server, http, sreg, tmp_path):
 
     for arch in ("amd64", "arm64"):
         out = json.loads(
-            skopeo("--override-arch", arch, "--override-os", "linux", "inspect", "--tls-verify=false", ref).stdout
+            skopeo("--override-arch", arch, "--override-os", "linux", "inspect", *read(server), ref).stdout
         )
         assert out["Architecture"] == arch
         assert out["Layers"] == _layers_of(src.path, src.platform_manifests[arch])
 
     dst = str(tmp_path / "dst")
-    skopeo("copy", "--all", "--src-tls-verify=false", ref, f"oci:{dst}:multi")
+    skopeo("copy", "--all", *pull(server), ref, f"oci:{dst}:multi")
     out = assert_layout_roundtrip(src, dst, "multi")
     for d in src.platform_manifests.values():
         assert d in out["blobs"]
@@ -197,8 +210,8 @@ def test_copy_between_registries(server, http, sreg, new_registry, tmp_path):
     src = write_oci_layout(str(tmp_path / "src"), tag="v1", n_layers=2, layer_size=64 * KiB)
     a = f"docker://{server.host}/{sreg}/origin:v1"
     b = f"docker://{server.host}/{other}/copy:v1"
-    skopeo("copy", *PLAIN, f"oci:{src.path}:v1", a)
-    skopeo("copy", "--src-tls-verify=false", *PLAIN, a, b)
+    skopeo("copy", *push(server), f"oci:{src.path}:v1", a)
+    skopeo("copy", *pull(server), *push(server), a, b)
 
     r = http.get_manifest(f"{other}/copy", "v1")
     assert_status(r, 200)
@@ -210,7 +223,7 @@ def test_copy_between_registries(server, http, sreg, new_registry, tmp_path):
 def test_push_to_missing_registry_fails(server, tmp_path):
     src = write_oci_layout(str(tmp_path / "src"), tag="v1", n_layers=1, layer_size=KiB)
     missing = unique("nosuch")
-    p = skopeo("copy", *PLAIN, f"oci:{src.path}:v1", f"docker://{server.host}/{missing}/app:v1", check=False, timeout=60)
+    p = skopeo("copy", *push(server), f"oci:{src.path}:v1", f"docker://{server.host}/{missing}/app:v1", check=False, timeout=60)
     assert p.returncode != 0
     err = p.stderr.lower()
     assert "name unknown" in err or "name_unknown" in err, p.stderr

@@ -48,8 +48,9 @@ public final class AccessControl: Sendable {
         }
         if case .failed(let reason) = result {
             throttle.recordFailure(source: source, accessKey: basic?.0)
+            // The key id is the caller's claim, not an identity: it goes in `target`, the actor stays anonymous.
             await audit.record(
-                actor: basic?.0 ?? "anonymous", source: source, action: "auth.failure", target: basic?.0 ?? "token",
+                actor: "anonymous", source: source, action: "auth.failure", target: basic?.0 ?? "token",
                 outcome: "failure", detail: reason)
         }
         return result

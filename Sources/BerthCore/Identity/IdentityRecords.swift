@@ -77,9 +77,6 @@ public struct Rights: Sendable, Equatable {
     /// Rights over the whole appliance: creating registries, users, keys, the audit log.
     public var isGlobalAdmin: Bool { bindings.contains { $0.role == .admin && $0.registry == nil } }
 
-    /// Any global binding: sees every registry and the system usage.
-    public var isGlobal: Bool { bindings.contains { $0.registry == nil } }
-
     public func canView(_ registry: String) -> Bool { allows(.view, on: registry) }
 }
 
