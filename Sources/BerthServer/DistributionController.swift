@@ -260,10 +260,12 @@ struct DistributionController: RouterMiddleware {
     private func startUpload(_ name: String, _ request: Request, _ principal: Principal) async throws -> Response {
         if let digest = request.query("mount") {
             let from = request.query("from") ?? name
-            // Mounting reads the source: the caller must be allowed to pull it.
-            let source = (try? Names.splitRepository(from))?.registry
-            if let source, access.decide(principal, .pull, registry: source, repository: from) == .allow
-                || (principal.tokenAccess != nil && principal.rights.allows(.pull, on: source)),
+            // Mounting reads the source, so the caller's rights must allow pulling it (checked
+            // against the rights, not a token's scope, which clients do not always widen to the source).
+            var unscoped = principal
+            unscoped.tokenAccess = nil
+            if let source = (try? Names.splitRepository(from))?.registry,
+                access.decide(unscoped, .pull, registry: source, repository: from) == .allow,
                 let object = try await registry.mount(name: name, digest: digest, from: from)
             {
                 return blobCreated(name, object)
