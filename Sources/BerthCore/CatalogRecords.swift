@@ -14,6 +14,39 @@ public struct RepositoryRecord: Codable, Sendable, Equatable {
     public var name: String
     public var created: Date
     public var updated: Date
+    /// At most 100 characters.
+    public var shortDescription: String?
+    /// Markdown.
+    public var description: String?
+    /// When true, a tag never moves to another digest once set.
+    public var tagsImmutable: Bool?
+}
+
+/// A tag's stored value: the digest it points at and when it was last set.
+enum TagValue {
+    static func encode(digest: String, updated: Date) -> [UInt8] {
+        Array(digest.utf8) + [0] + Array(String(Int64(updated.timeIntervalSince1970 * 1000)).utf8)
+    }
+
+    static func decode(_ bytes: some Collection<UInt8>) -> (digest: String, updated: Date?) {
+        let parts = bytes.split(separator: 0, maxSplits: 1, omittingEmptySubsequences: false)
+        let digest = String(decoding: parts[0], as: UTF8.self)
+        let millis = parts.count > 1 ? Double(String(decoding: parts[1], as: UTF8.self)) : nil
+        return (digest, millis.map { Date(timeIntervalSince1970: $0 / 1000) })
+    }
+}
+
+/// A tag as listed.
+public struct TagRecord: Sendable, Equatable {
+    public var name: String
+    public var digest: String
+    public var updated: Date?
+}
+
+/// Pull statistics of one artifact.
+public struct PullRecord: Codable, Sendable, Equatable {
+    public var count: Int64
+    public var last: Date?
 }
 
 /// A stored manifest (an artifact); its bytes live beside it.
@@ -53,8 +86,9 @@ enum CatalogKey {
     static func manifestBytes(_ name: String, _ digest: String) -> Key { Key("m", name, digest) }
     static func tag(_ name: String, _ tag: String) -> Key { Key("T", name, tag) }
     static func referrer(_ name: String, subject: String, _ digest: String) -> Key { Key("F", name, subject, digest) }
+    static func pulls(_ name: String, _ digest: String) -> Key { Key("P", name, digest) }
     /// How many manifests of a registry reference a blob.
     static func blobLink(_ registry: String, _ digest: String) -> Key { Key("K", registry, digest) }
     /// Every record kind stored under a repository name, for bulk deletes.
-    static let repositoryKinds: [Character] = ["I", "M", "m", "T", "F"]
+    static let repositoryKinds: [Character] = ["I", "M", "m", "T", "F", "P"]
 }

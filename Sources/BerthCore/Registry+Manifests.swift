@@ -28,7 +28,8 @@ extension Registry {
             throw RegistryError(
                 .manifestBlobUnknown, "manifest \(child.digest) is not in repository '\(name)'", detail: child.digest)
         }
-        let lockNames = ["manifest:\(name)@\(manifest.digest)"] + manifest.blobs.map { "link:\(registryName)@\($0)" }
+        let lockNames = ["manifest:\(name)@\(manifest.digest)", "repository:\(name)"]
+            + manifest.blobs.map { "link:\(registryName)@\($0)" }
         try await locks.withLocks(lockNames) {
             var batch = WriteBatch()
             let now = Date()
@@ -53,16 +54,26 @@ extension Registry {
                         CatalogCodec.encode(descriptor))
                 }
             }
-            if let tag {
-                batch.put(.catalog, CatalogKey.tag(name, tag).bytes, Array(manifest.digest.utf8))
-            }
             var repository = try read(RepositoryRecord.self, CatalogKey.repository(name))
                 ?? RepositoryRecord(name: name, created: now, updated: now)
+            if let tag {
+                try checkMutability(repository, tag: tag, digest: manifest.digest)
+                batch.put(.catalog, CatalogKey.tag(name, tag).bytes, TagValue.encode(digest: manifest.digest, updated: now))
+            }
             repository.updated = now
             batch.put(.catalog, CatalogKey.repository(name).bytes, CatalogCodec.encode(repository))
             try await write(batch)
         }
         return manifest
+    }
+
+    /// Refuses to move an existing tag of an immutable image to another digest.
+    func checkMutability(_ repository: RepositoryRecord, tag: String, digest: String) throws {
+        guard repository.tagsImmutable == true,
+            let current = try db.get(.catalog, CatalogKey.tag(repository.name, tag).bytes).map({ TagValue.decode($0).digest }),
+            current != digest
+        else { return }
+        throw TagImmutableError(repository: repository.name, tag: tag, current: current)
     }
 
     /// Adds `delta` to the count of manifests of `registry` referencing `blob`. Call with its lock held.
@@ -89,10 +100,10 @@ extension Registry {
             return try ContentDigest(parsing: reference).description
         }
         try Names.validateTag(reference)
-        guard let digest = try db.get(.catalog, CatalogKey.tag(name, reference).bytes) else {
+        guard let value = try db.get(.catalog, CatalogKey.tag(name, reference).bytes) else {
             throw RegistryError(.manifestUnknown, "tag '\(reference)' is not in repository '\(name)'", detail: reference)
         }
-        return String(decoding: digest, as: UTF8.self)
+        return TagValue.decode(value).digest
     }
 
     public func manifestRecord(name: String, digest: String) throws -> ManifestRecord? {
@@ -137,10 +148,12 @@ extension Registry {
                 batch.delete(.catalog, CatalogKey.referrer(name, subject: subject, digest).bytes)
             }
             try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
-                if value.elementsEqual(digest.utf8) { batch.delete(.catalog, Array(key)) }
+                if TagValue.decode(value).digest == digest { batch.delete(.catalog, Array(key)) }
                 return true
             }
+            batch.delete(.catalog, CatalogKey.pulls(name, digest).bytes)
             try await write(batch)
+            pulls.forget(name: name, digest: digest)
         }
     }
 

@@ -14,6 +14,7 @@ public final class Registry: Sendable {
     let objects: RocksObjectStore
     let locks = KeyedLocks()
     let logger: Logger
+    let pulls = PullStatistics()
 
     public init(store: Store, logger: Logger = Logger(label: "berth.registry")) {
         self.store = store

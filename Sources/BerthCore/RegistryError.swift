@@ -50,3 +50,20 @@ public struct RegistryError: Error, Sendable, Equatable, CustomStringConvertible
 
     public var description: String { "\(code.rawValue): \(message)" }
 }
+
+/// A push or tag change that would move a tag of an immutable image.
+public struct TagImmutableError: Error, Sendable, CustomStringConvertible {
+    public var repository: String
+    public var tag: String
+    public var current: String
+
+    public var description: String {
+        "tag '\(tag)' of '\(repository)' is immutable: it points at \(current)"
+    }
+}
+
+/// A request whose input breaks a rule that is not a registry protocol error (a field too long, a bad value).
+public struct InvalidRequest: Error, Sendable {
+    public var message: String
+    public init(message: String) { self.message = message }
+}

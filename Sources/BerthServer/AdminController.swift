@@ -42,15 +42,16 @@ struct AdminController {
         }
         api.get("registries") { request, context in
             try await support.run(request, context) { principal in
+                let query = request.query("q")
                 let page = try registry.registries(
                     after: request.query("cursor"), limit: AdminSupport.limit(request),
-                    visible: { principal.rights.canView($0) })
+                    visible: { name in principal.rights.canView(name) && (query.map { name.contains($0) } ?? true) })
                 return support.json(["items": page.items.map(describe), "next_cursor": page.next.map { $0 as Any } ?? NSNull()])
             }
         }
-        api.get("registries/:name") { request, context in
+        api.get("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
-                let name = try context.parameters.require("name")
+                let name = try context.parameters.require("registry")
                 try Names.validateRegistry(name)
                 try support.require(principal, .view, on: name, "view registry '\(name)'")
                 guard let record = try registry.registry(name) else {
@@ -59,9 +60,9 @@ struct AdminController {
                 return support.json(describe(record))
             }
         }
-        api.patch("registries/:name") { request, context in
+        api.patch("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
-                let name = try context.parameters.require("name")
+                let name = try context.parameters.require("registry")
                 try Names.validateRegistry(name)
                 try support.require(principal, .administer, on: name, "change registry '\(name)'")
                 let input = try await support.decode(RegistryPatch.self, request)
@@ -74,9 +75,9 @@ struct AdminController {
                 return support.json(describe(record))
             }
         }
-        api.delete("registries/:name") { request, context in
+        api.delete("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
-                let name = try context.parameters.require("name")
+                let name = try context.parameters.require("registry")
                 try Names.validateRegistry(name)
                 try support.require(principal, .delete, on: name, "delete registry '\(name)'")
                 guard try registry.registry(name) != nil else {

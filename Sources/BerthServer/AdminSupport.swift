@@ -44,6 +44,10 @@ struct AdminSupport: Sendable {
             }
         } catch let error as AdminInputError {
             return ErrorResponses.problem(status: 400, code: "INVALID_REQUEST", detail: error.message)
+        } catch let error as InvalidRequest {
+            return ErrorResponses.problem(status: 400, code: "INVALID_REQUEST", detail: error.message)
+        } catch let error as TagImmutableError {
+            return ErrorResponses.problem(status: 409, code: "TAG_IMMUTABLE", detail: error.description)
         }
     }
 

@@ -84,12 +84,14 @@ public enum BerthServer {
                 uploadTimeout: configuration.uploadTimeout, extentGrace: configuration.extentGracePeriod,
                 logger: logger))
 
+        services.append(PullStatisticsService(registry: registry, interval: 5, logger: logger))
         var groupConfiguration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // In-flight requests get this long after SIGTERM; then they are cancelled.
         groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.shutdownTimeout * 1000))
         groupConfiguration.maximumCancellationDuration = .seconds(5)
         try await ServiceGroup(configuration: groupConfiguration).run()
+        try await registry.flushPulls()
         try await store.shutdown()
         logger.info("stopped")
     }
@@ -116,6 +118,7 @@ public enum BerthServer {
         AdminController(registry: registry, support: support, backupDirectory: backupDirectory, dataDir: dataDir)
             .register(on: router)
         IdentityController(access: access, support: support).register(on: router)
+        ImagesController(registry: registry, support: support).register(on: router)
         return router
     }
 
@@ -138,6 +141,26 @@ public enum BerthServer {
         let port = channel.localAddress?.port ?? 0
         let shown = host.contains(":") ? "[\(host)]" : host
         FileHandle.standardOutput.write(Data("listening on \(scheme)://\(shown):\(port)\n".utf8))
+    }
+}
+
+/// Writes pending pull counts every `interval` seconds.
+struct PullStatisticsService: Service {
+    let registry: Registry
+    let interval: Double
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(interval))
+                do {
+                    try await registry.flushPulls()
+                } catch {
+                    logger.error("writing pull statistics failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
     }
 }
 

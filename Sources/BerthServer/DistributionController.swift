@@ -26,6 +26,8 @@ struct DistributionController: RouterMiddleware {
             return finish(try await dispatch(route, request, context))
         } catch let error as RegistryError {
             return finish(ErrorResponses.oci(error, head: isHead))
+        } catch let error as TagImmutableError {
+            return finish(ErrorResponses.oci(RegistryError(.denied, error.description, detail: error.tag), head: isHead))
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return finish(ErrorResponses.oci(RegistryError(.unsupported, "internal error"), head: isHead).with(status: 500))
@@ -103,7 +105,11 @@ struct DistributionController: RouterMiddleware {
         case (.tags(let name), .get):
             return try tags(name, request)
         case (.manifest(let name, let reference), .get), (.manifest(let name, let reference), .head):
-            return try getManifest(name, reference, head: request.method == .head)
+            let response = try getManifest(name, reference, head: request.method == .head)
+            if request.method == .get, let digest = response.headers[.dockerContentDigest] {
+                registry.recordPull(name: name, digest: digest)
+            }
+            return response
         case (.manifest(let name, let reference), .put):
             return try await putManifest(name, reference, request)
         case (.manifest(let name, let reference), .delete):

@@ -43,6 +43,8 @@ enum ErrorResponses {
         case .nameInvalid, .tagInvalid, .digestInvalid, .manifestInvalid, .sizeInvalid: status = error.statusOverride ?? 400
         default: status = error.status
         }
-        return problem(status: status, code: error.code.rawValue, detail: error.message)
+        // The admin API names every missing thing the same way.
+        let code = status == 404 ? "NOT_FOUND" : error.code.rawValue
+        return problem(status: status, code: code, detail: error.message)
     }
 }

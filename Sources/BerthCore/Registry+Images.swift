@@ -1,0 +1,274 @@
+import BerthStorage
+import Foundation
+
+/// An image as the admin API shows it.
+public struct ImageSummary: Sendable {
+    public var record: RepositoryRecord
+    public var artifacts: Int
+    public var tags: Int
+    public var pulls: PullRecord
+}
+
+/// An artifact (one manifest) as the admin API shows it.
+public struct ArtifactSummary: Sendable {
+    public var record: ManifestRecord
+    /// Sum of config and layer sizes; for an index, of its children's.
+    public var size: Int64
+    public var tags: [String]
+    public var pulls: PullRecord
+    public var platforms: [Platform]
+    public var referrers: Int
+}
+
+/// The config of an image artifact, summarised.
+public struct ConfigSummary: Sendable {
+    public var os: String?
+    public var architecture: String?
+    public var created: String?
+    public var labels: [String: String]
+}
+
+/// Registry contents counted for the usage endpoint.
+public struct RegistryUsage: Sendable {
+    public var logicalBytes: Int64
+    public var blobs: Int
+    public var images: Int
+    public var artifacts: Int
+    public var tags: Int
+}
+
+public enum ImageOrder: String, Sendable {
+    case name, updated, pulls
+}
+
+extension Registry {
+    // MARK: Usage
+
+    public func usage(registry name: String) throws -> RegistryUsage {
+        _ = try requireRegistry(name)
+        func count(_ kind: Character) throws -> Int {
+            var n = 0
+            try db.scan(.catalog, prefix: Key(kind, name + "/").bytes) { _, _ in
+                n += 1
+                return true
+            }
+            return n
+        }
+        let bucket = objects.usage(bucket: name)
+        return RegistryUsage(
+            logicalBytes: bucket.bytes, blobs: bucket.objects, images: try count("I"), artifacts: try count("M"),
+            tags: try count("T"))
+    }
+
+    // MARK: Images
+
+    /// The image, or `NAME_UNKNOWN`.
+    public func image(_ name: String) throws -> ImageSummary {
+        let (registryName, _) = try Names.splitRepository(name)
+        _ = try requireRegistry(registryName)
+        guard let record = try read(RepositoryRecord.self, CatalogKey.repository(name)) else {
+            throw RegistryError(.nameUnknown, "image '\(name)' does not exist")
+        }
+        return try summary(record)
+    }
+
+    private func summary(_ record: RepositoryRecord) throws -> ImageSummary {
+        var pulls = PullRecord(count: 0, last: nil)
+        var tags = 0
+        try db.scan(.catalog, prefix: Key("T", record.name).childPrefix) { _, _ in
+            tags += 1
+            return true
+        }
+        var digests: [String] = []
+        try db.scan(.catalog, prefix: Key("M", record.name).childPrefix) { key, _ in
+            digests.append(Key.lastComponent(key))
+            return true
+        }
+        for digest in digests { pulls = PullStatistics.merge(pulls, try pullRecord(name: record.name, digest: digest)) }
+        return ImageSummary(record: record, artifacts: digests.count, tags: tags, pulls: pulls)
+    }
+
+    /// Images of a registry whose name contains `query`, in `order`, one page
+    /// at a time. The cursor is an offset into the ordered list.
+    public func images(registry name: String, query: String?, order: ImageOrder, cursor: String?, limit: Int) throws -> Page<ImageSummary> {
+        _ = try requireRegistry(name)
+        var records: [RepositoryRecord] = []
+        try db.scan(.catalog, prefix: Key("I", name + "/").bytes) { _, value in
+            let record = try CatalogCodec.decode(RepositoryRecord.self, value)
+            let image = record.name.dropFirst(name.count + 1)
+            if query.map({ $0.isEmpty || image.contains($0) }) ?? true { records.append(record) }
+            return true
+        }
+        var summaries = try records.map(summary)
+        switch order {
+        case .name: break  // already in name order
+        case .updated: summaries.sort { ($0.record.updated, $1.record.name) > ($1.record.updated, $0.record.name) }
+        case .pulls: summaries.sort { ($0.pulls.count, $1.record.name) > ($1.pulls.count, $0.record.name) }
+        }
+        let offset = cursor.flatMap(Int.init) ?? 0
+        let page = Array(summaries.dropFirst(offset).prefix(limit))
+        let next = offset + page.count < summaries.count ? String(offset + page.count) : nil
+        return Page(items: page, next: next)
+    }
+
+    public func updateImage(
+        _ name: String, shortDescription: String?, description: String?, tagsImmutable: Bool?
+    ) async throws -> ImageSummary {
+        if let shortDescription, shortDescription.count > 100 {
+            throw InvalidRequest(message: "'short_description' is longer than 100 characters")
+        }
+        if let description, description.utf8.count > 64 << 10 {
+            throw InvalidRequest(message: "'description' is longer than 64 KiB")
+        }
+        return try await locks.withLock("repository:\(name)") {
+            var record = try image(name).record
+            if let shortDescription { record.shortDescription = shortDescription }
+            if let description { record.description = description }
+            if let tagsImmutable { record.tagsImmutable = tagsImmutable }
+            var batch = WriteBatch()
+            batch.put(.catalog, CatalogKey.repository(name).bytes, CatalogCodec.encode(record))
+            try await write(batch)
+            return try summary(record)
+        }
+    }
+
+    /// Deletes every artifact and tag of an image, then the image.
+    public func deleteImage(_ name: String) async throws {
+        _ = try image(name)
+        var digests: [String] = []
+        try db.scan(.catalog, prefix: Key("M", name).childPrefix) { key, _ in
+            digests.append(Key.lastComponent(key))
+            return true
+        }
+        for digest in digests { try await deleteManifest(name: name, reference: digest) }
+        var batch = WriteBatch()
+        for kind in CatalogKey.repositoryKinds where kind != "I" {
+            batch.deleteRange(.catalog, from: Key(kind, name).childPrefix, to: Key(kind, name).bytes + [1])
+        }
+        batch.delete(.catalog, CatalogKey.repository(name).bytes)
+        try await write(batch)
+        pulls.forget(name: name)
+    }
+
+    // MARK: Artifacts
+
+    /// An image's artifacts, newest push first; the cursor is an offset.
+    public func artifacts(image name: String, cursor: String?, limit: Int) throws -> Page<ArtifactSummary> {
+        _ = try image(name)
+        var records: [ManifestRecord] = []
+        try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
+            records.append(try CatalogCodec.decode(ManifestRecord.self, value))
+            return true
+        }
+        records.sort { ($0.created, $1.digest) > ($1.created, $0.digest) }
+        let tags = try tagsByDigest(name)
+        let offset = cursor.flatMap(Int.init) ?? 0
+        let page = try records.dropFirst(offset).prefix(limit).map { try summary(name, $0, tags: tags[$0.digest] ?? []) }
+        return Page(items: page, next: offset + page.count < records.count ? String(offset + page.count) : nil)
+    }
+
+    public func artifact(image name: String, digest: String) async throws -> (ArtifactSummary, ManifestContent, ConfigSummary?, [Descriptor]) {
+        _ = try image(name)
+        let parsed = try ContentDigest(parsing: digest).description
+        guard let record = try manifestRecord(name: name, digest: parsed) else {
+            throw RegistryError(.manifestUnknown, "artifact \(parsed) is not in image '\(name)'")
+        }
+        let content = try manifest(name: name, reference: parsed)
+        let summary = try summary(name, record, tags: try tagsByDigest(name)[parsed] ?? [])
+        let document = try? JSONDecoder().decode(ManifestDocument.self, from: Data(content.bytes))
+        return (summary, content, try await configSummary(name, document?.config), document?.layers ?? [])
+    }
+
+    private func tagsByDigest(_ name: String) throws -> [String: [String]] {
+        var result: [String: [String]] = [:]
+        try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
+            result[TagValue.decode(value).digest, default: []].append(Key.lastComponent(key))
+            return true
+        }
+        return result
+    }
+
+    private func summary(_ name: String, _ record: ManifestRecord, tags: [String]) throws -> ArtifactSummary {
+        let bytes = try db.get(.catalog, CatalogKey.manifestBytes(name, record.digest).bytes) ?? []
+        let document = try? JSONDecoder().decode(ManifestDocument.self, from: Data(bytes))
+        var size: Int64 = 0
+        var platforms: [Platform] = []
+        if let document {
+            if let manifests = document.manifests {
+                size = manifests.reduce(0) { $0 + $1.size }
+                platforms = manifests.compactMap(\.platform)
+            } else {
+                size = (document.config?.size ?? 0) + (document.layers ?? []).reduce(0) { $0 + $1.size }
+            }
+        }
+        var referrers = 0
+        try db.scan(.catalog, prefix: Key("F", name, record.digest).childPrefix) { _, _ in
+            referrers += 1
+            return true
+        }
+        return ArtifactSummary(
+            record: record, size: size, tags: tags.sorted(), pulls: try pullRecord(name: name, digest: record.digest),
+            platforms: platforms, referrers: referrers)
+    }
+
+    /// Reads os, architecture, created and labels from an image config blob (≤ 1 MiB).
+    private func configSummary(_ name: String, _ config: Descriptor?) async throws -> ConfigSummary? {
+        guard let config, config.size <= 1 << 20,
+            config.mediaType == "application/vnd.oci.image.config.v1+json"
+                || config.mediaType == "application/vnd.docker.container.image.v1+json",
+            let (registryName, _) = try? Names.splitRepository(name),
+            let object = try objects.object(bucket: registryName, digest: config.digest)
+        else { return nil }
+        var bytes: [UInt8] = []
+        for try await buffer in objects.read(object, range: 0..<object.size) { bytes.append(contentsOf: buffer.readableBytesView) }
+        struct ImageConfig: Decodable {
+            struct Inner: Decodable { var Labels: [String: String]? }
+            var os: String?
+            var architecture: String?
+            var created: String?
+            var config: Inner?
+        }
+        guard let parsed = try? JSONDecoder().decode(ImageConfig.self, from: Data(bytes)) else {
+            return nil
+        }
+        return ConfigSummary(
+            os: parsed.os, architecture: parsed.architecture, created: parsed.created, labels: parsed.config?.Labels ?? [:])
+    }
+
+    // MARK: Tags
+
+    /// Tags of an image whose name contains `query`, in name order, after `cursor` (a tag name).
+    public func tagRecords(image name: String, query: String?, after cursor: String?, limit: Int) throws -> Page<TagRecord> {
+        _ = try image(name)
+        return try page(
+            prefix: Key("T", name).childPrefix, after: cursor.map { CatalogKey.tag(name, $0).bytes }, limit: limit
+        ) { key, value in
+            let tag = Key.lastComponent(key)
+            guard query.map({ $0.isEmpty || tag.contains($0) }) ?? true else { return nil }
+            let decoded = TagValue.decode(value)
+            return (TagRecord(name: tag, digest: decoded.digest, updated: decoded.updated), tag)
+        }
+    }
+
+    /// Points `tag` at an artifact of the image, with the rules of a push.
+    public func setTag(image name: String, tag: String, digest: String) async throws -> TagRecord {
+        try Names.validateTag(tag)
+        let parsed = try ContentDigest(parsing: digest).description
+        _ = try image(name)
+        return try await locks.withLock("repository:\(name)") {
+            guard try manifestRecord(name: name, digest: parsed) != nil else {
+                throw RegistryError(.manifestUnknown, "artifact \(parsed) is not in image '\(name)'")
+            }
+            let repository = try image(name).record
+            try checkMutability(repository, tag: tag, digest: parsed)
+            let now = Date()
+            var batch = WriteBatch()
+            batch.put(.catalog, CatalogKey.tag(name, tag).bytes, TagValue.encode(digest: parsed, updated: now))
+            var updated = repository
+            updated.updated = now
+            batch.put(.catalog, CatalogKey.repository(name).bytes, CatalogCodec.encode(updated))
+            try await write(batch)
+            return TagRecord(name: tag, digest: parsed, updated: now)
+        }
+    }
+}
