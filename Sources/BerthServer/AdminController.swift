@@ -9,8 +9,8 @@ import NIOCore
 struct AdminController {
     let registry: Registry
     let support: AdminSupport
-    let backupDirectory: String
-    let dataDir: String
+    let settings: RouterSettings
+    let started = Date()
 
     struct BackupRequest: Decodable { var name: String? }
 
@@ -89,13 +89,31 @@ struct AdminController {
             }
         }
         api.post("system/backups") { request, context in try await backup(request, context) }
+        api.get("system/info") { request, context in
+            try await support.run(request, context) { _ in
+                support.json([
+                    "version": BerthVersion.version, "build": BerthVersion.build,
+                    "storage_engine": "rocksdb (embedded, BlobDB)",
+                    "uptime_seconds": Int(Date().timeIntervalSince(started)),
+                    "endpoints": [
+                        "public": settings.endpoints.public.map { $0 as Any } ?? NSNull(),
+                        "private": settings.endpoints.private.map { $0 as Any } ?? NSNull(),
+                    ],
+                    "listener": ["scheme": settings.scheme, "exposure": settings.exposure.rawValue],
+                ])
+            }
+        }
         api.get("system/usage") { request, context in
             try await support.run(request, context) { principal in
                 try support.requireGlobalAdmin(principal, "view system usage")
                 let usage = registry.store.objects.usage()
+                let registries = try registry.registries(limit: Int.max).items.map { record -> [String: Any] in
+                    let bucket = registry.store.objects.usage(bucket: record.name)
+                    return ["name": record.name, "logical_bytes": bucket.bytes, "blobs": bucket.objects]
+                }
                 return support.json([
                     "logical_bytes": usage.logicalBytes, "physical_bytes": usage.physicalBytes,
-                    "open_uploads": usage.openUploads, "upload_bytes": usage.uploadBytes,
+                    "open_uploads": usage.openUploads, "upload_bytes": usage.uploadBytes, "registries": registries,
                 ])
             }
         }
@@ -115,13 +133,13 @@ struct AdminController {
             else {
                 throw AdminInputError(message: "'name' must be 1–128 letters, digits, '-', '_' or '.', not starting with '.'")
             }
-            let destination = URL(fileURLWithPath: backupDirectory).appendingPathComponent(name).path
+            let destination = URL(fileURLWithPath: settings.backupDirectory).appendingPathComponent(name).path
             if FileManager.default.fileExists(atPath: destination) {
                 return ErrorResponses.problem(status: 409, code: "CONFLICT", detail: "backup '\(name)' already exists")
             }
             let summary: Backup.Summary
             do {
-                summary = try await Backup.create(store: registry.store, dataDir: dataDir, destination: destination)
+                summary = try await Backup.create(store: registry.store, dataDir: settings.dataDir, destination: destination)
             } catch let error as BackupError {
                 return ErrorResponses.problem(status: 409, code: "CONFLICT", detail: error.description)
             }
@@ -136,12 +154,35 @@ struct AdminController {
 
     private func describe(_ record: RegistryRecord) -> [String: Any] {
         let usage = registry.store.objects.usage(bucket: record.name)
+        let publicURI = record.publicURIEnabled ? settings.endpoints.public.map { "\($0)/\(record.name)" } : nil
+        let privateURI = settings.endpoints.private.map { "\($0)/\(record.name)" }
         return [
             "name": record.name,
             "created_at": AdminSupport.timestamp(record.created),
             "public_uri_enabled": record.publicURIEnabled,
             "anonymous_pull": record.anonymousPull,
+            "public_uri": publicURI.map { $0 as Any } ?? NSNull(),
+            "private_uri": privateURI.map { $0 as Any } ?? NSNull(),
+            "commands": [
+                "public": publicURI.map { commands($0) as Any } ?? NSNull(),
+                "private": privateURI.map { commands($0) as Any } ?? NSNull(),
+            ],
             "usage": ["logical_bytes": usage.bytes, "blobs": usage.objects],
+        ]
+    }
+
+    /// Ready-to-paste client commands for a registry URI (`host[:port]/registry`).
+    private func commands(_ uri: String) -> [String: String] {
+        let host = String(uri.prefix { $0 != "/" })
+        return [
+            "docker_login": "docker login \(host) -u <access-key> -p <secret-key>",
+            "docker_tag": "docker tag <image>:<tag> \(uri)/<image>:<tag>",
+            "docker_push": "docker push \(uri)/<image>:<tag>",
+            "docker_pull": "docker pull \(uri)/<image>:<tag>",
+            "helm_login": "helm registry login \(host) -u <access-key> -p <secret-key>",
+            "helm_push": "helm push <chart>.tgz oci://\(uri)",
+            "oras_push": "oras push \(uri)/<artifact>:<tag> <file>",
+            "oras_pull": "oras pull \(uri)/<artifact>:<tag>",
         ]
     }
 }

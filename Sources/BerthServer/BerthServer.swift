@@ -2,6 +2,7 @@ import BerthCore
 import BerthStorage
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdHTTP2
 import HummingbirdTLS
 import Logging
@@ -47,35 +48,26 @@ public enum BerthServer {
         let metrics = ServerMetrics(store: store)
 
         var services: [any Service] = []
-        if let http = configuration.http {
-            services.append(
-                Application(
-                    router: makeRouter(
-                        registry, access, metrics: metrics, scheme: "http", dataDir: configuration.dataDir,
-                        backupDirectory: configuration.backupDirectory),
-                    server: .http1(),
-                    configuration: .init(address: .hostname(http.host, port: http.port), serverName: "Berth"),
-                    onServerRunning: { announce("http", $0, host: http.host) },
-                    logger: logger))
-        }
-        if let https = configuration.https {
-            let identity: TLSIdentity
-            if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
-                identity = TLSIdentity(certificatePath: certificate, keyPath: key)
+        let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))
+        var tls: TLSConfiguration?
+        for spec in configuration.listeners {
+            let router = makeRouter(
+                registry, access, metrics: metrics,
+                settings: RouterSettings(
+                    scheme: spec.scheme, exposure: spec.exposure, endpoints: endpoints, dataDir: configuration.dataDir,
+                    backupDirectory: configuration.backupDirectory))
+            let server: HTTPServerBuilder
+            if spec.tls {
+                if tls == nil { tls = try tlsConfiguration(configuration) }
+                server = try .http2Upgrade(tlsConfiguration: tls!)
             } else {
-                identity = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames)
+                server = .http1()
             }
-            let tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMFile(identity.certificatePath).map { .certificate($0) },
-                privateKey: .privateKey(try NIOSSLPrivateKey(file: identity.keyPath, format: .pem)))
             services.append(
                 Application(
-                    router: makeRouter(
-                        registry, access, metrics: metrics, scheme: "https", dataDir: configuration.dataDir,
-                        backupDirectory: configuration.backupDirectory),
-                    server: try .http2Upgrade(tlsConfiguration: tls),
-                    configuration: .init(address: .hostname(https.host, port: https.port), serverName: "Berth"),
-                    onServerRunning: { announce("https", $0, host: https.host) },
+                    router: router, server: server,
+                    configuration: .init(address: .hostname(spec.listener.host, port: spec.listener.port), serverName: "Berth"),
+                    onServerRunning: { announce(spec, $0) },
                     logger: logger))
         }
         services.append(
@@ -96,15 +88,29 @@ public enum BerthServer {
         logger.info("stopped")
     }
 
+    /// The operator's certificate, or the generated one.
+    static func tlsConfiguration(_ configuration: ServerConfiguration) throws -> TLSConfiguration {
+        let identity: TLSIdentity
+        if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
+            identity = TLSIdentity(certificatePath: certificate, keyPath: key)
+        } else {
+            identity = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames)
+        }
+        return TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(identity.certificatePath).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: identity.keyPath, format: .pem)))
+    }
+
     static func makeRouter(
-        _ registry: Registry, _ access: AccessControl, metrics: ServerMetrics, scheme: String, dataDir: String,
-        backupDirectory: String
+        _ registry: Registry, _ access: AccessControl, metrics: ServerMetrics, settings: RouterSettings
     ) -> Router<BerthRequestContext> {
         let router = Router(context: BerthRequestContext.self)
-        let challenge = Challenge(scheme: scheme)
+        let challenge = Challenge(scheme: settings.scheme)
         router.add(middleware: ObservabilityMiddleware(metrics: metrics))
         router.add(middleware: AuthMiddleware(access: access, challenge: challenge))
-        router.add(middleware: DistributionController(registry: registry, access: access, challenge: challenge))
+        router.add(
+            middleware: DistributionController(
+                registry: registry, access: access, challenge: challenge, exposure: settings.exposure))
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ in "ready\n" }
         // Open like the health checks, for scrapers: it names no registry, image or user.
@@ -115,8 +121,7 @@ public enum BerthServer {
         }
         TokenController(access: access).register(on: router)
         let support = AdminSupport(access: access, challenge: challenge)
-        AdminController(registry: registry, support: support, backupDirectory: backupDirectory, dataDir: dataDir)
-            .register(on: router)
+        AdminController(registry: registry, support: support, settings: settings).register(on: router)
         IdentityController(access: access, support: support).register(on: router)
         ImagesController(registry: registry, support: support).register(on: router)
         return router
@@ -137,11 +142,27 @@ public enum BerthServer {
         FileHandle.standardOutput.write(Data("bootstrap credentials written to \(path)\n".utf8))
     }
 
-    private static func announce(_ scheme: String, _ channel: any Channel, host: String) {
+    private static func announce(_ spec: ListenerSpec, _ channel: any Channel) {
         let port = channel.localAddress?.port ?? 0
-        let shown = host.contains(":") ? "[\(host)]" : host
-        FileHandle.standardOutput.write(Data("listening on \(scheme)://\(shown):\(port)\n".utf8))
+        let host = spec.listener.host.contains(":") ? "[\(spec.listener.host)]" : spec.listener.host
+        let note = spec.exposure == .private ? " (private)" : ""
+        FileHandle.standardOutput.write(Data("listening on \(spec.scheme)://\(host):\(port)\(note)\n".utf8))
     }
+}
+
+/// What a listener's router needs to know about the listener and the appliance.
+struct RouterSettings: Sendable {
+    var scheme: String
+    var exposure: Exposure
+    var endpoints: Endpoints
+    var dataDir: String
+    var backupDirectory: String
+}
+
+/// The hosts clients use for the public and private URIs.
+struct Endpoints: Sendable {
+    var `public`: String?
+    var `private`: String?
 }
 
 /// Writes pending pull counts every `interval` seconds.

@@ -14,7 +14,7 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 public struct ConfigurationLoader {
     /// The keys, in the order `berth config check` prints them.
     public static let keys = [
-        "data_dir", "http", "https", "host_names", "tls_cert", "tls_key", "max_blob_size", "upload_timeout", "token_ttl",
+        "data_dir", "http", "https", "private_http", "private_https", "public_host", "private_host", "host_names", "tls_cert", "tls_key", "max_blob_size", "upload_timeout", "token_ttl",
         "auth_failure_limit", "backup_dir", "shutdown_timeout", "log_level",
     ]
 
@@ -94,6 +94,10 @@ public struct ConfigurationLoader {
             configuration.dataDir = value
         case "http": configuration.http = try listener()
         case "https": configuration.https = try listener()
+        case "private_http": configuration.privateHTTP = try listener()
+        case "private_https": configuration.privateHTTPS = try listener()
+        case "public_host": configuration.publicHost = value.isEmpty ? nil : value
+        case "private_host": configuration.privateHost = value.isEmpty ? nil : value
         case "host_names":
             configuration.hostNames = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         case "tls_cert": configuration.tlsCertificatePath = value
@@ -127,6 +131,8 @@ public struct ConfigurationLoader {
         let c = configuration
         let values: [String: String] = [
             "data_dir": c.dataDir, "http": listener(c.http), "https": listener(c.https),
+            "private_http": listener(c.privateHTTP), "private_https": listener(c.privateHTTPS),
+            "public_host": c.endpoint(.public) ?? "(none)", "private_host": c.endpoint(.private) ?? "(none)",
             "host_names": "[" + c.hostNames.joined(separator: ", ") + "]",
             "tls_cert": c.tlsCertificatePath ?? "(generated)", "tls_key": c.tlsKeyPath ?? "(generated)",
             "max_blob_size": String(c.maxBlobSize), "upload_timeout": String(c.uploadTimeout),

@@ -12,6 +12,8 @@ struct DistributionController: RouterMiddleware {
     let registry: Registry
     let access: AccessControl
     let challenge: Challenge
+    /// The listener's exposure: on a public one, registries whose public URI is off do not exist.
+    let exposure: Exposure
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = DistributionRoute(path: request.uri.path) else {
@@ -42,6 +44,10 @@ struct DistributionController: RouterMiddleware {
 
     // MARK: Authorization
 
+    private func isPublic(_ registryName: String) -> Bool {
+        (try? registry.registry(registryName))??.publicURIEnabled ?? false
+    }
+
     /// What a route needs: the permission and the repository it applies to.
     private func requirement(_ route: DistributionRoute, _ method: HTTPRequest.Method) -> (Permission, String)? {
         switch route {
@@ -68,6 +74,11 @@ struct DistributionController: RouterMiddleware {
         }
         // A malformed name is answered by the handler with NAME_INVALID; it reveals nothing.
         guard let (registryName, _) = try? Names.splitRepository(name) else { return nil }
+        if exposure == .public, let record = try? registry.registry(registryName), !record.publicURIEnabled {
+            return ErrorResponses.oci(
+                RegistryError(.denied, "registry \(registryName) is not reachable through its public URI"),
+                head: request.method == .head)
+        }
         let actions: String
         switch permission {
         case .push: actions = "pull,push"
@@ -160,7 +171,10 @@ struct DistributionController: RouterMiddleware {
         let n = try limit(request)
         let page = try registry.repositories(
             after: request.query("last"), limit: min(n ?? 1000, 10_000),
-            visible: { principal.rights.canView(String($0.prefix { $0 != "/" })) })
+            visible: { name in
+                let registryName = String(name.prefix { $0 != "/" })
+                return principal.rights.canView(registryName) && (exposure == .private || isPublic(registryName))
+            })
         var response = json(["repositories": page.items.map(\.name)])
         if let next = page.next { response.headers[.link] = link(path: "/v2/_catalog", last: next, n: n) }
         return response

@@ -23,8 +23,17 @@ public struct ServerConfiguration: Sendable {
     }
 
     public var dataDir: String = "./berth-data"
+    /// Public listeners: plain HTTP/1.1, and TLS with HTTP/2 by ALPN.
     public var http: Listener? = Listener(host: "127.0.0.1", port: 5000)
     public var https: Listener? = Listener(host: "127.0.0.1", port: 5443)
+    /// Private listeners (the isolated VPC's NIC): they serve every registry,
+    /// including those whose public URI is off.
+    public var privateHTTP: Listener?
+    public var privateHTTPS: Listener?
+    /// Host names (optionally `:port`) clients use for the public and private
+    /// URIs; default: the first TLS (else plain) listener of that exposure.
+    public var publicHost: String?
+    public var privateHost: String?
     /// Extra host names for the generated certificate.
     public var hostNames: [String] = []
     /// An operator's certificate and key (PEM) instead of the generated one.
@@ -49,4 +58,38 @@ public struct ServerConfiguration: Sendable {
     public var maintenanceInterval: Double = 30
 
     public init() {}
+}
+
+/// Whether a listener serves a registry's public or private URI.
+public enum Exposure: String, Sendable {
+    case `public`, `private`
+}
+
+/// One bound listener: where, how, and for which URI.
+struct ListenerSpec: Sendable {
+    var listener: ServerConfiguration.Listener
+    var tls: Bool
+    var exposure: Exposure
+    var scheme: String { tls ? "https" : "http" }
+}
+
+extension ServerConfiguration {
+    var listeners: [ListenerSpec] {
+        var specs: [ListenerSpec] = []
+        if let http { specs.append(.init(listener: http, tls: false, exposure: .public)) }
+        if let https { specs.append(.init(listener: https, tls: true, exposure: .public)) }
+        if let privateHTTP { specs.append(.init(listener: privateHTTP, tls: false, exposure: .private)) }
+        if let privateHTTPS { specs.append(.init(listener: privateHTTPS, tls: true, exposure: .private)) }
+        return specs
+    }
+
+    /// The host clients use for `exposure`, or nil when no listener has it.
+    func endpoint(_ exposure: Exposure) -> String? {
+        if let configured = exposure == .public ? publicHost : privateHost { return configured }
+        let candidates = listeners.filter { $0.exposure == exposure }.sorted { $0.tls && !$1.tls }
+        return candidates.first.map { spec in
+            let host = spec.listener.host.contains(":") ? "[\(spec.listener.host)]" : spec.listener.host
+            return "\(host):\(spec.listener.port)"
+        }
+    }
 }

@@ -36,6 +36,11 @@ struct Settings: ParsableArguments {
     @Option(help: "Plain HTTP/1.1 listener, ADDR:PORT or 'off' (default 127.0.0.1:5000).") var http: String?
     @Option(help: "TLS listener, HTTP/2 and HTTP/1.1 by ALPN, ADDR:PORT or 'off' (default 127.0.0.1:5443).")
     var https: String?
+    @Option(help: "Private plain HTTP listener (serves registries whose public URI is off), ADDR:PORT.")
+    var privateHttp: String?
+    @Option(help: "Private TLS listener, ADDR:PORT.") var privateHttps: String?
+    @Option(help: "Host[:port] clients use for the public URI.") var publicHost: String?
+    @Option(help: "Host[:port] clients use for the private URI.") var privateHost: String?
     @Option(name: .customLong("host-name"), help: "Extra host name for the generated certificate (repeatable).")
     var hostNames: [String] = []
     @Option(help: "Operator's TLS certificate (PEM).") var tlsCert: String?
@@ -56,7 +61,8 @@ struct Settings: ParsableArguments {
             if let config { try loader.apply(file: config) }
             try loader.apply(environment: ProcessInfo.processInfo.environment)
             let flags: [(String, String?)] = [
-                ("data_dir", dataDir), ("http", http), ("https", https),
+                ("data_dir", dataDir), ("http", http), ("https", https), ("private_http", privateHttp),
+                ("private_https", privateHttps), ("public_host", publicHost), ("private_host", privateHost),
                 ("host_names", hostNames.isEmpty ? nil : hostNames.joined(separator: ",")),
                 ("tls_cert", tlsCert), ("tls_key", tlsKey), ("max_blob_size", maxBlobSize),
                 ("upload_timeout", uploadTimeout), ("token_ttl", tokenTtl),
