@@ -44,14 +44,14 @@ struct AdminController {
             try await support.run(request, context) { principal in
                 let query = request.query("q")
                 let page = try registry.registries(
-                    after: request.query("cursor"), limit: AdminSupport.limit(request),
+                    after: request.query("cursor"), limit: try AdminSupport.limit(request),
                     visible: { name in principal.rights.canView(name) && (query.map { name.contains($0) } ?? true) })
                 return support.json(["items": page.items.map(describe), "next_cursor": page.next.map { $0 as Any } ?? NSNull()])
             }
         }
         api.get("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
-                let name = try context.parameters.require("registry")
+                let name = try context.parameter("registry")
                 try Names.validateRegistry(name)
                 try support.require(principal, .view, on: name, "view registry '\(name)'")
                 guard let record = try registry.registry(name) else {
@@ -62,7 +62,7 @@ struct AdminController {
         }
         api.patch("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
-                let name = try context.parameters.require("registry")
+                let name = try context.parameter("registry")
                 try Names.validateRegistry(name)
                 try support.require(principal, .administer, on: name, "change registry '\(name)'")
                 let input = try await support.decode(RegistryPatch.self, request)
@@ -77,13 +77,13 @@ struct AdminController {
         }
         api.delete("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
-                let name = try context.parameters.require("registry")
+                let name = try context.parameter("registry")
                 try Names.validateRegistry(name)
                 try support.require(principal, .delete, on: name, "delete registry '\(name)'")
                 guard try registry.registry(name) != nil else {
                     return ErrorResponses.problem(status: 404, code: "NOT_FOUND", detail: "registry '\(name)' does not exist")
                 }
-                try await registry.deleteRegistry(name, force: request.query("force") == "true")
+                try await registry.deleteRegistry(name, force: try AdminSupport.flag(request, "force"))
                 await support.audit(context, "registry.delete", name, registry: name)
                 return Response(status: .noContent)
             }
@@ -123,7 +123,7 @@ struct AdminController {
     private func backup(_ request: Request, _ context: BerthRequestContext) async throws -> Response {
         try await support.run(request, context) { principal in
             try support.requireGlobalAdmin(principal, "take backups")
-            let input = try await support.decode(BackupRequest.self, request)
+            let input = try await support.decode(BackupRequest.self, request, optional: true)
             let formatter = DateFormatter()
             formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
             formatter.timeZone = TimeZone(identifier: "UTC")

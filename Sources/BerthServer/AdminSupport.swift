@@ -70,10 +70,12 @@ struct AdminSupport: Sendable {
             actor: context.principal.actor, source: context.source, action: action, target: target, registry: registry)
     }
 
-    /// The request body decoded as `T`; type errors name the field.
-    func decode<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+    /// The request body decoded as `T`; type errors name the field. An empty
+    /// body reads as `{}` only where the body is optional.
+    func decode<T: Decodable>(_ type: T.Type, _ request: Request, optional: Bool = false) async throws -> T {
         var request = request
         let buffer = try await request.collectBody(upTo: 64 << 10)
+        if buffer.readableBytes == 0 && !optional { throw AdminInputError(message: "a JSON body is required") }
         let data = buffer.readableBytes == 0 ? Data("{}".utf8) : Data(buffer.readableBytesView)
         do {
             return try JSONDecoder().decode(T.self, from: data)
@@ -101,8 +103,33 @@ struct AdminSupport: Sendable {
         return formatter.string(from: date)
     }
 
-    static func limit(_ request: Request) -> Int {
-        min(max(Int(request.query("limit") ?? "") ?? 100, 1), 1000)
+    /// The `limit` query parameter: 1–1000, default 100; anything else is refused.
+    static func limit(_ request: Request) throws -> Int {
+        guard let text = request.query("limit") else { return 100 }
+        guard let limit = Int(text), (1...1000).contains(limit) else {
+            throw InvalidRequest(message: "'limit' must be an integer from 1 to 1000, got '\(text)'")
+        }
+        return limit
+    }
+
+    /// A boolean query parameter: `true` or `false`, default false; anything else is refused.
+    static func flag(_ request: Request, _ name: String) throws -> Bool {
+        switch request.query(name) {
+        case nil, "false": return false
+        case "true": return true
+        case .some(let other): throw InvalidRequest(message: "'\(name)' must be true or false, got '\(other)'")
+        }
+    }
+}
+
+extension BerthRequestContext {
+    /// A path parameter, percent-decoded (`%3A` in a digest, `%2F` in an image name, `%40` in a binding id).
+    func parameter(_ name: String) throws -> String {
+        let raw = try parameters.require(name)
+        guard let decoded = raw.removingPercentEncoding else {
+            throw InvalidRequest(message: "path parameter '\(name)' is not valid percent-encoding")
+        }
+        return decoded
     }
 }
 

@@ -111,6 +111,8 @@ public enum BerthServer {
         router.add(
             middleware: DistributionController(
                 registry: registry, access: access, challenge: challenge, exposure: settings.exposure))
+        let routes = RouteTable()
+        router.add(middleware: AdminFallbackMiddleware(routes: routes))
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ in "ready\n" }
         // Open like the health checks, for scrapers: it names no registry, image or user.
@@ -124,6 +126,7 @@ public enum BerthServer {
         AdminController(registry: registry, support: support, settings: settings).register(on: router)
         IdentityController(access: access, support: support).register(on: router)
         ImagesController(registry: registry, support: support).register(on: router)
+        routes.load(router.routes)
         return router
     }
 

@@ -28,7 +28,7 @@ enum ErrorResponses {
     static func problem(status: Int, code: String, detail: String) -> Response {
         let object: [String: Any] = [
             "type": "https://berth.dev/problems/\(code.lowercased().replacingOccurrences(of: "_", with: "-"))",
-            "title": HTTPResponse.Status(code: status).reasonPhrase,
+            "title": titles[status] ?? "Error",
             "status": status, "code": code, "detail": detail,
         ]
         let body = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
@@ -48,3 +48,10 @@ enum ErrorResponses {
         return problem(status: status, code: code, detail: error.message)
     }
 }
+
+/// Problem titles: the standard reason phrases of the statuses the API uses.
+private let titles: [Int: String] = [
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    409: "Conflict", 413: "Content Too Large", 416: "Range Not Satisfiable", 429: "Too Many Requests",
+    500: "Internal Server Error",
+]

@@ -42,7 +42,7 @@ struct IdentityController {
             try await admin(request, context, "manage users") {
                 let cursor = request.query("cursor")
                 let all = identity.users().filter { cursor == nil || $0.id > cursor! }
-                let limit = AdminSupport.limit(request)
+                let limit = try AdminSupport.limit(request)
                 let page = Array(all.prefix(limit))
                 let next: Any = all.count > limit ? page.last!.id : NSNull()
                 return support.json(["items": page.map(describe), "next_cursor": next])
@@ -92,7 +92,7 @@ struct IdentityController {
         api.patch("users/:user/access-keys/:key") { request, context in
             try await admin(request, context, "manage access keys") {
                 let id = try user(context).id
-                let keyID = try context.parameters.require("key")
+                let keyID = try context.parameter("key")
                 let input = try await support.decode(KeyPatch.self, request)
                 guard let disabled = input.disabled else {
                     guard let key = identity.key(keyID), key.user == id else {
@@ -107,7 +107,7 @@ struct IdentityController {
         }
         api.delete("users/:user/access-keys/:key") { request, context in
             try await admin(request, context, "manage access keys") {
-                let keyID = try context.parameters.require("key")
+                let keyID = try context.parameter("key")
                 try await identity.deleteKey(user: try user(context).id, id: keyID)
                 await support.audit(context, "key.delete", keyID)
                 return Response(status: .noContent)
@@ -115,8 +115,8 @@ struct IdentityController {
         }
         api.post("users/:user/access-keys/:key/rotate") { request, context in
             try await admin(request, context, "manage access keys") {
-                let keyID = try context.parameters.require("key")
-                let input = try await support.decode(Rotation.self, request)
+                let keyID = try context.parameter("key")
+                let input = try await support.decode(Rotation.self, request, optional: true)
                 let overlap = input.overlap_seconds ?? 0
                 guard overlap >= 0, overlap <= 30 * 86400 else {
                     throw AdminInputError(message: "'overlap_seconds' must be between 0 and 2592000")
@@ -147,7 +147,7 @@ struct IdentityController {
         api.delete("users/:user/roles/:binding") { request, context in
             try await admin(request, context, "manage role bindings") {
                 let id = try user(context).id
-                let bindingID = try context.parameters.require("binding")
+                let bindingID = try context.parameter("binding")
                 try await identity.removeBinding(user: id, id: bindingID)
                 await support.audit(context, "role.remove", "\(id):\(bindingID)", registry: RoleBinding(id: bindingID)?.registry)
                 return Response(status: .noContent)
@@ -158,7 +158,7 @@ struct IdentityController {
                 let filter = AuditLog.Filter(
                     actor: request.query("actor"), action: request.query("action"), registry: request.query("registry"),
                     since: try date(request, "since"), until: try date(request, "until"))
-                let page = try access.audit.entries(filter, before: request.query("cursor"), limit: AdminSupport.limit(request))
+                let page = try access.audit.entries(filter, before: request.query("cursor"), limit: try AdminSupport.limit(request))
                 return support.json(["items": page.items.map(describe), "next_cursor": page.next.map { $0 as Any } ?? NSNull()])
             }
         }
@@ -174,7 +174,7 @@ struct IdentityController {
     }
 
     private func user(_ context: BerthRequestContext) throws -> UserRecord {
-        let id = try context.parameters.require("user")
+        let id = try context.parameter("user")
         guard let user = identity.user(id) else { throw IdentityError.notFound("user '\(id)' does not exist") }
         return user
     }

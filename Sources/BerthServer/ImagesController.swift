@@ -38,7 +38,7 @@ struct ImagesController {
                 }
                 let page = try registry.images(
                     registry: registryName, query: request.query("q"), order: order, cursor: request.query("cursor"),
-                    limit: AdminSupport.limit(request))
+                    limit: try AdminSupport.limit(request))
                 return support.json(["items": page.items.map { describe($0, full: false) }, "next_cursor": cursor(page.next)])
             }
         }
@@ -58,7 +58,7 @@ struct ImagesController {
                 let image = try await registry.updateImage(
                     try name(context), shortDescription: input.short_description, description: input.description,
                     tagsImmutable: immutable)
-                await support.audit(context, "image.update", image.record.name, registry: try context.parameters.require("registry"))
+                await support.audit(context, "image.update", image.record.name, registry: try context.parameter("registry"))
                 return support.json(describe(image, full: true))
             }
         }
@@ -73,14 +73,14 @@ struct ImagesController {
         base.get("images/:image/artifacts") { request, context in
             try await read(request, context) { _ in
                 let page = try registry.artifacts(
-                    image: try name(context), cursor: request.query("cursor"), limit: AdminSupport.limit(request))
+                    image: try name(context), cursor: request.query("cursor"), limit: try AdminSupport.limit(request))
                 return support.json(["items": page.items.map(describe), "next_cursor": cursor(page.next)])
             }
         }
         base.get("images/:image/artifacts/:digest") { request, context in
             try await read(request, context) { _ in
                 let (summary, content, config, layers) = try await registry.artifact(
-                    image: try name(context), digest: try context.parameters.require("digest"))
+                    image: try name(context), digest: try context.parameter("digest"))
                 var object = describe(summary)
                 object["manifest"] = (try? JSONSerialization.jsonObject(with: Data(content.bytes))) ?? NSNull()
                 object["config"] = config.map { c -> [String: Any] in
@@ -96,7 +96,7 @@ struct ImagesController {
         base.delete("images/:image/artifacts/:digest") { request, context in
             try await change(request, context) { registryName in
                 let image = try name(context)
-                let digest = try ContentDigest(parsing: try context.parameters.require("digest")).description
+                let digest = try ContentDigest(parsing: try context.parameter("digest")).description
                 guard try registry.manifestRecord(name: image, digest: digest) != nil else {
                     throw RegistryError(.manifestUnknown, "artifact \(digest) is not in image '\(image)'")
                 }
@@ -108,7 +108,7 @@ struct ImagesController {
         base.get("images/:image/artifacts/:digest/tags") { request, context in
             try await read(request, context) { _ in
                 let image = try name(context)
-                let digest = try ContentDigest(parsing: try context.parameters.require("digest")).description
+                let digest = try ContentDigest(parsing: try context.parameter("digest")).description
                 guard try registry.manifestRecord(name: image, digest: digest) != nil else {
                     throw RegistryError(.manifestUnknown, "artifact \(digest) is not in image '\(image)'")
                 }
@@ -121,7 +121,7 @@ struct ImagesController {
             try await read(request, context) { _ in
                 let page = try registry.tagRecords(
                     image: try name(context), query: request.query("q"), after: request.query("cursor"),
-                    limit: AdminSupport.limit(request))
+                    limit: try AdminSupport.limit(request))
                 return support.json(["items": page.items.map(describe), "next_cursor": cursor(page.next)])
             }
         }
@@ -136,7 +136,7 @@ struct ImagesController {
         base.delete("images/:image/tags/:tag") { request, context in
             try await change(request, context) { registryName in
                 let image = try name(context)
-                let tag = try context.parameters.require("tag")
+                let tag = try context.parameter("tag")
                 _ = try registry.image(image)
                 try await registry.deleteManifest(name: image, reference: tag)
                 await support.audit(context, "tag.delete", "\(image):\(tag)", registry: registryName)
@@ -152,7 +152,7 @@ struct ImagesController {
         _ request: Request, _ context: BerthRequestContext, _ body: (String) async throws -> Response
     ) async throws -> Response {
         try await support.run(request, context) { principal in
-            let registryName = try context.parameters.require("registry")
+            let registryName = try context.parameter("registry")
             try Names.validateRegistry(registryName)
             try support.require(principal, .view, on: registryName, "view registry '\(registryName)'")
             return try await body(registryName)
@@ -164,22 +164,22 @@ struct ImagesController {
         _ request: Request, _ context: BerthRequestContext, _ body: (String) async throws -> Response
     ) async throws -> Response {
         try await support.run(request, context) { principal in
-            let registryName = try context.parameters.require("registry")
+            let registryName = try context.parameter("registry")
             try Names.validateRegistry(registryName)
             try support.require(principal, .administer, on: registryName, "change registry '\(registryName)'")
             return try await body(registryName)
         }
     }
 
-    /// The full `<registry>/<image>` name from the path.
+    /// The full `<registry>/<image>` name from the path. A name no image can
+    /// have is simply not found.
     private func name(_ context: BerthRequestContext) throws -> String {
-        let registryName = try context.parameters.require("registry")
-        let encoded = try context.parameters.require("image")
-        guard let image = encoded.removingPercentEncoding else {
-            throw InvalidRequest(message: "image name '\(encoded)' is not valid percent-encoding")
+        let name = try context.parameter("registry") + "/" + context.parameter("image")
+        do {
+            _ = try Names.splitRepository(name)
+        } catch {
+            throw RegistryError(.nameUnknown, "image '\(name)' does not exist: \(error.message)")
         }
-        let name = registryName + "/" + image
-        _ = try Names.splitRepository(name)
         return name
     }
 
