@@ -100,6 +100,9 @@ struct AdminController {
                         "private": settings.endpoints.private.map { $0 as Any } ?? NSNull(),
                     ],
                     "listener": ["scheme": settings.scheme, "exposure": settings.exposure.rawValue],
+                    "listeners": settings.listeners.map { spec -> [String: Any] in
+                        ["address": "\(spec.listener.host):\(spec.listener.port)", "scheme": spec.scheme, "exposure": spec.exposure.rawValue]
+                    },
                 ])
             }
         }

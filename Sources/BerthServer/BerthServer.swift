@@ -54,8 +54,8 @@ public enum BerthServer {
             let router = makeRouter(
                 registry, access, metrics: metrics,
                 settings: RouterSettings(
-                    scheme: spec.scheme, exposure: spec.exposure, endpoints: endpoints, dataDir: configuration.dataDir,
-                    backupDirectory: configuration.backupDirectory))
+                    scheme: spec.scheme, exposure: spec.exposure, endpoints: endpoints, listeners: configuration.listeners,
+                    dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory))
             let server: HTTPServerBuilder
             if spec.tls {
                 if tls == nil { tls = try tlsConfiguration(configuration) }
@@ -158,6 +158,8 @@ struct RouterSettings: Sendable {
     var scheme: String
     var exposure: Exposure
     var endpoints: Endpoints
+    /// Every listener of the appliance, for system info.
+    var listeners: [ListenerSpec]
     var dataDir: String
     var backupDirectory: String
 }

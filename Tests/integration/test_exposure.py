@@ -109,6 +109,11 @@ def test_system_info_and_usage(two_listeners):
     assert info["storage_engine"].startswith("rocksdb") and info["uptime_seconds"] >= 0
     assert info["listener"] == {"scheme": "http", "exposure": "private"}
     assert info["endpoints"] == {"public": "registry.example.com", "private": "registry.vpc.internal:8080"}
+    public_port, private_port = public.rsplit(":", 1)[1], private.rsplit(":", 1)[1]
+    assert sorted(info["listeners"], key=lambda l: l["address"]) == [
+        {"address": f"127.0.0.1:{public_port}", "scheme": "http", "exposure": "public"},
+        {"address": f"127.0.0.2:{private_port}", "scheme": "http", "exposure": "private"},
+    ]
     assert requests.get(public + "/api/v1/system/info").status_code == 401
     usage = requests.get(public + "/api/v1/system/usage", auth=auth).json()
     assert {"name": "used", "logical_bytes": 37, "blobs": 1} in usage["registries"]
