@@ -46,6 +46,16 @@ public final class PullStatistics: Sendable {
         }
     }
 
+    /// Puts back records that could not be written.
+    func restore(_ records: [(name: String, digest: String, record: PullRecord)]) {
+        pending.withLockedValue { table in
+            for (name, digest, record) in records {
+                let slot = Self.slot(name, digest)
+                table[slot] = Self.merge(table[slot], record)
+            }
+        }
+    }
+
     /// Merges two records of the same artifact.
     static func merge(_ a: PullRecord?, _ b: PullRecord?) -> PullRecord {
         PullRecord(
@@ -72,12 +82,18 @@ extension Registry {
         try await locks.withLock("pulls-flush") {
             let drained = pulls.drain()
             guard !drained.isEmpty else { return }
-            var batch = WriteBatch()
-            for (name, digest, record) in drained where try manifestRecord(name: name, digest: digest) != nil {
-                let stored = try read(PullRecord.self, CatalogKey.pulls(name, digest))
-                batch.put(.catalog, CatalogKey.pulls(name, digest).bytes, CatalogCodec.encode(PullStatistics.merge(stored, record)))
+            do {
+                var batch = WriteBatch()
+                for (name, digest, record) in drained where try manifestRecord(name: name, digest: digest) != nil {
+                    let stored = try read(PullRecord.self, CatalogKey.pulls(name, digest))
+                    batch.put(
+                        .catalog, CatalogKey.pulls(name, digest).bytes, CatalogCodec.encode(PullStatistics.merge(stored, record)))
+                }
+                try await write(batch)
+            } catch {
+                pulls.restore(drained)  // counted again by the next flush (at the latest, at shutdown)
+                throw error
             }
-            try await write(batch)
         }
     }
 }

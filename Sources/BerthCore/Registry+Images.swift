@@ -189,16 +189,17 @@ extension Registry {
     }
 
     private func summary(_ name: String, _ record: ManifestRecord, tags: [String]) throws -> ArtifactSummary {
-        let bytes = try db.get(.catalog, CatalogKey.manifestBytes(name, record.digest).bytes) ?? []
-        let document = try? JSONDecoder().decode(ManifestDocument.self, from: Data(bytes))
         var size: Int64 = 0
         var platforms: [Platform] = []
-        if let document {
+        if let document = try manifestDocument(name, record.digest) {
             if let manifests = document.manifests {
-                size = manifests.reduce(0) { $0 + $1.size }
+                // An index weighs what its images weigh.
+                for child in manifests {
+                    size += try manifestDocument(name, child.digest).map(Self.contentSize) ?? child.size
+                }
                 platforms = manifests.compactMap(\.platform)
             } else {
-                size = (document.config?.size ?? 0) + (document.layers ?? []).reduce(0) { $0 + $1.size }
+                size = Self.contentSize(document)
             }
         }
         var referrers = 0
@@ -209,6 +210,17 @@ extension Registry {
         return ArtifactSummary(
             record: record, size: size, tags: tags.sorted(), pulls: try pullRecord(name: name, digest: record.digest),
             platforms: platforms, referrers: referrers)
+    }
+
+    private func manifestDocument(_ name: String, _ digest: String) throws -> ManifestDocument? {
+        guard let bytes = try db.get(.catalog, CatalogKey.manifestBytes(name, digest).bytes) else { return nil }
+        return try? JSONDecoder().decode(ManifestDocument.self, from: Data(bytes))
+    }
+
+    /// Config plus layers; for an index, its descriptors.
+    static func contentSize(_ document: ManifestDocument) -> Int64 {
+        if let manifests = document.manifests { return manifests.reduce(0) { $0 + $1.size } }
+        return (document.config?.size ?? 0) + (document.layers ?? []).reduce(0) { $0 + $1.size }
     }
 
     /// Reads os, architecture, created and labels from an image config blob (≤ 1 MiB).

@@ -74,7 +74,12 @@ struct AdminSupport: Sendable {
     /// body reads as `{}` only where the body is optional.
     func decode<T: Decodable>(_ type: T.Type, _ request: Request, optional: Bool = false) async throws -> T {
         var request = request
-        let buffer = try await request.collectBody(upTo: 64 << 10)
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: 1 << 20)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw Refusal(response: ErrorResponses.problem(status: 413, code: "TOO_LARGE", detail: "request bodies are limited to 1 MiB"))
+        }
         if buffer.readableBytes == 0 && !optional { throw AdminInputError(message: "a JSON body is required") }
         let data = buffer.readableBytes == 0 ? Data("{}".utf8) : Data(buffer.readableBytesView)
         do {

@@ -832,3 +832,75 @@ def parse_rfc3339(value: str) -> float:
 
     assert isinstance(value, str) and re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$", value), value
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+# --------------------------------------------------------------------------
+# Images, artifacts and tags through the admin API (docs/admin-api.md)
+# --------------------------------------------------------------------------
+
+
+def api_image_path(registry: str, image: str | None = None, rest: str = "") -> str:
+    """`/api/v1/registries/{registry}/images[/{image}]{rest}`: the image name
+    is one path segment, every reserved character percent-encoded
+    (`team/app` -> `team%2Fapp`)."""
+    from urllib.parse import quote
+
+    path = f"/api/v1/registries/{registry}/images"
+    if image is not None:
+        path += "/" + quote(image, safe="")
+    return path + rest
+
+
+def api_list_all(client: Registry, path: str, params: dict | None = None, limit: int | None = None) -> tuple[list[dict], int]:
+    """Every item of an /api/v1 listing, following `next_cursor` until it is
+    null; returns (items, pages). Asserts the `{"items", "next_cursor"}`
+    shape, that no page exceeds `limit` and that a page announcing more is
+    not empty."""
+    items: list[dict] = []
+    cursor = None
+    for pages in range(1, 10_000):
+        q = dict(params or {})
+        if limit is not None:
+            q["limit"] = str(limit)
+        if cursor is not None:
+            q["cursor"] = cursor
+        r = client.get(path, params=q)
+        assert_status(r, 200)
+        body = r.json()
+        assert isinstance(body, dict) and "items" in body and "next_cursor" in body, describe(r)
+        assert isinstance(body["items"], list), describe(r)
+        if limit is not None:
+            assert len(body["items"]) <= limit, describe(r)
+        items += body["items"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return items, pages
+        assert isinstance(cursor, str) and cursor, describe(r)
+        assert body["items"], f"a page with a next_cursor must not be empty:\n{describe(r)}"
+    raise AssertionError(f"listing {path} does not terminate")
+
+
+def api_get_json(client: Registry, path: str, **params) -> dict:
+    r = client.get(path, params=params or None)
+    assert_status(r, 200)
+    return r.json()
+
+
+def push_tags(client: Registry, name: str, img: Image, *tags: str) -> None:
+    """Push `img` to `name` (blobs and manifest), under each of `tags` (or by
+    digest only when no tag is given)."""
+    client.push_image(name, img, tags[0] if tags else None)
+    for t in tags[1:]:
+        r = client.put_manifest(name, t, img.manifest, img.media_type)
+        assert_status(r, 201)
+
+
+def push_index(client: Registry, name: str, children: list[tuple[Image, dict]], tag: str | None = None) -> bytes:
+    """Push each child image by digest, then the index over them (by `tag`,
+    or by digest); returns the index bytes."""
+    for img, _ in children:
+        client.push_image(name, img)
+    index = make_index(children)
+    r = client.put_manifest(name, tag or sha256_digest(index), index, MT_OCI_INDEX)
+    assert_status(r, 201)
+    return index
