@@ -594,3 +594,29 @@ def test_pull_counts_survive_clean_restart(make_server):
     assert_status(c.get_manifest("pr/app", "v1"), 200)
     got = _wait_for_image_pulls(c, path, 5)
     assert got["pull_count"] == 5, got
+
+
+def test_pull_counts_after_kill9_never_exceed_pulls(make_server):
+    """After `kill -9` the last batch may be lost, but counts are never
+    invented and go on from what was kept."""
+    srv = make_server(registries=["pk"], label="pulls-kill9")
+    c = srv.client()
+    img = small_image()
+    push_tags(c, "pk/app", img, "v1")
+    path = api_image_path("pk", "app")
+    for _ in range(3):
+        assert_status(c.get_manifest("pk/app", "v1"), 200)
+    assert _wait_for_image_pulls(c, path, 3)["pull_count"] == 3
+
+    srv.kill9()
+    srv.start()
+    c = srv.client()
+    kept = api_get_json(c, path)
+    assert 0 <= kept["pull_count"] <= 3, kept
+    assert (kept["last_pulled_at"] is None) == (kept["pull_count"] == 0), kept
+    assert api_get_json(c, api_image_path("pk", "app", f"/artifacts/{img.digest}"))["pull_count"] == kept["pull_count"]
+
+    assert_status(c.get_manifest("pk/app", img.digest), 200)
+    got = _wait_for_image_pulls(c, path, kept["pull_count"] + 1)
+    assert got["pull_count"] == kept["pull_count"] + 1, got
+    assert got["last_pulled_at"] is not None
