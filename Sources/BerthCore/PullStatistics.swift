@@ -87,7 +87,7 @@ extension Registry {
                 for (name, digest, record) in drained where try manifestRecord(name: name, digest: digest) != nil {
                     let stored = try read(PullRecord.self, CatalogKey.pulls(name, digest))
                     batch.put(
-                        .catalog, CatalogKey.pulls(name, digest).bytes, CatalogCodec.encode(PullStatistics.merge(stored, record)))
+                        .catalog, CatalogKey.pulls(name, digest).bytes, RecordCodec.encode(PullStatistics.merge(stored, record)))
                 }
                 try await write(batch)
             } catch {

@@ -94,7 +94,7 @@ extension Registry {
         _ = try requireRegistry(name)
         var records: [RepositoryRecord] = []
         try db.scan(.catalog, prefix: Key("I", name + "/").bytes) { _, value in
-            let record = try CatalogCodec.decode(RepositoryRecord.self, value)
+            let record = try RecordCodec.decode(RepositoryRecord.self, value)
             let image = record.name.dropFirst(name.count + 1)
             if query.map({ $0.isEmpty || image.contains($0) }) ?? true { records.append(record) }
             return true
@@ -126,7 +126,7 @@ extension Registry {
             if let description { record.description = description }
             if let tagsImmutable { record.tagsImmutable = tagsImmutable }
             var batch = WriteBatch()
-            batch.put(.catalog, CatalogKey.repository(name).bytes, CatalogCodec.encode(record))
+            batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(record))
             try await write(batch)
             return try summary(record)
         }
@@ -157,7 +157,7 @@ extension Registry {
         _ = try image(name)
         var records: [ManifestRecord] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
-            records.append(try CatalogCodec.decode(ManifestRecord.self, value))
+            records.append(try RecordCodec.decode(ManifestRecord.self, value))
             return true
         }
         records.sort { ($0.created, $1.digest) > ($1.created, $0.digest) }
@@ -278,7 +278,7 @@ extension Registry {
             batch.put(.catalog, CatalogKey.tag(name, tag).bytes, TagValue.encode(digest: parsed, updated: now))
             var updated = repository
             updated.updated = now
-            batch.put(.catalog, CatalogKey.repository(name).bytes, CatalogCodec.encode(updated))
+            batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(updated))
             try await write(batch)
             return TagRecord(name: tag, digest: parsed, updated: now)
         }

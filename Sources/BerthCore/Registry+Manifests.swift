@@ -40,7 +40,7 @@ extension Registry {
                     artifactType: manifest.artifactType, subject: manifest.subject?.digest,
                     annotations: manifest.annotations, blobs: manifest.blobs,
                     children: manifest.children.map(\.digest), created: now)
-                batch.put(.catalog, CatalogKey.manifest(name, manifest.digest).bytes, CatalogCodec.encode(record))
+                batch.put(.catalog, CatalogKey.manifest(name, manifest.digest).bytes, RecordCodec.encode(record))
                 batch.put(.catalog, CatalogKey.manifestBytes(name, manifest.digest).bytes, bytes)
                 for blob in Set(manifest.blobs) {
                     try adjustLink(registry: registryName, blob: blob, by: 1, in: &batch)
@@ -51,7 +51,7 @@ extension Registry {
                         artifactType: manifest.artifactType, annotations: manifest.annotations)
                     batch.put(
                         .catalog, CatalogKey.referrer(name, subject: subject.digest, manifest.digest).bytes,
-                        CatalogCodec.encode(descriptor))
+                        RecordCodec.encode(descriptor))
                 }
             }
             var repository = try read(RepositoryRecord.self, CatalogKey.repository(name))
@@ -61,7 +61,7 @@ extension Registry {
                 batch.put(.catalog, CatalogKey.tag(name, tag).bytes, TagValue.encode(digest: manifest.digest, updated: now))
             }
             repository.updated = now
-            batch.put(.catalog, CatalogKey.repository(name).bytes, CatalogCodec.encode(repository))
+            batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(repository))
             try await write(batch)
         }
         return manifest
@@ -179,7 +179,7 @@ extension Registry {
         let subject = try ContentDigest(parsing: digest).description
         var result: [Descriptor] = []
         try db.scan(.catalog, prefix: Key("F", name, subject).childPrefix) { _, value in
-            let descriptor = try CatalogCodec.decode(Descriptor.self, value)
+            let descriptor = try RecordCodec.decode(Descriptor.self, value)
             if artifactType == nil || descriptor.artifactType == artifactType { result.append(descriptor) }
             return true
         }

@@ -26,7 +26,7 @@ public final class Registry: Sendable {
     // MARK: Records
 
     func read<T: Decodable>(_ type: T.Type, _ key: Key) throws -> T? {
-        try db.get(.catalog, key.bytes).map { try CatalogCodec.decode(type, $0) }
+        try db.get(.catalog, key.bytes).map { try RecordCodec.decode(type, $0) }
     }
 
     func write(_ batch: WriteBatch) async throws {
@@ -44,7 +44,7 @@ public final class Registry: Sendable {
             let record = RegistryRecord(name: name, created: Date())
             try await objects.createBucket(name)
             var batch = WriteBatch()
-            batch.put(.catalog, CatalogKey.registry(name).bytes, CatalogCodec.encode(record))
+            batch.put(.catalog, CatalogKey.registry(name).bytes, RecordCodec.encode(record))
             try await write(batch)
             logger.info("registry created", metadata: ["registry": "\(name)"])
             return record
@@ -69,7 +69,7 @@ public final class Registry: Sendable {
         try page(prefix: Key("R").childPrefix, after: after.map { CatalogKey.registry($0).bytes }, limit: limit) { key, value in
             let name = Key.lastComponent(key)
             guard visible(name) else { return nil }
-            return (try CatalogCodec.decode(RegistryRecord.self, value), name)
+            return (try RecordCodec.decode(RegistryRecord.self, value), name)
         }
     }
 
@@ -80,7 +80,7 @@ public final class Registry: Sendable {
             if let anonymousPull { record.anonymousPull = anonymousPull }
             if let publicURIEnabled { record.publicURIEnabled = publicURIEnabled }
             var batch = WriteBatch()
-            batch.put(.catalog, CatalogKey.registry(name).bytes, CatalogCodec.encode(record))
+            batch.put(.catalog, CatalogKey.registry(name).bytes, RecordCodec.encode(record))
             try await write(batch)
             return record
         }
@@ -119,7 +119,7 @@ public final class Registry: Sendable {
         return try page(prefix: prefix, after: after.map { CatalogKey.repository($0).bytes }, limit: limit) { key, value in
             let name = Key.lastComponent(key)
             guard visible(name) else { return nil }
-            return (try CatalogCodec.decode(RepositoryRecord.self, value), name)
+            return (try RecordCodec.decode(RepositoryRecord.self, value), name)
         }
     }
 
@@ -143,19 +143,5 @@ public final class Registry: Sendable {
             return true
         }
         return Page(items: items, next: more ? lastKey : nil)
-    }
-}
-
-enum CatalogCodec {
-    static func encode<T: Encodable>(_ value: T) -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .millisecondsSince1970
-        return Array(try! encoder.encode(value))
-    }
-
-    static func decode<T: Decodable>(_ type: T.Type, _ bytes: some Collection<UInt8>) throws -> T {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .millisecondsSince1970
-        return try decoder.decode(type, from: Data(bytes))
     }
 }

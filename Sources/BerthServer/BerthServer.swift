@@ -70,13 +70,20 @@ public enum BerthServer {
                     onServerRunning: { announce(spec, $0) },
                     logger: logger))
         }
+        let objects = store.objects
         services.append(
-            MaintenanceService(
-                objects: store.objects, metrics: metrics, interval: configuration.maintenanceInterval,
-                uploadTimeout: configuration.uploadTimeout, extentGrace: configuration.extentGracePeriod,
-                logger: logger))
+            PeriodicJob(name: "maintenance", interval: configuration.maintenanceInterval, metrics: metrics, logger: logger) {
+                let expired = try await objects.expireUploads(idleFor: configuration.uploadTimeout)
+                let swept = try await objects.sweepExtents(grace: configuration.extentGracePeriod)
+                if expired + swept > 0 {
+                    logger.info("maintenance", metadata: ["uploads_expired": "\(expired)", "extents_swept": "\(swept)"])
+                }
+            })
 
-        services.append(PullStatisticsService(registry: registry, interval: 5, logger: logger))
+        services.append(
+            PeriodicJob(name: "pull-statistics", interval: 5, metrics: metrics, logger: logger) {
+                try await registry.flushPulls()
+            })
         var groupConfiguration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // In-flight requests get this long after SIGTERM; then they are cancelled.
@@ -168,55 +175,4 @@ struct RouterSettings: Sendable {
 struct Endpoints: Sendable {
     var `public`: String?
     var `private`: String?
-}
-
-/// Writes pending pull counts every `interval` seconds.
-struct PullStatisticsService: Service {
-    let registry: Registry
-    let interval: Double
-    let logger: Logger
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(interval))
-                do {
-                    try await registry.flushPulls()
-                } catch {
-                    logger.error("writing pull statistics failed", metadata: ["error": "\(error)"])
-                }
-            }
-        }
-    }
-}
-
-/// Background upkeep: expires idle uploads and sweeps unreferenced extents.
-struct MaintenanceService: Service {
-    let objects: any ObjectStore
-    let metrics: ServerMetrics
-    let interval: Double
-    let uploadTimeout: Double
-    let extentGrace: Double
-    let logger: Logger
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(interval))
-                if Task.isCancelled { break }
-                metrics.jobStarted("maintenance")
-                do {
-                    let expired = try await objects.expireUploads(idleFor: uploadTimeout)
-                    let swept = try await objects.sweepExtents(grace: extentGrace)
-                    if expired + swept > 0 {
-                        logger.info("maintenance", metadata: ["uploads_expired": "\(expired)", "extents_swept": "\(swept)"])
-                    }
-                    metrics.jobFinished("maintenance", outcome: "success")
-                } catch {
-                    logger.error("maintenance failed", metadata: ["error": "\(error)"])
-                    metrics.jobFinished("maintenance", outcome: "failure")
-                }
-            }
-        }
-    }
 }

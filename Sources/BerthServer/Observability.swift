@@ -41,9 +41,8 @@ final class ServerMetrics: Sendable {
         }
     }
 
-    /// Background jobs: how many run now, and how each run ended. The only
-    /// job so far is `maintenance` (upload expiry, extent sweep); the
-    /// scheduler of policies and GC reports here too when it lands.
+    /// Background jobs (see ``PeriodicJob``): how many run now, and how each
+    /// run ended. The scheduler of policies and GC reports here too when it lands.
     func jobStarted(_ job: String) {
         registry.makeGauge(descriptor: descriptor("jobs_running", "Background jobs running now."), labels: [("job", job)])
             .increment(by: 1)

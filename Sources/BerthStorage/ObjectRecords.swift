@@ -81,14 +81,15 @@ public enum ObjectStoreError: Error, Sendable, Equatable {
     case unsupportedDigest(String)
 }
 
-enum RecordCodec {
-    static func encode<T: Encodable>(_ value: T) -> [UInt8] {
+/// How records are stored: JSON, dates as milliseconds since 1970.
+public enum RecordCodec {
+    public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .millisecondsSince1970
         return Array(try! encoder.encode(value))
     }
 
-    static func decode<T: Decodable>(_ type: T.Type, _ bytes: some Collection<UInt8>) throws -> T {
+    public static func decode<T: Decodable>(_ type: T.Type, _ bytes: some Collection<UInt8>) throws -> T {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .millisecondsSince1970
         return try decoder.decode(type, from: Data(bytes))

@@ -40,7 +40,7 @@ public final class AuditLog: Sendable {
             id: key.map { String(format: "%02x", $0) }.joined(), time: now, actor: actor, source: source, action: action,
             target: target, registry: registry, outcome: outcome, detail: detail)
         var batch = WriteBatch()
-        batch.put(.audit, key, CatalogCodec.encode(entry))
+        batch.put(.audit, key, RecordCodec.encode(entry))
         try? await store.pool.run { [db = store.db, batch] in try db.write(batch, .logged) }
     }
 
@@ -65,7 +65,7 @@ public final class AuditLog: Sendable {
         var more = false
         let start = cursor.flatMap(Self.bytes(hex:))
         try store.db.scanReverse(.audit, before: start) { _, value in
-            let entry = try CatalogCodec.decode(AuditEntry.self, value)
+            let entry = try RecordCodec.decode(AuditEntry.self, value)
             if let since = filter.since, entry.time < since { return false }
             if let until = filter.until, entry.time > until { return true }
             guard filter.actor.map({ $0 == entry.actor }) ?? true,

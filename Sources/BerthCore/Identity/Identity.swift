@@ -27,18 +27,18 @@ public final class Identity: Sendable {
         self.store = store
         var state = State()
         try store.db.scan(.auth, prefix: Key("U").childPrefix) { _, value in
-            let user = try CatalogCodec.decode(UserRecord.self, value)
+            let user = try RecordCodec.decode(UserRecord.self, value)
             state.users[user.id] = user
             return true
         }
         try store.db.scan(.auth, prefix: Key("K").childPrefix) { _, value in
-            let key = try CatalogCodec.decode(AccessKeyRecord.self, value)
+            let key = try RecordCodec.decode(AccessKeyRecord.self, value)
             state.keys[key.id] = key
             return true
         }
         try store.db.scan(.auth, prefix: Key("B").childPrefix) { key, value in
             let user = Key.components(key)[0]
-            state.bindings[user, default: []].append(try CatalogCodec.decode(RoleBinding.self, value))
+            state.bindings[user, default: []].append(try RecordCodec.decode(RoleBinding.self, value))
             return true
         }
         self.state = NIOLockedValueBox(state)
@@ -82,7 +82,7 @@ public final class Identity: Sendable {
             if user(name) != nil { throw IdentityError.conflict("user '\(name)' already exists") }
             let record = UserRecord(id: name, created: Date(), disabled: false)
             var batch = WriteBatch()
-            batch.put(.auth, Key("U", name).bytes, CatalogCodec.encode(record))
+            batch.put(.auth, Key("U", name).bytes, RecordCodec.encode(record))
             try await write(batch)
             state.withLockedValue { $0.users[name] = record }
             return record
@@ -100,7 +100,7 @@ public final class Identity: Sendable {
             guard var record = user(id) else { throw IdentityError.notFound("user '\(id)' does not exist") }
             record.disabled = disabled
             var batch = WriteBatch()
-            batch.put(.auth, Key("U", id).bytes, CatalogCodec.encode(record))
+            batch.put(.auth, Key("U", id).bytes, RecordCodec.encode(record))
             try await write(batch)
             state.withLockedValue { $0.users[id] = record }
             return record
@@ -160,7 +160,7 @@ public final class Identity: Sendable {
 
     private func put(_ record: AccessKeyRecord) async throws {
         var batch = WriteBatch()
-        batch.put(.auth, Key("K", record.id).bytes, CatalogCodec.encode(record))
+        batch.put(.auth, Key("K", record.id).bytes, RecordCodec.encode(record))
         try await write(batch)
         state.withLockedValue { $0.keys[record.id] = record }
     }
@@ -214,7 +214,7 @@ public final class Identity: Sendable {
         state.withLockedValue { $0.keys[key.id]?.lastUsed = now }
         let db = store.db
         var batch = WriteBatch()
-        batch.put(.auth, Key("K", key.id).bytes, CatalogCodec.encode(updated))
+        batch.put(.auth, Key("K", key.id).bytes, RecordCodec.encode(updated))
         Task { [pool = store.pool, batch] in try? await pool.run { try db.write(batch, .logged) } }
     }
 
@@ -231,7 +231,7 @@ public final class Identity: Sendable {
                 throw IdentityError.conflict("user '\(user)' already has role '\(binding.id)'")
             }
             var batch = WriteBatch()
-            batch.put(.auth, Key("B", user, binding.id).bytes, CatalogCodec.encode(binding))
+            batch.put(.auth, Key("B", user, binding.id).bytes, RecordCodec.encode(binding))
             try await write(batch)
             state.withLockedValue { $0.bindings[user, default: []].append(binding) }
             return binding
