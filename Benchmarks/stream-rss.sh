@@ -22,7 +22,7 @@ for _ in $(seq 100); do curl -sf http://127.0.0.1:$port/readyz >/dev/null && bre
 sync
 location=$(curl -sf -X POST -D - -o /dev/null http://127.0.0.1:$port/v2/bench/big/blobs/uploads/ | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
 start=$(date +%s.%N)
-curl -sf -X PUT -H "Content-Type: application/octet-stream" -T "$work/blob" \
+curl -sf -X PUT -H "Content-Type: application/octet-stream" -H "Expect:" -T "$work/blob" \
     "http://127.0.0.1:$port$location?digest=$digest" -o /dev/null
 push=$(echo "$(date +%s.%N) - $start" | bc)
 start=$(date +%s.%N)

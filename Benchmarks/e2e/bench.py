@@ -1,0 +1,407 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: Berth against the CNCF Distribution registry
+(Debian's docker-registry 2.8), the same workloads one after the other on this
+machine, printed as one table with the ratio Berth/peer.
+
+Berth runs with its embedded store and authentication on: every request
+carries the bootstrap admin's Basic credential (a SHA-256 and a constant-time
+compare per request). The peer runs with filesystem storage and no auth.
+
+    python3 Benchmarks/e2e/bench.py [--berth PATH] [--blob-mib 1024] [--images 500] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    name: str
+    url: str
+    proc: subprocess.Popen
+    auth: tuple[str, str] | None = None
+    repo: str  # the repository workloads push to
+    peak_rss_kib = 0
+
+    def headers(self) -> dict[str, str]:
+        if not self.auth:
+            return {}
+        token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    def wait_ready(self, path: str) -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if requests.get(self.url + path, headers=self.headers(), timeout=1).status_code < 500:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def rss_kib(self) -> int:
+        try:
+            text = Path(f"/proc/{self.proc.pid}/status").read_text()
+            return int(re.search(r"VmHWM:\s+(\d+)", text).group(1))
+        except (OSError, AttributeError):
+            return 0
+
+    def stop(self) -> None:
+        self.peak_rss_kib = self.rss_kib()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Berth(Server):
+    def __init__(self, binary: str, work: Path):
+        self.name = "berth"
+        port, tls_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.tls_url = f"https://127.0.0.1:{tls_port}"
+        data = work / "berth-data"
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--data-dir", str(data), "--http", f"127.0.0.1:{port}", "--https", f"127.0.0.1:{tls_port}",
+             "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, stderr=open(work / "berth.log", "wb"), start_new_session=True)
+        deadline = time.time() + 60
+        while not (data / "bootstrap-credentials.json").exists():
+            assert time.time() < deadline and self.proc.poll() is None, "berth did not start"
+            time.sleep(0.1)
+        creds = json.loads((data / "bootstrap-credentials.json").read_text())
+        self.auth = (creds["access_key"], creds["secret_key"])
+        self.wait_ready("/v2/")
+        requests.post(self.url + "/api/v1/registries", json={"name": "bench"}, auth=self.auth).raise_for_status()
+        self.repo = "bench/app"
+        self.cert = str(data / "tls" / "cert.pem")
+
+
+class Distribution(Server):
+    def __init__(self, work: Path):
+        self.name = "distribution"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = work / "registry.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {work / 'registry-data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                                     stderr=open(work / "registry.log", "wb"), start_new_session=True)
+        self.wait_ready("/v2/")
+        self.repo = "bench/app"
+
+
+# ---------------------------------------------------------------- workloads
+
+def curl(*args: str) -> str:
+    return subprocess.run(["curl", "-sS", "--fail", *args], capture_output=True, text=True, check=True).stdout
+
+
+def auth_args(server: Server) -> list[str]:
+    return ["-u", f"{server.auth[0]}:{server.auth[1]}"] if server.auth else []
+
+
+def start_upload(server: Server) -> str:
+    out = curl("-X", "POST", "-D", "-", "-o", "/dev/null", *auth_args(server), f"{server.url}/v2/{server.repo}/blobs/uploads/")
+    location = re.search(r"(?im)^location:\s*(\S+)", out).group(1)
+    return location if location.startswith("http") else server.url + location
+
+
+def with_query(url: str, query: str) -> str:
+    return url + ("&" if "?" in url else "?") + query
+
+
+def push_monolithic(server: Server, path: Path, digest: str) -> float:
+    location = start_upload(server)
+    start = time.perf_counter()
+    # No `Expect: 100-continue`: Hummingbird does not answer it and curl would wait 1 s.
+    curl("-X", "PUT", "-T", str(path), "-H", "Content-Type: application/octet-stream", "-H", "Expect:", *auth_args(server),
+         "-o", "/dev/null", with_query(location, f"digest={digest}"))
+    return time.perf_counter() - start
+
+
+def push_chunked(server: Server, path: Path, digest: str, chunk: int) -> float:
+    size = path.stat().st_size
+    location = start_upload(server)
+    start = time.perf_counter()
+    offset = 0
+    with requests.Session() as session, open(path, "rb") as f:
+        session.headers.update(server.headers())
+        while offset < size:
+            data = f.read(chunk)
+            r = session.patch(location, data=data, headers={
+                "Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{offset + len(data) - 1}"})
+            r.raise_for_status()
+            location = r.headers["Location"]
+            location = location if location.startswith("http") else server.url + location
+            offset += len(data)
+        session.put(with_query(location, f"digest={digest}")).raise_for_status()
+    return time.perf_counter() - start
+
+
+def delete_blob(server: Server, digest: str) -> None:
+    requests.delete(f"{server.url}/v2/{server.repo}/blobs/{digest}", headers=server.headers())
+
+
+def pull(server: Server, digest: str) -> float:
+    start = time.perf_counter()
+    curl(*auth_args(server), "-o", "/dev/null", f"{server.url}/v2/{server.repo}/blobs/{digest}")
+    return time.perf_counter() - start
+
+
+def small_images(server: Server, count: int, concurrency: int) -> float:
+    """config + one 4 KiB layer + manifest per image, `concurrency` pushers."""
+    local = threading.local()
+
+    def push(i: int) -> None:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+            session.headers.update(server.headers())
+        repo = f"bench/small{i % 64}"
+        config = json.dumps({"architecture": "amd64", "os": "linux", "n": i}).encode()
+        layer = os.urandom(4096)
+        descriptors = []
+        for blob, media in ((config, "application/vnd.oci.image.config.v1+json"),
+                            (layer, "application/vnd.oci.image.layer.v1.tar+gzip")):
+            d = "sha256:" + hashlib.sha256(blob).hexdigest()
+            # POST then PUT: what docker does (Distribution 2.8 ignores a digest on the POST).
+            started = session.post(f"{server.url}/v2/{repo}/blobs/uploads/")
+            started.raise_for_status()
+            location = started.headers["Location"]
+            location = location if location.startswith("http") else server.url + location
+            session.put(with_query(location, f"digest={d}"), data=blob,
+                        headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+            descriptors.append({"mediaType": media, "digest": d, "size": len(blob)})
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": descriptors[0], "layers": descriptors[1:]})
+        r = session.put(f"{server.url}/v2/{repo}/manifests/t{i}", data=manifest,
+                        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        if r.status_code != 201:
+            raise RuntimeError(f"{server.name}: manifest PUT {r.status_code}: {r.text}")
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(push, range(count)))
+    return count / (time.perf_counter() - start)
+
+
+def wrk(server: Server, url: str, seconds: int, method: str = "GET") -> tuple[float, float]:
+    """requests/s and p99 latency (ms) with 16 connections, 2 threads."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lines = [f'wrk.method = "{method}"']
+    for k, v in server.headers().items():
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    lines.append('wrk.headers["Accept"] = "application/vnd.oci.image.manifest.v1+json"')
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    script.unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    value, unit = float(p99.group(1)), p99.group(2)
+    p99_ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"wrk saw {non2xx.group(1)} error responses from {url}")
+    return rps, p99_ms
+
+
+def head_load(server: Server, path: str, seconds: int, connections: int = 16) -> float:
+    """HEAD requests/s over keep-alive HTTP/1.1 connections (wrk and h2load
+    wait for a body after a HEAD's Content-Length). Python asyncio: the client
+    may be the bottleneck, for both servers alike."""
+    import asyncio
+
+    host, port = server.url.removeprefix("http://").split(":")
+    auth = "".join(f"{k}: {v}\r\n" for k, v in server.headers().items())
+    request = f"HEAD {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n".encode()
+    done = 0
+
+    async def connection(deadline: float) -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection(host, int(port))
+        while time.perf_counter() < deadline:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"HEAD answered {head[:40]!r}")
+            done += 1
+        writer.close()
+
+    async def run() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(connection(start + seconds) for _ in range(connections)))
+        return done / (time.perf_counter() - start)
+
+    return asyncio.run(run())
+
+
+def h2load(server: Berth, url: str, seconds: int) -> tuple[float, float]:
+    args = ["h2load", "-c16", "-m10", "-t2", f"-D{seconds}"]
+    for k, v in server.headers().items():
+        args += ["-H", f"{k}: {v}"]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    failed = int(re.search(r"(\d+) failed", out).group(1))
+    if failed:
+        raise RuntimeError(f"h2load: {failed} failed requests")
+    # "time for request:  min max mean sd" — report the max as an upper bound for p99.
+    line = re.search(r"time for request:\s+\S+\s+(\S+)", out).group(1)
+    value = float(re.match(r"[\d.]+", line).group(0))
+    p = value / 1000 if line.endswith("us") else value * 1000 if line.endswith("s") and not line.endswith("ms") else value
+    return rps, p
+
+
+def tags(server: Server, count: int) -> tuple[float, float]:
+    """Tag a manifest `count` times, then time the full list and an n=100 page (median of 5, ms)."""
+    repo = "bench/tags"
+    config = b'{"architecture":"amd64","os":"linux"}'
+    d = "sha256:" + hashlib.sha256(config).hexdigest()
+    h = server.headers()
+    location = requests.post(f"{server.url}/v2/{repo}/blobs/uploads/", headers=h).headers["Location"]
+    location = location if location.startswith("http") else server.url + location
+    requests.put(with_query(location, f"digest={d}"), data=config, headers=h).raise_for_status()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d,
+                                      "size": len(config)}, "layers": []})
+
+    def put(i: int) -> None:
+        requests.put(f"{server.url}/v2/{repo}/manifests/tag{i:05d}", data=manifest,
+                     headers={**h, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}).raise_for_status()
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(count)))
+    session = requests.Session()
+    session.headers.update(h)
+
+    def timed(url: str) -> float:
+        samples = []
+        for _ in range(5):
+            start = time.perf_counter()
+            session.get(url).raise_for_status()
+            samples.append((time.perf_counter() - start) * 1000)
+        return statistics.median(samples)
+
+    return timed(f"{server.url}/v2/{repo}/tags/list"), timed(f"{server.url}/v2/{repo}/tags/list?n=100")
+
+
+# ---------------------------------------------------------------- machine limits
+
+def machine_limits(work: Path) -> dict[str, float]:
+    limits = {}
+    out = subprocess.run(["openssl", "speed", "-evp", "sha256", "-bytes", "16384", "-seconds", "2"],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"sha256\s+([\d.]+)k", out)
+    if m:
+        limits["sha256 MB/s (1 core)"] = float(m.group(1)) * 1000 / 1e6
+    target = work / "dd.bin"
+    src = work / "random.bin"
+    subprocess.run(["head", "-c", str(512 << 20), "/dev/urandom"], stdout=open(src, "wb"), check=True)
+    out = subprocess.run(["dd", f"if={src}", f"of={target}", "bs=1M", "conv=fdatasync"], capture_output=True, text=True).stderr
+    m = re.search(r"([\d.]+) ([MG])B/s", out)
+    if m:
+        limits["disk durable write MB/s"] = float(m.group(1)) * (1000 if m.group(2) == "G" else 1)
+    target.unlink()
+    src.unlink()
+    return limits
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--berth", default=str(REPO / ".build" / "release" / "berth"))
+    parser.add_argument("--blob-mib", type=int, default=1024)
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--tags", type=int, default=10000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="berth-bench-"))
+    blob = work / "blob.bin"
+    subprocess.run(["head", "-c", str(args.blob_mib << 20), "/dev/urandom"], stdout=open(blob, "wb"), check=True)
+    digest = "sha256:" + hashlib.file_digest(open(blob, "rb"), "sha256").hexdigest()
+    mb = args.blob_mib * 1.048576
+
+    results: dict[str, dict[str, float]] = {}
+    limits = machine_limits(work)
+    for factory in (lambda: Berth(args.berth, work), lambda: Distribution(work)):
+        server = factory()
+        r: dict[str, float] = {}
+        try:
+            mono, chunked, pulls = [], [], []
+            for _ in range(args.runs):
+                mono.append(mb / push_monolithic(server, blob, digest))
+                pulls.append(mb / pull(server, digest))
+                delete_blob(server, digest)
+                chunked.append(mb / push_chunked(server, blob, digest, 8 << 20))
+                delete_blob(server, digest)
+            r["blob push monolithic MB/s"] = statistics.median(mono)
+            r["blob push chunked 8 MiB MB/s"] = statistics.median(chunked)
+            r["blob pull MB/s"] = statistics.median(pulls)
+            # Keep one copy for the HEAD workload.
+            push_monolithic(server, blob, digest)
+            r["small images/s (c=16)"] = small_images(server, args.images, 16)
+            manifest_url = f"{server.url}/v2/bench/small0/manifests/t0"
+            r["manifest GET req/s (h1, c=16)"], r["manifest GET p99 ms (h1)"] = wrk(server, manifest_url, args.seconds)
+            if isinstance(server, Berth):
+                tls = f"{server.tls_url}/v2/bench/small0/manifests/t0"
+                r["manifest GET req/s (h2 TLS)"], r["manifest GET max ms (h2 TLS)"] = h2load(server, tls, args.seconds)
+            r["HEAD blob req/s (py client)"] = head_load(server, f"/v2/{server.repo}/blobs/{digest}", args.seconds)
+            r["tag list full ms"], r["tag list n=100 ms"] = tags(server, args.tags)
+        finally:
+            server.stop()
+        r["peak RSS MiB"] = server.peak_rss_kib / 1024
+        results[server.name] = r
+
+    keys = list(results["berth"].keys())
+    print(f"\n{'workload':<34} {'berth':>12} {'distribution':>14} {'ratio':>8}")
+    for key in keys:
+        b = results["berth"].get(key)
+        d = results["distribution"].get(key)
+        ratio = f"{b / d:8.2f}" if b is not None and d else "       -"
+        ds = f"{d:14.1f}" if d is not None else f"{'-':>14}"
+        print(f"{key:<34} {b:12.1f} {ds} {ratio}")
+    print()
+    for key, value in limits.items():
+        print(f"{key:<34} {value:12.1f}")
+    floor = min(limits.values()) if limits else 0
+    if floor:
+        print(f"{'berth push / min(limits)':<34} {results['berth']['blob push monolithic MB/s'] / floor:12.2f}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
