@@ -151,22 +151,25 @@ struct ImagesController {
     private func read(
         _ request: Request, _ context: BerthRequestContext, _ body: (String) async throws -> Response
     ) async throws -> Response {
-        try await support.run(request, context) { principal in
-            let registryName = try context.parameter("registry")
-            try Names.validateRegistry(registryName)
-            try support.require(principal, .view, on: registryName, "view registry '\(registryName)'")
-            return try await body(registryName)
-        }
+        try await gate(.view, request, context, body)
     }
 
     /// Changing needs admin of the registry.
     private func change(
         _ request: Request, _ context: BerthRequestContext, _ body: (String) async throws -> Response
     ) async throws -> Response {
+        try await gate(.administer, request, context, body)
+    }
+
+    private func gate(
+        _ permission: Permission, _ request: Request, _ context: BerthRequestContext,
+        _ body: (String) async throws -> Response
+    ) async throws -> Response {
         try await support.run(request, context) { principal in
             let registryName = try context.parameter("registry")
             try Names.validateRegistry(registryName)
-            try support.require(principal, .administer, on: registryName, "change registry '\(registryName)'")
+            let what = permission == .view ? "view" : "change"
+            try support.require(principal, permission, on: registryName, "\(what) registry '\(registryName)'")
             return try await body(registryName)
         }
     }
