@@ -62,14 +62,19 @@ extension Registry {
 
     // MARK: Images
 
-    /// The image, or `NAME_UNKNOWN`.
+    /// The image with its counts, or `NAME_UNKNOWN`.
     public func image(_ name: String) throws -> ImageSummary {
+        try summary(try requireImage(name))
+    }
+
+    /// The image's record, or `NAME_UNKNOWN`: an existence check that counts nothing.
+    public func requireImage(_ name: String) throws -> RepositoryRecord {
         let (registryName, _) = try Names.splitRepository(name)
         _ = try requireRegistry(registryName)
         guard let record = try read(RepositoryRecord.self, CatalogKey.repository(name)) else {
             throw RegistryError(.nameUnknown, "image '\(name)' does not exist")
         }
-        return try summary(record)
+        return record
     }
 
     private func summary(_ record: RepositoryRecord) throws -> ImageSummary {
@@ -121,7 +126,7 @@ extension Registry {
             throw InvalidRequest(message: "'description' is longer than 64 KiB")
         }
         return try await locks.withLock("repository:\(name)") {
-            var record = try image(name).record
+            var record = try requireImage(name)
             if let shortDescription { record.shortDescription = shortDescription }
             if let description { record.description = description }
             if let tagsImmutable { record.tagsImmutable = tagsImmutable }
@@ -134,7 +139,7 @@ extension Registry {
 
     /// Deletes every artifact and tag of an image, then the image.
     public func deleteImage(_ name: String) async throws {
-        _ = try image(name)
+        _ = try requireImage(name)
         var digests: [String] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { key, _ in
             digests.append(Key.lastComponent(key))
@@ -154,7 +159,7 @@ extension Registry {
 
     /// An image's artifacts, newest push first; the cursor is an offset.
     public func artifacts(image name: String, cursor: String?, limit: Int) throws -> Page<ArtifactSummary> {
-        _ = try image(name)
+        _ = try requireImage(name)
         var records: [ManifestRecord] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
             records.append(try RecordCodec.decode(ManifestRecord.self, value))
@@ -168,7 +173,7 @@ extension Registry {
     }
 
     public func artifact(image name: String, digest: String) async throws -> (ArtifactSummary, ManifestContent, ConfigSummary?, [Descriptor]) {
-        _ = try image(name)
+        _ = try requireImage(name)
         let parsed = try ContentDigest(parsing: digest).description
         guard let record = try manifestRecord(name: name, digest: parsed) else {
             throw RegistryError(.manifestUnknown, "artifact \(parsed) is not in image '\(name)'")
@@ -251,7 +256,7 @@ extension Registry {
 
     /// Tags of an image whose name contains `query`, in name order, after `cursor` (a tag name).
     public func tagRecords(image name: String, query: String?, after cursor: String?, limit: Int) throws -> Page<TagRecord> {
-        _ = try image(name)
+        _ = try requireImage(name)
         return try page(
             prefix: Key("T", name).childPrefix, after: cursor.map { CatalogKey.tag(name, $0).bytes }, limit: limit
         ) { key, value in
@@ -266,12 +271,17 @@ extension Registry {
     public func setTag(image name: String, tag: String, digest: String) async throws -> TagRecord {
         try Names.validateTag(tag)
         let parsed = try ContentDigest(parsing: digest).description
-        _ = try image(name)
+        _ = try requireImage(name)
         return try await locks.withLock("repository:\(name)") {
             guard try manifestRecord(name: name, digest: parsed) != nil else {
                 throw RegistryError(.manifestUnknown, "artifact \(parsed) is not in image '\(name)'")
             }
-            let repository = try image(name).record
+            let repository = try requireImage(name)
+            if let current = try db.get(.catalog, CatalogKey.tag(name, tag).bytes).map(TagValue.decode),
+                current.digest == parsed
+            {
+                return TagRecord(name: tag, digest: parsed, updated: current.updated)  // already so: nothing changes
+            }
             try checkMutability(repository, tag: tag, digest: parsed)
             let now = Date()
             var batch = WriteBatch()

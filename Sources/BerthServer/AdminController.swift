@@ -51,24 +51,14 @@ struct AdminController {
         }
         api.get("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
-                let name = try context.parameter("registry")
-                try Names.validateRegistry(name)
-                try support.require(principal, .view, on: name, "view registry '\(name)'")
-                guard let record = try registry.registry(name) else {
-                    return ErrorResponses.problem(status: 404, code: "NOT_FOUND", detail: "registry '\(name)' does not exist")
-                }
-                return support.json(describe(record))
+                let name = try existingRegistry(context, principal, .view, "view")
+                return support.json(describe(try registry.requireRegistry(name)))
             }
         }
         api.patch("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
-                let name = try context.parameter("registry")
-                try Names.validateRegistry(name)
-                try support.require(principal, .administer, on: name, "change registry '\(name)'")
+                let name = try existingRegistry(context, principal, .administer, "change")
                 let input = try await support.decode(RegistryPatch.self, request)
-                guard try registry.registry(name) != nil else {
-                    return ErrorResponses.problem(status: 404, code: "NOT_FOUND", detail: "registry '\(name)' does not exist")
-                }
                 let record = try await registry.updateRegistry(
                     name, anonymousPull: input.anonymous_pull, publicURIEnabled: input.public_uri_enabled)
                 await support.audit(context, "registry.update", name, registry: name)
@@ -77,12 +67,7 @@ struct AdminController {
         }
         api.delete("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
-                let name = try context.parameter("registry")
-                try Names.validateRegistry(name)
-                try support.require(principal, .delete, on: name, "delete registry '\(name)'")
-                guard try registry.registry(name) != nil else {
-                    return ErrorResponses.problem(status: 404, code: "NOT_FOUND", detail: "registry '\(name)' does not exist")
-                }
+                let name = try existingRegistry(context, principal, .delete, "delete")
                 try await registry.deleteRegistry(name, force: try AdminSupport.flag(request, "force"))
                 await support.audit(context, "registry.delete", name, registry: name)
                 return Response(status: .noContent)
@@ -120,6 +105,18 @@ struct AdminController {
                 ])
             }
         }
+    }
+
+    /// The path's registry, once the caller may `verb` it and it exists
+    /// (403 before 404, so names are not probed by status).
+    private func existingRegistry(
+        _ context: BerthRequestContext, _ principal: Principal, _ permission: Permission, _ verb: String
+    ) throws -> String {
+        let name = try context.parameter("registry")
+        try Names.validateRegistry(name)
+        try support.require(principal, permission, on: name, "\(verb) registry '\(name)'")
+        _ = try registry.requireRegistry(name)
+        return name
     }
 
     /// `POST /api/v1/system/backups`: an online backup into the backup directory.

@@ -137,7 +137,7 @@ struct ImagesController {
             try await change(request, context) { registryName in
                 let image = try name(context)
                 let tag = try context.parameter("tag")
-                _ = try registry.image(image)
+                _ = try registry.requireImage(image)
                 try await registry.deleteManifest(name: image, reference: tag)
                 await support.audit(context, "tag.delete", "\(image):\(tag)", registry: registryName)
                 return Response(status: .noContent)

@@ -93,7 +93,8 @@ public final class AccessControl: Sendable {
 
     /// May `principal` do `permission` on repository `name` of `registryName`?
     public func decide(_ principal: Principal, _ permission: Permission, registry registryName: String, repository name: String?) -> Decision {
-        let anonymousPull = (try? registry.registry(registryName))??.anonymousPull ?? false
+        // Read only where it matters: users' rights come from their bindings.
+        func anonymousPull() -> Bool { (try? registry.registry(registryName))??.anonymousPull ?? false }
         let readOnly = permission == .pull || permission == .view
         if let tokenAccess = principal.tokenAccess, let name {
             let needed = Self.action(for: permission)
@@ -101,13 +102,13 @@ public final class AccessControl: Sendable {
                 return .challenge(insufficientScope: true)
             }
             // Rights may have changed since the token was issued.
-            if principal.user == nil { return readOnly && anonymousPull ? .allow : .challenge(insufficientScope: true) }
+            if principal.user == nil { return readOnly && anonymousPull() ? .allow : .challenge(insufficientScope: true) }
             return principal.rights.allows(permission, on: registryName) ? .allow : .deny
         }
         if principal.user != nil {
             return principal.rights.allows(permission, on: registryName) ? .allow : .deny
         }
-        if readOnly && anonymousPull && principal.tokenAccess == nil { return .allow }
+        if readOnly && principal.tokenAccess == nil && anonymousPull() { return .allow }
         return .challenge(insufficientScope: false)
     }
 
