@@ -7,6 +7,8 @@ public struct RegistryRecord: Codable, Sendable, Equatable {
     public var created: Date
     public var publicURIEnabled: Bool = true
     public var anonymousPull: Bool = false
+    /// Cron expression of the registry's cleanup runs.
+    public var cleanupSchedule: String?
 }
 
 /// An image (repository) inside a registry. `name` is the full `<registry>/<image>`.
@@ -89,6 +91,12 @@ enum CatalogKey {
     static func pulls(_ name: String, _ digest: String) -> Key { Key("P", name, digest) }
     /// How many manifests of a registry reference a blob.
     static func blobLink(_ registry: String, _ digest: String) -> Key { Key("K", registry, digest) }
+    static func protectionPolicy(_ registry: String, _ id: String) -> Key { Key("Q", registry, id) }
+    static func cleanupPolicy(_ registry: String, _ id: String) -> Key { Key("C", registry, id) }
+    /// A job schedule of the appliance (`gc`).
+    static func schedule(_ job: String) -> Key { Key("S", job) }
+    /// Record kinds keyed by registry name as their first component.
+    static let registryKinds: [Character] = ["K", "Q", "C"]
     /// Every record kind stored under a repository name, for bulk deletes.
     static let repositoryKinds: [Character] = ["I", "M", "m", "T", "F", "P"]
 }

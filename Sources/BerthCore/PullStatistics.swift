@@ -65,9 +65,10 @@ public final class PullStatistics: Sendable {
 }
 
 extension Registry {
-    /// Counts a pull of an artifact (a manifest GET).
-    public func recordPull(name: String, digest: String) {
+    /// Counts a pull of an artifact (a manifest GET) and queues its event.
+    public func recordPull(name: String, digest: String, tag: String? = nil, actor: String? = nil) {
         pulls.record(name: name, digest: digest)
+        events.enqueue(EventRecord("artifact.pull", repository: name, digest: digest, tag: tag, actor: actor))
     }
 
     /// The stored plus pending statistics of one artifact.

@@ -10,6 +10,7 @@ extension Registry {
         guard let object = try objects.object(bucket: registryName, digest: parsed) else {
             throw RegistryError(.blobUnknown, "blob \(digest) is not in registry '\(registryName)'", detail: digest)
         }
+        touches.touch(registry: registryName, digest: parsed)
         return object
     }
 
@@ -41,6 +42,7 @@ extension Registry {
             let (source, _) = try? Names.splitRepository(from),
             try registry(source) != nil
         else { return nil }
+        touches.touch(registry: registryName, digest: parsed)
         return try await objects.copy(digest: parsed, from: source, to: registryName)
     }
 
@@ -79,6 +81,8 @@ extension Registry {
             try? await objects.cancel(upload: id)
             throw error
         }
+        let (registryName, _) = try Names.splitRepository(name)
+        touches.touch(registry: registryName, digest: parsed)
         return try await mapStoreErrors { try await objects.complete(upload: id, digest: parsed) }
     }
 

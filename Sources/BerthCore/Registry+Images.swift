@@ -137,21 +137,23 @@ extension Registry {
         }
     }
 
-    /// Deletes every artifact and tag of an image, then the image.
-    public func deleteImage(_ name: String) async throws {
+    /// Deletes every artifact and tag of an image, then the image. Refused,
+    /// changing nothing, while a protection policy covers one of its tags.
+    public func deleteImage(_ name: String, actor: String? = nil) async throws {
         _ = try requireImage(name)
+        try requireNothingProtected(repository: name)
         var digests: [String] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { key, _ in
             digests.append(Key.lastComponent(key))
             return true
         }
-        for digest in digests { try await deleteManifest(name: name, reference: digest) }
+        for digest in digests { try await deleteManifest(name: name, reference: digest, actor: actor) }
         var batch = WriteBatch()
         for kind in CatalogKey.repositoryKinds where kind != "I" {
             batch.deleteRange(.catalog, from: Key(kind, name).childPrefix, to: Key(kind, name).bytes + [1])
         }
         batch.delete(.catalog, CatalogKey.repository(name).bytes)
-        try await write(batch)
+        try await write(batch, events: [EventRecord("image.delete", repository: name, actor: actor)])
         pulls.forget(name: name)
     }
 
@@ -184,7 +186,7 @@ extension Registry {
         return (summary, content, try await configSummary(name, document?.config), document?.layers ?? [])
     }
 
-    private func tagsByDigest(_ name: String) throws -> [String: [String]] {
+    func tagsByDigest(_ name: String) throws -> [String: [String]] {
         var result: [String: [String]] = [:]
         try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
             result[TagValue.decode(value).digest, default: []].append(Key.lastComponent(key))
@@ -268,7 +270,7 @@ extension Registry {
     }
 
     /// Points `tag` at an artifact of the image, with the rules of a push.
-    public func setTag(image name: String, tag: String, digest: String) async throws -> TagRecord {
+    public func setTag(image name: String, tag: String, digest: String, actor: String? = nil) async throws -> TagRecord {
         try Names.validateTag(tag)
         let parsed = try ContentDigest(parsing: digest).description
         _ = try requireImage(name)
@@ -282,15 +284,23 @@ extension Registry {
             {
                 return TagRecord(name: tag, digest: parsed, updated: current.updated)  // already so: nothing changes
             }
-            try checkMutability(repository, tag: tag, digest: parsed)
+            try checkTagMove(repository, tag: tag, digest: parsed)
             let now = Date()
             var batch = WriteBatch()
             batch.put(.catalog, CatalogKey.tag(name, tag).bytes, TagValue.encode(digest: parsed, updated: now))
             var updated = repository
             updated.updated = now
             batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(updated))
-            try await write(batch)
+            try await write(batch, events: [EventRecord("tag.create", repository: name, digest: parsed, tag: tag, actor: actor)])
             return TagRecord(name: tag, digest: parsed, updated: now)
         }
+    }
+}
+
+extension Registry {
+    /// A JSON object as text, for event details.
+    static func jsonText(_ object: [String: Any]) -> String? {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return nil }
+        return String(decoding: data, as: UTF8.self)
     }
 }

@@ -5,7 +5,7 @@ extension Registry {
     /// Stores a manifest under `reference` (a tag or its digest) in repository
     /// `name` (`<registry>/<image>`). Every blob and child manifest it needs must be present.
     public func putManifest(
-        name: String, reference: String, bytes: [UInt8], contentType: String?
+        name: String, reference: String, bytes: [UInt8], contentType: String?, actor: String? = nil
     ) async throws -> ParsedManifest {
         let (registryName, _) = try Names.splitRepository(name)
         _ = try requireRegistry(registryName)
@@ -31,6 +31,10 @@ extension Registry {
         let lockNames = ["manifest:\(name)@\(manifest.digest)", "repository:\(name)"]
             + manifest.blobs.map { "link:\(registryName)@\($0)" }
         try await locks.withLocks(lockNames) {
+            // Again under the link locks, which garbage collection takes too.
+            for blob in manifest.blobs where try objects.object(bucket: registryName, digest: blob) == nil {
+                throw RegistryError(.manifestBlobUnknown, "blob \(blob) is not in registry '\(registryName)'", detail: blob)
+            }
             var batch = WriteBatch()
             let now = Date()
             let isNew = try read(ManifestRecord.self, CatalogKey.manifest(name, manifest.digest)) == nil
@@ -57,23 +61,27 @@ extension Registry {
             var repository = try read(RepositoryRecord.self, CatalogKey.repository(name))
                 ?? RepositoryRecord(name: name, created: now, updated: now)
             if let tag {
-                try checkMutability(repository, tag: tag, digest: manifest.digest)
+                try checkTagMove(repository, tag: tag, digest: manifest.digest)
                 batch.put(.catalog, CatalogKey.tag(name, tag).bytes, TagValue.encode(digest: manifest.digest, updated: now))
             }
             repository.updated = now
             batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(repository))
-            try await write(batch)
+            try await write(
+                batch, events: [EventRecord("artifact.push", repository: name, digest: manifest.digest, tag: tag, actor: actor)])
         }
         return manifest
     }
 
-    /// Refuses to move an existing tag of an immutable image to another digest.
-    func checkMutability(_ repository: RepositoryRecord, tag: String, digest: String) throws {
-        guard repository.tagsImmutable == true,
-            let current = try db.get(.catalog, CatalogKey.tag(repository.name, tag).bytes).map({ TagValue.decode($0).digest }),
+    /// Refuses to move an existing tag to another digest when the image's tags
+    /// are immutable or a protection policy covers the tag.
+    func checkTagMove(_ repository: RepositoryRecord, tag: String, digest: String) throws {
+        guard let current = try db.get(.catalog, CatalogKey.tag(repository.name, tag).bytes).map({ TagValue.decode($0).digest }),
             current != digest
         else { return }
-        throw TagImmutableError(repository: repository.name, tag: tag, current: current)
+        if repository.tagsImmutable == true {
+            throw TagImmutableError(repository: repository.name, tag: tag, current: current)
+        }
+        try requireUnprotected(repository: repository.name, tag: tag)
     }
 
     /// Adds `delta` to the count of manifests of `registry` referencing `blob`. Call with its lock held.
@@ -122,24 +130,30 @@ extension Registry {
         return ManifestContent(digest: digest, mediaType: record.mediaType, bytes: bytes)
     }
 
-    /// Deletes by digest (the manifest, its tags and its referrer entry) or by tag (the tag only).
-    public func deleteManifest(name: String, reference: String) async throws {
+    /// Deletes by digest (the manifest, its tags and its referrer entry) or by
+    /// tag (the tag only). Protected tags and artifacts are refused.
+    public func deleteManifest(name: String, reference: String, actor: String? = nil) async throws {
         let (registryName, _) = try Names.splitRepository(name)
         _ = try requireRegistry(registryName)
         if !ContentDigest.isDigest(reference) {
-            _ = try resolve(name: name, reference: reference)
-            var batch = WriteBatch()
-            batch.delete(.catalog, CatalogKey.tag(name, reference).bytes)
-            try await write(batch)
+            try await locks.withLock("repository:\(name)") {
+                let digest = try resolve(name: name, reference: reference)
+                try requireUnprotected(repository: name, tag: reference)
+                var batch = WriteBatch()
+                batch.delete(.catalog, CatalogKey.tag(name, reference).bytes)
+                try await write(
+                    batch, events: [EventRecord("tag.delete", repository: name, digest: digest, tag: reference, actor: actor)])
+            }
             return
         }
         let digest = try ContentDigest(parsing: reference).description
         guard let record = try manifestRecord(name: name, digest: digest) else {
             throw RegistryError(.manifestUnknown, "manifest \(digest) is not in repository '\(name)'", detail: digest)
         }
-        let lockNames = ["manifest:\(name)@\(digest)"] + record.blobs.map { "link:\(registryName)@\($0)" }
+        let lockNames = ["manifest:\(name)@\(digest)", "repository:\(name)"] + record.blobs.map { "link:\(registryName)@\($0)" }
         try await locks.withLocks(lockNames) {
             guard try manifestRecord(name: name, digest: digest) != nil else { return }
+            try requireUnprotected(repository: name, digest: digest)
             var batch = WriteBatch()
             batch.delete(.catalog, CatalogKey.manifest(name, digest).bytes)
             batch.delete(.catalog, CatalogKey.manifestBytes(name, digest).bytes)
@@ -147,12 +161,18 @@ extension Registry {
             if let subject = record.subject {
                 batch.delete(.catalog, CatalogKey.referrer(name, subject: subject, digest).bytes)
             }
+            var tags: [String] = []
             try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
-                if TagValue.decode(value).digest == digest { batch.delete(.catalog, Array(key)) }
+                if TagValue.decode(value).digest == digest {
+                    batch.delete(.catalog, Array(key))
+                    tags.append(Key.lastComponent(key))
+                }
                 return true
             }
             batch.delete(.catalog, CatalogKey.pulls(name, digest).bytes)
-            try await write(batch)
+            var event = EventRecord("artifact.delete", repository: name, digest: digest, actor: actor)
+            if !tags.isEmpty { event.detail = Self.jsonText(["tags": tags]) }
+            try await write(batch, events: [event])
             pulls.forget(name: name, digest: digest)
         }
     }

@@ -15,12 +15,17 @@ public final class Registry: Sendable {
     let locks = KeyedLocks()
     let logger: Logger
     let pulls = PullStatistics()
+    /// When blobs were last uploaded, mounted or read, for GC's grace period.
+    let touches = BlobTouches()
+    /// The event log every change is appended to, in the change's own batch.
+    public let events: EventLog
 
-    public init(store: Store, logger: Logger = Logger(label: "berth.registry")) {
+    public init(store: Store, logger: Logger = Logger(label: "berth.registry")) throws {
         self.store = store
         self.db = store.db
         self.objects = store.objects
         self.logger = logger
+        self.events = try EventLog(store: store)
     }
 
     // MARK: Records
@@ -31,6 +36,14 @@ public final class Registry: Sendable {
 
     func write(_ batch: WriteBatch) async throws {
         try await store.pool.run { [db] in try db.write(batch, .synced) }
+    }
+
+    /// Writes `batch` with `events` appended to the event log, in one synced write.
+    func write(_ batch: WriteBatch, events records: [EventRecord]) async throws {
+        var batch = batch
+        let ids = events.stage(records, into: &batch)
+        defer { events.settle(ids) }
+        try await write(batch)
     }
 
     // MARK: Registries
@@ -96,12 +109,15 @@ public final class Registry: Sendable {
                 throw RegistryError(
                     .conflict, "registry '\(name)' still has images; delete them first or pass force=true")
             }
+            try requireNothingProtected(registry: name)
             var batch = WriteBatch()
             for kind in CatalogKey.repositoryKinds {
                 let start = Key(kind, name + "/").bytes
                 batch.deleteRange(.catalog, from: start, to: Key(kind, name + "0").bytes)  // "0" sorts right after "/"
             }
-            batch.deleteRange(.catalog, from: Key("K", name).childPrefix, to: Key("K", name).bytes + [1])
+            for kind in CatalogKey.registryKinds {
+                batch.deleteRange(.catalog, from: Key(kind, name).childPrefix, to: Key(kind, name).bytes + [1])
+            }
             batch.delete(.catalog, CatalogKey.registry(name).bytes)
             try await write(batch)
             try await objects.deleteBucket(name)

@@ -48,6 +48,8 @@ struct AdminSupport: Sendable {
             return ErrorResponses.problem(status: 400, code: "INVALID_REQUEST", detail: error.message)
         } catch let error as TagImmutableError {
             return ErrorResponses.problem(status: 409, code: "TAG_IMMUTABLE", detail: error.description)
+        } catch let error as LifecycleError {
+            return ErrorResponses.problem(status: error.status, code: error.code, detail: error.message)
         }
     }
 
@@ -106,6 +108,15 @@ struct AdminSupport: Sendable {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime]
         return formatter.string(from: date)
+    }
+
+    /// An RFC 3339 date-time, with or without fractional seconds.
+    static func parseTimestamp(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        if let date = formatter.date(from: text) { return date }
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.date(from: text)
     }
 
     /// The `limit` query parameter: 1–1000, default 100; anything else is refused.

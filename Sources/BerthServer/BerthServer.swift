@@ -38,7 +38,15 @@ public enum BerthServer {
 
     public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {
         let store = try openStore(configuration)
-        let registry = Registry(store: store, logger: logger)
+        let registry = try Registry(store: store, logger: logger)
+        let jobs = try JobRunner(
+            registry: registry, store: store,
+            settings: JobSettings(
+                gcGrace: configuration.gcGrace, gcAfterDelete: configuration.gcAfterDelete,
+                defaultGCSchedule: configuration.gcSchedule.flatMap { try? CronExpression($0) }),
+            logger: logger)
+        let interrupted = try await jobs.log.markInterrupted()
+        if interrupted > 0 { logger.notice("job runs interrupted by the last stop", metadata: ["runs": "\(interrupted)"]) }
         let identity = try Identity(store: store)
         let access = AccessControl(
             registry: registry, identity: identity,
@@ -52,7 +60,7 @@ public enum BerthServer {
         var tls: TLSConfiguration?
         for spec in configuration.listeners {
             let router = makeRouter(
-                registry, access, metrics: metrics,
+                registry, access, jobs, metrics: metrics,
                 settings: RouterSettings(
                     scheme: spec.scheme, exposure: spec.exposure, endpoints: endpoints, listeners: configuration.listeners,
                     dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory))
@@ -74,23 +82,32 @@ public enum BerthServer {
         services.append(
             PeriodicJob(name: "maintenance", interval: configuration.maintenanceInterval, metrics: metrics, logger: logger) {
                 let expired = try await objects.expireUploads(idleFor: configuration.uploadTimeout)
-                let swept = try await objects.sweepExtents(grace: configuration.extentGracePeriod)
-                if expired + swept > 0 {
-                    logger.info("maintenance", metadata: ["uploads_expired": "\(expired)", "extents_swept": "\(swept)"])
+                let swept = try await objects.sweepExtents(grace: configuration.extentGracePeriod).extents
+                let trimmed = try await registry.events.trim(
+                    olderThan: Date().addingTimeInterval(-Double(configuration.eventRetentionDays) * 86_400))
+                if expired + swept + trimmed > 0 {
+                    logger.info(
+                        "maintenance",
+                        metadata: ["uploads_expired": "\(expired)", "extents_swept": "\(swept)", "events_dropped": "\(trimmed)"])
                 }
             })
 
         services.append(
-            PeriodicJob(name: "pull-statistics", interval: 5, metrics: metrics, logger: logger) {
+            PeriodicJob(name: "pull-statistics", interval: 1, metrics: metrics, logger: logger) {
                 try await registry.flushPulls()
+                let (_, dropped) = try await registry.events.flushQueued()
+                if dropped > 0 { logger.warning("pull events dropped: the queue was full", metadata: ["events": "\(dropped)"]) }
             })
+        services.append(Scheduler(jobs: jobs, metrics: metrics, logger: logger))
         var groupConfiguration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // In-flight requests get this long after SIGTERM; then they are cancelled.
         groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.shutdownTimeout * 1000))
         groupConfiguration.maximumCancellationDuration = .seconds(5)
         try await ServiceGroup(configuration: groupConfiguration).run()
+        await jobs.shutdown()
         try await registry.flushPulls()
+        try await registry.events.flushQueued()
         try await store.shutdown()
         logger.info("stopped")
     }
@@ -109,7 +126,7 @@ public enum BerthServer {
     }
 
     static func makeRouter(
-        _ registry: Registry, _ access: AccessControl, metrics: ServerMetrics, settings: RouterSettings
+        _ registry: Registry, _ access: AccessControl, _ jobs: JobRunner, metrics: ServerMetrics, settings: RouterSettings
     ) -> Router<BerthRequestContext> {
         let router = Router(context: BerthRequestContext.self)
         let challenge = Challenge(scheme: settings.scheme)
@@ -117,7 +134,7 @@ public enum BerthServer {
         router.add(middleware: AuthMiddleware(access: access, challenge: challenge))
         router.add(
             middleware: DistributionController(
-                registry: registry, access: access, challenge: challenge, exposure: settings.exposure))
+                registry: registry, access: access, jobs: jobs, challenge: challenge, exposure: settings.exposure))
         let routes = RouteTable()
         router.add(middleware: AdminFallbackMiddleware(routes: routes))
         router.get("healthz") { _, _ in "ok\n" }
@@ -132,7 +149,10 @@ public enum BerthServer {
         let support = AdminSupport(access: access, challenge: challenge)
         AdminController(registry: registry, support: support, settings: settings).register(on: router)
         IdentityController(access: access, support: support).register(on: router)
-        ImagesController(registry: registry, support: support).register(on: router)
+        ImagesController(registry: registry, jobs: jobs, support: support).register(on: router)
+        PolicyController(registry: registry, support: support).register(on: router)
+        JobsController(jobs: jobs, support: support).register(on: router)
+        EventsController(registry: registry, support: support).register(on: router)
         routes.load(router.routes)
         return router
     }

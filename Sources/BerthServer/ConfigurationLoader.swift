@@ -1,3 +1,4 @@
+import BerthCore
 import Foundation
 import Yams
 
@@ -15,7 +16,8 @@ public struct ConfigurationLoader {
     /// The keys, in the order `berth config check` prints them.
     public static let keys = [
         "data_dir", "http", "https", "private_http", "private_https", "public_host", "private_host", "host_names", "tls_cert", "tls_key", "max_blob_size", "upload_timeout", "token_ttl",
-        "auth_failure_limit", "backup_dir", "shutdown_timeout", "log_level",
+        "auth_failure_limit", "backup_dir", "shutdown_timeout", "log_level", "gc_grace", "gc_after_delete", "gc_schedule",
+        "event_retention_days",
     ]
 
     public private(set) var configuration = ServerConfiguration()
@@ -113,6 +115,19 @@ public struct ConfigurationLoader {
         case "backup_dir":
             guard !value.isEmpty else { throw ConfigurationError(description: "'backup_dir' must not be empty") }
             configuration.backupDir = value
+        case "gc_grace": configuration.gcGrace = try number(Double.self, minimum: 0)
+        case "gc_after_delete": configuration.gcAfterDelete = try number(Double.self, minimum: 0)
+        case "gc_schedule":
+            if value == "off" || value.isEmpty {
+                configuration.gcSchedule = nil
+            } else {
+                do {
+                    configuration.gcSchedule = try CronExpression(value).source
+                } catch {
+                    throw ConfigurationError(description: "'gc_schedule' is not a valid cron expression: \(error)")
+                }
+            }
+        case "event_retention_days": configuration.eventRetentionDays = try number(Int.self, minimum: 1)
         case "log_level":
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
             guard levels.contains(value) else {
@@ -138,6 +153,8 @@ public struct ConfigurationLoader {
             "max_blob_size": String(c.maxBlobSize), "upload_timeout": String(c.uploadTimeout),
             "token_ttl": String(c.tokenLifetime), "auth_failure_limit": String(c.authFailureLimit),
             "backup_dir": c.backupDirectory, "shutdown_timeout": String(c.shutdownTimeout), "log_level": logLevel,
+            "gc_grace": String(c.gcGrace), "gc_after_delete": String(c.gcAfterDelete), "gc_schedule": c.gcSchedule ?? "off",
+            "event_retention_days": String(c.eventRetentionDays),
         ]
         return Self.keys.map { ($0, values[$0] ?? "") }
     }

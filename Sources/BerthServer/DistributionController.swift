@@ -11,6 +11,7 @@ struct DistributionController: RouterMiddleware {
     typealias Context = BerthRequestContext
     let registry: Registry
     let access: AccessControl
+    let jobs: JobRunner
     let challenge: Challenge
     /// The listener's exposure: on a public one, registries whose public URI is off do not exist.
     let exposure: Exposure
@@ -30,6 +31,8 @@ struct DistributionController: RouterMiddleware {
             return finish(ErrorResponses.oci(error, head: isHead))
         } catch let error as TagImmutableError {
             return finish(ErrorResponses.oci(RegistryError(.denied, error.description, detail: error.tag), head: isHead))
+        } catch let error as LifecycleError where error.code == "PROTECTED" {
+            return finish(ErrorResponses.oci(RegistryError(.denied, error.message), head: isHead))
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return finish(ErrorResponses.oci(RegistryError(.unsupported, "internal error"), head: isHead).with(status: 500))
@@ -118,14 +121,18 @@ struct DistributionController: RouterMiddleware {
         case (.manifest(let name, let reference), .get), (.manifest(let name, let reference), .head):
             let response = try getManifest(name, reference, head: request.method == .head)
             if request.method == .get, let digest = response.headers[.dockerContentDigest] {
-                registry.recordPull(name: name, digest: digest)
+                registry.recordPull(
+                    name: name, digest: digest, tag: ContentDigest.isDigest(reference) ? nil : reference,
+                    actor: context.principal.actor)
             }
             return response
         case (.manifest(let name, let reference), .put):
-            return try await putManifest(name, reference, request)
+            return try await putManifest(name, reference, request, actor: context.principal.actor)
         case (.manifest(let name, let reference), .delete):
-            try await registry.deleteManifest(name: name, reference: reference)
-            let action = ContentDigest.isDigest(reference) ? "manifest.delete" : "tag.delete"
+            try await registry.deleteManifest(name: name, reference: reference, actor: context.principal.actor)
+            let isDigest = ContentDigest.isDigest(reference)
+            if isDigest { jobs.noteDelete() }
+            let action = isDigest ? "manifest.delete" : "tag.delete"
             await audit(context, action, "\(name):\(reference)", registry: try? Names.splitRepository(name).registry)
             return Response(status: .accepted, headers: [.contentLength: "0"])
         case (.blob(let name, let digest), .get), (.blob(let name, let digest), .head):
@@ -209,7 +216,7 @@ struct DistributionController: RouterMiddleware {
         return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: manifest.bytes)))
     }
 
-    private func putManifest(_ name: String, _ reference: String, _ request: Request) async throws -> Response {
+    private func putManifest(_ name: String, _ reference: String, _ request: Request, actor: String) async throws -> Response {
         if let length = request.contentLength, length > Int64(ParsedManifest.maxBytes) {
             throw RegistryError(.manifestInvalid, "manifest is larger than the limit of 4 MiB", detail: "\(length) bytes")
         }
@@ -221,7 +228,7 @@ struct DistributionController: RouterMiddleware {
             }
         }
         let manifest = try await registry.putManifest(
-            name: name, reference: reference, bytes: bytes, contentType: request.headers[.contentType])
+            name: name, reference: reference, bytes: bytes, contentType: request.headers[.contentType], actor: actor)
         var headers: HTTPFields = [
             .location: "/v2/\(name)/manifests/\(manifest.digest)", .dockerContentDigest: manifest.digest,
             .contentLength: "0",

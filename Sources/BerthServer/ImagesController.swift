@@ -7,6 +7,7 @@ import Hummingbird
 /// Image names with `/` travel as one percent-encoded path segment.
 struct ImagesController {
     let registry: Registry
+    let jobs: JobRunner
     let support: AdminSupport
 
     struct ImagePatch: Decodable {
@@ -65,7 +66,8 @@ struct ImagesController {
         base.delete("images/:image") { request, context in
             try await change(request, context) { registryName in
                 let image = try name(context)
-                try await registry.deleteImage(image)
+                try await registry.deleteImage(image, actor: context.principal.actor)
+                jobs.noteDelete()
                 await support.audit(context, "image.delete", image, registry: registryName)
                 return Response(status: .noContent)
             }
@@ -100,7 +102,8 @@ struct ImagesController {
                 guard try registry.manifestRecord(name: image, digest: digest) != nil else {
                     throw RegistryError(.manifestUnknown, "artifact \(digest) is not in image '\(image)'")
                 }
-                try await registry.deleteManifest(name: image, reference: digest)
+                try await registry.deleteManifest(name: image, reference: digest, actor: context.principal.actor)
+                jobs.noteDelete()
                 await support.audit(context, "manifest.delete", "\(image)@\(digest)", registry: registryName)
                 return Response(status: .noContent)
             }
@@ -128,7 +131,8 @@ struct ImagesController {
         base.post("images/:image/tags") { request, context in
             try await change(request, context) { registryName in
                 let input = try await support.decode(TagCreate.self, request)
-                let tag = try await registry.setTag(image: try name(context), tag: input.name, digest: input.digest)
+                let tag = try await registry.setTag(
+                    image: try name(context), tag: input.name, digest: input.digest, actor: context.principal.actor)
                 await support.audit(context, "tag.create", "\(try name(context)):\(tag.name)", registry: registryName)
                 return support.json(describe(tag), status: .created)
             }
@@ -138,7 +142,7 @@ struct ImagesController {
                 let image = try name(context)
                 let tag = try context.parameter("tag")
                 _ = try registry.requireImage(image)
-                try await registry.deleteManifest(name: image, reference: tag)
+                try await registry.deleteManifest(name: image, reference: tag, actor: context.principal.actor)
                 await support.audit(context, "tag.delete", "\(image):\(tag)", registry: registryName)
                 return Response(status: .noContent)
             }
@@ -151,27 +155,14 @@ struct ImagesController {
     private func read(
         _ request: Request, _ context: BerthRequestContext, _ body: (String) async throws -> Response
     ) async throws -> Response {
-        try await gate(.view, request, context, body)
+        try await RegistryGate(support: support).read(request, context, body)
     }
 
     /// Changing needs admin of the registry.
     private func change(
         _ request: Request, _ context: BerthRequestContext, _ body: (String) async throws -> Response
     ) async throws -> Response {
-        try await gate(.administer, request, context, body)
-    }
-
-    private func gate(
-        _ permission: Permission, _ request: Request, _ context: BerthRequestContext,
-        _ body: (String) async throws -> Response
-    ) async throws -> Response {
-        try await support.run(request, context) { principal in
-            let registryName = try context.parameter("registry")
-            try Names.validateRegistry(registryName)
-            let what = permission == .view ? "view" : "change"
-            try support.require(principal, permission, on: registryName, "\(what) registry '\(registryName)'")
-            return try await body(registryName)
-        }
+        try await RegistryGate(support: support).change(request, context, body)
     }
 
     /// The full `<registry>/<image>` name from the path. A name no image can

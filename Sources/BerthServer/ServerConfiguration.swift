@@ -56,6 +56,14 @@ public struct ServerConfiguration: Sendable {
     public var shutdownTimeout: Double = 30
     /// Seconds between maintenance passes.
     public var maintenanceInterval: Double = 30
+    /// Seconds a blob nobody references is kept after its last upload, mount or read.
+    public var gcGrace: Double = 3600
+    /// Seconds after a delete before garbage collection runs; 0 turns it off.
+    public var gcAfterDelete: Double = 60
+    /// Garbage collection schedule until one is set through the API; nil: none.
+    public var gcSchedule: String? = "15 3 * * *"
+    /// Days the event log keeps events.
+    public var eventRetentionDays: Int = 30
 
     public init() {}
 }

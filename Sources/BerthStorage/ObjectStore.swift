@@ -8,6 +8,8 @@ public protocol ObjectStore: Sendable {
     /// Removes the bucket and every object in it.
     func deleteBucket(_ bucket: String) async throws
     func object(bucket: String, digest: String) throws -> ObjectRecord?
+    /// Every object of a bucket, in digest order.
+    func objects(bucket: String) throws -> [ObjectRecord]
     /// The bytes of `object` in `range`, streamed a chunk at a time.
     func read(_ object: ObjectRecord, range: Range<Int64>) -> ObjectReader
     /// Makes `digest` of bucket `from` an object of bucket `to` without copying bytes.
@@ -30,8 +32,8 @@ public protocol ObjectStore: Sendable {
     func cancel(upload id: String) async throws
     /// Drops uploads idle for longer than `idle` seconds; returns how many.
     func expireUploads(idleFor idle: Double) async throws -> Int
-    /// Deletes extents unreferenced for longer than `grace` seconds; returns how many.
-    func sweepExtents(grace: Double) async throws -> Int
+    /// Deletes extents unreferenced for longer than `grace` seconds.
+    func sweepExtents(grace: Double) async throws -> SweepResult
 }
 
 /// Streams an object's bytes, fetching one chunk per step on the blocking pool.
@@ -74,4 +76,10 @@ public struct ObjectReader: AsyncSequence, Sendable {
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(reader: self, position: range.lowerBound, prefetch: nil)
     }
+}
+
+/// What a sweep of unreferenced extents freed.
+public struct SweepResult: Sendable, Equatable {
+    public var extents: Int = 0
+    public var bytes: Int64 = 0
 }

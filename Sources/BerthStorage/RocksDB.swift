@@ -19,6 +19,10 @@ public enum ColumnFamily: Int, CaseIterable, Sendable {
     case auth
     /// The audit log, in time order.
     case audit
+    /// Job runs (GC, cleanup) and their details.
+    case jobs
+    /// The event log, in sequence order.
+    case events
 
     public var name: String {
         switch self {
@@ -29,6 +33,8 @@ public enum ColumnFamily: Int, CaseIterable, Sendable {
         case .uploads: return "uploads"
         case .auth: return "auth"
         case .audit: return "audit"
+        case .jobs: return "jobs"
+        case .events: return "events"
         }
     }
 }
@@ -283,14 +289,14 @@ public final class RocksDB: @unchecked Sendable {
     }
 
     /// Calls `body` for each entry whose key starts with `prefix`, beginning
-    /// strictly after `after` when given, until `body` returns false.
+    /// strictly after `after` or at `from` when given, until `body` returns false.
     public func scan(
-        _ family: ColumnFamily, prefix: [UInt8], after: [UInt8]? = nil,
+        _ family: ColumnFamily, prefix: [UInt8], after: [UInt8]? = nil, from: [UInt8]? = nil,
         _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
     ) throws {
         let iterator = rocksdb_create_iterator_cf(db, readOptions, handle(family))!
         defer { rocksdb_iter_destroy(iterator) }
-        let start = after ?? prefix
+        let start = after ?? from ?? prefix
         start.withUnsafeBufferPointer { s in
             s.withMemoryRebound(to: CChar.self) { rocksdb_iter_seek(iterator, $0.baseAddress, $0.count) }
         }

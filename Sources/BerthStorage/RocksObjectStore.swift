@@ -111,6 +111,15 @@ public final class RocksObjectStore: ObjectStore {
         counters.withLockedValue { _ = $0.buckets.removeValue(forKey: bucket) }
     }
 
+    public func objects(bucket: String) throws -> [ObjectRecord] {
+        var records: [ObjectRecord] = []
+        try db.scan(.objects, prefix: Key("o", bucket).childPrefix) { _, value in
+            records.append(try RecordCodec.decode(ObjectRecord.self, value))
+            return true
+        }
+        return records
+    }
+
     public func object(bucket: String, digest: String) throws -> ObjectRecord? {
         try db.get(.objects, Self.objectKey(bucket, digest)).map { try RecordCodec.decode(ObjectRecord.self, $0) }
     }
@@ -433,7 +442,7 @@ public final class RocksObjectStore: ObjectStore {
         return expired
     }
 
-    public func sweepExtents(grace: Double) async throws -> Int {
+    public func sweepExtents(grace: Double) async throws -> SweepResult {
         let cutoff = Date().addingTimeInterval(-grace)
         var unreferenced: [UInt64] = []
         try db.scan(.objects, prefix: Array("z".utf8)) { key, _ in
@@ -446,7 +455,7 @@ public final class RocksObjectStore: ObjectStore {
                 candidates.append((id, record))
             }
         }
-        var swept = 0
+        var swept = SweepResult()
         for (id, record) in candidates {
             try await locks.withLock("d:" + record.digest) {
                 guard let current = try extent(id), current.references == 0 else { return }
@@ -461,7 +470,8 @@ public final class RocksObjectStore: ObjectStore {
                 Self.dropExtent(id, in: &batch)
                 try await write(batch)
                 counters.withLockedValue { $0.physicalBytes -= current.size }
-                swept += 1
+                swept.extents += 1
+                swept.bytes += current.size
             }
         }
         return swept

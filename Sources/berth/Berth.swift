@@ -53,6 +53,11 @@ struct Settings: ParsableArguments {
     @Option(help: "Where online backups go (default <data-dir>/backups).") var backupDir: String?
     @Option(help: "Seconds in-flight requests may run on after SIGTERM (default 30).") var shutdownTimeout: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
+    @Option(help: "Seconds an unreferenced blob is kept after its last upload, mount or read (default 3600).")
+    var gcGrace: String?
+    @Option(help: "Seconds after a delete before garbage collection runs, 0 = never (default 60).") var gcAfterDelete: String?
+    @Option(help: "Garbage collection schedule, 5-field cron in UTC or 'off' (default '15 3 * * *').") var gcSchedule: String?
+    @Option(help: "Days the event log keeps events (default 30).") var eventRetentionDays: String?
 
     /// The effective configuration and log level.
     func load() throws -> (ServerConfiguration, String) {
@@ -67,6 +72,8 @@ struct Settings: ParsableArguments {
                 ("tls_cert", tlsCert), ("tls_key", tlsKey), ("max_blob_size", maxBlobSize),
                 ("upload_timeout", uploadTimeout), ("token_ttl", tokenTtl),
                 ("auth_failure_limit", authFailureLimit), ("backup_dir", backupDir),
+                ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),
+                ("event_retention_days", eventRetentionDays),
                 ("shutdown_timeout", shutdownTimeout), ("log_level", logLevel),
             ]
             for case let (key, value?) in flags { try loader.set(key, value) }
@@ -126,7 +133,7 @@ struct RegistryCommand: AsyncParsableCommand {
 
         func run() async throws {
             let store = try Store(directory: URL(fileURLWithPath: dataDir).appendingPathComponent("db").path)
-            let registry = Registry(store: store)
+            let registry = try Registry(store: store)
             do {
                 let record = try await registry.createRegistry(name)
                 print("created registry \(record.name)")

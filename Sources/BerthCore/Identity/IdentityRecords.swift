@@ -77,6 +77,9 @@ public struct Rights: Sendable, Equatable {
     /// Rights over the whole appliance: creating registries, users, keys, the audit log.
     public var isGlobalAdmin: Bool { bindings.contains { $0.role == .admin && $0.registry == nil } }
 
+    /// Global admins and global viewers: they may read what concerns the whole appliance (GC runs, every event).
+    public var isGlobalReader: Bool { bindings.contains { $0.registry == nil && ($0.role == .admin || $0.role == .viewer) } }
+
     public func canView(_ registry: String) -> Bool { allows(.view, on: registry) }
 }
 

@@ -1,0 +1,183 @@
+import BerthStorage
+import Foundation
+import NIOConcurrencyHelpers
+
+/// One entry of the event log: a push, pull, delete, or job run.
+public struct EventRecord: Codable, Sendable, Equatable {
+    public var id: Int64 = 0
+    public var time: Date
+    public var type: String
+    public var registry: String?
+    /// The image name inside its registry.
+    public var image: String?
+    public var digest: String?
+    public var tag: String?
+    public var actor: String?
+    /// A JSON object, kept as text.
+    public var detail: String?
+
+    public init(
+        type: String, registry: String? = nil, image: String? = nil, digest: String? = nil, tag: String? = nil,
+        actor: String? = nil, detail: String? = nil, time: Date = Date()
+    ) {
+        self.time = time
+        self.type = type
+        self.registry = registry
+        self.image = image
+        self.digest = digest
+        self.tag = tag
+        self.actor = actor
+        self.detail = detail
+    }
+
+    /// An event about repository `name` (`<registry>/<image>`).
+    public init(_ type: String, repository name: String, digest: String? = nil, tag: String? = nil, actor: String?) {
+        let slash = name.firstIndex(of: "/") ?? name.endIndex
+        self.init(
+            type: type, registry: String(name[..<slash]),
+            image: slash < name.endIndex ? String(name[name.index(after: slash)...]) : nil, digest: digest, tag: tag,
+            actor: actor)
+    }
+}
+
+/// The durable, ordered event log (column family `events`): the feed of
+/// webhooks and replication.
+///
+/// Keys are the event's id as a big-endian u64. Ids are handed out before a
+/// write lands, so concurrent writes may land out of order; readers only see
+/// ids below the lowest one still in flight, so a consumer that remembers
+/// the last id it saw never misses an event. Changes stage their events in
+/// the same synced batch as the change. Pulls, which change nothing, are
+/// queued and written about once a second.
+public final class EventLog: Sendable {
+    let db: RocksDB
+    let pool: BlockingPool
+    private let state: NIOLockedValueBox<State>
+    /// Queued pull events beyond this are dropped (and counted).
+    static let queueLimit = 100_000
+
+    struct State {
+        var next: Int64
+        var inFlight: Set<Int64> = []
+        var queued: [EventRecord] = []
+        var dropped: Int = 0
+    }
+
+    public init(store: Store) throws {
+        db = store.db
+        pool = store.pool
+        var last: Int64 = 0
+        try db.scanReverse(.events, before: nil) { key, _ in
+            last = Int64(bitPattern: UInt64(bigEndianBytes: key))
+            return false
+        }
+        state = NIOLockedValueBox(State(next: last + 1))
+    }
+
+    static func key(_ id: Int64) -> [UInt8] { UInt64(id).bigEndianBytes }
+
+    /// Gives `events` ids and adds them to `batch`. Call ``settle(_:)`` with
+    /// the ids once the batch is written or has failed.
+    func stage(_ events: [EventRecord], into batch: inout WriteBatch) -> [Int64] {
+        guard !events.isEmpty else { return [] }
+        let first = state.withLockedValue { state -> Int64 in
+            let first = state.next
+            state.next += Int64(events.count)
+            for id in first..<state.next { state.inFlight.insert(id) }
+            return first
+        }
+        var ids: [Int64] = []
+        for (offset, var event) in events.enumerated() {
+            event.id = first + Int64(offset)
+            batch.put(.events, Self.key(event.id), RecordCodec.encode(event))
+            ids.append(event.id)
+        }
+        return ids
+    }
+
+    func settle(_ ids: [Int64]) {
+        guard !ids.isEmpty else { return }
+        state.withLockedValue { state in for id in ids { state.inFlight.remove(id) } }
+    }
+
+    /// Appends events on their own, synced.
+    public func append(_ events: [EventRecord]) async throws {
+        var batch = WriteBatch()
+        let ids = stage(events, into: &batch)
+        defer { settle(ids) }
+        try await pool.run { [db, batch] in try db.write(batch, .synced) }
+    }
+
+    /// Queues an event to be written by the next ``flushQueued()``.
+    func enqueue(_ event: EventRecord) {
+        state.withLockedValue { state in
+            if state.queued.count < Self.queueLimit {
+                state.queued.append(event)
+            } else {
+                state.dropped += 1
+            }
+        }
+    }
+
+    /// Writes the queued events; returns how many were written and dropped since the last call.
+    @discardableResult
+    public func flushQueued() async throws -> (written: Int, dropped: Int) {
+        let (events, dropped) = state.withLockedValue { state in
+            defer {
+                state.queued.removeAll()
+                state.dropped = 0
+            }
+            return (state.queued, state.dropped)
+        }
+        guard !events.isEmpty else { return (0, dropped) }
+        var batch = WriteBatch()
+        let ids = stage(events, into: &batch)
+        defer { settle(ids) }
+        try await pool.run { [db, batch] in try db.write(batch, .logged) }
+        return (events.count, dropped)
+    }
+
+    /// The highest id a reader may see: every id up to it is written or lost for good.
+    var visibleThrough: Int64 {
+        state.withLockedValue { state in (state.inFlight.min() ?? state.next) - 1 }
+    }
+
+    /// Events after `after` that `include` accepts, in id order.
+    public func events(after: Int64, limit: Int, include: (EventRecord) -> Bool) throws -> Page<EventRecord> {
+        let ceiling = visibleThrough
+        var items: [EventRecord] = []
+        var reachedEnd = true
+        guard after < ceiling else { return Page(items: [], next: nil) }
+        try db.scan(.events, prefix: [], after: nil, from: Self.key(after + 1)) { key, value in
+            let id = Int64(bitPattern: UInt64(bigEndianBytes: key))
+            if id > ceiling { return false }
+            let event = try RecordCodec.decode(EventRecord.self, value)
+            guard include(event) else { return true }
+            if items.count == limit {
+                reachedEnd = false
+                return false
+            }
+            items.append(event)
+            return true
+        }
+        return Page(items: items, next: reachedEnd ? nil : items.last.map { String($0.id) })
+    }
+
+    /// Drops events older than `cutoff`; returns how many.
+    public func trim(olderThan cutoff: Date) async throws -> Int {
+        var last: Int64?
+        var count = 0
+        try db.scan(.events, prefix: []) { key, value in
+            let event = try RecordCodec.decode(EventRecord.self, value)
+            guard event.time < cutoff else { return false }
+            last = Int64(bitPattern: UInt64(bigEndianBytes: key))
+            count += 1
+            return true
+        }
+        guard let last else { return 0 }
+        var batch = WriteBatch()
+        batch.deleteRange(.events, from: Self.key(0), to: Self.key(last + 1))
+        try await pool.run { [db, batch] in try db.write(batch, .logged) }
+        return count
+    }
+}

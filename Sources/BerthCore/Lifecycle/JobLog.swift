@@ -1,0 +1,172 @@
+import BerthStorage
+import Foundation
+import NIOConcurrencyHelpers
+
+public enum JobKind: String, Codable, Sendable {
+    case gc, cleanup
+}
+
+public enum JobTrigger: String, Codable, Sendable {
+    case api, schedule
+    /// Garbage collection following deletes.
+    case delete
+}
+
+public enum JobStatus: String, Codable, Sendable {
+    case running, succeeded, failed
+    /// The server stopped or died before the run finished.
+    case interrupted
+}
+
+/// One run of a background job, as its history shows it.
+public struct JobRun: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var kind: JobKind
+    public var registry: String?
+    public var trigger: JobTrigger
+    public var dryRun: Bool
+    public var status: JobStatus
+    public var started: Date
+    public var finished: Date?
+    public var error: String?
+    public var summary: [String: Int64]
+    public var details: Int = 0
+}
+
+/// What a run did to one artifact or blob.
+public struct JobDetail: Codable, Sendable, Equatable {
+    public enum Action: String, Codable, Sendable {
+        case deleted, protected, failed
+        case wouldDelete = "would_delete"
+    }
+    public var image: String?
+    public var digest: String
+    public var tags: [String]
+    public var action: Action
+    public var policy: String?
+    public var reason: String?
+}
+
+/// The persistent history of job runs (column family `jobs`).
+///
+/// Keys: `r<run id u64 BE>` → ``JobRun``; `d<run id u64 BE><u32 BE>` → ``JobDetail``.
+/// Run records are synced when a run starts and ends; details are written
+/// before the run is marked finished.
+public final class JobLog: Sendable {
+    let db: RocksDB
+    let pool: BlockingPool
+    private let nextID: NIOLockedValueBox<Int64>
+    /// Runs older than the newest this many are dropped with their details.
+    static let retainedRuns = 1000
+
+    public init(store: Store) throws {
+        db = store.db
+        pool = store.pool
+        var last: Int64 = 0
+        try db.scanReverse(.jobs, before: Array("s".utf8)) { key, _ in
+            if key.first == UInt8(ascii: "r") { last = Int64(UInt64(bigEndianBytes: key.dropFirst())) }
+            return false
+        }
+        nextID = NIOLockedValueBox(last + 1)
+    }
+
+    static func runKey(_ id: Int64) -> [UInt8] { Array("r".utf8) + UInt64(id).bigEndianBytes }
+    static func detailKey(_ id: Int64, _ index: Int) -> [UInt8] {
+        Array("d".utf8) + UInt64(id).bigEndianBytes + UInt32(index).bigEndianBytes
+    }
+
+    private func write(_ batch: WriteBatch) async throws {
+        try await pool.run { [db] in try db.write(batch, .synced) }
+    }
+
+    /// Records a new run as running.
+    func begin(kind: JobKind, registry: String?, trigger: JobTrigger, dryRun: Bool) async throws -> JobRun {
+        let id = nextID.withLockedValue { id -> Int64 in
+            defer { id += 1 }
+            return id
+        }
+        let run = JobRun(
+            id: id, kind: kind, registry: registry, trigger: trigger, dryRun: dryRun, status: .running, started: Date(),
+            finished: nil, error: nil, summary: [:])
+        var batch = WriteBatch()
+        batch.put(.jobs, Self.runKey(id), RecordCodec.encode(run))
+        try await write(batch)
+        return run
+    }
+
+    /// Writes the details, then the finished run, and drops the oldest runs past the retention.
+    func finish(_ run: JobRun, details: [JobDetail]) async throws {
+        var run = run
+        run.details = details.count
+        for start in stride(from: 0, to: details.count, by: 1000) {
+            var batch = WriteBatch()
+            for index in start..<min(start + 1000, details.count) {
+                batch.put(.jobs, Self.detailKey(run.id, index), RecordCodec.encode(details[index]))
+            }
+            try await pool.run { [db, batch] in try db.write(batch, .logged) }
+        }
+        var batch = WriteBatch()
+        batch.put(.jobs, Self.runKey(run.id), RecordCodec.encode(run))
+        let oldest = run.id - Int64(Self.retainedRuns)
+        if oldest > 0 {
+            batch.deleteRange(.jobs, from: Self.runKey(0), to: Self.runKey(oldest))
+            batch.deleteRange(.jobs, from: Self.detailKey(0, 0), to: Self.detailKey(oldest, 0))
+        }
+        try await write(batch)
+    }
+
+    /// Marks runs left running by an earlier process as interrupted.
+    public func markInterrupted() async throws -> Int {
+        var batch = WriteBatch()
+        var count = 0
+        try db.scan(.jobs, prefix: Array("r".utf8)) { key, value in
+            var run = try RecordCodec.decode(JobRun.self, value)
+            if run.status == .running {
+                run.status = .interrupted
+                run.error = "the server stopped before the run finished"
+                batch.put(.jobs, Array(key), RecordCodec.encode(run))
+                count += 1
+            }
+            return true
+        }
+        if count > 0 { try await write(batch) }
+        return count
+    }
+
+    public func run(_ id: Int64) throws -> JobRun? {
+        try db.get(.jobs, Self.runKey(id)).map { try RecordCodec.decode(JobRun.self, $0) }
+    }
+
+    /// Runs of `kind` (of `registry`, when given), newest first, before the cursor (a run id).
+    public func runs(kind: JobKind, registry: String?, before cursor: Int64?, limit: Int) throws -> Page<JobRun> {
+        var items: [JobRun] = []
+        var more = false
+        try db.scanReverse(.jobs, before: cursor.map(Self.runKey) ?? Array("s".utf8)) { key, value in
+            guard key.first == UInt8(ascii: "r") else { return false }
+            let run = try RecordCodec.decode(JobRun.self, value)
+            guard run.kind == kind, run.registry == registry else { return true }
+            if items.count == limit {
+                more = true
+                return false
+            }
+            items.append(run)
+            return true
+        }
+        return Page(items: items, next: more ? items.last.map { String($0.id) } : nil)
+    }
+
+    /// Details of a run in order, from index `from`.
+    public func details(_ id: Int64, from: Int, limit: Int) throws -> Page<JobDetail> {
+        var items: [JobDetail] = []
+        var more = false
+        try db.scan(.jobs, prefix: Array("d".utf8) + UInt64(id).bigEndianBytes, from: Self.detailKey(id, from)) { _, value in
+            if items.count == limit {
+                more = true
+                return false
+            }
+            items.append(try RecordCodec.decode(JobDetail.self, value))
+            return true
+        }
+        return Page(items: items, next: more ? String(from + items.count) : nil)
+    }
+}

@@ -1,0 +1,178 @@
+import BerthStorage
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// Settings of the background jobs.
+public struct JobSettings: Sendable {
+    /// Seconds a blob is left alone after it was last uploaded, mounted or read.
+    public var gcGrace: Double
+    /// Seconds after a delete before GC runs; 0 turns it off.
+    public var gcAfterDelete: Double
+    /// GC schedule when none was set through the API.
+    public var defaultGCSchedule: CronExpression?
+
+    public init(gcGrace: Double = 3600, gcAfterDelete: Double = 60, defaultGCSchedule: CronExpression? = nil) {
+        self.gcGrace = gcGrace
+        self.gcAfterDelete = gcAfterDelete
+        self.defaultGCSchedule = defaultGCSchedule
+    }
+}
+
+/// Starts GC and cleanup runs in the background, one at a time per job,
+/// records them in the ``JobLog`` and the event log, and stops them on shutdown.
+public final class JobRunner: Sendable {
+    public let registry: Registry
+    public let log: JobLog
+    public let settings: JobSettings
+    let logger: Logger
+    private let state = NIOLockedValueBox(State())
+
+    struct State {
+        /// Run id by job key (`gc`, `cleanup:<registry>`).
+        var running: [String: Int64] = [:]
+        var tasks: [Int64: Task<Void, Never>] = [:]
+        /// The GC run waiting to follow recent deletes.
+        var pendingGC: Task<Void, Never>?
+        var stopped = false
+    }
+
+    public init(registry: Registry, store: Store, settings: JobSettings, logger: Logger) throws {
+        self.registry = registry
+        self.log = try JobLog(store: store)
+        self.settings = settings
+        self.logger = logger
+    }
+
+    /// The GC schedule in force: the one set through the API, else the configured default.
+    public func gcSchedule() throws -> CronExpression? {
+        if let stored = try registry.storedGCSchedule() { return stored.cron.flatMap { try? CronExpression($0) } }
+        return settings.defaultGCSchedule
+    }
+
+    public func startGC(trigger: JobTrigger) async throws -> JobRun {
+        let grace = settings.gcGrace
+        return try await start(key: "gc", kind: .gc, registry: nil, trigger: trigger, dryRun: false) { [registry] in
+            let outcome = try await registry.collectGarbage(grace: grace)
+            return (outcome.summary, outcome.details)
+        }
+    }
+
+    public func startCleanup(registry name: String, dryRun: Bool, trigger: JobTrigger) async throws -> JobRun {
+        _ = try registry.requireRegistry(name)
+        return try await start(key: "cleanup:" + name, kind: .cleanup, registry: name, trigger: trigger, dryRun: dryRun) {
+            [registry, weak self] in
+            let outcome = try await registry.runCleanup(registry: name, dryRun: dryRun, actor: "cleanup")
+            if !dryRun, outcome.artifactsDeleted > 0 { self?.noteDelete() }
+            return (outcome.summary, outcome.details)
+        }
+    }
+
+    /// Schedules a GC run `gcAfterDelete` seconds from now, unless one is already due.
+    public func noteDelete() {
+        let delay = settings.gcAfterDelete
+        guard delay > 0 else { return }
+        state.withLockedValue { state in
+            guard state.pendingGC == nil, !state.stopped else { return }
+            state.pendingGC = Task { [weak self] in
+                try? await Task.sleep(for: .seconds(delay))
+                guard let self, !Task.isCancelled else { return }
+                self.state.withLockedValue { $0.pendingGC = nil }
+                await self.runAfterDelete()
+            }
+        }
+    }
+
+    private func runAfterDelete() async {
+        do {
+            _ = try await startGC(trigger: .delete)
+        } catch let error as LifecycleError where error.code == "JOB_RUNNING" {
+            noteDelete()  // again, after the running one
+        } catch {
+            logger.error("could not start GC after deletes", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func start(
+        key: String, kind: JobKind, registry name: String?, trigger: JobTrigger, dryRun: Bool,
+        body: @escaping @Sendable () async throws -> ([String: Int64], [JobDetail])
+    ) async throws -> JobRun {
+        let claimed = state.withLockedValue { state -> Int64? in
+            if state.stopped { return -2 }
+            if let id = state.running[key] { return id }
+            state.running[key] = 0
+            return nil
+        }
+        if claimed == -2 { throw LifecycleError.jobRunning("the server is shutting down") }
+        if let running = claimed {
+            let what = name.map { "a cleanup of registry '\($0)'" } ?? "garbage collection"
+            throw LifecycleError.jobRunning("\(what) is already running (run \(running))")
+        }
+        let run: JobRun
+        do {
+            run = try await log.begin(kind: kind, registry: name, trigger: trigger, dryRun: dryRun)
+        } catch {
+            state.withLockedValue { _ = $0.running.removeValue(forKey: key) }
+            throw error
+        }
+        state.withLockedValue { $0.running[key] = run.id }
+        let task = Task { [self] in
+            var finished = run
+            var details: [JobDetail] = []
+            do {
+                let (summary, produced) = try await body()
+                finished.status = .succeeded
+                finished.summary = summary
+                details = produced
+            } catch is CancellationError {
+                finished.status = .interrupted
+                finished.error = "the server stopped before the run finished"
+            } catch {
+                finished.status = .failed
+                finished.error = "\(error)"
+            }
+            finished.finished = Date()
+            await record(finished, details: details)
+            state.withLockedValue {
+                $0.running.removeValue(forKey: key)
+                $0.tasks.removeValue(forKey: run.id)
+            }
+        }
+        state.withLockedValue { $0.tasks[run.id] = task }
+        logger.info(
+            "job started",
+            metadata: ["job": "\(kind.rawValue)", "run": "\(run.id)", "registry": "\(name ?? "-")", "trigger": "\(trigger.rawValue)"])
+        return run
+    }
+
+    private func record(_ run: JobRun, details: [JobDetail]) async {
+        do {
+            try await log.finish(run, details: details)
+            var detail: [String: Any] = ["run": String(run.id), "status": run.status.rawValue, "summary": run.summary]
+            if run.dryRun { detail["dry_run"] = true }
+            try await registry.events.append([
+                EventRecord(
+                    type: run.kind == .gc ? "gc.run" : "cleanup.run", registry: run.registry, actor: run.trigger.rawValue,
+                    detail: Registry.jsonText(detail))
+            ])
+        } catch {
+            logger.error("could not record a job run", metadata: ["run": "\(run.id)", "error": "\(error)"])
+        }
+        logger.info(
+            "job finished",
+            metadata: [
+                "job": "\(run.kind.rawValue)", "run": "\(run.id)", "status": "\(run.status.rawValue)",
+                "summary": "\(run.summary)",
+            ])
+    }
+
+    /// Cancels every run and pending GC, and waits for them to record how they ended.
+    public func shutdown() async {
+        let tasks = state.withLockedValue { state -> [Task<Void, Never>] in
+            state.stopped = true
+            return Array(state.tasks.values) + [state.pendingGC].compactMap { $0 }
+        }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+
+/// Protects matching tags (and the artifacts they point at) from deletes and moves.
+public struct ProtectionPolicy: Codable, Sendable, Equatable {
+    public var id: String
+    public var imagePattern: String
+    public var tagPattern: String
+    public var enabled: Bool
+    public var created: Date
+
+    /// Whether the policy, when enabled, covers `tag` of `image` (the name inside the registry).
+    func covers(image: String, tag: String) -> Bool {
+        enabled && ((try? Pattern(imagePattern))?.matches(image) ?? false)
+            && ((try? Pattern(tagPattern))?.matches(tag) ?? false)
+    }
+
+    var label: String { "protection policy '\(id)' (image '\(imagePattern)', tag '\(tagPattern)')" }
+}
+
+public enum CleanupRule: String, Codable, Sendable, CaseIterable {
+    case keepLastPushed = "keep_last_pushed"
+    case keepPushedWithinDays = "keep_pushed_within_days"
+    case keepPulledWithinDays = "keep_pulled_within_days"
+    case deleteUntagged = "delete_untagged"
+
+    /// Whether the rule takes a `value`.
+    public var takesValue: Bool { self != .deleteUntagged }
+}
+
+/// Deletes the artifacts of matching images and tags its rule does not keep.
+public struct CleanupPolicy: Codable, Sendable, Equatable {
+    public var id: String
+    public var imagePattern: String
+    public var tagPattern: String
+    public var rule: CleanupRule
+    public var value: Int?
+    public var enabled: Bool
+    public var created: Date
+}
+
+/// A refusal of the lifecycle features, with its problem code and status.
+public struct LifecycleError: Error, Sendable, CustomStringConvertible {
+    public var code: String
+    public var status: Int
+    public var message: String
+
+    public var description: String { message }
+
+    public static func invalidPattern(_ field: String, _ error: PatternError) -> Self {
+        Self(code: "INVALID_PATTERN", status: 400, message: "'\(field)': \(error)")
+    }
+    public static func invalidCron(_ error: CronError) -> Self {
+        Self(code: "INVALID_CRON", status: 400, message: error.description)
+    }
+    public static func protected(_ message: String) -> Self { Self(code: "PROTECTED", status: 409, message: message) }
+    public static func jobRunning(_ message: String) -> Self { Self(code: "JOB_RUNNING", status: 409, message: message) }
+    public static func limit(_ message: String) -> Self { Self(code: "LIMIT", status: 409, message: message) }
+}

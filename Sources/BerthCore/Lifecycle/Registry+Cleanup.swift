@@ -1,0 +1,139 @@
+import BerthStorage
+import Foundation
+
+/// What a cleanup run did or, in a test run, would do.
+public struct CleanupOutcome: Sendable {
+    public var artifactsDeleted: Int64 = 0
+    public var tagsDeleted: Int64 = 0
+    public var artifactsProtected: Int64 = 0
+    public var errors: Int64 = 0
+    public var details: [JobDetail] = []
+
+    var summary: [String: Int64] {
+        [
+            "artifacts_deleted": artifactsDeleted, "tags_deleted": tagsDeleted,
+            "artifacts_protected": artifactsProtected, "errors": errors,
+        ]
+    }
+}
+
+extension Registry {
+    /// Applies the registry's enabled cleanup policies, read once at the
+    /// start: an artifact is deleted when any policy deletes it and no
+    /// protection policy keeps it. A test run (`dryRun`) records the same
+    /// decisions and deletes nothing. See docs/lifecycle.md for the rules.
+    public func runCleanup(registry registryName: String, dryRun: Bool, actor: String) async throws -> CleanupOutcome {
+        let policies = try cleanupPolicies(registry: registryName).filter(\.enabled)
+        var outcome = CleanupOutcome()
+        guard !policies.isEmpty else { return outcome }
+        var images: [String] = []
+        try db.scan(.catalog, prefix: Key("I", registryName + "/").bytes) { key, _ in
+            images.append(Key.lastComponent(key))
+            return true
+        }
+        for name in images {
+            try Task.checkCancellation()
+            let image = String(name.dropFirst(registryName.count + 1))
+            let applicable = policies.filter { (try? Pattern($0.imagePattern))?.matches(image) ?? false }
+            guard !applicable.isEmpty else { continue }
+            let decisions = try decide(name: name, image: image, policies: applicable)
+            for decision in decisions {
+                try Task.checkCancellation()
+                var detail = JobDetail(
+                    image: image, digest: decision.record.digest, tags: decision.tags, action: .deleted,
+                    policy: decision.policy.id, reason: decision.reason)
+                if let (protection, tag) = try protection(repository: name, digest: decision.record.digest) {
+                    detail.action = .protected
+                    detail.policy = protection.id
+                    detail.reason = "kept: protected by \(protection.label) through tag '\(tag)'; \(decision.reason)"
+                    outcome.artifactsProtected += 1
+                } else if dryRun {
+                    detail.action = .wouldDelete
+                    outcome.artifactsDeleted += 1
+                    outcome.tagsDeleted += Int64(decision.tags.count)
+                } else {
+                    do {
+                        try await deleteManifest(name: name, reference: decision.record.digest, actor: actor)
+                        outcome.artifactsDeleted += 1
+                        outcome.tagsDeleted += Int64(decision.tags.count)
+                    } catch let error as LifecycleError where error.code == "PROTECTED" {
+                        detail.action = .protected
+                        detail.reason = "kept: \(error.message)"
+                        outcome.artifactsProtected += 1
+                    } catch {
+                        detail.action = .failed
+                        detail.reason = "\(error)"
+                        outcome.errors += 1
+                    }
+                }
+                outcome.details.append(detail)
+            }
+        }
+        return outcome
+    }
+
+    struct CleanupDecision {
+        var record: ManifestRecord
+        var tags: [String]
+        var policy: CleanupPolicy
+        var reason: String
+    }
+
+    /// The artifacts of one image the policies delete, oldest push first; the first policy deleting one names it.
+    func decide(name: String, image: String, policies: [CleanupPolicy]) throws -> [CleanupDecision] {
+        var manifests: [ManifestRecord] = []
+        try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
+            manifests.append(try RecordCodec.decode(ManifestRecord.self, value))
+            return true
+        }
+        let tags = try tagsByDigest(name)
+        let present = Set(manifests.map(\.digest))
+        let listed = Set(manifests.flatMap(\.children))
+        let now = Date()
+        var decisions: [String: CleanupDecision] = [:]
+        func delete(_ record: ManifestRecord, _ policy: CleanupPolicy, _ reason: String) {
+            guard decisions[record.digest] == nil else { return }
+            decisions[record.digest] = CleanupDecision(
+                record: record, tags: (tags[record.digest] ?? []).sorted(), policy: policy, reason: reason)
+        }
+        for policy in policies {
+            let rule = policy.rule
+            let value = policy.value ?? 0
+            if rule == .deleteUntagged {
+                for record in manifests where (tags[record.digest] ?? []).isEmpty && !listed.contains(record.digest) {
+                    if let subject = record.subject, present.contains(subject) { continue }
+                    delete(record, policy, "delete_untagged: no tag, in no index, not a referrer of a present artifact")
+                }
+                continue
+            }
+            guard let tagPattern = try? Pattern(policy.tagPattern) else { continue }
+            let candidates = manifests.filter { record in
+                guard let names = tags[record.digest], !names.isEmpty else { return false }
+                return names.allSatisfy(tagPattern.matches)
+            }
+            switch rule {
+            case .keepLastPushed:
+                let newestFirst = candidates.sorted { ($0.created, $1.digest) > ($1.created, $0.digest) }
+                for record in newestFirst.dropFirst(value) {
+                    delete(record, policy, "keep_last_pushed \(value): not among the \(value) most recently pushed")
+                }
+            case .keepPushedWithinDays:
+                let cutoff = now.addingTimeInterval(-Double(value) * 86_400)
+                for record in candidates where record.created < cutoff {
+                    delete(record, policy, "keep_pushed_within_days \(value): pushed before \(cutoff)")
+                }
+            case .keepPulledWithinDays:
+                let cutoff = now.addingTimeInterval(-Double(value) * 86_400)
+                for record in candidates {
+                    let lastPull = try pullRecord(name: name, digest: record.digest).last ?? record.created
+                    if lastPull < cutoff {
+                        delete(record, policy, "keep_pulled_within_days \(value): last pulled before \(cutoff)")
+                    }
+                }
+            case .deleteUntagged:
+                break
+            }
+        }
+        return decisions.values.sorted { ($0.record.created, $0.record.digest) < ($1.record.created, $1.record.digest) }
+    }
+}

@@ -1,0 +1,54 @@
+import BerthCore
+import Foundation
+import Testing
+
+@Suite struct CronExpressionTests {
+    static func utc(_ text: String) -> Date {
+        let formatter = ISO8601DateFormatter()
+        return formatter.date(from: text)!
+    }
+
+    @Test(arguments: [
+        // expression, after, next
+        ("* * * * *", "2026-11-23T10:00:30Z", "2026-11-23T10:01:00Z"),
+        ("*/15 * * * *", "2026-11-23T10:01:00Z", "2026-11-23T10:15:00Z"),
+        ("*/15 * * * *", "2026-11-23T10:45:00Z", "2026-11-23T11:00:00Z"),
+        ("15 3 * * *", "2026-11-23T03:15:00Z", "2026-11-24T03:15:00Z"),
+        ("0 0 1,15 * *", "2026-11-02T00:00:00Z", "2026-11-15T00:00:00Z"),
+        ("0 12 ? JAN-MAR MON-FRI", "2026-11-23T10:00:00Z", "2027-01-01T12:00:00Z"),
+        ("5 4 * * sun", "2026-11-23T10:00:00Z", "2026-11-29T04:05:00Z"),
+        ("0 0-23/2 * * *", "2026-11-23T01:00:00Z", "2026-11-23T02:00:00Z"),
+        ("30 6 1 * *", "2026-12-31T23:59:00Z", "2027-01-01T06:30:00Z"),
+        ("0 0 29 2 *", "2026-03-01T00:00:00Z", "2028-02-29T00:00:00Z"),
+        ("10/20 * * * *", "2026-11-23T10:31:00Z", "2026-11-23T10:50:00Z"),
+        // Both day fields restricted: either matches (the 1st, or a Friday).
+        ("0 0 1 * FRI", "2026-11-23T00:00:00Z", "2026-11-27T00:00:00Z"),
+    ])
+    func nextRun(_ expression: String, _ after: String, _ next: String) throws {
+        let cron = try CronExpression(expression)
+        #expect(cron.next(after: Self.utc(after)) == Self.utc(next))
+        #expect(cron.matches(Self.utc(next)))
+    }
+
+    @Test func impossibleDateHasNoNextRun() throws {
+        #expect(try CronExpression("0 0 31 2 *").next(after: Self.utc("2026-01-01T00:00:00Z")) == nil)
+    }
+
+    @Test(arguments: [
+        ("60 * * * *", "minute"), ("* 24 * * *", "hour"), ("* * 0 * *", "day-of-month"), ("* * * 13 *", "month"),
+        ("* * * * 7", "day-of-week"), ("* * * FOO *", "month"), ("*/0 * * * *", "minute"), ("1-70 * * * *", "minute"),
+        ("? * * * *", "minute"), ("5-1 * * * *", "minute"), ("1,,2 * * * *", "minute"), ("* * * * MON-XYZ", "day-of-week"),
+    ])
+    func refusalsNameTheField(_ expression: String, _ field: String) {
+        #expect {
+            try CronExpression(expression)
+        } throws: { error in
+            (error as? CronError)?.field == field && (error as? CronError)?.description.hasPrefix(field + ":") == true
+        }
+    }
+
+    @Test(arguments: ["", "* * * *", "* * * * * *"])
+    func refusesWrongFieldCounts(_ expression: String) {
+        #expect(throws: CronError.self) { try CronExpression(expression) }
+    }
+}
