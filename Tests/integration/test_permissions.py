@@ -52,7 +52,7 @@ SCOPED = "other-repo-token"  # admin's token for ra/other:pull,push, used on ra/
 BAD = (ANON, WRONG, DISABLED, EXPIRED)
 PRINCIPALS = (ADMIN, VIEWER, UPLOADER, RBADMIN, *BAD, SCOPED)
 
-ALL_RIGHTS = {"view", "push", "delete", "admin-of", "global-admin"}
+ALL_RIGHTS = {"view", "push", "delete", "admin-of", "global-admin", "global-read"}
 
 
 def rights(principal: str, registry: str | None) -> set[str]:
@@ -62,7 +62,7 @@ def rights(principal: str, registry: str | None) -> set[str]:
     if principal == ADMIN:
         return ALL_RIGHTS
     if principal == VIEWER:
-        return {"view"}
+        return {"view", "global-read"}
     if principal == UPLOADER:
         return {"view", "push"}
     if principal == RBADMIN:
@@ -102,7 +102,10 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(spawn_server) -> World:
-    srv = spawn_server("authz", registries=REGS, extra_args=[*UNTHROTTLED, "--token-ttl", str(TOKEN_TTL)])
+    # No GC after deletes: the one GC run the matrix starts must not find another running.
+    srv = spawn_server(
+        "authz", registries=REGS, extra_args=[*UNTHROTTLED, "--token-ttl", str(TOKEN_TTL), "--gc-after-delete", "0"]
+    )
     admin = srv.client()
     w = World(srv=srv, admin=admin)
     for reg in REGS:
@@ -301,6 +304,72 @@ API_ROUTES = [
     _api("system-usage-GET", "global-admin", 200, lambda w, p, c: c.get("/api/v1/system/usage")),
     _api("audit-logs-GET", "global-admin", 200, lambda w, p, c: c.get("/api/v1/audit-logs")),
 ]
+
+
+def _policy(w: World, reg: str, kind: str) -> str:
+    """A fresh protection or cleanup policy of `reg`, made by the admin."""
+    body = {"image_pattern": unique("p"), "tag_pattern": "v*"}
+    if kind == "cleanup":
+        body["rule"] = "delete_untagged"
+    r = w.admin.post(f"/api/v1/registries/{reg}/{kind}-policies", json=body)
+    assert r.status_code == 201, f"setup: policy POST failed:\n{describe(r)}"
+    return f"/api/v1/registries/{reg}/{kind}-policies/{r.json()['id']}"
+
+
+def _fresh_registry(w: World, reg: str) -> str:
+    return _registry_for_rbadmin(w) if reg == "fresh-rb" else create_registry(w.admin, "fr")
+
+
+def _lifecycle_routes(reg: str) -> list[Route]:
+    base = f"/api/v1/registries/{reg}"
+    routes = []
+    for kind in ("protection", "cleanup"):
+        body = {"image_pattern": "x", "tag_pattern": "y"}
+        if kind == "cleanup":
+            body["rule"] = "delete_untagged"
+        routes += [
+            _api(f"{kind}-policies-GET-{reg}", "view", 200, lambda w, p, c, k=kind: c.get(f"{base}/{k}-policies"), reg),
+            _api(f"{kind}-policies-POST-{reg}", "admin-of", 201,
+                 lambda w, p, c, k=kind, b=body: c.post(f"{base}/{k}-policies", json={**b, "image_pattern": unique("i")}),
+                 reg),
+            _api(f"{kind}-policy-GET-{reg}", "view", 200, lambda w, p, c, k=kind: c.get(_policy(w, reg, k)), reg),
+            _api(f"{kind}-policy-PATCH-{reg}", "admin-of", 200,
+                 lambda w, p, c, k=kind: c.patch(_policy(w, reg, k), json={"enabled": False}), reg),
+            _api(f"{kind}-policy-DELETE-{reg}", "admin-of", 204, lambda w, p, c, k=kind: c.delete(_policy(w, reg, k)),
+                 reg),
+        ]
+    routes += [
+        _api(f"cleanup-runs-GET-{reg}", "view", 200, lambda w, p, c: c.get(f"{base}/cleanup/runs"), reg),
+        _api(f"cleanup-schedule-GET-{reg}", "view", 200, lambda w, p, c: c.get(f"{base}/cleanup/schedule"), reg),
+        _api(f"cleanup-schedule-PUT-{reg}", "admin-of", 200,
+             lambda w, p, c: c.put(f"{base}/cleanup/schedule", json={"cron": "0 4 * * *"}), reg),
+        _api(f"old-tags-GET-{reg}", "view", 200,
+             lambda w, p, c: c.get(f"{base}/old-tags", params={"before": "2100-01-01T00:00:00Z"}), reg),
+        _api(f"old-tags-delete-POST-{reg}", "admin-of", 200,
+             lambda w, p, c: c.post(f"{base}/old-tags/delete", json={"tags": [{"image": "app", "tag": _fresh_tag(w, reg)}]}),
+             reg),
+    ]
+    return routes
+
+
+LIFECYCLE_ROUTES = [
+    *_lifecycle_routes("ra"),
+    *_lifecycle_routes("rb"),
+    # Each start gets a registry of its own, so no case finds another's run still going.
+    *[
+        _api(f"cleanup-run-POST-{r}", "admin-of", 202,
+             lambda w, p, c, r=r: c.post(f"/api/v1/registries/{_fresh_registry(w, r)}/cleanup/runs",
+                                         json={"dry_run": True}), r)
+        for r in ("fresh", "fresh-rb")
+    ],
+    _api("gc-runs-POST", "global-admin", 202, lambda w, p, c: c.post("/api/v1/system/gc/runs")),
+    _api("gc-runs-GET", "global-read", 200, lambda w, p, c: c.get("/api/v1/system/gc/runs")),
+    _api("gc-schedule-GET", "global-read", 200, lambda w, p, c: c.get("/api/v1/system/gc/schedule")),
+    _api("gc-schedule-PUT", "global-admin", 200,
+         lambda w, p, c: c.put("/api/v1/system/gc/schedule", json={"cron": "15 3 * * *"})),
+    _api("events-GET", "auth", 200, lambda w, p, c: c.get("/api/v1/events")),
+]
+API_ROUTES += LIFECYCLE_ROUTES
 
 
 def expected(route: Route, principal: str):
