@@ -904,3 +904,231 @@ def push_index(client: Registry, name: str, children: list[tuple[Image, dict]], 
     r = client.put_manifest(name, tag or sha256_digest(index), index, MT_OCI_INDEX)
     assert_status(r, 201)
     return index
+
+
+# --------------------------------------------------------------------------
+# Lifecycle: protection and cleanup policies, cleanup runs, old tags
+# (docs/lifecycle.md)
+# --------------------------------------------------------------------------
+
+
+def api_registry_path(registry: str, rest: str = "") -> str:
+    """`/api/v1/registries/{registry}{rest}`."""
+    return f"/api/v1/registries/{registry}{rest}"
+
+
+def create_protection_policy(
+    client: Registry, registry: str, image_pattern: str, tag_pattern: str | None = None, enabled: bool | None = None
+) -> dict:
+    """POST a protection policy (omitted fields take their defaults);
+    asserts 201 and returns the policy."""
+    body: dict = {"image_pattern": image_pattern}
+    if tag_pattern is not None:
+        body["tag_pattern"] = tag_pattern
+    if enabled is not None:
+        body["enabled"] = enabled
+    r = client.post(api_registry_path(registry, "/protection-policies"), json=body)
+    assert_status(r, 201)
+    return r.json()
+
+
+def create_cleanup_policy(
+    client: Registry,
+    registry: str,
+    image_pattern: str,
+    rule: str,
+    value: int | None = None,
+    tag_pattern: str | None = None,
+    enabled: bool | None = None,
+) -> dict:
+    """POST a cleanup policy (`value` only sent when given); asserts 201 and
+    returns the policy."""
+    body: dict = {"image_pattern": image_pattern, "rule": rule}
+    if value is not None:
+        body["value"] = value
+    if tag_pattern is not None:
+        body["tag_pattern"] = tag_pattern
+    if enabled is not None:
+        body["enabled"] = enabled
+    r = client.post(api_registry_path(registry, "/cleanup-policies"), json=body)
+    assert_status(r, 201)
+    return r.json()
+
+
+def start_cleanup_run(client: Registry, registry: str, dry_run: bool = False) -> dict:
+    """POST /cleanup/runs; asserts 202 and returns the Run."""
+    r = client.post(api_registry_path(registry, "/cleanup/runs"), json={"dry_run": dry_run})
+    assert_status(r, 202)
+    return r.json()
+
+
+def wait_cleanup_run(client: Registry, registry: str, run_id, timeout: float = 30) -> dict:
+    """Poll GET /cleanup/runs/{id} until its status is no longer `running`;
+    returns the finished Run."""
+
+    def finished():
+        r = client.get(api_registry_path(registry, f"/cleanup/runs/{run_id}"))
+        assert_status(r, 200)
+        body = r.json()
+        return body if body.get("status") != "running" else None
+
+    return wait_until(finished, timeout, interval=0.1, message=f"cleanup run {run_id} of {registry} to finish")
+
+
+def run_cleanup(client: Registry, registry: str, dry_run: bool = False, timeout: float = 30) -> dict:
+    """Start a cleanup run, wait for it, assert it succeeded; returns the Run."""
+    run = start_cleanup_run(client, registry, dry_run)
+    done = wait_cleanup_run(client, registry, run["id"], timeout)
+    assert done["status"] == "succeeded" and done.get("error") is None, done
+    return done
+
+
+def cleanup_run_details(client: Registry, registry: str, run_id, limit: int | None = None) -> list[dict]:
+    """Every Detail of a cleanup run (all pages)."""
+    items, _ = api_list_all(client, api_registry_path(registry, f"/cleanup/runs/{run_id}/details"), limit=limit)
+    return items
+
+
+def list_old_tags(client: Registry, registry: str, before: str, limit: int | None = None, **params) -> list[dict]:
+    """Every item of GET /old-tags?before=... (all pages)."""
+    q = {"before": before, **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}}
+    items, _ = api_list_all(client, api_registry_path(registry, "/old-tags"), q, limit=limit)
+    return items
+
+
+def push_series(client: Registry, name: str, tags: list[str], gap: float = 0.02, **image_kw) -> list[Image]:
+    """Push one small image of distinct content per tag, in order, `gap`
+    seconds apart (so that their push times differ); returns the images."""
+    image_kw.setdefault("n_layers", 1)
+    image_kw.setdefault("layer_size", KiB)
+    images = []
+    for i, tag in enumerate(tags):
+        if i:
+            time.sleep(gap)
+        img = make_image(**image_kw)
+        push_tags(client, name, img, tag)
+        images.append(img)
+    return images
+
+
+# --------------------------------------------------------------------------
+# Lifecycle: garbage collection, schedules and the event log
+# (docs/lifecycle.md)
+# --------------------------------------------------------------------------
+
+GC_RUNS = "/api/v1/system/gc/runs"
+GC_SCHEDULE = "/api/v1/system/gc/schedule"
+EVENTS = "/api/v1/events"
+
+
+def gc_args(grace: int, after_delete: int = 0, schedule: str = "off") -> list[str]:
+    """Server flags for the GC settings (`--gc-grace`, `--gc-after-delete`,
+    `--gc-schedule`); by default no scheduled and no after-delete runs, so
+    that only the runs a test starts happen."""
+    return ["--gc-grace", str(grace), "--gc-after-delete", str(after_delete), "--gc-schedule", schedule]
+
+
+def start_gc_run(client: Registry, timeout: float = 30) -> dict:
+    """POST /system/gc/runs; while another GC runs (409 `JOB_RUNNING`) try
+    again until `timeout`. Asserts 202 and returns the Run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.post(GC_RUNS)
+        if r.status_code != 409 or time.monotonic() > deadline:
+            break
+        assert_problem(r, 409, "JOB_RUNNING")
+        time.sleep(0.1)
+    assert_status(r, 202)
+    return r.json()
+
+
+def wait_gc_run(client: Registry, run_id, timeout: float = 60) -> dict:
+    """Poll GET /system/gc/runs/{id} until its status is no longer
+    `running`; returns the finished Run."""
+
+    def finished():
+        r = client.get(f"{GC_RUNS}/{run_id}")
+        assert_status(r, 200)
+        body = r.json()
+        return body if body.get("status") != "running" else None
+
+    return wait_until(finished, timeout, interval=0.1, message=f"GC run {run_id} to finish")
+
+
+def run_gc(client: Registry, timeout: float = 60) -> dict:
+    """Start a GC run, wait for it, assert it succeeded; returns the Run."""
+    run = start_gc_run(client, timeout)
+    done = wait_gc_run(client, run["id"], timeout)
+    assert done["status"] == "succeeded" and done.get("error") is None, done
+    return done
+
+
+def gc_run_details(client: Registry, run_id, limit: int | None = None) -> list[dict]:
+    """Every Detail of a GC run (all pages)."""
+    items, _ = api_list_all(client, f"{GC_RUNS}/{run_id}/details", limit=limit)
+    return items
+
+
+def list_events(client: Registry, limit: int = 1000, after: str | None = None, **filters) -> list[dict]:
+    """Every event of GET /api/v1/events visible to `client` (with the given
+    `registry`/`type` filters), following `next_cursor` as `after=` until it
+    is null. Asserts the page shape and that `next_cursor` is the id of the
+    page's last item."""
+    items: list[dict] = []
+    for _ in range(100_000):
+        params = {**filters, "limit": str(limit)}
+        if after is not None:
+            params["after"] = after
+        r = client.get(EVENTS, params=params)
+        assert_status(r, 200)
+        body = r.json()
+        assert isinstance(body, dict) and isinstance(body.get("items"), list) and "next_cursor" in body, describe(r)
+        page = body["items"]
+        assert len(page) <= limit, describe(r)
+        items += page
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return items
+        assert page and cursor == page[-1]["id"], f"next_cursor must be the id of the page's last item:\n{describe(r)}"
+        after = cursor
+    raise AssertionError("the event listing does not terminate")
+
+
+def event_run_id(detail) -> str | None:
+    """The run id a `gc.run`/`cleanup.run` event's `detail` holds (the
+    contract says "the run id" without naming the key: `run_id`, `id` or a
+    nested `run` object are accepted)."""
+    if not isinstance(detail, dict):
+        return None
+    for key in ("run_id", "id"):
+        if detail.get(key) is not None:
+            return str(detail[key])
+    run = detail.get("run")
+    if isinstance(run, dict) and run.get("id") is not None:
+        return str(run["id"])
+    if isinstance(run, (str, int)):
+        return str(run)
+    return None
+
+
+def registry_artifacts(client: Registry, registry: str) -> list[tuple[str, dict]]:
+    """(image name inside the registry, artifact item) for every artifact of
+    every image of the registry, through the admin API (not pulls)."""
+    out = []
+    images, _ = api_list_all(client, api_image_path(registry))
+    for img in images:
+        arts, _ = api_list_all(client, api_image_path(registry, img["name"], "/artifacts"))
+        out += [(img["name"], a) for a in arts]
+    return out
+
+
+def referenced_blobs(client: Registry, registry: str) -> dict[str, int]:
+    """{digest: size} of the distinct blobs (configs and layers) referenced
+    by the manifests the registry holds now, read through the admin API."""
+    blobs: dict[str, int] = {}
+    for image, art in registry_artifacts(client, registry):
+        detail = api_get_json(client, api_image_path(registry, image, f"/artifacts/{art['digest']}"))
+        manifest = detail["manifest"]
+        for d in ([manifest["config"]] if manifest.get("config") else []) + list(manifest.get("layers") or []):
+            blobs[d["digest"]] = d["size"]
+    return blobs
