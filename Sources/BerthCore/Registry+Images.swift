@@ -140,20 +140,43 @@ extension Registry {
     /// Deletes every artifact and tag of an image, then the image. Refused,
     /// changing nothing, while a protection policy covers one of its tags.
     public func deleteImage(_ name: String, actor: String? = nil) async throws {
+        let (registryName, _) = try Names.splitRepository(name)
         _ = try requireImage(name)
-        try requireNothingProtected(repository: name)
-        var digests: [String] = []
-        try db.scan(.catalog, prefix: Key("M", name).childPrefix) { key, _ in
-            digests.append(Key.lastComponent(key))
-            return true
+        // One write under the image's lock and the link locks of all its blobs,
+        // so a push landing meanwhile is either deleted with the rest or kept
+        // whole — never a manifest gone with its blob links still counted.
+        var blobs = Set<String>()
+        while true {
+            let locked = blobs
+            let lockNames = ["repository:\(name)"] + locked.map { "link:\(registryName)@\($0)" }
+            let done = try await locks.withLocks(lockNames) { () -> Bool in
+                _ = try requireImage(name)
+                try requireNothingProtected(repository: name)
+                var records: [ManifestRecord] = []
+                try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
+                    records.append(try RecordCodec.decode(ManifestRecord.self, value))
+                    return true
+                }
+                blobs = Set(records.flatMap(\.blobs))
+                guard blobs.isSubset(of: locked) else { return false }  // a push added blobs: lock them too
+                var batch = WriteBatch()
+                var counts: [String: Int] = [:]
+                for record in records {
+                    for blob in Set(record.blobs) { counts[blob, default: 0] += 1 }
+                }
+                for (blob, count) in counts { try adjustLink(registry: registryName, blob: blob, by: -count, in: &batch) }
+                for kind in CatalogKey.repositoryKinds where kind != "I" {
+                    batch.deleteRange(.catalog, from: Key(kind, name).childPrefix, to: Key(kind, name).bytes + [1])
+                }
+                batch.delete(.catalog, CatalogKey.repository(name).bytes)
+                let events =
+                    records.map { EventRecord("artifact.delete", repository: name, digest: $0.digest, actor: actor) }
+                    + [EventRecord("image.delete", repository: name, actor: actor)]
+                try await write(batch, events: events)
+                return true
+            }
+            if done { break }
         }
-        for digest in digests { try await deleteManifest(name: name, reference: digest, actor: actor) }
-        var batch = WriteBatch()
-        for kind in CatalogKey.repositoryKinds where kind != "I" {
-            batch.deleteRange(.catalog, from: Key(kind, name).childPrefix, to: Key(kind, name).bytes + [1])
-        }
-        batch.delete(.catalog, CatalogKey.repository(name).bytes)
-        try await write(batch, events: [EventRecord("image.delete", repository: name, actor: actor)])
         pulls.forget(name: name)
     }
 

@@ -35,6 +35,10 @@ extension Registry {
             for blob in manifest.blobs where try objects.object(bucket: registryName, digest: blob) == nil {
                 throw RegistryError(.manifestBlobUnknown, "blob \(blob) is not in registry '\(registryName)'", detail: blob)
             }
+            for child in manifest.children where try read(ManifestRecord.self, CatalogKey.manifest(name, child.digest)) == nil {
+                throw RegistryError(
+                    .manifestBlobUnknown, "manifest \(child.digest) is not in repository '\(name)'", detail: child.digest)
+            }
             var batch = WriteBatch()
             let now = Date()
             let isNew = try read(ManifestRecord.self, CatalogKey.manifest(name, manifest.digest)) == nil

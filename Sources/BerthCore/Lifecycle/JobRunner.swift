@@ -106,7 +106,8 @@ public final class JobRunner: Sendable {
         if claimed == -2 { throw LifecycleError.jobRunning("the server is shutting down") }
         if let running = claimed {
             let what = name.map { "a cleanup of registry '\($0)'" } ?? "garbage collection"
-            throw LifecycleError.jobRunning("\(what) is already running (run \(running))")
+            throw LifecycleError.jobRunning(
+                running > 0 ? "\(what) is already running (run \(running))" : "\(what) is just starting")
         }
         let run: JobRun
         do {
