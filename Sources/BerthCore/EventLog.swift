@@ -16,6 +16,12 @@ public struct EventRecord: Codable, Sendable, Equatable {
     /// A JSON object, kept as text.
     public var detail: String?
 
+    /// Every type the log records (the `EventType` of the API contract).
+    public static let types: Set<String> = [
+        "artifact.push", "artifact.pull", "artifact.delete", "tag.create", "tag.delete", "image.delete",
+        "cleanup.run", "gc.run",
+    ]
+
     public init(
         type: String, registry: String? = nil, image: String? = nil, digest: String? = nil, tag: String? = nil,
         actor: String? = nil, detail: String? = nil, time: Date = Date()

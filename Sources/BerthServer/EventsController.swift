@@ -22,6 +22,9 @@ struct EventsController {
                 let limit = try AdminSupport.limit(request)
                 let registryFilter = request.query("registry")
                 let typeFilter = request.query("type")
+                if let typeFilter, !EventRecord.types.contains(typeFilter) {
+                    throw InvalidRequest(message: "'type' must be one of \(EventRecord.types.sorted().joined(separator: ", ")), got '\(typeFilter)'")
+                }
                 let rights = principal.rights
                 let page = try registry.events.events(after: after, limit: limit) { event in
                     if let registryFilter, event.registry != registryFilter { return false }

@@ -194,7 +194,7 @@ def test_list_get_patch_delete(http, new_registry):
     for p in (p1, p2):
         assert api_get_json(http, cp_path(reg, p["id"])) == p
 
-    # Absent (or null) fields are unchanged; a rule without a value drops the value.
+    # Absent (or null) fields are unchanged; rule and value change together.
     expected = dict(p1)
     for change, effect in (
         ({"rule": "keep_last_pushed", "value": 10}, {}),
@@ -219,6 +219,9 @@ def test_list_get_patch_delete(http, new_registry):
         {"rule": "keep_last_pushed", "value": "7"},
         {"rule": "delete_untagged", "value": 3},
         {"rule": "keep_all", "value": 3},
+        {"rule": "keep_last_pushed"},
+        {"rule": "keep_last_pushed", "value": None},
+        {"value": 3},
         {"enabled": "no"},
     ):
         assert_problem(http.patch(cp_path(reg, p1["id"]), json=bad), 400)

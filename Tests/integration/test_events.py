@@ -321,8 +321,9 @@ def test_cursor_and_filters(admin, story):
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": "0"}, {"limit": "1001"}, {"limit": "-1"}, {"limit": "x"}, {"after": "abc"}, {"after": "1.5"}],
-    ids=["limit0", "limit1001", "limit-1", "limitx", "after-abc", "after-1.5"],
+    [{"limit": "0"}, {"limit": "1001"}, {"limit": "-1"}, {"limit": "x"}, {"after": "abc"}, {"after": "1.5"},
+     {"type": "artifact.pushed"}, {"type": ""}],
+    ids=["limit0", "limit1001", "limit-1", "limitx", "after-abc", "after-1.5", "type-unknown", "type-empty"],
 )
 def test_bad_parameters(admin, params):
     assert_problem(admin.get(EVENTS, params=params), 400)

@@ -125,11 +125,15 @@ extension Registry {
             var policy = try cleanupPolicy(registry: name, id: id)
             if let value = changes.imagePattern { policy.imagePattern = value }
             if let value = changes.tagPattern { policy.tagPattern = value }
+            // `rule` and `value` change together, so a change never pairs a
+            // rule with a value chosen for another one.
+            let value = changes.value ?? nil
             if let rule = changes.rule {
                 policy.rule = rule
-                if !rule.takesValue, changes.value == nil { policy.value = nil }
+                policy.value = value
+            } else if value != nil {
+                throw InvalidRequest(message: "'value' changes together with 'rule': send both")
             }
-            if let value = changes.value { policy.value = value }
             if let value = changes.enabled { policy.enabled = value }
             try await saveCleanup(policy, registry: name, isNew: false)
             return policy
