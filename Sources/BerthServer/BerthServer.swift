@@ -163,7 +163,9 @@ public enum BerthServer {
         guard let key = try await identity.bootstrapIfEmpty() else { return }
         let body = try JSONSerialization.data(
             withJSONObject: ["access_key": key.record.id, "secret_key": key.secret], options: [.sortedKeys])
-        FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+        guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+        }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         try handle.write(contentsOf: body)
         try handle.synchronize()

@@ -60,81 +60,22 @@ struct PolicyController {
         let base = router.group("api/v1/registries/:registry")
         let gate = RegistryGate(support: support)
 
-        base.get("protection-policies") { request, context in
-            try await gate.read(request, context) { name in
-                support.json(["items": try registry.protectionPolicies(registry: name).map(describe)])
-            }
-        }
-        base.post("protection-policies") { request, context in
-            try await gate.change(request, context) { name in
-                let body = try await support.decode(PolicyBody.self, request)
-                let policy = try await registry.createProtectionPolicy(registry: name, changes: try body.changes(allowRule: false))
-                await support.audit(context, "protection-policy.create", policy.id, registry: name)
-                return support.json(
-                    describe(policy), status: .created, location: "/api/v1/registries/\(name)/protection-policies/\(policy.id)")
-            }
-        }
-        base.get("protection-policies/:id") { request, context in
-            try await gate.read(request, context) { name in
-                support.json(describe(try registry.protectionPolicy(registry: name, id: try context.parameter("id"))))
-            }
-        }
-        base.patch("protection-policies/:id") { request, context in
-            try await gate.change(request, context) { name in
-                let id = try context.parameter("id")
-                _ = try registry.protectionPolicy(registry: name, id: id)
-                let body = try await support.decode(PolicyBody.self, request)
-                let policy = try await registry.updateProtectionPolicy(registry: name, id: id, changes: try body.changes(allowRule: false))
-                await support.audit(context, "protection-policy.update", id, registry: name)
-                return support.json(describe(policy))
-            }
-        }
-        base.delete("protection-policies/:id") { request, context in
-            try await gate.change(request, context) { name in
-                let id = try context.parameter("id")
-                try await registry.deleteProtectionPolicy(registry: name, id: id)
-                await support.audit(context, "protection-policy.delete", id, registry: name)
-                return Response(status: .noContent)
-            }
-        }
-
-        base.get("cleanup-policies") { request, context in
-            try await gate.read(request, context) { name in
-                support.json(["items": try registry.cleanupPolicies(registry: name).map(describe)])
-            }
-        }
-        base.post("cleanup-policies") { request, context in
-            try await gate.change(request, context) { name in
-                let body = try await support.decode(PolicyBody.self, request)
-                let policy = try await registry.createCleanupPolicy(registry: name, changes: try body.changes(allowRule: true))
-                await support.audit(context, "cleanup-policy.create", policy.id, registry: name)
-                return support.json(
-                    describe(policy), status: .created, location: "/api/v1/registries/\(name)/cleanup-policies/\(policy.id)")
-            }
-        }
-        base.get("cleanup-policies/:id") { request, context in
-            try await gate.read(request, context) { name in
-                support.json(describe(try registry.cleanupPolicy(registry: name, id: try context.parameter("id"))))
-            }
-        }
-        base.patch("cleanup-policies/:id") { request, context in
-            try await gate.change(request, context) { name in
-                let id = try context.parameter("id")
-                _ = try registry.cleanupPolicy(registry: name, id: id)
-                let body = try await support.decode(PolicyBody.self, request)
-                let policy = try await registry.updateCleanupPolicy(registry: name, id: id, changes: try body.changes(allowRule: true))
-                await support.audit(context, "cleanup-policy.update", id, registry: name)
-                return support.json(describe(policy))
-            }
-        }
-        base.delete("cleanup-policies/:id") { request, context in
-            try await gate.change(request, context) { name in
-                let id = try context.parameter("id")
-                try await registry.deleteCleanupPolicy(registry: name, id: id)
-                await support.audit(context, "cleanup-policy.delete", id, registry: name)
-                return Response(status: .noContent)
-            }
-        }
+        let protection = PolicyKind<ProtectionPolicy>(
+            path: "protection-policies", auditName: "protection-policy", takesRule: false, id: \.id, describe: describe,
+            list: { try registry.protectionPolicies(registry: $0) },
+            get: { try registry.protectionPolicy(registry: $0, id: $1) },
+            create: { try await registry.createProtectionPolicy(registry: $0, changes: $1) },
+            update: { try await registry.updateProtectionPolicy(registry: $0, id: $1, changes: $2) },
+            delete: { try await registry.deleteProtectionPolicy(registry: $0, id: $1) })
+        let cleanup = PolicyKind<CleanupPolicy>(
+            path: "cleanup-policies", auditName: "cleanup-policy", takesRule: true, id: \.id, describe: describe,
+            list: { try registry.cleanupPolicies(registry: $0) },
+            get: { try registry.cleanupPolicy(registry: $0, id: $1) },
+            create: { try await registry.createCleanupPolicy(registry: $0, changes: $1) },
+            update: { try await registry.updateCleanupPolicy(registry: $0, id: $1, changes: $2) },
+            delete: { try await registry.deleteCleanupPolicy(registry: $0, id: $1) })
+        register(protection, on: base, gate: gate)
+        register(cleanup, on: base, gate: gate)
 
         base.get("old-tags") { request, context in
             try await gate.read(request, context) { name in
@@ -170,6 +111,47 @@ struct PolicyController {
         }
     }
 
+    /// The five routes of one kind of policy: list, create, get, change, delete.
+    private func register<Policy>(_ kind: PolicyKind<Policy>, on base: RouterGroup<BerthRequestContext>, gate: RegistryGate) {
+        base.get(RouterPath(kind.path)) { request, context in
+            try await gate.read(request, context) { name in
+                support.json(["items": try kind.list(name).map(kind.describe)])
+            }
+        }
+        base.post(RouterPath(kind.path)) { request, context in
+            try await gate.change(request, context) { name in
+                let body = try await support.decode(PolicyBody.self, request)
+                let policy = try await kind.create(name, try body.changes(allowRule: kind.takesRule))
+                let id = kind.id(policy)
+                await support.audit(context, "\(kind.auditName).create", id, registry: name)
+                return support.json(kind.describe(policy), status: .created, location: "/api/v1/registries/\(name)/\(kind.path)/\(id)")
+            }
+        }
+        base.get(RouterPath(kind.path + "/:id")) { request, context in
+            try await gate.read(request, context) { name in
+                support.json(kind.describe(try kind.get(name, try context.parameter("id"))))
+            }
+        }
+        base.patch(RouterPath(kind.path + "/:id")) { request, context in
+            try await gate.change(request, context) { name in
+                let id = try context.parameter("id")
+                _ = try kind.get(name, id)  // 404 before a body error
+                let body = try await support.decode(PolicyBody.self, request)
+                let policy = try await kind.update(name, id, try body.changes(allowRule: kind.takesRule))
+                await support.audit(context, "\(kind.auditName).update", id, registry: name)
+                return support.json(kind.describe(policy))
+            }
+        }
+        base.delete(RouterPath(kind.path + "/:id")) { request, context in
+            try await gate.change(request, context) { name in
+                let id = try context.parameter("id")
+                try await kind.delete(name, id)
+                await support.audit(context, "\(kind.auditName).delete", id, registry: name)
+                return Response(status: .noContent)
+            }
+        }
+    }
+
     private func describe(_ policy: ProtectionPolicy) -> [String: Any] {
         [
             "id": policy.id, "image_pattern": policy.imagePattern, "tag_pattern": policy.tagPattern,
@@ -184,6 +166,21 @@ struct PolicyController {
             "created_at": AdminSupport.timestamp(policy.created),
         ]
     }
+}
+
+/// One kind of registry policy as the routes see it: its path, its audit
+/// name, whether it has a rule, and the registry's operations on it.
+private struct PolicyKind<Policy>: Sendable {
+    let path: String
+    let auditName: String
+    let takesRule: Bool
+    let id: @Sendable (Policy) -> String
+    let describe: @Sendable (Policy) -> [String: Any]
+    let list: @Sendable (_ registry: String) throws -> [Policy]
+    let get: @Sendable (_ registry: String, _ id: String) throws -> Policy
+    let create: @Sendable (_ registry: String, PolicyChanges) async throws -> Policy
+    let update: @Sendable (_ registry: String, _ id: String, PolicyChanges) async throws -> Policy
+    let delete: @Sendable (_ registry: String, _ id: String) async throws -> Void
 }
 
 /// The permission gate of registry-scoped admin routes: any role reads, the registry's admin changes.

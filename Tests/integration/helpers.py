@@ -814,6 +814,30 @@ def new_principal(admin: Registry, role: str | None, registry: str | None = None
     return user, api_create_key(admin, user)
 
 
+# The principals of the registry-scoped permission tests.
+VIEWER, UPLOADER, RADMIN, OADMIN, ANON = "viewer", "uploader", "radmin", "oadmin", "anonymous"
+READERS = (VIEWER, UPLOADER, RADMIN)
+
+
+def scoped_clients(server, admin: Registry, reg: str, other: str) -> dict:
+    """A client per principal: viewer, uploader and admin of `reg`, admin of
+    `other`, and anonymous."""
+    clients = {}
+    for principal, role, scope in ((VIEWER, "viewer", reg), (UPLOADER, "uploader", reg), (RADMIN, "admin", reg), (OADMIN, "admin", other)):
+        _, creds = new_principal(admin, role, scope, prefix=principal[:2])
+        clients[principal] = server.client(creds=creds)
+    clients[ANON] = server.anon_client()
+    return clients
+
+
+def assert_refused(r, principal: str) -> None:
+    """401 for the anonymous caller, 403 for an authenticated one."""
+    if principal == ANON:
+        assert_problem(r, 401, "UNAUTHORIZED")
+    else:
+        assert_problem(r, 403, "FORBIDDEN")
+
+
 def wrong_secret(creds: Creds) -> Creds:
     """The same key id with a well-formed but wrong secret."""
     secret = creds[1]

@@ -17,6 +17,14 @@ from datetime import datetime, timezone
 import pytest
 
 from helpers import (
+    ANON,
+    OADMIN,
+    RADMIN,
+    READERS,
+    UPLOADER,
+    VIEWER,
+    assert_refused,
+    scoped_clients,
     KiB,
     Registry,
     api_get_json,
@@ -31,7 +39,6 @@ from helpers import (
     create_registry,
     make_artifact,
     make_image,
-    new_principal,
     parse_rfc3339,
     push_index,
     push_series,
@@ -673,8 +680,6 @@ def test_invalid_cron(http, new_registry):
 # Permissions (docs/lifecycle.md, "Permissions")
 # ---------------------------------------------------------------------------
 
-VIEWER, UPLOADER, RADMIN, OADMIN, ANON = "viewer", "uploader", "radmin", "oadmin", "anonymous"
-READERS = (VIEWER, UPLOADER, RADMIN)
 
 
 @dataclass
@@ -693,23 +698,8 @@ def world(server, http) -> World:
     policy = create_cleanup_policy(http, reg, "app", "keep_last_pushed", 10)
     run = run_cleanup(http, reg, dry_run=True)
     w = World(admin=http, reg=reg, policy=policy, run=run)
-    for principal, role, scope in (
-        (VIEWER, "viewer", reg),
-        (UPLOADER, "uploader", reg),
-        (RADMIN, "admin", reg),
-        (OADMIN, "admin", other),
-    ):
-        _, creds = new_principal(http, role, scope, prefix=principal[:2])
-        w.clients[principal] = server.client(creds=creds)
-    w.clients[ANON] = server.anon_client()
+    w.clients = scoped_clients(server, http, reg, other)
     return w
-
-
-def _refused(r, principal):
-    if principal == ANON:
-        assert_problem(r, 401, "UNAUTHORIZED")
-    else:
-        assert_problem(r, 403, "FORBIDDEN")
 
 
 READS = {
@@ -727,7 +717,7 @@ READS = {
 def test_read_permissions(world, route, principal):
     r = world.clients[principal].get(READS[route](world))
     if principal not in READERS:
-        _refused(r, principal)
+        assert_refused(r, principal)
         return
     assert_status(r, 200)
     assert r.json() == world.admin.get(READS[route](world)).json()
@@ -774,7 +764,7 @@ def test_write_permissions(world, op, principal):
             assert_status(put_cron(admin, reg, None), 200)
         return
 
-    _refused(r, principal)
+    assert_refused(r, principal)
     assert new_image not in after
     assert after[target["image_pattern"]] == target
     runs_after, _ = api_list_all(admin, runs_path(reg))

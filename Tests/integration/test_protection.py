@@ -16,6 +16,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from helpers import (
+    ANON,
+    OADMIN,
+    RADMIN,
+    READERS,
+    UPLOADER,
+    VIEWER,
+    assert_refused,
+    scoped_clients,
     KiB,
     Registry,
     api_get_json,
@@ -29,7 +37,6 @@ from helpers import (
     create_registry,
     list_old_tags,
     make_image,
-    new_principal,
     parse_rfc3339,
     push_index,
     push_tags,
@@ -546,8 +553,6 @@ def test_registry_force_delete_with_a_policy_matching_no_tag(http, new_registry)
 # Permissions (docs/lifecycle.md, "Permissions")
 # ---------------------------------------------------------------------------
 
-VIEWER, UPLOADER, RADMIN, OADMIN, ANON = "viewer", "uploader", "radmin", "oadmin", "anonymous"
-READERS = (VIEWER, UPLOADER, RADMIN)
 
 
 @dataclass
@@ -564,23 +569,8 @@ def world(server, http) -> World:
     reg, other = create_registry(http, "ppa"), create_registry(http, "ppo")
     policy = create_protection_policy(http, reg, "app", "v*")
     w = World(admin=http, reg=reg, other=other, policy=policy)
-    for principal, role, scope in (
-        (VIEWER, "viewer", reg),
-        (UPLOADER, "uploader", reg),
-        (RADMIN, "admin", reg),
-        (OADMIN, "admin", other),
-    ):
-        _, creds = new_principal(http, role, scope, prefix=principal[:2])
-        w.clients[principal] = server.client(creds=creds)
-    w.clients[ANON] = server.anon_client()
+    w.clients = scoped_clients(server, http, reg, other)
     return w
-
-
-def _refused(r, principal):
-    if principal == ANON:
-        assert_problem(r, 401, "UNAUTHORIZED")
-    else:
-        assert_problem(r, 403, "FORBIDDEN")
 
 
 @pytest.mark.parametrize("principal", [*READERS, OADMIN, ANON])
@@ -597,7 +587,7 @@ def test_read_permissions(world, principal):
     else:
         # No probing of ids by status either.
         for r in (r_list, r_one, r_missing):
-            _refused(r, principal)
+            assert_refused(r, principal)
 
 
 WRITES = ("create", "patch", "delete")
@@ -628,7 +618,7 @@ def test_write_permissions(world, op, principal):
             assert_status(r, 204)
             assert target["image_pattern"] not in after
         return
-    _refused(r, principal)
+    assert_refused(r, principal)
     assert new_pattern not in after
     assert after[target["image_pattern"]] == target
 
