@@ -67,7 +67,8 @@ public enum BerthServer {
             let server: HTTPServerBuilder
             if spec.tls {
                 if tls == nil { tls = try tlsConfiguration(configuration) }
-                server = try .http2Upgrade(tlsConfiguration: tls!)
+                let tlsConfiguration = tls!
+                server = HTTPServerBuilder { try TLSChannel(tlsConfiguration: tlsConfiguration, tuning: HTTP2Tuning(), responder: $0) }
             } else {
                 server = .http1()
             }

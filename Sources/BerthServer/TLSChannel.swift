@@ -1,0 +1,158 @@
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP2
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP2
+import NIOSSL
+
+/// The TLS listener's connections: ALPN picks HTTP/2 or HTTP/1.1.
+///
+/// Hummingbird's own HTTP/2 channel keeps the protocol's flow-control
+/// defaults (64 KiB windows, 16 KiB frames), which hold a 1 GiB push over h2
+/// to about half its speed over HTTP/1.1 (DESIGN §9). This one announces
+/// `HTTP2Tuning`'s windows and frame size, and closes a connection gracefully
+/// (GOAWAY, then close once its streams are done) when the server quiesces.
+struct TLSChannel: HTTPChannelHandler {
+    typealias Stream = NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
+    typealias Multiplexer = NIOHTTP2Handler.AsyncStreamMultiplexer<Stream>
+
+    struct Value: ServerChildChannelValue {
+        let negotiated: EventLoopFuture<NIONegotiatedHTTPVersion<HTTP1Channel.Value, Multiplexer>>
+        let channel: any Channel
+    }
+
+    let responder: Responder
+    private let sslContext: NIOSSLContext
+    private let http1: HTTP1Channel
+    private let http2: NIOHTTP2Handler.Configuration
+
+    init(tlsConfiguration: TLSConfiguration, tuning: HTTP2Tuning, responder: @escaping Responder) throws {
+        var tls = tlsConfiguration
+        tls.applicationProtocols = NIOHTTP2SupportedALPNProtocols
+        // How long a close waits for the client's close_notify (default 5 s):
+        // a client that never answers would otherwise hold a shutdown that long.
+        tls.shutdownTimeout = .seconds(1)
+        self.sslContext = try NIOSSLContext(configuration: tls)
+        self.responder = responder
+        self.http1 = HTTP1Channel(responder: responder)
+        self.http2 = tuning.handlerConfiguration
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        do {
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        return channel.configureHTTP2AsyncSecureUpgrade { channel in
+            http1.setup(channel: channel, logger: logger)
+        } http2ConnectionInitializer: { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let closer = HTTP2GracefulClose()
+                let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
+                    mode: .server, streamDelegate: closer.delegate(on: channel.eventLoop), configuration: http2
+                ) { stream in
+                    stream.eventLoop.makeCompletedFuture {
+                        try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTPServerCodec())
+                        return try Stream(wrappingChannelSynchronously: stream)
+                    }
+                }
+                try channel.pipeline.syncOperations.addHandler(closer)
+                return multiplexer
+            }
+        }
+        .map { Value(negotiated: $0, channel: channel) }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        do {
+            switch try await value.negotiated.get() {
+            case .http1_1(let connection):
+                await http1.handle(value: connection, logger: logger)
+            case .http2(let multiplexer):
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await stream in multiplexer.inbound {
+                        group.addTask { await handleHTTP(asyncChannel: stream, logger: logger) }
+                    }
+                }
+            }
+        } catch {
+            logger.debug("TLS connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// HTTP/2 settings of the TLS listener.
+struct HTTP2Tuning: Sendable {
+    /// The window each stream starts with and is kept at (SETTINGS_INITIAL_WINDOW_SIZE).
+    var streamWindow = 4 << 20
+    /// The connection's window, shared by its streams.
+    var connectionWindow = 16 << 20
+    /// The largest DATA frame the client may send (SETTINGS_MAX_FRAME_SIZE).
+    var maxFrameSize = 1 << 20
+    /// Streams a client may have open at once; with `streamWindow` this bounds
+    /// the request bytes one connection can have buffered.
+    var maxConcurrentStreams = 64
+
+    var handlerConfiguration: NIOHTTP2Handler.Configuration {
+        var configuration = NIOHTTP2Handler.Configuration()
+        configuration.connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: 16_384),  // NIO's default
+            HTTP2Setting(parameter: .initialWindowSize, value: streamWindow),
+            HTTP2Setting(parameter: .maxFrameSize, value: maxFrameSize),
+        ]
+        configuration.connection.targetWindowSize = connectionWindow
+        configuration.stream.targetWindowSize = streamWindow
+        return configuration
+    }
+}
+
+/// Closes an HTTP/2 connection when the server quiesces: a GOAWAY naming the
+/// last stream it took, then the close once those streams are done.
+final class HTTP2GracefulClose: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias InboundOut = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    private var context: ChannelHandlerContext?
+    private var openStreams = 0
+    private var lastStream = HTTP2StreamID(0)
+    private var closing = false
+
+    /// The stream delegate that keeps the count of open streams (events arrive on the channel's loop).
+    func delegate(on eventLoop: any EventLoop) -> any NIOHTTP2StreamDelegate {
+        StreamCounter(handler: NIOLoopBound(self, eventLoop: eventLoop))
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, !closing {
+            closing = true
+            let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStream, errorCode: .noError, opaqueData: nil))
+            context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
+            if openStreams == 0 { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    fileprivate func streamOpened(_ id: HTTP2StreamID) {
+        openStreams += 1
+        lastStream = max(lastStream, id)
+    }
+
+    fileprivate func streamClosed() {
+        openStreams -= 1
+        if closing, openStreams == 0 { context?.close(promise: nil) }
+    }
+
+    private struct StreamCounter: NIOHTTP2StreamDelegate {
+        let handler: NIOLoopBound<HTTP2GracefulClose>
+        func streamCreated(_ id: HTTP2StreamID, channel: any Channel) { handler.value.streamOpened(id) }
+        func streamClosed(_ id: HTTP2StreamID, channel: any Channel) { handler.value.streamClosed() }
+    }
+}
