@@ -77,7 +77,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "BerthStorageTests", dependencies: ["BerthStorage"]),
-        .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore"]),
+        .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "BerthServerTests", dependencies: ["BerthServer"]),
     ]
 )

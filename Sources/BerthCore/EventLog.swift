@@ -148,25 +148,30 @@ public final class EventLog: Sendable {
         state.withLockedValue { state in (state.inFlight.min() ?? state.next) - 1 }
     }
 
-    /// Events after `after` that `include` accepts, in id order.
-    public func events(after: Int64, limit: Int, include: (EventRecord) -> Bool) throws -> Page<EventRecord> {
+    /// Events after `after` that `include` accepts, in id order. One call
+    /// reads at most `scanLimit` events, so a page of a narrow filter may hold
+    /// fewer than `limit` (even none) with a `next` to go on from.
+    public func events(
+        after: Int64, limit: Int, scanLimit: Int = 10_000, include: (EventRecord) -> Bool
+    ) throws -> Page<EventRecord> {
         let ceiling = visibleThrough
         var items: [EventRecord] = []
-        var reachedEnd = true
+        var next: Int64?
+        var scanned = 0
         guard after < ceiling else { return Page(items: [], next: nil) }
         try db.scan(.events, prefix: [], after: nil, from: Self.key(after + 1)) { key, value in
             let id = Int64(bitPattern: UInt64(bigEndianBytes: key))
             if id > ceiling { return false }
-            let event = try RecordCodec.decode(EventRecord.self, value)
-            guard include(event) else { return true }
-            if items.count == limit {
-                reachedEnd = false
+            if items.count == limit || scanned == scanLimit {
+                next = id - 1  // the last one read
                 return false
             }
-            items.append(event)
+            scanned += 1
+            let event = try RecordCodec.decode(EventRecord.self, value)
+            if include(event) { items.append(event) }
             return true
         }
-        return Page(items: items, next: reachedEnd ? nil : items.last.map { String($0.id) })
+        return Page(items: items, next: next.map(String.init))
     }
 
     /// Drops events older than `cutoff`; returns how many.
@@ -180,7 +185,19 @@ public final class EventLog: Sendable {
             count += 1
             return true
         }
-        guard let last else { return 0 }
+        // The newest stored event stays, whatever its age: ids continue from
+        // it after a restart instead of starting again at 1.
+        var newest: Int64 = 0
+        try db.scanReverse(.events, before: nil) { key, _ in
+            newest = Int64(bitPattern: UInt64(bigEndianBytes: key))
+            return false
+        }
+        guard var last else { return 0 }
+        if last >= newest {
+            last = newest - 1
+            count -= 1
+        }
+        guard count > 0 else { return 0 }
         var batch = WriteBatch()
         batch.deleteRange(.events, from: Self.key(0), to: Self.key(last + 1))
         try await pool.run { [db, batch] in try db.write(batch, .logged) }

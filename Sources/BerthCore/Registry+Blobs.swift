@@ -7,10 +7,11 @@ extension Registry {
         let (registryName, _) = try Names.splitRepository(name)
         _ = try requireRegistry(registryName)
         let parsed = try ContentDigest(parsing: digest).description
-        guard let object = try objects.object(bucket: registryName, digest: parsed) else {
+        guard let object = try objects.object(bucket: registryName, digest: parsed),
+            touches.touch(registry: registryName, digest: parsed)
+        else {
             throw RegistryError(.blobUnknown, "blob \(digest) is not in registry '\(registryName)'", detail: digest)
         }
-        touches.touch(registry: registryName, digest: parsed)
         return object
     }
 
@@ -42,8 +43,12 @@ extension Registry {
             let (source, _) = try? Names.splitRepository(from),
             try registry(source) != nil
         else { return nil }
-        touches.touch(registry: registryName, digest: parsed)
-        return try await objects.copy(digest: parsed, from: source, to: registryName)
+        // Under the blob's link lock, so a GC of this registry's copy is done
+        // before, or starts after (and sees the touch).
+        return try await locks.withLock("link:\(registryName)@\(parsed)") {
+            touches.touch(registry: registryName, digest: parsed)
+            return try await objects.copy(digest: parsed, from: source, to: registryName)
+        }
     }
 
     // MARK: Uploads
@@ -82,8 +87,12 @@ extension Registry {
             throw error
         }
         let (registryName, _) = try Names.splitRepository(name)
-        touches.touch(registry: registryName, digest: parsed)
-        return try await mapStoreErrors { try await objects.complete(upload: id, digest: parsed) }
+        // Under the blob's link lock: completing an upload of content the
+        // registry already holds must not race GC deleting that object.
+        return try await locks.withLock("link:\(registryName)@\(parsed)") {
+            touches.touch(registry: registryName, digest: parsed)
+            return try await mapStoreErrors { try await objects.complete(upload: id, digest: parsed) }
+        }
     }
 
     public func cancelUpload(name: String, id: String) async throws {

@@ -137,6 +137,12 @@ extension Registry {
     /// Deletes by digest (the manifest, its tags and its referrer entry) or by
     /// tag (the tag only). Protected tags and artifacts are refused.
     public func deleteManifest(name: String, reference: String, actor: String? = nil) async throws {
+        try await deleteManifest(name: name, reference: reference, actor: actor, ifUnchanged: nil)
+    }
+
+    /// `deleteManifest`; with a precondition (by digest only), the delete
+    /// happens only if it still holds under the lock, else `CHANGED`.
+    func deleteManifest(name: String, reference: String, actor: String?, ifUnchanged precondition: DeletePrecondition?) async throws {
         let (registryName, _) = try Names.splitRepository(name)
         _ = try requireRegistry(registryName)
         if !ContentDigest.isDigest(reference) {
@@ -173,12 +179,30 @@ extension Registry {
                 }
                 return true
             }
+            if let precondition {
+                guard Set(tags) == precondition.tags else {
+                    throw LifecycleError.changed("its tags changed since the run decided (now: \(tags.sorted().joined(separator: ", ")))")
+                }
+                if precondition.unlisted, try isListedByIndex(name: name, digest: digest) {
+                    throw LifecycleError.changed("an index of the image lists it now")
+                }
+            }
             batch.delete(.catalog, CatalogKey.pulls(name, digest).bytes)
             var event = EventRecord("artifact.delete", repository: name, digest: digest, actor: actor)
             if !tags.isEmpty { event.detail = Self.jsonText(["tags": tags]) }
             try await write(batch, events: [event])
             pulls.forget(name: name, digest: digest)
         }
+    }
+
+    /// Whether a manifest of repository `name` lists `digest` as a child.
+    func isListedByIndex(name: String, digest: String) throws -> Bool {
+        var listed = false
+        try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
+            listed = try RecordCodec.decode(ManifestRecord.self, value).children.contains(digest)
+            return !listed
+        }
+        return listed
     }
 
     /// Tags of a repository in lexical order, `n` at most, after `last`.

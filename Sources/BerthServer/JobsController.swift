@@ -130,7 +130,7 @@ struct JobsController {
     private func list(_ request: Request, kind: JobKind, registry name: String?) throws -> Response {
         var cursor: Int64?
         if let text = request.query("cursor") {
-            guard let parsed = Int64(text) else { throw InvalidRequest(message: "'cursor' must be a run id, got '\(text)'") }
+            guard let parsed = Int64(text), parsed >= 0 else { throw InvalidRequest(message: "'cursor' must be a run id, got '\(text)'") }
             cursor = parsed
         }
         let page = try jobs.log.runs(kind: kind, registry: name, before: cursor, limit: try AdminSupport.limit(request))
@@ -140,7 +140,9 @@ struct JobsController {
     private func details(_ request: Request, _ run: JobRun) throws -> Response {
         var from = 0
         if let text = request.query("cursor") {
-            guard let parsed = Int(text), parsed >= 0 else { throw InvalidRequest(message: "'cursor' must be a detail index, got '\(text)'") }
+            guard let parsed = Int(text), (0...Int(UInt32.max)).contains(parsed) else {
+                throw InvalidRequest(message: "'cursor' must be a detail index, got '\(text)'")
+            }
             from = parsed
         }
         let page = try jobs.log.details(run.id, from: from, limit: try AdminSupport.limit(request))

@@ -8,8 +8,8 @@ public protocol ObjectStore: Sendable {
     /// Removes the bucket and every object in it.
     func deleteBucket(_ bucket: String) async throws
     func object(bucket: String, digest: String) throws -> ObjectRecord?
-    /// Every object of a bucket, in digest order.
-    func objects(bucket: String) throws -> [ObjectRecord]
+    /// Objects of a bucket in digest order, `limit` at most, after digest `after`.
+    func objects(bucket: String, after: String?, limit: Int) throws -> [ObjectRecord]
     /// The bytes of `object` in `range`, streamed a chunk at a time.
     func read(_ object: ObjectRecord, range: Range<Int64>) -> ObjectReader
     /// Makes `digest` of bucket `from` an object of bucket `to` without copying bytes.

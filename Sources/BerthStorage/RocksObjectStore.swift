@@ -111,11 +111,11 @@ public final class RocksObjectStore: ObjectStore {
         counters.withLockedValue { _ = $0.buckets.removeValue(forKey: bucket) }
     }
 
-    public func objects(bucket: String) throws -> [ObjectRecord] {
+    public func objects(bucket: String, after: String?, limit: Int) throws -> [ObjectRecord] {
         var records: [ObjectRecord] = []
-        try db.scan(.objects, prefix: Key("o", bucket).childPrefix) { _, value in
+        try db.scan(.objects, prefix: Key("o", bucket).childPrefix, after: after.map { Self.objectKey(bucket, $0) }) { _, value in
             records.append(try RecordCodec.decode(ObjectRecord.self, value))
-            return true
+            return records.count < limit
         }
         return records
     }

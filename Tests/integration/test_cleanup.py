@@ -566,6 +566,26 @@ def test_unknown_run(http, new_registry):
     assert runs == []
 
 
+def test_out_of_range_ids_and_cursors(http, new_registry):
+    """Ids and cursors outside what the server stores are a 404 or a 400,
+    never a crash (the server still answers afterwards)."""
+    reg = new_registry("cr")
+    run = run_cleanup(http, reg, dry_run=True)
+    for bad_id in ("-1", "-9223372036854775808", "9223372036854775807", "99999999999999999999", "1e3"):
+        assert_problem(http.get(runs_path(reg, f"/{bad_id}")), 404, "NOT_FOUND")
+        assert_problem(http.get(runs_path(reg, f"/{bad_id}/details")), 404, "NOT_FOUND")
+    for cursor in ("-1", "x", "99999999999999999999"):
+        assert_problem(http.get(runs_path(reg), params={"cursor": cursor}), 400, "INVALID_REQUEST")
+    for cursor in ("-1", "4294967296", "99999999999"):
+        assert_problem(http.get(runs_path(reg, f"/{run['id']}/details"), params={"cursor": cursor}), 400, "INVALID_REQUEST")
+    for cursor in ("-1", "x"):
+        r = http.get(api_registry_path(reg, "/old-tags"), params={"before": "2030-01-01T00:00:00Z", "cursor": cursor})
+        assert_problem(r, 400, "INVALID_REQUEST")
+    assert_status(http.get(runs_path(reg, f"/{run['id']}")), 200)
+    assert_status(http.get("/api/v1/system/gc/runs", params={"cursor": "9223372036854775807"}), 200)
+    assert_problem(http.get("/api/v1/system/gc/runs", params={"cursor": "-5"}), 400, "INVALID_REQUEST")
+
+
 # ---------------------------------------------------------------------------
 # Schedule
 # ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ public struct JobRun: Codable, Sendable, Equatable {
 /// What a run did to one artifact or blob.
 public struct JobDetail: Codable, Sendable, Equatable {
     public enum Action: String, Codable, Sendable {
-        case deleted, protected, failed
+        case deleted, protected, failed, kept
         case wouldDelete = "would_delete"
     }
     public var image: String?
@@ -70,9 +70,11 @@ public final class JobLog: Sendable {
         nextID = NIOLockedValueBox(last + 1)
     }
 
-    static func runKey(_ id: Int64) -> [UInt8] { Array("r".utf8) + UInt64(id).bigEndianBytes }
+    // Clamped: an out-of-range id or index from a request names no record
+    // (and must not trap).
+    static func runKey(_ id: Int64) -> [UInt8] { Array("r".utf8) + UInt64(clamping: id).bigEndianBytes }
     static func detailKey(_ id: Int64, _ index: Int) -> [UInt8] {
-        Array("d".utf8) + UInt64(id).bigEndianBytes + UInt32(index).bigEndianBytes
+        Array("d".utf8) + UInt64(clamping: id).bigEndianBytes + UInt32(clamping: index).bigEndianBytes
     }
 
     private func write(_ batch: WriteBatch) async throws {
@@ -94,17 +96,17 @@ public final class JobLog: Sendable {
         return run
     }
 
-    /// Writes the details, then the finished run, and drops the oldest runs past the retention.
-    func finish(_ run: JobRun, details: [JobDetail]) async throws {
-        var run = run
-        run.details = details.count
-        for start in stride(from: 0, to: details.count, by: 1000) {
-            var batch = WriteBatch()
-            for index in start..<min(start + 1000, details.count) {
-                batch.put(.jobs, Self.detailKey(run.id, index), RecordCodec.encode(details[index]))
-            }
-            try await pool.run { [db, batch] in try db.write(batch, .logged) }
+    /// Writes details of run `id` from index `start` on.
+    func appendDetails(_ id: Int64, from start: Int, _ details: [JobDetail]) async throws {
+        var batch = WriteBatch()
+        for (offset, detail) in details.enumerated() {
+            batch.put(.jobs, Self.detailKey(id, start + offset), RecordCodec.encode(detail))
         }
+        try await pool.run { [db, batch] in try db.write(batch, .logged) }
+    }
+
+    /// Writes the finished run (its details are written) and drops the oldest runs past the retention.
+    func finish(_ run: JobRun) async throws {
         var batch = WriteBatch()
         batch.put(.jobs, Self.runKey(run.id), RecordCodec.encode(run))
         let oldest = run.id - Int64(Self.retainedRuns)
@@ -168,5 +170,41 @@ public final class JobLog: Sendable {
             return true
         }
         return Page(items: items, next: more ? String(from + items.count) : nil)
+    }
+}
+
+/// The details of a running job, written to the job log in batches as the run
+/// goes: a long run keeps few in memory, and an interrupted one keeps the
+/// record of what it did.
+public final class JobDetails: Sendable {
+    private let log: JobLog
+    private let runID: Int64
+    private let state = NIOLockedValueBox((written: 0, pending: [JobDetail]()))
+    static let batchSize = 500
+
+    init(log: JobLog, runID: Int64) {
+        self.log = log
+        self.runID = runID
+    }
+
+    func add(_ detail: JobDetail) async throws {
+        let full = state.withLockedValue { state in
+            state.pending.append(detail)
+            return state.pending.count >= Self.batchSize
+        }
+        if full { _ = try await flush() }
+    }
+
+    /// Writes what is pending; returns how many details the run has.
+    func flush() async throws -> Int {
+        let (start, pending) = state.withLockedValue { state in
+            defer {
+                state.written += state.pending.count
+                state.pending = []
+            }
+            return (state.written, state.pending)
+        }
+        if !pending.isEmpty { try await log.appendDetails(runID, from: start, pending) }
+        return start + pending.count
     }
 }

@@ -52,19 +52,18 @@ public final class JobRunner: Sendable {
 
     public func startGC(trigger: JobTrigger) async throws -> JobRun {
         let grace = settings.gcGrace
-        return try await start(key: "gc", kind: .gc, registry: nil, trigger: trigger, dryRun: false) { [registry] in
-            let outcome = try await registry.collectGarbage(grace: grace)
-            return (outcome.summary, outcome.details)
+        return try await start(key: "gc", kind: .gc, registry: nil, trigger: trigger, dryRun: false) { [registry] details in
+            try await registry.collectGarbage(grace: grace, details: details).summary
         }
     }
 
     public func startCleanup(registry name: String, dryRun: Bool, trigger: JobTrigger) async throws -> JobRun {
         _ = try registry.requireRegistry(name)
         return try await start(key: "cleanup:" + name, kind: .cleanup, registry: name, trigger: trigger, dryRun: dryRun) {
-            [registry, weak self] in
-            let outcome = try await registry.runCleanup(registry: name, dryRun: dryRun, actor: "cleanup")
+            [registry, weak self] details in
+            let outcome = try await registry.runCleanup(registry: name, dryRun: dryRun, actor: "cleanup", details: details)
             if !dryRun, outcome.artifactsDeleted > 0 { self?.noteDelete() }
-            return (outcome.summary, outcome.details)
+            return outcome.summary
         }
     }
 
@@ -95,7 +94,7 @@ public final class JobRunner: Sendable {
 
     private func start(
         key: String, kind: JobKind, registry name: String?, trigger: JobTrigger, dryRun: Bool,
-        body: @escaping @Sendable () async throws -> ([String: Int64], [JobDetail])
+        body: @escaping @Sendable (JobDetails) async throws -> [String: Int64]
     ) async throws -> JobRun {
         let claimed = state.withLockedValue { state -> Int64? in
             if state.stopped { return -2 }
@@ -119,12 +118,10 @@ public final class JobRunner: Sendable {
         state.withLockedValue { $0.running[key] = run.id }
         let task = Task { [self] in
             var finished = run
-            var details: [JobDetail] = []
+            let details = JobDetails(log: log, runID: run.id)
             do {
-                let (summary, produced) = try await body()
+                finished.summary = try await body(details)
                 finished.status = .succeeded
-                finished.summary = summary
-                details = produced
             } catch is CancellationError {
                 finished.status = .interrupted
                 finished.error = "the server stopped before the run finished"
@@ -133,7 +130,12 @@ public final class JobRunner: Sendable {
                 finished.error = "\(error)"
             }
             finished.finished = Date()
-            await record(finished, details: details)
+            do {
+                finished.details = try await details.flush()
+            } catch {
+                logger.error("could not record the details of a job run", metadata: ["run": "\(run.id)", "error": "\(error)"])
+            }
+            await record(finished)
             state.withLockedValue {
                 $0.running.removeValue(forKey: key)
                 $0.tasks.removeValue(forKey: run.id)
@@ -146,9 +148,9 @@ public final class JobRunner: Sendable {
         return run
     }
 
-    private func record(_ run: JobRun, details: [JobDetail]) async {
+    private func record(_ run: JobRun) async {
         do {
-            try await log.finish(run, details: details)
+            try await log.finish(run)
             var detail: [String: Any] = ["run": String(run.id), "status": run.status.rawValue, "summary": run.summary]
             if run.dryRun { detail["dry_run"] = true }
             try await registry.events.append([

@@ -55,4 +55,13 @@ public struct LifecycleError: Error, Sendable, CustomStringConvertible {
     public static func protected(_ message: String) -> Self { Self(code: "PROTECTED", status: 409, message: message) }
     public static func jobRunning(_ message: String) -> Self { Self(code: "JOB_RUNNING", status: 409, message: message) }
     public static func limit(_ message: String) -> Self { Self(code: "LIMIT", status: 409, message: message) }
+    /// A conditional delete found the artifact changed since the decision (internal to cleanup).
+    static func changed(_ message: String) -> Self { Self(code: "CHANGED", status: 409, message: message) }
+}
+
+/// What a cleanup decided from, checked again under the repository's lock
+/// before the delete: the artifact's tags, and whether no index lists it.
+struct DeletePrecondition: Sendable {
+    var tags: Set<String>
+    var unlisted: Bool
 }

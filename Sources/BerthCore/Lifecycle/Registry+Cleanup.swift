@@ -7,7 +7,6 @@ public struct CleanupOutcome: Sendable {
     public var tagsDeleted: Int64 = 0
     public var artifactsProtected: Int64 = 0
     public var errors: Int64 = 0
-    public var details: [JobDetail] = []
 
     var summary: [String: Int64] {
         [
@@ -22,7 +21,7 @@ extension Registry {
     /// start: an artifact is deleted when any policy deletes it and no
     /// protection policy keeps it. A test run (`dryRun`) records the same
     /// decisions and deletes nothing. See docs/lifecycle.md for the rules.
-    public func runCleanup(registry registryName: String, dryRun: Bool, actor: String) async throws -> CleanupOutcome {
+    public func runCleanup(registry registryName: String, dryRun: Bool, actor: String, details: JobDetails) async throws -> CleanupOutcome {
         let policies = try cleanupPolicies(registry: registryName).filter(\.enabled)
         var outcome = CleanupOutcome()
         guard !policies.isEmpty else { return outcome }
@@ -53,20 +52,26 @@ extension Registry {
                     outcome.tagsDeleted += Int64(decision.tags.count)
                 } else {
                     do {
-                        try await deleteManifest(name: name, reference: decision.record.digest, actor: actor)
+                        // Deleted only if nothing the decision rests on changed meanwhile.
+                        let precondition = DeletePrecondition(tags: Set(decision.tags), unlisted: decision.policy.rule == .deleteUntagged)
+                        try await deleteManifest(
+                            name: name, reference: decision.record.digest, actor: actor, ifUnchanged: precondition)
                         outcome.artifactsDeleted += 1
                         outcome.tagsDeleted += Int64(decision.tags.count)
                     } catch let error as LifecycleError where error.code == "PROTECTED" {
                         detail.action = .protected
                         detail.reason = "kept: \(error.message)"
                         outcome.artifactsProtected += 1
+                    } catch let error as LifecycleError where error.code == "CHANGED" {
+                        detail.action = .kept
+                        detail.reason = "kept: \(error.message); the next run decides again"
                     } catch {
                         detail.action = .failed
                         detail.reason = "\(error)"
                         outcome.errors += 1
                     }
                 }
-                outcome.details.append(detail)
+                try await details.add(detail)
             }
         }
         return outcome

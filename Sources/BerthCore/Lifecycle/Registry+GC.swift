@@ -7,22 +7,52 @@ import NIOConcurrencyHelpers
 /// then puts the manifest; garbage collection leaves a blob alone for the
 /// grace period after any of these, so the manifest finds its layers.
 /// After a restart GC waits a grace period before deleting anything.
+///
+/// A touch and GC's decision to delete are one atomic step: a blob GC has
+/// begun to delete answers its readers "gone", so no client is told a blob
+/// exists that is deleted a moment later.
 final class BlobTouches: Sendable {
-    private let table = NIOLockedValueBox([String: Date]())
+    private struct State {
+        var touched: [String: Date] = [:]
+        var deleting: Set<String> = []
+    }
+    private let state = NIOLockedValueBox(State())
     let started = Date()
 
-    func touch(registry: String, digest: String) {
-        table.withLockedValue { $0[registry + "\u{0}" + digest] = Date() }
+    /// Records a use of the blob; false when GC is deleting it.
+    @discardableResult
+    func touch(registry: String, digest: String) -> Bool {
+        let key = registry + "\u{0}" + digest
+        return state.withLockedValue { state in
+            state.touched[key] = Date()
+            return !state.deleting.contains(key)
+        }
     }
 
     func touched(registry: String, digest: String, since cutoff: Date) -> Bool {
         if started > cutoff { return true }
-        return table.withLockedValue { ($0[registry + "\u{0}" + digest] ?? .distantPast) > cutoff }
+        return state.withLockedValue { ($0.touched[registry + "\u{0}" + digest] ?? .distantPast) > cutoff }
+    }
+
+    /// Marks the blob as being deleted unless it was used since `cutoff`;
+    /// false (and no mark) when it was. `endDelete` removes the mark.
+    func beginDelete(registry: String, digest: String, unusedSince cutoff: Date) -> Bool {
+        if started > cutoff { return false }
+        let key = registry + "\u{0}" + digest
+        return state.withLockedValue { state in
+            guard (state.touched[key] ?? .distantPast) <= cutoff else { return false }
+            state.deleting.insert(key)
+            return true
+        }
+    }
+
+    func endDelete(registry: String, digest: String) {
+        _ = state.withLockedValue { $0.deleting.remove(registry + "\u{0}" + digest) }
     }
 
     /// Forgets touches older than `cutoff`.
     func prune(before cutoff: Date) {
-        table.withLockedValue { $0 = $0.filter { $0.value > cutoff } }
+        state.withLockedValue { $0.touched = $0.touched.filter { $0.value > cutoff } }
     }
 }
 
@@ -33,7 +63,6 @@ public struct CollectionOutcome: Sendable {
     public var extentsFreed: Int64 = 0
     public var physicalBytesFreed: Int64 = 0
     public var errors: Int64 = 0
-    public var details: [JobDetail] = []
 
     var summary: [String: Int64] {
         [
@@ -51,7 +80,7 @@ extension Registry {
     /// Each delete takes the blob's link lock, which a manifest push holds
     /// while it checks its blobs and adds its links, so a push and GC never
     /// both win. Pushes and pulls go on meanwhile.
-    public func collectGarbage(grace: Double) async throws -> CollectionOutcome {
+    public func collectGarbage(grace: Double, details: JobDetails) async throws -> CollectionOutcome {
         var outcome = CollectionOutcome()
         let cutoff = Date().addingTimeInterval(-grace)
         touches.prune(before: cutoff)
@@ -61,39 +90,55 @@ extension Registry {
             return true
         }
         for registryName in registryNames {
-            try Task.checkCancellation()
-            for object in try objects.objects(bucket: registryName) where object.created < cutoff {
-                guard try linkCount(registry: registryName, blob: object.digest) == 0,
-                    !touches.touched(registry: registryName, digest: object.digest, since: cutoff)
-                else { continue }
-                do {
-                    let deleted = try await locks.withLock("link:\(registryName)@\(object.digest)") { () -> Bool in
-                        guard try linkCount(registry: registryName, blob: object.digest) == 0,
-                            !touches.touched(registry: registryName, digest: object.digest, since: cutoff)
-                        else { return false }
-                        return try await objects.delete(bucket: registryName, digest: object.digest)
-                    }
-                    guard deleted else { continue }
-                    outcome.blobsDeleted += 1
-                    outcome.bytesDeleted += object.size
-                    outcome.details.append(
-                        JobDetail(
-                            image: nil, digest: object.digest, tags: [], action: .deleted, policy: nil,
-                            reason: "\(registryName): \(object.size) bytes, referenced by no manifest"))
-                } catch {
-                    outcome.errors += 1
-                    outcome.details.append(
-                        JobDetail(
-                            image: nil, digest: object.digest, tags: [], action: .failed, policy: nil,
-                            reason: "\(registryName): \(error)"))
+            var after: String?
+            while true {
+                // A page at a time: a registry may hold millions of blobs.
+                let page = try objects.objects(bucket: registryName, after: after, limit: 1000)
+                guard let last = page.last else { break }
+                after = last.digest
+                for object in page where object.created < cutoff {
+                    try Task.checkCancellation()
+                    try await collect(object, registry: registryName, cutoff: cutoff, into: &outcome, details: details)
                 }
             }
         }
-        // Objects are gone; their extents have no holder any more and nothing can revive
-        // them but an upload of the same content, which takes the same digest lock.
-        let swept = try await objects.sweepExtents(grace: 0)
+        // Extents no object holds any more are freed once unreferenced for the
+        // grace period too: a pull that began before a blob was deleted (by GC
+        // or DELETE) keeps reading its chunks meanwhile.
+        let swept = try await objects.sweepExtents(grace: grace)
         outcome.extentsFreed = Int64(swept.extents)
         outcome.physicalBytesFreed = swept.bytes
         return outcome
+    }
+
+    /// Deletes one blob if nothing references it and nobody used it since `cutoff`.
+    private func collect(
+        _ object: ObjectRecord, registry registryName: String, cutoff: Date, into outcome: inout CollectionOutcome, details: JobDetails
+    ) async throws {
+        guard try linkCount(registry: registryName, blob: object.digest) == 0,
+            !touches.touched(registry: registryName, digest: object.digest, since: cutoff)
+        else { return }
+        do {
+            let deleted = try await locks.withLock("link:\(registryName)@\(object.digest)") { () -> Bool in
+                guard try linkCount(registry: registryName, blob: object.digest) == 0,
+                    touches.beginDelete(registry: registryName, digest: object.digest, unusedSince: cutoff)
+                else { return false }
+                defer { touches.endDelete(registry: registryName, digest: object.digest) }
+                return try await objects.delete(bucket: registryName, digest: object.digest)
+            }
+            guard deleted else { return }
+            outcome.blobsDeleted += 1
+            outcome.bytesDeleted += object.size
+            try await details.add(
+                JobDetail(
+                    image: nil, digest: object.digest, tags: [], action: .deleted, policy: nil,
+                    reason: "\(registryName): \(object.size) bytes, referenced by no manifest"))
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            outcome.errors += 1
+            try await details.add(
+                JobDetail(image: nil, digest: object.digest, tags: [], action: .failed, policy: nil, reason: "\(registryName): \(error)"))
+        }
     }
 }

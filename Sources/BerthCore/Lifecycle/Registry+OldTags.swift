@@ -42,7 +42,11 @@ extension Registry {
                         protected: policies.contains { $0.covers(image: image, tag: tag.name) }))
             }
         }
-        let offset = cursor.flatMap(Int.init) ?? 0
+        var offset = 0
+        if let cursor {
+            guard let parsed = Int(cursor), parsed >= 0 else { throw InvalidRequest(message: "'cursor' must be the next_cursor of a previous page, got '\(cursor)'") }
+            offset = parsed
+        }
         let page = Array(result.dropFirst(offset).prefix(limit))
         return Page(items: page, next: offset + page.count < result.count ? String(offset + page.count) : nil)
     }

@@ -1,0 +1,99 @@
+import BerthStorage
+import Crypto
+import Foundation
+import NIOCore
+import Testing
+
+@testable import BerthCore
+
+/// The delete a cleanup run makes happens only if what it decided from still
+/// holds under the image's lock (docs/lifecycle.md, "Runs, schedules and details").
+@Suite struct ConditionalDeleteTests {
+    private static let emptyConfig: [UInt8] = Array("{}".utf8)
+    private static var emptyDigest: String { "sha256:" + SHA256.hash(data: emptyConfig).map { String(format: "%02x", $0) }.joined() }
+
+    private func withRegistry(_ body: (Registry) async throws -> Void) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-cd-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try Store(directory: directory, threads: 2)
+        let registry = try Registry(store: store)
+        _ = try await registry.createRegistry("cd")
+        let upload = try await registry.startUpload(name: "cd/app")
+        let bytes = AsyncStream<ByteBuffer> { $0.yield(ByteBuffer(bytes: Self.emptyConfig)); $0.finish() }
+        _ = try await registry.appendUpload(name: "cd/app", id: upload.id, start: nil, expectedLength: nil, body: bytes)
+        _ = try await registry.completeUpload(name: "cd/app", id: upload.id, digest: Self.emptyDigest)
+        try await body(registry)
+        try await store.shutdown()
+    }
+
+    /// Pushes an image manifest (distinct per `label`) by `reference`; returns its digest.
+    private func push(_ registry: Registry, _ label: String, as reference: String? = nil) async throws -> String {
+        let json = """
+            {"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",\
+            "config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"\(Self.emptyDigest)","size":2},\
+            "layers":[],"annotations":{"label":"\(label)"}}
+            """
+        let digest = "sha256:" + SHA256.hash(data: Array(json.utf8)).map { String(format: "%02x", $0) }.joined()
+        _ = try await registry.putManifest(
+            name: "cd/app", reference: reference ?? digest, bytes: Array(json.utf8), contentType: "application/vnd.oci.image.manifest.v1+json")
+        return digest
+    }
+
+    private func exists(_ registry: Registry, _ digest: String) -> Bool {
+        (try? registry.manifest(name: "cd/app", reference: digest)) != nil
+    }
+
+    private func expectChanged(_ body: () async throws -> Void) async {
+        do {
+            try await body()
+            Issue.record("the delete went ahead")
+        } catch let error as LifecycleError {
+            #expect(error.code == "CHANGED")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test func deletesWhenUnchanged() async throws {
+        try await withRegistry { registry in
+            let digest = try await push(registry, "a", as: "v1")
+            try await registry.deleteManifest(
+                name: "cd/app", reference: digest, actor: nil, ifUnchanged: DeletePrecondition(tags: ["v1"], unlisted: false))
+            #expect(!exists(registry, digest))
+        }
+    }
+
+    @Test func keepsAnArtifactTaggedMeanwhile() async throws {
+        try await withRegistry { registry in
+            let digest = try await push(registry, "b", as: "v2")
+            _ = try await registry.setTag(image: "cd/app", tag: "stable", digest: digest)
+            await expectChanged {
+                try await registry.deleteManifest(
+                    name: "cd/app", reference: digest, actor: nil, ifUnchanged: DeletePrecondition(tags: ["v2"], unlisted: false))
+            }
+            #expect(exists(registry, digest))
+            #expect(try registry.tags(name: "cd/app", after: nil, limit: 10).items == ["stable", "v2"])
+        }
+    }
+
+    @Test func keepsAnUntaggedArtifactAnIndexListsMeanwhile() async throws {
+        try await withRegistry { registry in
+            let child = try await push(registry, "c")
+            let index = """
+                {"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[\
+                {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\(child)","size":1,\
+                "platform":{"architecture":"amd64","os":"linux"}}]}
+                """
+            // The size must be the child's: take it from the stored bytes.
+            let size = try registry.manifest(name: "cd/app", reference: child).bytes.count
+            let fixed = index.replacingOccurrences(of: "\"size\":1,", with: "\"size\":\(size),")
+            _ = try await registry.putManifest(
+                name: "cd/app", reference: "multi", bytes: Array(fixed.utf8), contentType: "application/vnd.oci.image.index.v1+json")
+            await expectChanged {
+                try await registry.deleteManifest(
+                    name: "cd/app", reference: child, actor: nil, ifUnchanged: DeletePrecondition(tags: [], unlisted: true))
+            }
+            #expect(exists(registry, child))
+        }
+    }
+}
