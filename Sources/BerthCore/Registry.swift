@@ -100,8 +100,9 @@ public final class Registry: Sendable {
     }
 
     /// Deletes a registry. Refused while it has images unless `force`, which
-    /// deletes every image, artifact and tag and empties the bucket.
-    public func deleteRegistry(_ name: String, force: Bool) async throws {
+    /// deletes every image, artifact and tag and empties the bucket (one
+    /// `image.delete` event per image).
+    public func deleteRegistry(_ name: String, force: Bool, actor: String? = nil) async throws {
         try await locks.withLock("registry:" + name) {
             _ = try requireRegistry(name)
             let images = try repositories(registry: name, limit: 1).items
@@ -119,7 +120,12 @@ public final class Registry: Sendable {
                 batch.deleteRange(.catalog, from: Key(kind, name).childPrefix, to: Key(kind, name).bytes + [1])
             }
             batch.delete(.catalog, CatalogKey.registry(name).bytes)
-            try await write(batch)
+            var deletedImages: [EventRecord] = []
+            try db.scan(.catalog, prefix: Key("I", name + "/").bytes) { key, _ in
+                deletedImages.append(EventRecord("image.delete", repository: Key.lastComponent(key), actor: actor))
+                return true
+            }
+            try await write(batch, events: deletedImages)
             try await objects.deleteBucket(name)
             logger.info("registry deleted", metadata: ["registry": "\(name)", "force": "\(force)"])
         }

@@ -68,7 +68,7 @@ struct AdminController {
         api.delete("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
                 let name = try existingRegistry(context, principal, .delete, "delete")
-                try await registry.deleteRegistry(name, force: try AdminSupport.flag(request, "force"))
+                try await registry.deleteRegistry(name, force: try AdminSupport.flag(request, "force"), actor: context.principal.actor)
                 await support.audit(context, "registry.delete", name, registry: name)
                 return Response(status: .noContent)
             }

@@ -202,6 +202,16 @@ def test_delete_and_tag_events(admin, story):
     assert e["actor"] == ADMIN_USER, e
 
 
+def test_forced_registry_delete_logs_each_image(admin):
+    reg = create_registry(admin, "evf")
+    for image in ("one", "team/two"):
+        push_tags(admin, f"{reg}/{image}", small_image(), "v1")
+    assert_status(admin.delete(f"/api/v1/registries/{reg}", params={"force": "true"}), 204)
+    deletes = find(list_events(admin, registry=reg), type="image.delete")
+    assert sorted(e["image"] for e in deletes) == ["one", "team/two"], deletes
+    assert all(e["actor"] == ADMIN_USER for e in deletes), deletes
+
+
 def test_changes_are_logged_in_order(admin, story):
     events = story_events(admin, story)
     assert_increasing(events)
