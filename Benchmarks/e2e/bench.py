@@ -73,8 +73,18 @@ class Server:
         except (OSError, AttributeError):
             return 0
 
+    def phase_peak_mib(self) -> float:
+        """Peak RSS since the previous call: VmHWM, then reset (clear_refs 5)."""
+        peak = self.rss_kib()
+        self.peak_rss_kib = max(self.peak_rss_kib, peak)
+        try:
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+        except OSError:
+            pass
+        return peak / 1024
+
     def stop(self) -> None:
-        self.peak_rss_kib = self.rss_kib()
+        self.peak_rss_kib = max(self.peak_rss_kib, self.rss_kib())
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(30)
@@ -83,7 +93,7 @@ class Server:
 
 
 class Berth(Server):
-    def __init__(self, binary: str, work: Path):
+    def __init__(self, binary: str, work: Path, env: dict[str, str] | None = None):
         self.name = "berth"
         port, tls_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -92,7 +102,8 @@ class Berth(Server):
         self.proc = subprocess.Popen(
             [binary, "serve", "--data-dir", str(data), "--http", f"127.0.0.1:{port}", "--https", f"127.0.0.1:{tls_port}",
              "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=open(work / "berth.log", "wb"), start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=open(work / "berth.log", "wb"), start_new_session=True,
+            env={**os.environ, **(env or {})})
         deadline = time.time() + 60
         while not (data / "bootstrap-credentials.json").exists():
             assert time.time() < deadline and self.proc.poll() is None, "berth did not start"
@@ -130,22 +141,27 @@ def auth_args(server: Server) -> list[str]:
     return ["-u", f"{server.auth[0]}:{server.auth[1]}"] if server.auth else []
 
 
-def start_upload(server: Server) -> str:
-    out = curl("-X", "POST", "-D", "-", "-o", "/dev/null", *auth_args(server), f"{server.url}/v2/{server.repo}/blobs/uploads/")
+def start_upload(server: Server, base: str | None = None, extra: tuple[str, ...] = ()) -> str:
+    base = base or server.url
+    out = curl("-X", "POST", "-D", "-", "-o", "/dev/null", *extra, *auth_args(server), f"{base}/v2/{server.repo}/blobs/uploads/")
     location = re.search(r"(?im)^location:\s*(\S+)", out).group(1)
-    return location if location.startswith("http") else server.url + location
+    return location if location.startswith("http") else base + location
 
 
 def with_query(url: str, query: str) -> str:
     return url + ("&" if "?" in url else "?") + query
 
 
-def push_monolithic(server: Server, path: Path, digest: str) -> float:
-    location = start_upload(server)
+def push_monolithic(server: Server, path: Path, digest: str, tls: str | None = None) -> float:
+    """POST then a streaming PUT with curl; `tls` ("1.1" or "2"): over Berth's TLS port with that HTTP version."""
+    base, extra = server.url, ()
+    if tls:
+        base, extra = server.tls_url, ("--cacert", server.cert, f"--http{tls}")
+    location = start_upload(server, base, extra)
     start = time.perf_counter()
     # No `Expect: 100-continue`: Hummingbird does not answer it and curl would wait 1 s.
-    curl("-X", "PUT", "-T", str(path), "-H", "Content-Type: application/octet-stream", "-H", "Expect:", *auth_args(server),
-         "-o", "/dev/null", with_query(location, f"digest={digest}"))
+    curl("-X", "PUT", "-T", str(path), "-H", "Content-Type: application/octet-stream", "-H", "Expect:", *extra,
+         *auth_args(server), "-o", "/dev/null", with_query(location, f"digest={digest}"))
     return time.perf_counter() - start
 
 
@@ -172,10 +188,22 @@ def delete_blob(server: Server, digest: str) -> None:
     requests.delete(f"{server.url}/v2/{server.repo}/blobs/{digest}", headers=server.headers())
 
 
-def pull(server: Server, digest: str) -> float:
+def pull(server: Server, digest: str, tls: str | None = None) -> float:
+    base, extra = server.url, ()
+    if tls:
+        base, extra = server.tls_url, ("--cacert", server.cert, f"--http{tls}")
     start = time.perf_counter()
-    curl(*auth_args(server), "-o", "/dev/null", f"{server.url}/v2/{server.repo}/blobs/{digest}")
+    curl(*extra, *auth_args(server), "-o", "/dev/null", f"{base}/v2/{server.repo}/blobs/{digest}")
     return time.perf_counter() - start
+
+
+def push_small_blob(server: Server, size: int = 4096) -> str:
+    data = os.urandom(size)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    location = start_upload(server)
+    requests.put(with_query(location, f"digest={digest}"), data=data, headers={
+        **server.headers(), "Content-Type": "application/octet-stream"}).raise_for_status()
+    return digest
 
 
 def small_images(server: Server, count: int, concurrency: int) -> float:
@@ -346,6 +374,12 @@ def main() -> int:
     parser.add_argument("--tags", type=int, default=10000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workloads", default="blobs,small,requests,tags",
+                        help="comma-separated subset of blobs,small,requests,tags (requests needs small)")
+    parser.add_argument("--berth-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an environment variable for the Berth server (repeatable)")
+    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the peer (--no-peer: Berth alone, for A/B runs of Berth builds)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="berth-bench-"))
@@ -356,30 +390,55 @@ def main() -> int:
 
     results: dict[str, dict[str, float]] = {}
     limits = machine_limits(work)
-    for factory in (lambda: Berth(args.berth, work), lambda: Distribution(work)):
+    workloads = set(args.workloads.split(","))
+    berth_env = dict(item.split("=", 1) for item in args.berth_env)
+    factories = [lambda: Berth(args.berth, work, berth_env)] + ([lambda: Distribution(work)] if args.peer else [])
+    for factory in factories:
         server = factory()
         r: dict[str, float] = {}
         try:
-            mono, chunked, pulls = [], [], []
-            for _ in range(args.runs):
-                mono.append(mb / push_monolithic(server, blob, digest))
-                pulls.append(mb / pull(server, digest))
-                delete_blob(server, digest)
-                chunked.append(mb / push_chunked(server, blob, digest, 8 << 20))
-                delete_blob(server, digest)
-            r["blob push monolithic MB/s"] = statistics.median(mono)
-            r["blob push chunked 8 MiB MB/s"] = statistics.median(chunked)
-            r["blob pull MB/s"] = statistics.median(pulls)
-            # Keep one copy for the HEAD workload.
-            push_monolithic(server, blob, digest)
-            r["small images/s (c=16)"] = small_images(server, args.images, 16)
-            manifest_url = f"{server.url}/v2/bench/small0/manifests/t0"
-            r["manifest GET req/s (h1, c=16)"], r["manifest GET p99 ms (h1)"] = wrk(server, manifest_url, args.seconds)
-            if isinstance(server, Berth):
-                tls = f"{server.tls_url}/v2/bench/small0/manifests/t0"
-                r["manifest GET req/s (h2 TLS)"], r["manifest GET max ms (h2 TLS)"] = h2load(server, tls, args.seconds)
-            r["HEAD blob req/s (py client)"] = head_load(server, f"/v2/{server.repo}/blobs/{digest}", args.seconds)
-            r["tag list full ms"], r["tag list n=100 ms"] = tags(server, args.tags)
+            r["peak RSS MiB: idle"] = server.phase_peak_mib()
+            if "blobs" in workloads:
+                mono, chunked, pulls = [], [], []
+                for _ in range(args.runs):
+                    mono.append(mb / push_monolithic(server, blob, digest))
+                    pulls.append(mb / pull(server, digest))
+                    delete_blob(server, digest)
+                    chunked.append(mb / push_chunked(server, blob, digest, 8 << 20))
+                    delete_blob(server, digest)
+                r["blob push monolithic MB/s"] = statistics.median(mono)
+                r["blob push chunked 8 MiB MB/s"] = statistics.median(chunked)
+                r["blob pull MB/s"] = statistics.median(pulls)
+                if isinstance(server, Berth):
+                    # The same push over TLS, HTTP/1.1 then HTTP/2 (flow-control windows matter here), and a TLS pull.
+                    for version, label in (("1.1", "h1"), ("2", "h2")):
+                        runs = []
+                        for _ in range(args.runs):
+                            runs.append(mb / push_monolithic(server, blob, digest, tls=version))
+                            delete_blob(server, digest)
+                        r[f"blob push TLS {label} MB/s"] = statistics.median(runs)
+                    push_monolithic(server, blob, digest)
+                    r["blob pull TLS h1 MB/s"] = statistics.median(mb / pull(server, digest, tls="1.1") for _ in range(args.runs))
+                    delete_blob(server, digest)
+                # Keep one copy for the HEAD workload.
+                push_monolithic(server, blob, digest)
+                r["peak RSS MiB: 1 GiB blobs"] = server.phase_peak_mib()
+            if "small" in workloads:
+                r["small images/s (c=16)"] = small_images(server, args.images, 16)
+                r["peak RSS MiB: small images"] = server.phase_peak_mib()
+            if "requests" in workloads:
+                manifest_url = f"{server.url}/v2/bench/small0/manifests/t0"
+                r["manifest GET req/s (h1, c=16)"], r["manifest GET p99 ms (h1)"] = wrk(server, manifest_url, args.seconds)
+                if isinstance(server, Berth):
+                    tls = f"{server.tls_url}/v2/bench/small0/manifests/t0"
+                    r["manifest GET req/s (h2 TLS)"], r["manifest GET max ms (h2 TLS)"] = h2load(server, tls, args.seconds)
+                r["HEAD blob req/s (py client)"] = head_load(server, f"/v2/{server.repo}/blobs/{digest}", args.seconds)
+                small = push_small_blob(server)
+                r["small blob GET req/s (h1, c=16)"], _ = wrk(server, f"{server.url}/v2/{server.repo}/blobs/{small}", args.seconds)
+                r["peak RSS MiB: request load"] = server.phase_peak_mib()
+            if "tags" in workloads:
+                r["tag list full ms"], r["tag list n=100 ms"] = tags(server, args.tags)
+                r["peak RSS MiB: tags"] = server.phase_peak_mib()
         finally:
             server.stop()
         r["peak RSS MiB"] = server.peak_rss_kib / 1024
@@ -389,7 +448,7 @@ def main() -> int:
     print(f"\n{'workload':<34} {'berth':>12} {'distribution':>14} {'ratio':>8}")
     for key in keys:
         b = results["berth"].get(key)
-        d = results["distribution"].get(key)
+        d = results.get("distribution", {}).get(key)
         ratio = f"{b / d:8.2f}" if b is not None and d else "       -"
         ds = f"{d:14.1f}" if d is not None else f"{'-':>14}"
         print(f"{key:<34} {b:12.1f} {ds} {ratio}")
@@ -398,7 +457,8 @@ def main() -> int:
         print(f"{key:<34} {value:12.1f}")
     floor = min(limits.values()) if limits else 0
     if floor:
-        print(f"{'berth push / min(limits)':<34} {results['berth']['blob push monolithic MB/s'] / floor:12.2f}")
+        if "blob push monolithic MB/s" in results["berth"]:
+            print(f"{'berth push / min(limits)':<34} {results['berth']['blob push monolithic MB/s'] / floor:12.2f}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -190,7 +190,10 @@ struct DistributionController: RouterMiddleware {
     private func tags(_ name: String, _ request: Request) throws -> Response {
         let n = try limit(request)
         let page = try registry.tags(name: name, after: request.query("last"), limit: n ?? 100_000)
-        var response = json(["name": name, "tags": page.items] as [String: Any])
+        let body = TagListBody.make(name: name, tags: page.items)
+        var response = Response(
+            status: .ok, headers: [.contentType: "application/json", .contentLength: String(body.readableBytes)],
+            body: .init(byteBuffer: body))
         if let next = page.next { response.headers[.link] = link(path: "/v2/\(name)/tags/list", last: next, n: n) }
         return response
     }
