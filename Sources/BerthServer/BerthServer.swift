@@ -37,6 +37,7 @@ public enum BerthServer {
     }
 
     public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {
+        MemoryAllocator.tune()
         let store = try openStore(configuration)
         let registry = try Registry(store: store, logger: logger)
         let jobs = try JobRunner(
