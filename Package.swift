@@ -6,6 +6,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "berth", targets: ["berth"]),
+        // For Benchmarks/micro, a package of its own.
+        .library(name: "BerthCore", targets: ["BerthCore"]),
+        .library(name: "BerthStorage", targets: ["BerthStorage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
