@@ -453,7 +453,7 @@ def main() -> int:
                     delete_blob(server, digest)
                 # Keep one copy for the HEAD workload.
                 push_monolithic(server, blob, digest)
-                r["peak RSS MiB: 1 GiB blobs"] = server.phase_peak_mib()
+                r["peak RSS MiB: blob push/pull"] = server.phase_peak_mib()
             if "small" in workloads:
                 r["small images/s (c=16)"] = small_images(server, args.images, 16)
                 r["peak RSS MiB: small images"] = server.phase_peak_mib()
