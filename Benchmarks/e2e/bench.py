@@ -66,30 +66,40 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not start")
 
+    def processes(self) -> list[subprocess.Popen]:
+        return [self.proc]
+
     def rss_kib(self) -> int:
-        try:
-            text = Path(f"/proc/{self.proc.pid}/status").read_text()
-            return int(re.search(r"VmHWM:\s+(\d+)", text).group(1))
-        except (OSError, AttributeError):
-            return 0
+        """The largest VmHWM of the server's processes."""
+        peak = 0
+        for proc in self.processes():
+            try:
+                text = Path(f"/proc/{proc.pid}/status").read_text()
+                peak = max(peak, int(re.search(r"VmHWM:\s+(\d+)", text).group(1)))
+            except (OSError, AttributeError):
+                pass
+        return peak
 
     def phase_peak_mib(self) -> float:
         """Peak RSS since the previous call: VmHWM, then reset (clear_refs 5)."""
         peak = self.rss_kib()
         self.peak_rss_kib = max(self.peak_rss_kib, peak)
-        try:
-            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
-        except OSError:
-            pass
+        for proc in self.processes():
+            try:
+                Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+            except OSError:
+                pass
         return peak / 1024
 
     def stop(self) -> None:
         self.peak_rss_kib = max(self.peak_rss_kib, self.rss_kib())
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        for proc in self.processes():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.processes():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 class Berth(Server):
@@ -129,6 +139,31 @@ class Distribution(Server):
                                      stderr=open(work / "registry.log", "wb"), start_new_session=True)
         self.wait_ready("/v2/")
         self.repo = "bench/app"
+        # A second process on the same storage serves TLS (Go negotiates h2),
+        # for the TLS and HTTP/2 workloads; its RSS counts too.
+        tls_port = free_port()
+        self.tls_url = f"https://127.0.0.1:{tls_port}"
+        self.cert, key = str(work / "registry-cert.pem"), str(work / "registry-key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", self.cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, check=True)
+        tls_config = work / "registry-tls.yml"
+        tls_config.write_text(config.read_text().replace(f"  addr: 127.0.0.1:{port}\n", f"  addr: 127.0.0.1:{tls_port}\n")
+                              + f"  tls:\n    certificate: {self.cert}\n    key: {key}\n")
+        self.tls_proc = subprocess.Popen(["docker-registry", "serve", str(tls_config)], stdout=subprocess.DEVNULL,
+                                         stderr=open(work / "registry-tls.log", "wb"), start_new_session=True)
+        deadline = time.time() + 60
+        while True:
+            try:
+                if requests.get(self.tls_url + "/v2/", verify=self.cert, timeout=1).status_code < 500:
+                    break
+            except requests.exceptions.RequestException:
+                pass
+            assert time.time() < deadline, "the TLS peer did not start"
+            time.sleep(0.1)
+
+    def processes(self) -> list[subprocess.Popen]:
+        return [self.proc, self.tls_proc]
 
 
 # ---------------------------------------------------------------- workloads
@@ -294,8 +329,9 @@ def head_load(server: Server, path: str, seconds: int, connections: int = 16) ->
     return asyncio.run(run())
 
 
-def h2load(server: Berth, url: str, seconds: int) -> tuple[float, float]:
-    args = ["h2load", "-c16", "-m10", "-t2", f"-D{seconds}"]
+def h2load(server: Server, url: str, seconds: int) -> tuple[float, float]:
+    # The Accept header as for wrk: Distribution answers 404 to a client that does not accept OCI manifests.
+    args = ["h2load", "-c16", "-m10", "-t2", f"-D{seconds}", "-H", "Accept: application/vnd.oci.image.manifest.v1+json"]
     for k, v in server.headers().items():
         args += ["-H", f"{k}: {v}"]
     out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
@@ -440,17 +476,16 @@ def main() -> int:
                 r["blob push monolithic MB/s"] = statistics.median(mono)
                 r["blob push chunked 8 MiB MB/s"] = statistics.median(chunked)
                 r["blob pull MB/s"] = statistics.median(pulls)
-                if isinstance(server, Berth):
-                    # The same push over TLS, HTTP/1.1 then HTTP/2 (flow-control windows matter here), and a TLS pull.
-                    for version, label in (("1.1", "h1"), ("2", "h2")):
-                        runs = []
-                        for _ in range(args.runs):
-                            runs.append(mb / push_monolithic(server, blob, digest, tls=version))
-                            delete_blob(server, digest)
-                        r[f"blob push TLS {label} MB/s"] = statistics.median(runs)
-                    push_monolithic(server, blob, digest)
-                    r["blob pull TLS h1 MB/s"] = statistics.median(mb / pull(server, digest, tls="1.1") for _ in range(args.runs))
-                    delete_blob(server, digest)
+                # The same push over TLS, HTTP/1.1 then HTTP/2 (flow-control windows matter here), and a TLS pull.
+                for version, label in (("1.1", "h1"), ("2", "h2")):
+                    runs = []
+                    for _ in range(args.runs):
+                        runs.append(mb / push_monolithic(server, blob, digest, tls=version))
+                        delete_blob(server, digest)
+                    r[f"blob push TLS {label} MB/s"] = statistics.median(runs)
+                push_monolithic(server, blob, digest)
+                r["blob pull TLS h1 MB/s"] = statistics.median(mb / pull(server, digest, tls="1.1") for _ in range(args.runs))
+                delete_blob(server, digest)
                 # Keep one copy for the HEAD workload.
                 push_monolithic(server, blob, digest)
                 r["peak RSS MiB: blob push/pull"] = server.phase_peak_mib()
@@ -460,9 +495,8 @@ def main() -> int:
             if "requests" in workloads:
                 manifest_url = f"{server.url}/v2/bench/small0/manifests/t0"
                 r["manifest GET req/s (h1, c=16)"], r["manifest GET p99 ms (h1)"] = wrk(server, manifest_url, args.seconds)
-                if isinstance(server, Berth):
-                    tls = f"{server.tls_url}/v2/bench/small0/manifests/t0"
-                    r["manifest GET req/s (h2 TLS)"], r["manifest GET max ms (h2 TLS)"] = h2load(server, tls, args.seconds)
+                tls = f"{server.tls_url}/v2/bench/small0/manifests/t0"
+                r["manifest GET req/s (h2 TLS)"], r["manifest GET max ms (h2 TLS)"] = h2load(server, tls, args.seconds)
                 r["HEAD blob req/s (py client)"] = head_load(server, f"/v2/{server.repo}/blobs/{digest}", args.seconds)
                 small = push_small_blob(server)
                 r["small blob GET req/s (h1, c=16)"], _ = wrk(server, f"{server.url}/v2/{server.repo}/blobs/{small}", args.seconds)
