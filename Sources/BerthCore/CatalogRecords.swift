@@ -91,8 +91,10 @@ enum CatalogKey {
     static func pulls(_ name: String, _ digest: String) -> Key { Key("P", name, digest) }
     /// How many manifests of a registry reference a blob.
     static func blobLink(_ registry: String, _ digest: String) -> Key { Key("K", registry, digest) }
-    static func protectionPolicy(_ registry: String, _ id: String) -> Key { Key("Q", registry, id) }
-    static func cleanupPolicy(_ registry: String, _ id: String) -> Key { Key("C", registry, id) }
+    /// A protection ("Q") or cleanup ("C") policy: `RegistryPolicy.keyKind`.
+    static func policy<P: RegistryPolicy>(_ type: P.Type, _ registry: String, _ id: String) -> Key { Key(P.keyKind, registry, id) }
+    /// The parent of a registry's policies of one kind.
+    static func policies<P: RegistryPolicy>(_ type: P.Type, _ registry: String) -> Key { Key(P.keyKind, registry) }
     /// A job schedule of the appliance (`gc`).
     static func schedule(_ job: String) -> Key { Key("S", job) }
     /// Record kinds keyed by registry name as their first component.

@@ -8,11 +8,6 @@ public struct ProtectionPolicy: Codable, Sendable, Equatable {
     public var enabled: Bool
     public var created: Date
 
-    /// Whether the policy, when enabled, covers `tag` of `image` (the name inside the registry).
-    func covers(image: String, tag: String) -> Bool {
-        enabled && ((try? Pattern(imagePattern))?.matches(image) ?? false)
-            && ((try? Pattern(tagPattern))?.matches(tag) ?? false)
-    }
 
     var label: String { "protection policy '\(id)' (image '\(imagePattern)', tag '\(tagPattern)')" }
 }

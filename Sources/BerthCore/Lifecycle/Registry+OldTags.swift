@@ -39,7 +39,7 @@ extension Registry {
                 result.append(
                     OldTag(
                         image: image, tag: tag.name, digest: tag.digest, updated: tag.updated,
-                        protected: policies.contains { $0.covers(image: image, tag: tag.name) }))
+                        protected: policies.contains { $0.covers(tag: tag.name) }))
             }
         }
         var offset = 0

@@ -1,5 +1,4 @@
 import BerthStorage
-import Crypto
 import Foundation
 
 /// Changes to a policy; nil leaves a field as it is.
@@ -28,22 +27,45 @@ public struct ScheduleRecord: Codable, Sendable, Equatable {
     public var cron: String?
 }
 
+/// What storage needs of a kind of registry policy.
+protocol RegistryPolicy: Codable, Sendable {
+    var id: String { get }
+    var imagePattern: String { get }
+    var tagPattern: String { get }
+    var created: Date { get }
+    /// "protection policy" or "cleanup policy".
+    static var noun: String { get }
+    /// The kind letter of its catalog keys (`CatalogKey`).
+    static var keyKind: Character { get }
+    /// Whether the two policies would do the same (a duplicate is refused).
+    func sameEffect(as other: Self) -> Bool
+}
+
+extension ProtectionPolicy: RegistryPolicy {
+    static let noun = "protection policy"
+    static let keyKind: Character = "Q"
+    func sameEffect(as other: Self) -> Bool { (imagePattern, tagPattern) == (other.imagePattern, other.tagPattern) }
+}
+
+extension CleanupPolicy: RegistryPolicy {
+    static let noun = "cleanup policy"
+    static let keyKind: Character = "C"
+    func sameEffect(as other: Self) -> Bool {
+        (imagePattern, tagPattern, rule, value) == (other.imagePattern, other.tagPattern, other.rule, other.value)
+    }
+}
+
 extension Registry {
     static let policyLimit = 100
 
     // MARK: Protection policies
 
     public func protectionPolicies(registry name: String) throws -> [ProtectionPolicy] {
-        _ = try requireRegistry(name)
-        return try storedPolicies(ProtectionPolicy.self, kind: "Q", registry: name).sorted { ($0.created, $0.id) < ($1.created, $1.id) }
+        try policies(ProtectionPolicy.self, registry: name)
     }
 
     public func protectionPolicy(registry name: String, id: String) throws -> ProtectionPolicy {
-        _ = try requireRegistry(name)
-        guard let policy = try read(ProtectionPolicy.self, CatalogKey.protectionPolicy(name, id)) else {
-            throw RegistryError(.nameUnknown, "protection policy '\(id)' does not exist in registry '\(name)'")
-        }
-        return policy
+        try policy(ProtectionPolicy.self, registry: name, id: id)
     }
 
     public func createProtectionPolicy(registry name: String, changes: PolicyChanges) async throws -> ProtectionPolicy {
@@ -52,7 +74,7 @@ extension Registry {
             let policy = ProtectionPolicy(
                 id: Self.policyID("pp"), imagePattern: imagePattern, tagPattern: changes.tagPattern ?? "**",
                 enabled: changes.enabled ?? true, created: Date())
-            try await saveProtection(policy, registry: name, isNew: true)
+            try await save(policy, registry: name, isNew: true)
             return policy
         }
     }
@@ -63,49 +85,23 @@ extension Registry {
             if let value = changes.imagePattern { policy.imagePattern = value }
             if let value = changes.tagPattern { policy.tagPattern = value }
             if let value = changes.enabled { policy.enabled = value }
-            try await saveProtection(policy, registry: name, isNew: false)
+            try await save(policy, registry: name, isNew: false)
             return policy
         }
     }
 
-    private func saveProtection(_ policy: ProtectionPolicy, registry name: String, isNew: Bool) async throws {
-        try Self.validatePattern(policy.imagePattern, "image_pattern")
-        try Self.validatePattern(policy.tagPattern, "tag_pattern")
-        let others = try protectionPolicies(registry: name).filter { $0.id != policy.id }
-        if let twin = others.first(where: { $0.imagePattern == policy.imagePattern && $0.tagPattern == policy.tagPattern }) {
-            throw RegistryError(
-                .conflict, "protection policy '\(twin.id)' already has image pattern '\(twin.imagePattern)' and tag pattern '\(twin.tagPattern)'")
-        }
-        if isNew, others.count >= Self.policyLimit {
-            throw LifecycleError.limit("a registry has at most \(Self.policyLimit) protection policies")
-        }
-        var batch = WriteBatch()
-        batch.put(.catalog, CatalogKey.protectionPolicy(name, policy.id).bytes, RecordCodec.encode(policy))
-        try await write(batch)
-    }
-
     public func deleteProtectionPolicy(registry name: String, id: String) async throws {
-        try await locks.withLock("policies:" + name) {
-            _ = try protectionPolicy(registry: name, id: id)
-            var batch = WriteBatch()
-            batch.delete(.catalog, CatalogKey.protectionPolicy(name, id).bytes)
-            try await write(batch)
-        }
+        try await deletePolicy(ProtectionPolicy.self, registry: name, id: id)
     }
 
     // MARK: Cleanup policies
 
     public func cleanupPolicies(registry name: String) throws -> [CleanupPolicy] {
-        _ = try requireRegistry(name)
-        return try storedPolicies(CleanupPolicy.self, kind: "C", registry: name).sorted { ($0.created, $0.id) < ($1.created, $1.id) }
+        try policies(CleanupPolicy.self, registry: name)
     }
 
     public func cleanupPolicy(registry name: String, id: String) throws -> CleanupPolicy {
-        _ = try requireRegistry(name)
-        guard let policy = try read(CleanupPolicy.self, CatalogKey.cleanupPolicy(name, id)) else {
-            throw RegistryError(.nameUnknown, "cleanup policy '\(id)' does not exist in registry '\(name)'")
-        }
-        return policy
+        try policy(CleanupPolicy.self, registry: name, id: id)
     }
 
     public func createCleanupPolicy(registry name: String, changes: PolicyChanges) async throws -> CleanupPolicy {
@@ -115,7 +111,7 @@ extension Registry {
             let policy = CleanupPolicy(
                 id: Self.policyID("cp"), imagePattern: imagePattern, tagPattern: changes.tagPattern ?? "**", rule: rule,
                 value: changes.value ?? nil, enabled: changes.enabled ?? true, created: Date())
-            try await saveCleanup(policy, registry: name, isNew: true)
+            try await save(policy, registry: name, isNew: true)
             return policy
         }
     }
@@ -135,41 +131,75 @@ extension Registry {
                 throw InvalidRequest(message: "'value' changes together with 'rule': send both")
             }
             if let value = changes.enabled { policy.enabled = value }
-            try await saveCleanup(policy, registry: name, isNew: false)
+            try await save(policy, registry: name, isNew: false)
             return policy
         }
     }
 
-    private func saveCleanup(_ policy: CleanupPolicy, registry name: String, isNew: Bool) async throws {
+    public func deleteCleanupPolicy(registry name: String, id: String) async throws {
+        try await deletePolicy(CleanupPolicy.self, registry: name, id: id)
+    }
+
+    // MARK: Storage shared by both kinds
+
+    /// A registry's policies of one kind, oldest first.
+    private func policies<P: RegistryPolicy>(_ type: P.Type, registry name: String) throws -> [P] {
+        _ = try requireRegistry(name)
+        return try storedPolicies(type, registry: name).sorted { ($0.created, $0.id) < ($1.created, $1.id) }
+    }
+
+    /// The stored policies of one kind, in key order (for checks on the push
+    /// path, which has already found the registry).
+    func storedPolicies<P: RegistryPolicy>(_ type: P.Type, registry name: String) throws -> [P] {
+        var policies: [P] = []
+        try db.scan(.catalog, prefix: CatalogKey.policies(P.self, name).childPrefix) { _, value in
+            policies.append(try RecordCodec.decode(type, value))
+            return true
+        }
+        return policies
+    }
+
+    private func policy<P: RegistryPolicy>(_ type: P.Type, registry name: String, id: String) throws -> P {
+        _ = try requireRegistry(name)
+        guard let policy = try read(type, CatalogKey.policy(P.self, name, id)) else {
+            throw RegistryError(.nameUnknown, "\(P.noun) '\(id)' does not exist in registry '\(name)'")
+        }
+        return policy
+    }
+
+    /// Validates and writes a policy; call under the registry's `policies:` lock.
+    private func save<P: RegistryPolicy>(_ policy: P, registry name: String, isNew: Bool) async throws {
         try Self.validatePattern(policy.imagePattern, "image_pattern")
         try Self.validatePattern(policy.tagPattern, "tag_pattern")
+        if let cleanup = policy as? CleanupPolicy { try Self.validateRule(of: cleanup) }
+        let others = try policies(P.self, registry: name).filter { $0.id != policy.id }
+        if let twin = others.first(where: { $0.sameEffect(as: policy) }) {
+            throw RegistryError(.conflict, "\(P.noun) '\(twin.id)' already has the same patterns and rule")
+        }
+        if isNew, others.count >= Self.policyLimit {
+            throw LifecycleError.limit("a registry has at most \(Self.policyLimit) \(P.noun)s")
+        }
+        var batch = WriteBatch()
+        batch.put(.catalog, CatalogKey.policy(P.self, name, policy.id).bytes, RecordCodec.encode(policy))
+        try await write(batch)
+    }
+
+    private func deletePolicy<P: RegistryPolicy>(_ type: P.Type, registry name: String, id: String) async throws {
+        try await locks.withLock("policies:" + name) {
+            _ = try policy(type, registry: name, id: id)
+            var batch = WriteBatch()
+            batch.delete(.catalog, CatalogKey.policy(P.self, name, id).bytes)
+            try await write(batch)
+        }
+    }
+
+    private static func validateRule(of policy: CleanupPolicy) throws {
         if policy.rule.takesValue {
             guard let value = policy.value, (1...10_000).contains(value) else {
                 throw InvalidRequest(message: "rule '\(policy.rule.rawValue)' needs an integer 'value' from 1 to 10000")
             }
         } else if policy.value != nil {
             throw InvalidRequest(message: "rule '\(policy.rule.rawValue)' takes no 'value'")
-        }
-        let others = try cleanupPolicies(registry: name).filter { $0.id != policy.id }
-        if let twin = others.first(where: {
-            ($0.imagePattern, $0.tagPattern, $0.rule, $0.value) == (policy.imagePattern, policy.tagPattern, policy.rule, policy.value)
-        }) {
-            throw RegistryError(.conflict, "cleanup policy '\(twin.id)' already has the same image pattern, tag pattern and rule")
-        }
-        if isNew, others.count >= Self.policyLimit {
-            throw LifecycleError.limit("a registry has at most \(Self.policyLimit) cleanup policies")
-        }
-        var batch = WriteBatch()
-        batch.put(.catalog, CatalogKey.cleanupPolicy(name, policy.id).bytes, RecordCodec.encode(policy))
-        try await write(batch)
-    }
-
-    public func deleteCleanupPolicy(registry name: String, id: String) async throws {
-        try await locks.withLock("policies:" + name) {
-            _ = try cleanupPolicy(registry: name, id: id)
-            var batch = WriteBatch()
-            batch.delete(.catalog, CatalogKey.cleanupPolicy(name, id).bytes)
-            try await write(batch)
         }
     }
 
@@ -224,24 +254,9 @@ extension Registry {
         }
     }
 
+    /// `pp-` or `cp-` and 12 random hexadecimal digits.
     static func policyID(_ prefix: String) -> String {
-        prefix + "-" + SymmetricKey(size: .bits128).withUnsafeBytes { Array($0.prefix(6)) }
-            .map { String($0, radix: 16).leftPadded(to: 2) }.joined()
-    }
-
-    private func storedPolicies<T: Decodable>(_ type: T.Type, kind: Character, registry name: String) throws -> [T] {
-        var policies: [T] = []
-        try db.scan(.catalog, prefix: Key(kind, name).childPrefix) { _, value in
-            policies.append(try RecordCodec.decode(type, value))
-            return true
-        }
-        return policies
-    }
-}
-
-extension String {
-    func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
+        prefix + "-" + (0..<6).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
     }
 }
 

@@ -3,42 +3,44 @@ import Foundation
 
 /// Which protection policies guard what, and the checks every delete and
 /// tag move goes through (admin API, data plane, cleanup, old-tag cleanup).
+/// An enabled protection policy that applies to one image, its tag pattern
+/// compiled once for the tags it is checked against.
+struct ImageProtection {
+    let policy: ProtectionPolicy
+    let tags: Pattern
+
+    func covers(tag: String) -> Bool { tags.matches(tag) }
+}
+
 extension Registry {
     /// The enabled protection policies of `name`'s registry that apply to its image.
-    func protections(repository name: String) throws -> (image: String, policies: [ProtectionPolicy]) {
+    func protections(repository name: String) throws -> (image: String, policies: [ImageProtection]) {
         let (registryName, image) = try Names.splitRepository(name)
-        let policies = try storedProtections(registryName).filter {
-            $0.enabled && ((try? Pattern($0.imagePattern))?.matches(image) ?? false)
+        let policies = try storedPolicies(ProtectionPolicy.self, registry: registryName).compactMap { policy -> ImageProtection? in
+            guard policy.enabled, (try? Pattern(policy.imagePattern))?.matches(image) == true,
+                let tags = try? Pattern(policy.tagPattern)
+            else { return nil }
+            return ImageProtection(policy: policy, tags: tags)
         }
         return (image, policies)
     }
 
-    private func storedProtections(_ registryName: String) throws -> [ProtectionPolicy] {
-        var policies: [ProtectionPolicy] = []
-        try db.scan(.catalog, prefix: Key("Q", registryName).childPrefix) { _, value in
-            policies.append(try RecordCodec.decode(ProtectionPolicy.self, value))
-            return true
-        }
-        return policies
-    }
-
     /// The policy protecting `tag` of repository `name`, if any.
     public func protection(repository name: String, tag: String) throws -> ProtectionPolicy? {
-        let (image, policies) = try protections(repository: name)
-        return policies.first { $0.covers(image: image, tag: tag) }
+        try protections(repository: name).policies.first { $0.covers(tag: tag) }?.policy
     }
 
     /// The policy protecting artifact `digest` of repository `name` and the
     /// tag through which it does: a protected tag on the artifact, or on an
     /// index listing it.
     public func protection(repository name: String, digest: String) throws -> (ProtectionPolicy, tag: String)? {
-        let (image, policies) = try protections(repository: name)
+        let policies = try protections(repository: name).policies
         guard !policies.isEmpty else { return nil }
         var found: (ProtectionPolicy, String)?
         var checked: [String: Bool] = [:]
         try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
             let tag = Key.lastComponent(key)
-            guard let policy = policies.first(where: { $0.covers(image: image, tag: tag) }) else { return true }
+            guard let protection = policies.first(where: { $0.covers(tag: tag) }) else { return true }
             let target = TagValue.decode(value).digest
             let covers: Bool
             if let known = checked[target] {
@@ -48,7 +50,7 @@ extension Registry {
                 checked[target] = covers
             }
             if covers {
-                found = (policy, tag)
+                found = (protection.policy, tag)
                 return false
             }
             return true
@@ -79,8 +81,8 @@ extension Registry {
         guard !policies.isEmpty else { return }
         try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, _ in
             let tag = Key.lastComponent(key)
-            if let policy = policies.first(where: { $0.covers(image: image, tag: tag) }) {
-                throw LifecycleError.protected("tag '\(tag)' of image '\(image)' is protected by \(policy.label)")
+            if let protection = policies.first(where: { $0.covers(tag: tag) }) {
+                throw LifecycleError.protected("tag '\(tag)' of image '\(image)' is protected by \(protection.policy.label)")
             }
             return true
         }
@@ -88,7 +90,7 @@ extension Registry {
 
     /// Refuses when any tag of any image of the registry is protected.
     func requireNothingProtected(registry registryName: String) throws {
-        guard try storedProtections(registryName).contains(where: \.enabled) else { return }
+        guard try storedPolicies(ProtectionPolicy.self, registry: registryName).contains(where: \.enabled) else { return }
         var names: [String] = []
         try db.scan(.catalog, prefix: Key("I", registryName + "/").bytes) { key, _ in
             names.append(Key.lastComponent(key))
