@@ -12,6 +12,7 @@ import json
 import time
 
 from helpers import (
+    small_image,
     EMPTY_JSON,
     MT_OCI_CONFIG,
     MT_OCI_INDEX,
@@ -43,11 +44,6 @@ ARTIFACT_FIELDS = {
 }
 TAG_FIELDS = {"name", "digest", "updated_at"}
 
-
-def small_image(**kw):
-    kw.setdefault("n_layers", 1)
-    kw.setdefault("layer_size", 1 * KiB)
-    return make_image(**kw)
 
 
 def content_size(img) -> int:

@@ -20,6 +20,7 @@ import uuid
 import pytest
 
 from helpers import (
+    small_image,
     KiB,
     api_get_json,
     api_image_path,
@@ -44,11 +45,6 @@ IMAGE_FIELDS = {
     "pull_count", "last_pulled_at", "short_description", "tag_mutability",
 }
 
-
-def small_image(**kw):
-    kw.setdefault("n_layers", 1)
-    kw.setdefault("layer_size", 1 * KiB)
-    return make_image(**kw)
 
 
 def image_names(client, reg: str, **params) -> list[str]:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import pytest
 
 from helpers import (
+    small_image,
     ANON,
     OADMIN,
     RADMIN,
@@ -25,7 +26,6 @@ from helpers import (
     VIEWER,
     assert_refused,
     scoped_clients,
-    KiB,
     Registry,
     api_get_json,
     api_image_path,
@@ -38,7 +38,6 @@ from helpers import (
     create_protection_policy,
     create_registry,
     make_artifact,
-    make_image,
     parse_rfc3339,
     push_index,
     push_series,
@@ -62,11 +61,6 @@ RULES = (*KEEP_RULES, "delete_untagged")
 MISSING_ID = "cp-000000000000"
 MISSING_RUN = "999999999"
 
-
-def small_image(**kw):
-    kw.setdefault("n_layers", 1)
-    kw.setdefault("layer_size", KiB)
-    return make_image(**kw)
 
 
 def cp_path(reg: str, pid: str | None = None) -> str:

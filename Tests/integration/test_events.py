@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from helpers import (
+    small_image,
     EVENTS,
-    KiB,
     api_image_path,
     assert_problem,
     assert_status,
@@ -42,7 +42,6 @@ from helpers import (
     event_run_id,
     gc_args,
     list_events,
-    make_image,
     new_principal,
     parse_rfc3339,
     push_tags,
@@ -57,9 +56,6 @@ PULL_TIMEOUT = 5  # "pulls are written within a second"
 CLOCK_SLACK = 2
 IMAGE = "team/app"
 
-
-def small_image():
-    return make_image(n_layers=1, layer_size=KiB)
 
 
 def find(events: list[dict], **match) -> list[dict]:

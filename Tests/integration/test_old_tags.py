@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from helpers import (
-    KiB,
+    small_image,
     Image,
     api_image_path,
     api_list_all,
@@ -27,7 +27,6 @@ from helpers import (
     create_protection_policy,
     create_registry,
     list_old_tags,
-    make_image,
     new_principal,
     parse_rfc3339,
     push_tags,
@@ -38,11 +37,6 @@ from helpers import (
 CLOCK_SLACK = 2
 ITEM_FIELDS = {"image", "tag", "digest", "updated_at", "protected"}
 
-
-def small_image(**kw):
-    kw.setdefault("n_layers", 1)
-    kw.setdefault("layer_size", KiB)
-    return make_image(**kw)
 
 
 def delete_path(reg: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from helpers import (
+    small_image,
     ANON,
     OADMIN,
     RADMIN,
@@ -24,7 +25,6 @@ from helpers import (
     VIEWER,
     assert_refused,
     scoped_clients,
-    KiB,
     Registry,
     api_get_json,
     api_image_path,
@@ -36,7 +36,6 @@ from helpers import (
     create_protection_policy,
     create_registry,
     list_old_tags,
-    make_image,
     parse_rfc3339,
     push_index,
     push_tags,
@@ -49,11 +48,6 @@ CLOCK_SLACK = 2
 POLICY_FIELDS = {"id", "image_pattern", "tag_pattern", "enabled", "created_at"}
 MISSING_ID = "pp-000000000000"
 
-
-def small_image(**kw):
-    kw.setdefault("n_layers", 1)
-    kw.setdefault("layer_size", KiB)
-    return make_image(**kw)
 
 
 def pp_path(reg: str, pid: str | None = None) -> str:
