@@ -6,7 +6,8 @@ import Foundation
 /// where the destination shares the file system, so it is quick and the
 /// server keeps serving), the TLS identity, and a manifest of what it holds.
 ///
-/// Layout of a backup: `db/` (the checkpoint), `tls/` (when generated), `backup.json`.
+/// Layout of a backup: `db/` (the checkpoint, with `db/extents/` holding the
+/// extent files), `tls/` (when generated), `backup.json`.
 public enum Backup {
     public struct Summary: Codable, Sendable {
         public var createdAt: Date
@@ -26,6 +27,19 @@ public enum Backup {
         let checkpoint = destination + "/db"
         // A checkpoint flushes the memtables first, so chunks written around the WAL are included.
         try await store.pool.run { [db = store.db] in try db.checkpoint(to: checkpoint) }
+        // Then the extent files the checkpoint's records point at: files are
+        // only ever appended past their recorded size, and removed only after
+        // their records, so linking them after the checkpoint is consistent.
+        try await store.pool.run { [files = store.files] in
+            let copy = try ExtentFiles(directory: checkpoint + "/extents")
+            for extent in try files.list() {
+                if link(files.path(extent), copy.path(extent)) != 0 {
+                    if errno == ENOENT { continue }  // removed since the listing
+                    // Another file system: copy.
+                    try FileManager.default.copyItem(atPath: files.path(extent), toPath: copy.path(extent))
+                }
+            }
+        }
         let tls = URL(fileURLWithPath: dataDir).appendingPathComponent("tls").path
         if files.fileExists(atPath: tls) { try files.copyItem(atPath: tls, toPath: destination + "/tls") }
         // List what the checkpoint holds, from the checkpoint itself.

@@ -12,15 +12,23 @@ import NIOCore
 /// - `x\0<digest>` → extent id: the content index that stores a blob once
 /// - `z<extent u64 BE>` → empty: the extents with no references, for the sweeper
 /// - `uploads`: `u\0<id>` → ``UploadRecord``
-/// - `chunks`: `<extent u64 BE><chunk u32 BE>` → up to `chunkSize` bytes
+/// - `chunks`: `<extent u64 BE><chunk u32 BE>` → the last, partial chunk of
+///   an extent (and every chunk of extents written before extent files)
 ///
-/// Durability: chunks are written without the WAL; before an upload's new
-/// size is recorded (synced), the `chunks` family is flushed, so every byte
-/// reaches the disk once, in a blob file. Object, extent and upload records
-/// change together in one synced batch.
+/// An extent's full chunks live in its file (``ExtentFiles``): chunk `i` of an
+/// object of `size` bytes is in the file when `(i + 1) * chunkSize <= size`,
+/// otherwise in `chunks`. Small blobs never get a file.
+///
+/// Durability: an append writes full chunks to the extent file and syncs it,
+/// then records the upload's new size together with its partial tail chunk in
+/// one synced batch, so every byte of a large blob reaches the disk once.
+/// Object, extent and upload records change together in one synced batch;
+/// files of dropped extents are removed after the batch that drops them, and
+/// files no record points at (after a crash between the two) at start.
 public final class RocksObjectStore: ObjectStore {
     let db: RocksDB
     let pool: BlockingPool
+    let files: ExtentFiles
     let chunkSize: Int
     let maxObjectSize: Int64
     private let locks = KeyedLocks()
@@ -43,12 +51,16 @@ public final class RocksObjectStore: ObjectStore {
         }
     }
 
-    public init(db: RocksDB, pool: BlockingPool, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30) throws {
+    public init(
+        db: RocksDB, pool: BlockingPool, files: ExtentFiles, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30
+    ) throws {
         self.db = db
         self.pool = pool
+        self.files = files
         self.chunkSize = chunkSize
         self.maxObjectSize = maxObjectSize
         var counters = Counters()
+        var known = Set<UInt64>()
         try db.scan(.objects, prefix: Array("o".utf8)) { key, value in
             let record = try RecordCodec.decode(ObjectRecord.self, value)
             let bucket = Key.components(key)[0]
@@ -56,16 +68,43 @@ public final class RocksObjectStore: ObjectStore {
             counters.buckets[bucket, default: .init()].bytes += record.size
             return true
         }
-        try db.scan(.objects, prefix: Array("e".utf8)) { _, value in
+        try db.scan(.objects, prefix: Array("e".utf8)) { key, value in
             counters.physicalBytes += try RecordCodec.decode(ExtentRecord.self, value).size
+            known.insert(UInt64(bigEndianBytes: key.dropFirst()))
             return true
         }
+        var uploads: [UploadRecord] = []
         try db.scan(.uploads, prefix: Array("u".utf8)) { _, value in
             let record = try RecordCodec.decode(UploadRecord.self, value)
             counters.uploads[record.id] = record.size
+            known.insert(record.extent)
+            uploads.append(record)
             return true
         }
         self.counters = NIOLockedValueBox(counters)
+        for upload in uploads { try moveChunksToFile(upload) }
+        for extent in try files.list() where !known.contains(extent) { files.remove(extent) }
+    }
+
+    /// Moves the full chunks of an upload begun before extent files from
+    /// `chunks` into its file, so appends can go on with the current layout.
+    private func moveChunksToFile(_ upload: UploadRecord) throws {
+        let full = upload.size / Int64(upload.chunkSize)
+        guard full > 0, try db.get(.chunks, Self.chunkKey(upload.extent, 0)) != nil else { return }
+        let file = try files.openForAppend(upload.extent)
+        defer { file.close() }
+        for index in 0..<full {
+            try db.withValue(.chunks, Self.chunkKey(upload.extent, index)) { bytes in
+                guard let bytes, bytes.count == upload.chunkSize else {
+                    throw StorageError("upload \(upload.id): chunk \(index) is missing")
+                }
+                try file.write(bytes, at: index * Int64(upload.chunkSize))
+            }
+        }
+        try file.sync()
+        var batch = WriteBatch()
+        batch.deleteRange(.chunks, from: Self.chunkKey(upload.extent, 0), to: Self.chunkKey(upload.extent, full))
+        try db.write(batch, .synced)
     }
 
     // MARK: Keys
@@ -80,13 +119,38 @@ public final class RocksObjectStore: ObjectStore {
         extent.bigEndianBytes + UInt32(index).bigEndianBytes
     }
 
+    /// How many bytes of an upload's file are written before their writeback is started.
+    static let writebackWindow = 8 << 20
+
     private static func dropExtent(_ extent: UInt64, in batch: inout WriteBatch) {
         batch.deleteRange(.chunks, from: extent.bigEndianBytes, to: (extent &+ 1).bigEndianBytes)
     }
 
-    /// Applies a batch, synced, on the blocking pool.
-    private func write(_ batch: WriteBatch) async throws {
-        try await pool.run { [db] in try db.write(batch, .synced) }
+    /// Applies a batch, synced, on the blocking pool, then removes the files
+    /// of the extents it dropped.
+    private func write(_ batch: WriteBatch, removingFilesOf dropped: [UInt64] = []) async throws {
+        try await pool.run { [db, files] in
+            try db.write(batch, .synced)
+            for extent in dropped { files.remove(extent) }
+        }
+    }
+
+    /// Reads chunk `index` of an extent holding `size` bytes: from its file
+    /// when the chunk is full (and the extent has a file), else from `chunks`.
+    /// Blocks: call on the pool.
+    private static func readChunk(
+        _ index: Int64, extent: UInt64, size: Int64, chunkSize: Int, db: RocksDB, files: ExtentFiles
+    ) throws -> ByteBuffer {
+        let start = index * Int64(chunkSize)
+        if start + Int64(chunkSize) <= size,
+            let buffer = try files.read(extent, offset: start, count: chunkSize)
+        {
+            return buffer
+        }
+        return try db.withValue(.chunks, chunkKey(extent, index)) { bytes in
+            guard let bytes else { throw StorageError("extent \(extent) is missing chunk \(index)") }
+            return ByteBuffer(bytes: bytes)
+        }
     }
 
     // MARK: Buckets and objects
@@ -130,17 +194,13 @@ public final class RocksObjectStore: ObjectStore {
 
     public func read(_ object: ObjectRecord, range: Range<Int64>) -> ObjectReader {
         let db = self.db
+        let files = self.files
         let pool = self.pool
-        let extent = object.extent
         return ObjectReader(
             fetch: { index in
                 try await pool.run {
-                    try db.withValue(.chunks, Self.chunkKey(extent, index)) { bytes in
-                        guard let bytes else {
-                            throw StorageError("extent \(extent) is missing chunk \(index)")
-                        }
-                        return ByteBuffer(bytes: bytes)
-                    }
+                    try Self.readChunk(
+                        index, extent: object.extent, size: object.size, chunkSize: object.chunkSize, db: db, files: files)
                 }
             },
             object: object, range: range)
@@ -237,19 +297,18 @@ public final class RocksObjectStore: ObjectStore {
         if let session = live.withLockedValue({ $0[id] }) { return session }
         guard let record = try storedUpload(id) else { throw ObjectStoreError.uploadUnknown(id) }
         let db = self.db
+        let files = self.files
         let hasher = try await pool.run { () -> SHA256 in
             var hasher = SHA256()
             var remaining = record.size
             var index: Int64 = 0
             while remaining > 0 {
-                try db.withValue(.chunks, Self.chunkKey(record.extent, index)) { bytes in
-                    guard let bytes, bytes.count >= min(Int64(record.chunkSize), remaining) else {
-                        throw StorageError("upload \(id): chunk \(index) is missing")
-                    }
-                    let take = Int(min(Int64(record.chunkSize), remaining))
-                    hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: bytes[0..<take]))
-                    remaining -= Int64(take)
-                }
+                let chunk = try Self.readChunk(
+                    index, extent: record.extent, size: record.size, chunkSize: record.chunkSize, db: db, files: files)
+                let take = Int(min(Int64(record.chunkSize), remaining))
+                guard chunk.readableBytes >= take else { throw StorageError("upload \(id): chunk \(index) is short") }
+                chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<take])) }
+                remaining -= Int64(take)
                 index += 1
             }
             return hasher
@@ -269,8 +328,11 @@ public final class RocksObjectStore: ObjectStore {
             if let expectedLength, record.size + expectedLength > maxObjectSize {
                 throw ObjectStoreError.tooLarge(limit: maxObjectSize)
             }
+            var file: ExtentFiles.Handle?
+            defer { file?.close() }
             do {
                 let db = self.db
+                let files = self.files
                 let chunkSize = record.chunkSize
                 let extent = record.extent
                 var hasher = session.hasher
@@ -287,8 +349,8 @@ public final class RocksObjectStore: ObjectStore {
                         tail.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[0..<carried]))
                     }
                 }
+                let carriedIndex = index
                 var received: Int64 = 0
-                var wroteUnlogged = false
                 for try await var buffer in body {
                     received += Int64(buffer.readableBytes)
                     if let expectedLength, received > expectedLength {
@@ -305,14 +367,19 @@ public final class RocksObjectStore: ObjectStore {
                         tail.writeBuffer(&slice)
                         if tail.readableBytes == chunkSize {
                             let full = tail
-                            let chunkIndex = index
-                            try await pool.run {
-                                try full.withUnsafeReadableBytes {
-                                    try db.put(.chunks, Self.chunkKey(extent, chunkIndex), $0, .unlogged)
+                            let offset = index * Int64(chunkSize)
+                            let opened = file
+                            file = try await pool.run {
+                                let handle = try opened ?? files.openForAppend(extent)
+                                try full.withUnsafeReadableBytes { try handle.write($0, at: offset) }
+                                // Keep the dirty pages of this upload bounded and the final sync short.
+                                let window = Int64(Self.writebackWindow)
+                                if (offset + Int64(chunkSize)) % window == 0 {
+                                    handle.startWriteback(offset: offset + Int64(chunkSize) - window, count: window)
                                 }
+                                return handle
                             }
                             index += 1
-                            wroteUnlogged = true
                             tail.clear()
                         }
                     }
@@ -324,12 +391,16 @@ public final class RocksObjectStore: ObjectStore {
                 record.size = size
                 record.updated = Date()
                 var batch = WriteBatch()
+                if carried > 0, index > carriedIndex {
+                    // The carried partial chunk is now full, in the file.
+                    batch.delete(.chunks, Self.chunkKey(extent, carriedIndex))
+                }
                 if tail.readableBytes > 0 {
                     batch.put(.chunks, Self.chunkKey(extent, index), Array(tail.readableBytesView))
                 }
                 batch.put(.uploads, Self.uploadKey(id), RecordCodec.encode(record))
-                try await pool.run { [batch, wroteUnlogged] in
-                    if wroteUnlogged { try db.flush(.chunks) }
+                try await pool.run { [batch, file] in
+                    try file?.sync()
                     try db.write(batch, .synced)
                 }
                 session.record = record
@@ -366,13 +437,14 @@ public final class RocksObjectStore: ObjectStore {
         batch.delete(.uploads, Self.uploadKey(upload.id))
         if let existing = try object(bucket: upload.bucket, digest: digest) {
             Self.dropExtent(upload.extent, in: &batch)
-            try await write(batch)
+            try await write(batch, removingFilesOf: [upload.extent])
             forget(upload.id)
             return existing
         }
         var object = ObjectRecord(
             digest: digest, size: upload.size, created: Date(), extent: upload.extent, chunkSize: upload.chunkSize)
         var newPhysical: Int64 = 0
+        var dropped: [UInt64] = []
         if let shared = try db.get(.objects, Self.contentKey(digest)),
             case let sharedID = UInt64(bigEndianBytes: shared),
             var extent = try extent(sharedID)
@@ -382,6 +454,7 @@ public final class RocksObjectStore: ObjectStore {
             batch.put(.objects, Self.extentKey(sharedID), RecordCodec.encode(extent))
             batch.delete(.objects, Self.unreferencedKey(sharedID))
             Self.dropExtent(upload.extent, in: &batch)
+            dropped.append(upload.extent)
             object.extent = sharedID
             object.chunkSize = extent.chunkSize
         } else {
@@ -392,7 +465,7 @@ public final class RocksObjectStore: ObjectStore {
             newPhysical = upload.size
         }
         batch.put(.objects, Self.objectKey(upload.bucket, digest), RecordCodec.encode(object))
-        try await write(batch)
+        try await write(batch, removingFilesOf: dropped)
         forget(upload.id)
         let size = object.size
         counters.withLockedValue {
@@ -412,7 +485,7 @@ public final class RocksObjectStore: ObjectStore {
         var batch = WriteBatch()
         batch.delete(.uploads, Self.uploadKey(upload.id))
         Self.dropExtent(upload.extent, in: &batch)
-        try await write(batch)
+        try await write(batch, removingFilesOf: [upload.extent])
         forget(upload.id)
     }
 
@@ -468,7 +541,7 @@ public final class RocksObjectStore: ObjectStore {
                     batch.delete(.objects, Self.contentKey(record.digest))
                 }
                 Self.dropExtent(id, in: &batch)
-                try await write(batch)
+                try await write(batch, removingFilesOf: [id])
                 counters.withLockedValue { $0.physicalBytes -= current.size }
                 swept.extents += 1
                 swept.bytes += current.size

@@ -1,16 +1,20 @@
 import Foundation
 
-/// The embedded store: one RocksDB database, the blocking pool that serves
-/// it, and the object store over it.
+/// The embedded store: one RocksDB database, the extent files beside it
+/// (`<directory>/extents`), the blocking pool that serves them, and the
+/// object store over both.
 public final class Store: Sendable {
     public let db: RocksDB
     public let pool: BlockingPool
+    public let files: ExtentFiles
     public let objects: RocksObjectStore
 
     public init(directory: String, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30, threads: Int = 16) throws {
         db = try RocksDB(path: directory)
         pool = BlockingPool(threads: threads)
-        objects = try RocksObjectStore(db: db, pool: pool, chunkSize: chunkSize, maxObjectSize: maxObjectSize)
+        files = try ExtentFiles(directory: directory + "/extents")
+        objects = try RocksObjectStore(
+            db: db, pool: pool, files: files, chunkSize: chunkSize, maxObjectSize: maxObjectSize)
     }
 
     /// Flushes the memtables (so the next start replays little) and stops the pool.

@@ -60,8 +60,8 @@ def _push_blobs_three_ways(c, name, blobs):
 def test_raw_push_survives_kill9_right_after_201(dsrv):
     c = dsrv.client()
     name = f"{REG}/app"
-    # 2.5 MiB layers span several 1 MiB chunks, so the chunks that bypass the
-    # WAL (and the flush that makes them durable) are part of what is tested.
+    # 2.5 MiB layers span several 1 MiB chunks, so the full chunks written to
+    # extent files (and the sync that makes them durable) are part of what is tested.
     img = make_image(n_layers=3, layer_size=2560 * KiB)
     _push_blobs_three_ways(c, name, img.blobs)
     r = c.put_manifest(name, "v1", img.manifest)
@@ -203,7 +203,7 @@ def test_upload_session_across_restart_resumes_or_is_gone(dsrv, how):
     c = dsrv.client()
     name = f"{REG}/resume"
     data = random_bytes(3 * 1024 * KiB)
-    acked = 2560 * KiB  # spans full chunks written around the WAL and a partial last chunk
+    acked = 2560 * KiB  # spans full chunks in the extent file and a partial last chunk in RocksDB
     s = c.start_upload(name)
     assert_status(s, 202)
     p = c.patch(c.abs_location(s), data=data[:acked], headers={**OCTET, "Content-Range": f"0-{acked - 1}"})

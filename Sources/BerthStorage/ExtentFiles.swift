@@ -1,0 +1,168 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import NIOCore
+
+/// The full chunks of extents, one append-only file per extent, written and
+/// synced outside RocksDB so every byte of a large blob reaches the disk once
+/// and never passes through a memtable.
+///
+/// Layout: `<directory>/<low byte of the id, 2 hex>/<id, 16 hex>`. A file holds
+/// chunks `0..<n` back to back; which of its bytes are valid is recorded in
+/// RocksDB (the upload's or the extent's size), so bytes past that (from an
+/// append that failed or was cut by a crash) are never read and are
+/// overwritten by the next append. Calls block: run them on the blocking pool.
+public struct ExtentFiles: Sendable {
+    public let directory: String
+
+    /// Creates the directory and its 256 subdirectories if missing, durably.
+    public init(directory: String) throws {
+        self.directory = directory
+        var created = try Self.makeDirectory(directory)
+        for fanout in 0..<256 {
+            created = try Self.makeDirectory(directory + "/" + Self.hex(UInt64(fanout), digits: 2)) || created
+        }
+        if created {
+            try Self.syncDirectory(directory)
+            try Self.syncDirectory(directory + "/..")
+        }
+    }
+
+    /// The path of an extent's file.
+    public func path(_ extent: UInt64) -> String {
+        directory + "/" + Self.hex(extent & 0xff, digits: 2) + "/" + Self.hex(extent, digits: 16)
+    }
+
+    /// Opens (creating if needed) an extent's file for writing. When the file
+    /// is new, its directory entry is synced too, so a later `sync` of the
+    /// file makes it durable by name.
+    public func openForAppend(_ extent: UInt64) throws -> Handle {
+        let path = path(extent)
+        var fd = open(path, O_WRONLY | O_CLOEXEC)
+        if fd < 0, errno == ENOENT {
+            fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw Self.error("create", path) }
+            try Self.syncDirectory(directory + "/" + Self.hex(extent & 0xff, digits: 2))
+        }
+        guard fd >= 0 else { throw Self.error("open", path) }
+        return Handle(fd: fd, path: path)
+    }
+
+    /// Reads `count` bytes at `offset` of an extent's file into a new buffer;
+    /// nil when the extent has no file (it predates extent files and keeps its
+    /// chunks in RocksDB).
+    public func read(_ extent: UInt64, offset: Int64, count: Int) throws -> ByteBuffer? {
+        let path = path(extent)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0, errno == ENOENT { return nil }
+        guard fd >= 0 else { throw Self.error("open", path) }
+        defer { close(fd) }
+        var buffer = ByteBufferAllocator().buffer(capacity: count)
+        let read = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
+            var done = 0
+            while done < count {
+                let n = pread(fd, target.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0, errno == EINTR { continue }
+                guard n >= 0 else { throw Self.error("read", path) }
+                if n == 0 { break }
+                done += n
+            }
+            return done
+        }
+        guard read == count else {
+            throw StorageError("extent file \(path) is short: \(read) of \(count) bytes at \(offset)")
+        }
+        return buffer
+    }
+
+    /// Removes an extent's file; a missing file is not an error.
+    public func remove(_ extent: UInt64) {
+        unlink(path(extent))
+    }
+
+    /// Every extent that has a file.
+    public func list() throws -> [UInt64] {
+        var extents: [UInt64] = []
+        for fanout in 0..<256 {
+            let sub = directory + "/" + Self.hex(UInt64(fanout), digits: 2)
+            guard let dir = opendir(sub) else { throw Self.error("list", sub) }
+            defer { closedir(dir) }
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                if name.utf8.count == 16, let id = UInt64(name, radix: 16) { extents.append(id) }
+            }
+        }
+        return extents
+    }
+
+    /// An extent file open for writing. Close it when done.
+    public struct Handle: Sendable {
+        let fd: CInt
+        let path: String
+
+        /// Writes all of `bytes` at `offset`.
+        public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
+            var done = 0
+            while done < bytes.count {
+                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+                if n < 0, errno == EINTR { continue }
+                guard n > 0 else { throw ExtentFiles.error("write", path) }
+                done += n
+            }
+        }
+
+        /// Asks the kernel to start writing back `range` now, so the final
+        /// `sync` finds most of the file already on its way to the disk.
+        public func startWriteback(offset: Int64, count: Int64) {
+            _ = syncFileRange?(fd, offset, count, 2)  // SYNC_FILE_RANGE_WRITE
+        }
+
+        /// Makes everything written so far durable.
+        public func sync() throws {
+            guard fdatasync(fd) == 0 else { throw ExtentFiles.error("sync", path) }
+        }
+
+        public func close() {
+            closeDescriptor(fd)
+        }
+    }
+
+    // MARK: Helpers
+
+    /// Creates a directory; false when it already existed.
+    static func makeDirectory(_ path: String) throws -> Bool {
+        if mkdir(path, 0o700) == 0 { return true }
+        guard errno == EEXIST else { throw error("create directory", path) }
+        return false
+    }
+
+    static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw error("open directory", path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw error("sync directory", path) }
+    }
+
+    static func hex(_ value: UInt64, digits: Int) -> String {
+        let text = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, digits - text.count)) + text
+    }
+
+    static func error(_ operation: String, _ path: String) -> StorageError {
+        StorageError("extent file \(operation) \(path): \(String(cString: strerror(errno)))")
+    }
+}
+
+private func closeDescriptor(_ fd: CInt) {
+    _ = close(fd)
+}
+
+/// Linux's `sync_file_range`, which Glibc's Swift module hides behind `_GNU_SOURCE`.
+private let syncFileRange: (@convention(c) (CInt, Int64, Int64, CUnsignedInt) -> CInt)? = {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }  // RTLD_DEFAULT
+    return unsafeBitCast(symbol, to: (@convention(c) (CInt, Int64, Int64, CUnsignedInt) -> CInt).self)
+}()

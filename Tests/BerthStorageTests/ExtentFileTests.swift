@@ -1,0 +1,164 @@
+@testable import BerthStorage
+import Foundation
+import NIOCore
+import Testing
+
+/// Where an extent's bytes live: full chunks in its file, the partial tail in RocksDB.
+@Suite struct ExtentFileTests {
+    func fileSize(_ store: Store, _ extent: UInt64) -> Int? {
+        (try? FileManager.default.attributesOfItem(atPath: store.files.path(extent)))?[.size] as? Int
+    }
+
+    func storedChunk(_ store: Store, _ extent: UInt64, _ index: Int64) throws -> [UInt8]? {
+        try store.db.get(.chunks, RocksObjectStore.chunkKey(extent, index))
+    }
+
+    /// Rewrites an extent the way stores before extent files kept it: every chunk in RocksDB, no file.
+    func moveFileIntoRocksDB(_ store: Store, _ extent: UInt64, size: Int, chunkSize: Int = 1024) throws {
+        for index in 0..<(size / chunkSize) {
+            let chunk = try #require(try store.files.read(extent, offset: Int64(index * chunkSize), count: chunkSize))
+            try chunk.withUnsafeReadableBytes {
+                try store.db.put(.chunks, RocksObjectStore.chunkKey(extent, Int64(index)), $0, .synced)
+            }
+        }
+        store.files.remove(extent)
+    }
+
+    @Test func fullChunksGoToTheFileAndTheTailToRocksDB() async throws {
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            let large = try await put(store, "a", random(5000))
+            #expect(fileSize(store, large.extent) == 4096)
+            #expect(try storedChunk(store, large.extent, 0) == nil)
+            #expect(try storedChunk(store, large.extent, 4)?.count == 5000 - 4096)
+            let small = try await put(store, "a", random(500))
+            #expect(fileSize(store, small.extent) == nil)
+            #expect(try storedChunk(store, small.extent, 0)?.count == 500)
+            let exact = try await put(store, "a", random(2048))
+            #expect(fileSize(store, exact.extent) == 2048)
+            #expect(try storedChunk(store, exact.extent, 2) == nil)
+        }
+    }
+
+    @Test func aCarriedTailMovesIntoTheFile() async throws {
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            let bytes = random(3000)
+            let upload = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+            _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: nil, body: body(Array(bytes[0..<700])))
+            #expect(try storedChunk(store, upload.extent, 0)?.count == 700)
+            _ = try await store.objects.append(upload: upload.id, start: 700, expectedLength: nil, body: body(Array(bytes[700...])))
+            #expect(try storedChunk(store, upload.extent, 0) == nil)
+            #expect(fileSize(store, upload.extent) == 2048)
+            let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
+            #expect(try await readAll(store, object) == bytes)
+            #expect(try await readAll(store, object, 1000..<2100) == Array(bytes[1000..<2100]))
+        }
+    }
+
+    @Test func filesOfDroppedExtentsAreRemoved() async throws {
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            let bytes = random(4096)
+            async let first = put(store, "a", bytes)
+            async let second = put(store, "a", bytes)
+            let (x, _) = try await (first, second)
+            #expect(try store.files.list() == [x.extent])  // the duplicate's file is gone
+
+            let cancelled = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+            _ = try await store.objects.append(upload: cancelled.id, start: 0, expectedLength: nil, body: body(random(3000)))
+            #expect(fileSize(store, cancelled.extent) == 2048)
+            try await store.objects.cancel(upload: cancelled.id)
+            #expect(fileSize(store, cancelled.extent) == nil)
+
+            let wrong = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+            _ = try await store.objects.append(upload: wrong.id, start: 0, expectedLength: nil, body: body(random(3000)))
+            await #expect(throws: ObjectStoreError.self) {
+                try await store.objects.complete(upload: wrong.id, digest: digest(random(10)))
+            }
+            #expect(fileSize(store, wrong.extent) == nil)
+
+            #expect(try await store.objects.delete(bucket: "a", digest: x.digest))
+            #expect(try await store.objects.sweepExtents(grace: 0).bytes == 4096)
+            #expect(try store.files.list().isEmpty)
+        }
+    }
+
+    @Test func bytesPastTheRecordedSizeAreNeverRead() async throws {
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            let bytes = random(6000)
+            let upload = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+            _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: nil, body: body(Array(bytes[0..<2500])))
+            // An append cut short by a crash: chunks written to the file, size never recorded.
+            let file = try store.files.openForAppend(upload.extent)
+            try random(3072).withUnsafeBytes { try file.write($0, at: 2048) }
+            try file.sync()
+            file.close()
+            // A failed append drops the running hash, so the next one re-hashes what is stored.
+            await #expect(throws: ObjectStoreError.incomplete(expected: 10, received: 3)) {
+                _ = try await store.objects.append(upload: upload.id, start: 2500, expectedLength: 10, body: body([1, 2, 3]))
+            }
+            _ = try await store.objects.append(upload: upload.id, start: 2500, expectedLength: nil, body: body(Array(bytes[2500...])))
+            let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
+            #expect(try await readAll(store, object) == bytes)
+        }
+    }
+
+    @Test func orphanFilesAreRemovedAtStart() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-test-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var kept: [UInt64] = []
+        do {
+            let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
+            try await store.objects.createBucket("a")
+            kept.append(try await put(store, "a", random(3000)).extent)
+            let upload = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+            _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: nil, body: body(random(2000)))
+            kept.append(upload.extent)
+            // A crash after an upload's file was created and before its record was written.
+            let orphan = try store.files.openForAppend(12345)
+            try [UInt8](repeating: 7, count: 100).withUnsafeBytes { try orphan.write($0, at: 0) }
+            orphan.close()
+            try await store.shutdown()
+        }
+        let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
+        #expect(try store.files.list().sorted() == kept.sorted())
+        try await store.shutdown()
+    }
+
+    @Test func extentsFromBeforeExtentFilesStayReadable() async throws {
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            let bytes = random(5000)
+            let object = try await put(store, "a", bytes)
+            try moveFileIntoRocksDB(store, object.extent, size: 5000)
+            #expect(fileSize(store, object.extent) == nil)
+            #expect(try await readAll(store, object) == bytes)
+            #expect(try await readAll(store, object, 1500..<4500) == Array(bytes[1500..<4500]))
+        }
+    }
+
+    @Test func uploadsFromBeforeExtentFilesMoveIntoAFileAtStart() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-test-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let bytes = random(5000)
+        var upload: UploadRecord
+        do {
+            let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
+            try await store.objects.createBucket("a")
+            upload = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+            _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: nil, body: body(Array(bytes[0..<2600])))
+            try moveFileIntoRocksDB(store, upload.extent, size: 2600)
+            try await store.shutdown()
+        }
+        let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
+        #expect(fileSize(store, upload.extent) == 2048)
+        #expect(try storedChunk(store, upload.extent, 0) == nil)
+        #expect(try storedChunk(store, upload.extent, 2)?.count == 2600 - 2048)
+        _ = try await store.objects.append(upload: upload.id, start: 2600, expectedLength: nil, body: body(Array(bytes[2600...])))
+        let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
+        #expect(try await readAll(store, object) == bytes)
+        try await store.shutdown()
+    }
+}
