@@ -119,8 +119,10 @@ public final class RocksObjectStore: ObjectStore {
         extent.bigEndianBytes + UInt32(index).bigEndianBytes
     }
 
-    /// How many bytes of an upload's file are written before their writeback is started.
-    static let writebackWindow = 8 << 20
+    /// How many bytes of an upload's file are written before their writeback is
+    /// started. 2 MiB rather than 8: an 8 MiB PATCH then finds most of its bytes
+    /// on the disk when it syncs (chunked push 302–361 → 397–476 MB/s, measured).
+    static let writebackWindow = 2 << 20
 
     private static func dropExtent(_ extent: UInt64, in batch: inout WriteBatch) {
         batch.deleteRange(.chunks, from: extent.bigEndianBytes, to: (extent &+ 1).bigEndianBytes)
