@@ -17,19 +17,21 @@ digest=sha256:$(sha256sum "$work/blob" | cut -d' ' -f1)
 "$bin" serve --data-dir "$work/data" --http 127.0.0.1:$port --https off > "$work/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:$port/readyz >/dev/null && break; sleep 0.1; done
+# The bootstrap admin's key, written at first start.
+user=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["access_key"]+":"+c["secret_key"])' "$work/data/bootstrap-credentials.json")
 
 # Drop the page cache's copy of the source so the push reads it like a client would.
 sync
-location=$(curl -sf -X POST -D - -o /dev/null http://127.0.0.1:$port/v2/bench/big/blobs/uploads/ | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
+location=$(curl -sf -u "$user" -X POST -D - -o /dev/null http://127.0.0.1:$port/v2/bench/big/blobs/uploads/ | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
 start=$(date +%s.%N)
-curl -sf -X PUT -H "Content-Type: application/octet-stream" -H "Expect:" -T "$work/blob" \
+curl -sf -u "$user" -X PUT -H "Content-Type: application/octet-stream" -H "Expect:" -T "$work/blob" \
     "http://127.0.0.1:$port$location?digest=$digest" -o /dev/null
 push=$(echo "$(date +%s.%N) - $start" | bc)
 start=$(date +%s.%N)
-curl -sf "http://127.0.0.1:$port/v2/bench/big/blobs/$digest" -o /dev/null
+curl -sf -u "$user" "http://127.0.0.1:$port/v2/bench/big/blobs/$digest" -o /dev/null
 pull=$(echo "$(date +%s.%N) - $start" | bc)
 # Verified in a second, untimed pull (coreutils' sha256sum is slower than the server).
-pulled=$(curl -sf "http://127.0.0.1:$port/v2/bench/big/blobs/$digest" | openssl dgst -sha256 -r | cut -d' ' -f1)
+pulled=$(curl -sf -u "$user" "http://127.0.0.1:$port/v2/bench/big/blobs/$digest" | openssl dgst -sha256 -r | cut -d' ' -f1)
 [ "sha256:$pulled" = "$digest" ] || { echo "pulled digest differs" >&2; exit 1; }
 peak_kib=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
 
