@@ -25,25 +25,15 @@ public enum Backup {
         }
         try files.createDirectory(atPath: destination, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let checkpoint = destination + "/db"
-        // A checkpoint flushes the memtables first, so chunks written around the WAL are included.
+        // The checkpoint (it flushes the memtables first), then the extent files its records name.
         try await store.pool.run { [db = store.db] in try db.checkpoint(to: checkpoint) }
-        // Then the extent files the checkpoint's records point at: files are
-        // only ever appended past their recorded size, and removed only after
-        // their records, so linking them after the checkpoint is consistent.
+        let copy = try RocksDB(path: checkpoint)
         try await store.pool.run { [files = store.files] in
-            let copy = try ExtentFiles(directory: checkpoint + "/extents")
-            for extent in try files.list() {
-                if link(files.path(extent), copy.path(extent)) != 0 {
-                    if errno == ENOENT { continue }  // removed since the listing
-                    // Another file system: copy.
-                    try FileManager.default.copyItem(atPath: files.path(extent), toPath: copy.path(extent))
-                }
-            }
+            try RocksObjectStore.addExtentFiles(from: files, to: copy)
         }
         let tls = URL(fileURLWithPath: dataDir).appendingPathComponent("tls").path
         if files.fileExists(atPath: tls) { try files.copyItem(atPath: tls, toPath: destination + "/tls") }
         // List what the checkpoint holds, from the checkpoint itself.
-        let copy = try RocksDB(path: checkpoint)
         var artifacts: [String] = []
         var tags = 0
         try copy.scan(.catalog, prefix: Key("M").childPrefix) { key, _ in

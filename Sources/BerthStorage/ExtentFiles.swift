@@ -35,19 +35,47 @@ public struct ExtentFiles: Sendable {
         directory + "/" + Self.hex(extent & 0xff, digits: 2) + "/" + Self.hex(extent, digits: 16)
     }
 
-    /// Opens (creating if needed) an extent's file for writing. When the file
-    /// is new, its directory entry is synced too, so a later `sync` of the
-    /// file makes it durable by name.
-    public func openForAppend(_ extent: UInt64) throws -> Handle {
+    /// Opens (creating if needed) an extent's file for writing. The directory
+    /// entry is synced when the file is new or `syncingEntry` is set (the
+    /// first full chunk of an upload: a create cut short by a crash leaves a
+    /// file whose name was never synced), so a later `sync` of the file makes
+    /// it durable by name.
+    public func openForAppend(_ extent: UInt64, syncingEntry: Bool = false) throws -> Handle {
         let path = path(extent)
         var fd = open(path, O_WRONLY | O_CLOEXEC)
+        var created = false
         if fd < 0, errno == ENOENT {
             fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw Self.error("create", path) }
-            try Self.syncDirectory(directory + "/" + Self.hex(extent & 0xff, digits: 2))
+            created = true
         }
-        guard fd >= 0 else { throw Self.error("open", path) }
+        guard fd >= 0 else { throw Self.error(created ? "create" : "open", path) }
+        if created || syncingEntry {
+            do {
+                try Self.syncDirectory(directory + "/" + Self.hex(extent & 0xff, digits: 2))
+            } catch {
+                closeDescriptor(fd)
+                throw error
+            }
+        }
         return Handle(fd: fd, path: path)
+    }
+
+    /// Makes the directory entries of every file created or linked so far durable.
+    public func syncDirectories() throws {
+        for fanout in 0..<256 { try Self.syncDirectory(directory + "/" + Self.hex(UInt64(fanout), digits: 2)) }
+    }
+
+    /// Makes an extent's file durable (one copied in, say).
+    public func syncFile(_ extent: UInt64) throws {
+        let fd = open(path(extent), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw Self.error("open", path(extent)) }
+        defer { closeDescriptor(fd) }
+        guard fsync(fd) == 0 else { throw Self.error("sync", path(extent)) }
+    }
+
+    /// Whether an extent has a file.
+    public func exists(_ extent: UInt64) -> Bool {
+        access(path(extent), F_OK) == 0
     }
 
     /// Reads `count` bytes at `offset` of an extent's file into a new buffer;
@@ -110,7 +138,8 @@ public struct ExtentFiles: Sendable {
             while done < bytes.count {
                 let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
                 if n < 0, errno == EINTR { continue }
-                guard n > 0 else { throw ExtentFiles.error("write", path) }
+                guard n >= 0 else { throw ExtentFiles.error("write", path) }
+                guard n > 0 else { throw StorageError("extent file write \(path): no progress") }
                 done += n
             }
         }

@@ -82,7 +82,20 @@ public final class RocksObjectStore: ObjectStore {
             return true
         }
         self.counters = NIOLockedValueBox(counters)
-        for upload in uploads { try moveChunksToFile(upload) }
+        for upload in uploads {
+            do {
+                try moveChunksToFile(upload)
+            } catch {
+                // One unreadable upload must not keep the store from opening: drop it (its
+                // client gets BLOB_UPLOAD_UNKNOWN and starts over).
+                var batch = WriteBatch()
+                batch.delete(.uploads, Self.uploadKey(upload.id))
+                Self.dropExtent(upload.extent, in: &batch)
+                try db.write(batch, .synced)
+                files.remove(upload.extent)
+                self.counters.withLockedValue { _ = $0.uploads.removeValue(forKey: upload.id) }
+            }
+        }
         for extent in try files.list() where !known.contains(extent) { files.remove(extent) }
     }
 
@@ -371,9 +384,15 @@ public final class RocksObjectStore: ObjectStore {
                             let full = tail
                             let offset = index * Int64(chunkSize)
                             let opened = file
+                            let firstFullChunk = record.size < Int64(chunkSize)
                             file = try await pool.run {
-                                let handle = try opened ?? files.openForAppend(extent)
-                                try full.withUnsafeReadableBytes { try handle.write($0, at: offset) }
+                                let handle = try opened ?? files.openForAppend(extent, syncingEntry: firstFullChunk)
+                                do {
+                                    try full.withUnsafeReadableBytes { try handle.write($0, at: offset) }
+                                } catch {
+                                    if opened == nil { handle.close() }
+                                    throw error
+                                }
                                 // Keep the dirty pages of this upload bounded and the final sync short.
                                 let window = Int64(Self.writebackWindow)
                                 if (offset + Int64(chunkSize)) % window == 0 {

@@ -161,4 +161,35 @@ import Testing
         #expect(try await readAll(store, object) == bytes)
         try await store.shutdown()
     }
+
+    @Test func aCheckpointGetsTheFilesItsRecordsName() async throws {
+        let backup = FileManager.default.temporaryDirectory.appendingPathComponent("berth-test-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: backup) }
+        var kept = ObjectRecord(digest: "", size: 0, created: Date(), extent: 0, chunkSize: 0)
+        let keptBytes = random(5000)
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            kept = try await put(store, "a", keptBytes)
+            let swept = try await put(store, "a", random(3000))
+            #expect(try await store.objects.delete(bucket: "a", digest: swept.digest))
+            let cancelled = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+            _ = try await store.objects.append(upload: cancelled.id, start: 0, expectedLength: nil, body: body(random(2000)))
+            try store.db.checkpoint(to: backup)
+            // Between the checkpoint and the links: a sweep and a cancel remove two files.
+            #expect(try await store.objects.sweepExtents(grace: 0).extents == 1)
+            try await store.objects.cancel(upload: cancelled.id)
+            do {
+                let copy = try RocksDB(path: backup)
+                try RocksObjectStore.addExtentFiles(from: store.files, to: copy)
+                #expect(try copy.get(.objects, RocksObjectStore.extentKey(swept.extent)) == nil)
+                #expect(try copy.get(.objects, RocksObjectStore.contentKey(swept.digest)) == nil)
+                #expect(try copy.get(.uploads, RocksObjectStore.uploadKey(cancelled.id)) == nil)
+            }
+        }
+        // The copy opens as a store of its own and serves the blob it holds.
+        let restored = try Store(directory: backup, chunkSize: 1024, threads: 2)
+        #expect(try await readAll(restored, kept) == keptBytes)
+        #expect(restored.objects.usage().openUploads == 0)
+        try await restored.shutdown()
+    }
 }

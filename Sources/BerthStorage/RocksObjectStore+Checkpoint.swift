@@ -1,0 +1,54 @@
+import Foundation
+
+extension RocksObjectStore {
+    /// Completes a checkpoint of the store's database with the extent files
+    /// its records point at: hard links where the file system allows (files
+    /// are only appended past their recorded size, so a link is as good as a
+    /// copy), copies otherwise, all synced. Take the checkpoint first, then call
+    /// this. An extent file removed in between (swept, or dropped as a
+    /// duplicate) takes its records out of the checkpoint, so the copy never
+    /// names bytes it does not hold.
+    public static func addExtentFiles(from files: ExtentFiles, to checkpoint: RocksDB) throws {
+        let copy = try ExtentFiles(directory: checkpoint.path + "/extents")
+        for extent in try files.list() {
+            if link(files.path(extent), copy.path(extent)) == 0 || errno == ENOENT { continue }
+            // Another file system: copy, unless the file went away meanwhile.
+            do {
+                try FileManager.default.copyItem(atPath: files.path(extent), toPath: copy.path(extent))
+            } catch where !FileManager.default.fileExists(atPath: files.path(extent)) {
+                continue
+            }
+            try copy.syncFile(extent)
+        }
+        try copy.syncDirectories()
+
+        /// A record of `size` bytes whose full chunks are neither in a file nor (written before extent files) in `chunks`.
+        func lost(_ extent: UInt64, size: Int64, chunkSize: Int) throws -> Bool {
+            guard size >= Int64(chunkSize), !copy.exists(extent) else { return false }
+            return try checkpoint.get(.chunks, chunkKey(extent, 0)) == nil
+        }
+        var batch = WriteBatch()
+        try checkpoint.scan(.objects, prefix: Array("e".utf8)) { key, value in
+            let id = UInt64(bigEndianBytes: key.dropFirst())
+            let record = try RecordCodec.decode(ExtentRecord.self, value)
+            guard try lost(id, size: record.size, chunkSize: record.chunkSize) else { return true }
+            guard record.references == 0 else {
+                throw StorageError("extent \(id) (\(record.digest)) lost its file during the checkpoint; retry the backup")
+            }
+            batch.delete(.objects, extentKey(id))
+            batch.delete(.objects, unreferencedKey(id))
+            if let indexed = try checkpoint.get(.objects, contentKey(record.digest)), UInt64(bigEndianBytes: indexed) == id {
+                batch.delete(.objects, contentKey(record.digest))
+            }
+            return true
+        }
+        try checkpoint.scan(.uploads, prefix: Array("u".utf8)) { _, value in
+            let record = try RecordCodec.decode(UploadRecord.self, value)
+            if try lost(record.extent, size: record.size, chunkSize: record.chunkSize) {
+                batch.delete(.uploads, uploadKey(record.id))
+            }
+            return true
+        }
+        try checkpoint.write(batch, .synced)
+    }
+}
