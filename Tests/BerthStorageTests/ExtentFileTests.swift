@@ -44,8 +44,7 @@ import Testing
         try await withStore { store, _ in
             try await store.objects.createBucket("a")
             let bytes = random(3000)
-            let upload = try await store.objects.startUpload(bucket: "a", owner: "a/x")
-            _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: nil, body: body(Array(bytes[0..<700])))
+            let upload = try await startUpload(store, "a", Array(bytes[0..<700]))
             #expect(try storedChunk(store, upload.extent, 0)?.count == 700)
             _ = try await store.objects.append(upload: upload.id, start: 700, expectedLength: nil, body: body(Array(bytes[700...])))
             #expect(try storedChunk(store, upload.extent, 0) == nil)
@@ -65,14 +64,12 @@ import Testing
             let (x, _) = try await (first, second)
             #expect(try store.files.list() == [x.extent])  // the duplicate's file is gone
 
-            let cancelled = try await store.objects.startUpload(bucket: "a", owner: "a/x")
-            _ = try await store.objects.append(upload: cancelled.id, start: 0, expectedLength: nil, body: body(random(3000)))
+            let cancelled = try await startUpload(store, "a", random(3000))
             #expect(fileSize(store, cancelled.extent) == 2048)
             try await store.objects.cancel(upload: cancelled.id)
             #expect(fileSize(store, cancelled.extent) == nil)
 
-            let wrong = try await store.objects.startUpload(bucket: "a", owner: "a/x")
-            _ = try await store.objects.append(upload: wrong.id, start: 0, expectedLength: nil, body: body(random(3000)))
+            let wrong = try await startUpload(store, "a", random(3000))
             await #expect(throws: ObjectStoreError.self) {
                 try await store.objects.complete(upload: wrong.id, digest: digest(random(10)))
             }
@@ -88,8 +85,7 @@ import Testing
         try await withStore { store, _ in
             try await store.objects.createBucket("a")
             let bytes = random(6000)
-            let upload = try await store.objects.startUpload(bucket: "a", owner: "a/x")
-            _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: nil, body: body(Array(bytes[0..<2500])))
+            let upload = try await startUpload(store, "a", Array(bytes[0..<2500]))
             // An append cut short by a crash: chunks written to the file, size never recorded.
             let file = try store.files.openForAppend(upload.extent)
             try random(3072).withUnsafeBytes { try file.write($0, at: 2048) }
@@ -106,15 +102,14 @@ import Testing
     }
 
     @Test func orphanFilesAreRemovedAtStart() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-test-\(UUID().uuidString)").path
+        let directory = scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var kept: [UInt64] = []
         do {
             let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
             try await store.objects.createBucket("a")
             kept.append(try await put(store, "a", random(3000)).extent)
-            let upload = try await store.objects.startUpload(bucket: "a", owner: "a/x")
-            _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: nil, body: body(random(2000)))
+            let upload = try await startUpload(store, "a", random(2000))
             kept.append(upload.extent)
             // A crash after an upload's file was created and before its record was written.
             let orphan = try store.files.openForAppend(12345)
@@ -140,15 +135,14 @@ import Testing
     }
 
     @Test func uploadsFromBeforeExtentFilesMoveIntoAFileAtStart() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-test-\(UUID().uuidString)").path
+        let directory = scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let bytes = random(5000)
         var upload: UploadRecord
         do {
             let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
             try await store.objects.createBucket("a")
-            upload = try await store.objects.startUpload(bucket: "a", owner: "a/x")
-            _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: nil, body: body(Array(bytes[0..<2600])))
+            upload = try await startUpload(store, "a", Array(bytes[0..<2600]))
             try moveFileIntoRocksDB(store, upload.extent, size: 2600)
             try await store.shutdown()
         }
@@ -163,7 +157,7 @@ import Testing
     }
 
     @Test func aCheckpointGetsTheFilesItsRecordsName() async throws {
-        let backup = FileManager.default.temporaryDirectory.appendingPathComponent("berth-test-\(UUID().uuidString)").path
+        let backup = scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: backup) }
         var kept = ObjectRecord(digest: "", size: 0, created: Date(), extent: 0, chunkSize: 0)
         let keptBytes = random(5000)
@@ -172,8 +166,7 @@ import Testing
             kept = try await put(store, "a", keptBytes)
             let swept = try await put(store, "a", random(3000))
             #expect(try await store.objects.delete(bucket: "a", digest: swept.digest))
-            let cancelled = try await store.objects.startUpload(bucket: "a", owner: "a/x")
-            _ = try await store.objects.append(upload: cancelled.id, start: 0, expectedLength: nil, body: body(random(2000)))
+            let cancelled = try await startUpload(store, "a", random(2000))
             try store.db.checkpoint(to: backup)
             // Between the checkpoint and the links: a sweep and a cancel remove two files.
             #expect(try await store.objects.sweepExtents(grace: 0).extents == 1)

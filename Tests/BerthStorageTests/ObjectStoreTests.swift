@@ -4,9 +4,14 @@ import Foundation
 import NIOCore
 import Testing
 
+/// A fresh path under the temporary directory (not created); remove it when done.
+func scratchDirectory() -> String {
+    FileManager.default.temporaryDirectory.appendingPathComponent("berth-test-\(UUID().uuidString)").path
+}
+
 /// Opens a store in a fresh temporary directory with small chunks, so tests cross chunk boundaries.
 func withStore(chunkSize: Int = 1024, maxObjectSize: Int64 = 1 << 30, _ body: (Store, String) async throws -> Void) async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-test-\(UUID().uuidString)").path
+    let directory = scratchDirectory()
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let store = try Store(directory: directory, chunkSize: chunkSize, maxObjectSize: maxObjectSize, threads: 4)
     try await body(store, directory)
@@ -38,10 +43,15 @@ func readAll(_ store: Store, _ object: ObjectRecord, _ range: Range<Int64>? = ni
     return out
 }
 
+/// Starts an upload and appends `bytes` to it in one request.
+func startUpload(_ store: Store, _ bucket: String, _ bytes: [UInt8]) async throws -> UploadRecord {
+    let upload = try await store.objects.startUpload(bucket: bucket, owner: "\(bucket)/x")
+    return try await store.objects.append(upload: upload.id, start: 0, expectedLength: Int64(bytes.count), body: body(bytes))
+}
+
 /// Uploads `bytes` in one append and completes it.
 func put(_ store: Store, _ bucket: String, _ bytes: [UInt8]) async throws -> ObjectRecord {
-    let upload = try await store.objects.startUpload(bucket: bucket, owner: "\(bucket)/x")
-    _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: Int64(bytes.count), body: body(bytes))
+    let upload = try await startUpload(store, bucket, bytes)
     return try await store.objects.complete(upload: upload.id, digest: digest(bytes))
 }
 
@@ -155,7 +165,7 @@ func put(_ store: Store, _ bucket: String, _ bytes: [UInt8]) async throws -> Obj
     }
 
     @Test func uploadsSurviveReopenAndExpire() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-test-\(UUID().uuidString)").path
+        let directory = scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let bytes = random(2600)
         var id = ""

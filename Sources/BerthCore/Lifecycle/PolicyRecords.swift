@@ -8,7 +8,6 @@ public struct ProtectionPolicy: Codable, Sendable, Equatable {
     public var enabled: Bool
     public var created: Date
 
-
     var label: String { "protection policy '\(id)' (image '\(imagePattern)', tag '\(tagPattern)')" }
 }
 

@@ -39,12 +39,15 @@ protocol RegistryPolicy: Codable, Sendable {
     static var keyKind: Character { get }
     /// Whether the two policies would do the same (a duplicate is refused).
     func sameEffect(as other: Self) -> Bool
+    /// Checks the fields only this kind has.
+    func validateOwnFields() throws
 }
 
 extension ProtectionPolicy: RegistryPolicy {
     static let noun = "protection policy"
     static let keyKind: Character = "Q"
     func sameEffect(as other: Self) -> Bool { (imagePattern, tagPattern) == (other.imagePattern, other.tagPattern) }
+    func validateOwnFields() {}
 }
 
 extension CleanupPolicy: RegistryPolicy {
@@ -52,6 +55,17 @@ extension CleanupPolicy: RegistryPolicy {
     static let keyKind: Character = "C"
     func sameEffect(as other: Self) -> Bool {
         (imagePattern, tagPattern, rule, value) == (other.imagePattern, other.tagPattern, other.rule, other.value)
+    }
+
+    /// A rule that takes a value has one from 1 to 10,000; the others have none.
+    func validateOwnFields() throws {
+        if rule.takesValue {
+            guard let value, (1...10_000).contains(value) else {
+                throw InvalidRequest(message: "rule '\(rule.rawValue)' needs an integer 'value' from 1 to 10000")
+            }
+        } else if value != nil {
+            throw InvalidRequest(message: "rule '\(rule.rawValue)' takes no 'value'")
+        }
     }
 }
 
@@ -171,7 +185,7 @@ extension Registry {
     private func save<P: RegistryPolicy>(_ policy: P, registry name: String, isNew: Bool) async throws {
         try Self.validatePattern(policy.imagePattern, "image_pattern")
         try Self.validatePattern(policy.tagPattern, "tag_pattern")
-        if let cleanup = policy as? CleanupPolicy { try Self.validateRule(of: cleanup) }
+        try policy.validateOwnFields()
         let others = try policies(P.self, registry: name).filter { $0.id != policy.id }
         if let twin = others.first(where: { $0.sameEffect(as: policy) }) {
             throw RegistryError(.conflict, "\(P.noun) '\(twin.id)' already has the same patterns and rule")
@@ -190,16 +204,6 @@ extension Registry {
             var batch = WriteBatch()
             batch.delete(.catalog, CatalogKey.policy(P.self, name, id).bytes)
             try await write(batch)
-        }
-    }
-
-    private static func validateRule(of policy: CleanupPolicy) throws {
-        if policy.rule.takesValue {
-            guard let value = policy.value, (1...10_000).contains(value) else {
-                throw InvalidRequest(message: "rule '\(policy.rule.rawValue)' needs an integer 'value' from 1 to 10000")
-            }
-        } else if policy.value != nil {
-            throw InvalidRequest(message: "rule '\(policy.rule.rawValue)' takes no 'value'")
         }
     }
 

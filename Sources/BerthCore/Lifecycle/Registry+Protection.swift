@@ -1,8 +1,6 @@
 import BerthStorage
 import Foundation
 
-/// Which protection policies guard what, and the checks every delete and
-/// tag move goes through (admin API, data plane, cleanup, old-tag cleanup).
 /// An enabled protection policy that applies to one image, its tag pattern
 /// compiled once for the tags it is checked against.
 struct ImageProtection {
@@ -12,6 +10,8 @@ struct ImageProtection {
     func covers(tag: String) -> Bool { tags.matches(tag) }
 }
 
+/// Which protection policies guard what, and the checks every delete and
+/// tag move goes through (admin API, data plane, cleanup, old-tag cleanup).
 extension Registry {
     /// The enabled protection policies of `name`'s registry that apply to its image.
     func protections(repository name: String) throws -> (image: String, policies: [ImageProtection]) {
