@@ -93,6 +93,35 @@ class Server:
                 pass
         return peak / 1024
 
+    def anon_kib(self) -> int:
+        """The largest RssAnon of the server's processes: heap and stacks,
+        without the code pages that RSS also counts (clean, file-backed,
+        shared with the page cache)."""
+        largest = 0
+        for proc in self.processes():
+            try:
+                text = Path(f"/proc/{proc.pid}/status").read_text()
+                largest = max(largest, int(re.search(r"RssAnon:\s+(\d+)", text).group(1)))
+            except (OSError, AttributeError):
+                pass
+        return largest
+
+    def start_anon_sampler(self) -> None:
+        """Samples RssAnon every 50 ms (the kernel keeps no high-water mark for it)."""
+        self.anon_peak_kib = self.anon_kib()
+
+        def sample() -> None:
+            while all(proc.poll() is None for proc in self.processes()):
+                self.anon_peak_kib = max(self.anon_peak_kib, self.anon_kib())
+                time.sleep(0.05)
+
+        threading.Thread(target=sample, daemon=True).start()
+
+    def phase_peak_anon_mib(self) -> float:
+        """Peak sampled RssAnon since the previous call."""
+        peak, self.anon_peak_kib = self.anon_peak_kib, self.anon_kib()
+        return peak / 1024
+
     def stop(self) -> None:
         self.peak_rss_kib = max(self.peak_rss_kib, self.rss_kib())
         for proc in self.processes():
@@ -482,9 +511,15 @@ def main() -> int:
     factories = [lambda: Berth(args.berth, work, berth_env)] + ([lambda: Distribution(work)] if args.peer else [])
     for factory in factories:
         server = factory()
+        server.start_anon_sampler()
         r: dict[str, float] = {}
+
+        def phase_peaks(phase: str) -> None:
+            r[f"peak RSS MiB: {phase}"] = server.phase_peak_mib()
+            r[f"peak anon MiB: {phase}"] = server.phase_peak_anon_mib()
+
         try:
-            r["peak RSS MiB: idle"] = server.phase_peak_mib()
+            phase_peaks("idle")
             if "blobs" in workloads:
                 mono, chunked, pulls = [], [], []
                 for _ in range(args.runs):
@@ -508,10 +543,10 @@ def main() -> int:
                 delete_blob(server, digest)
                 # Keep one copy for the HEAD workload.
                 push_monolithic(server, blob, digest)
-                r["peak RSS MiB: blob push/pull"] = server.phase_peak_mib()
+                phase_peaks("blob push/pull")
             if "small" in workloads:
                 r["small images/s (c=16)"] = small_images(server, args.images, 16)
-                r["peak RSS MiB: small images"] = server.phase_peak_mib()
+                phase_peaks("small images")
             if "requests" in workloads:
                 manifest_url = f"{server.url}/v2/bench/small0/manifests/t0"
                 r["manifest GET req/s (h1, c=16)"], r["manifest GET p99 ms (h1)"] = wrk(server, manifest_url, args.seconds)
@@ -520,10 +555,10 @@ def main() -> int:
                 r["HEAD blob req/s (py client)"] = head_load(server, f"/v2/{server.repo}/blobs/{digest}", args.seconds)
                 small = push_small_blob(server)
                 r["small blob GET req/s (h1, c=16)"], _ = wrk(server, f"{server.url}/v2/{server.repo}/blobs/{small}", args.seconds)
-                r["peak RSS MiB: request load"] = server.phase_peak_mib()
+                phase_peaks("request load")
             if "tags" in workloads:
                 r["tag list full ms"], r["tag list n=100 ms"] = tags(server, args.tags)
-                r["peak RSS MiB: tags"] = server.phase_peak_mib()
+                phase_peaks("tags")
         finally:
             server.stop()
         r["peak RSS MiB"] = server.peak_rss_kib / 1024

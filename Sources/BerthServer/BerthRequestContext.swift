@@ -10,12 +10,15 @@ struct BerthRequestContext: RequestContext {
     var principal: Principal = .anonymous
     /// The peer's IP address, for the audit log and throttling.
     let source: String
+    /// The connection's event loop, which response bodies pace themselves against.
+    let eventLoop: any EventLoop
     /// Shared with the middlewares before the one that authenticates, so the request log names the caller.
     let trace = RequestTrace()
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.source = source.channel.remoteAddress?.ipAddress ?? "unknown"
+        self.eventLoop = source.channel.eventLoop
     }
 }
 

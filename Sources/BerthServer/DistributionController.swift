@@ -136,7 +136,7 @@ struct DistributionController: RouterMiddleware {
             await audit(context, action, "\(name):\(reference)", registry: try? Names.splitRepository(name).registry)
             return Response(status: .accepted, headers: [.contentLength: "0"])
         case (.blob(let name, let digest), .get), (.blob(let name, let digest), .head):
-            return try getBlob(name, digest, request)
+            return try getBlob(name, digest, request, context)
         case (.blob(let name, let digest), .delete):
             try await registry.deleteBlob(name: name, digest: digest)
             await audit(context, "blob.delete", "\(name)@\(digest)", registry: try? Names.splitRepository(name).registry)
@@ -242,7 +242,7 @@ struct DistributionController: RouterMiddleware {
 
     // MARK: Blobs
 
-    private func getBlob(_ name: String, _ digest: String, _ request: Request) throws -> Response {
+    private func getBlob(_ name: String, _ digest: String, _ request: Request, _ context: Context) throws -> Response {
         let object = try registry.blob(name: name, digest: digest)
         var headers: HTTPFields = [
             .contentType: "application/octet-stream", .dockerContentDigest: object.digest,
@@ -262,7 +262,7 @@ struct DistributionController: RouterMiddleware {
         headers[.contentLength] = String(range.count)
         if request.method == .head || range.isEmpty { return Response(status: status, headers: headers) }
         let reader = registry.readBlob(object, range: range)
-        return Response(status: status, headers: headers, body: ResponseBody(asyncSequence: reader))
+        return Response(status: status, headers: headers, body: .paced(reader, on: context.eventLoop))
     }
 
     // MARK: Uploads
