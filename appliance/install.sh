@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 binary=${1:-$here/../.build/release/berth}
 dest=${DESTDIR:-}
 
-[ -x "$binary" ] || { echo "install.sh: no executable at $binary (build with: swift build -c release)" >&2; exit 1; }
+[ -x "$binary" ] || { echo "install.sh: no executable at $binary (build with: swift build -c release --static-swift-stdlib --product berth)" >&2; exit 1; }
 
 if [ -z "$dest" ]; then
     [ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root (or set DESTDIR to stage)" >&2; exit 1; }
