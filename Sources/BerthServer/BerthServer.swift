@@ -44,6 +44,7 @@ public enum BerthServer {
             registry: registry, store: store,
             settings: JobSettings(
                 gcGrace: configuration.gcGrace, gcAfterDelete: configuration.gcAfterDelete,
+                untaggedGrace: configuration.untaggedGrace,
                 defaultGCSchedule: configuration.gcSchedule.flatMap { try? CronExpression($0) }),
             logger: logger)
         let interrupted = try await jobs.log.markInterrupted()

@@ -16,7 +16,7 @@ public struct ConfigurationLoader {
     /// The keys, in the order `berth config check` prints them.
     public static let keys = [
         "data_dir", "http", "https", "private_http", "private_https", "public_host", "private_host", "host_names", "tls_cert", "tls_key", "max_blob_size", "upload_timeout", "token_ttl",
-        "auth_failure_limit", "backup_dir", "shutdown_timeout", "log_level", "gc_grace", "gc_after_delete", "gc_schedule",
+        "auth_failure_limit", "backup_dir", "shutdown_timeout", "log_level", "gc_grace", "gc_after_delete", "gc_schedule", "untagged_grace",
         "event_retention_days",
     ]
 
@@ -117,6 +117,7 @@ public struct ConfigurationLoader {
             configuration.backupDir = value
         case "gc_grace": configuration.gcGrace = try number(Double.self, minimum: 0)
         case "gc_after_delete": configuration.gcAfterDelete = try number(Double.self, minimum: 0)
+        case "untagged_grace": configuration.untaggedGrace = try number(Double.self, minimum: 0)
         case "gc_schedule":
             if value == "off" || value.isEmpty {
                 configuration.gcSchedule = nil
@@ -154,6 +155,7 @@ public struct ConfigurationLoader {
             "token_ttl": String(c.tokenLifetime), "auth_failure_limit": String(c.authFailureLimit),
             "backup_dir": c.backupDirectory, "shutdown_timeout": String(c.shutdownTimeout), "log_level": logLevel,
             "gc_grace": String(c.gcGrace), "gc_after_delete": String(c.gcAfterDelete), "gc_schedule": c.gcSchedule ?? "off",
+            "untagged_grace": String(c.untaggedGrace),
             "event_retention_days": String(c.eventRetentionDays),
         ]
         return Self.keys.map { ($0, values[$0] ?? "") }

@@ -60,6 +60,8 @@ public struct ServerConfiguration: Sendable {
     public var gcGrace: Double = 3600
     /// Seconds after a delete before garbage collection runs; 0 turns it off.
     public var gcAfterDelete: Double = 60
+    /// Seconds after its push before a `delete_untagged` cleanup may delete an artifact.
+    public var untaggedGrace: Double = 7200
     /// Garbage collection schedule until one is set through the API; nil: none.
     public var gcSchedule: String? = "15 3 * * *"
     /// Days the event log keeps events.

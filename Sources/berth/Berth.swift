@@ -56,6 +56,8 @@ struct Settings: ParsableArguments {
     @Option(help: "Seconds an unreferenced blob is kept after its last upload, mount or read (default 3600).")
     var gcGrace: String?
     @Option(help: "Seconds after a delete before garbage collection runs, 0 = never (default 60).") var gcAfterDelete: String?
+    @Option(help: "Seconds after its push before delete_untagged may delete an artifact (default 7200).")
+    var untaggedGrace: String?
     @Option(help: "Garbage collection schedule, 5-field cron in UTC or 'off' (default '15 3 * * *').") var gcSchedule: String?
     @Option(help: "Days the event log keeps events (default 30).") var eventRetentionDays: String?
 
@@ -73,6 +75,7 @@ struct Settings: ParsableArguments {
                 ("upload_timeout", uploadTimeout), ("token_ttl", tokenTtl),
                 ("auth_failure_limit", authFailureLimit), ("backup_dir", backupDir),
                 ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),
+                ("untagged_grace", untaggedGrace),
                 ("event_retention_days", eventRetentionDays),
                 ("shutdown_timeout", shutdownTimeout), ("log_level", logLevel),
             ]

@@ -350,7 +350,9 @@ def server(berth_bin, tmp_path_factory) -> BerthServer:
     """The shared server for most tests. Registry `itest` is pre-created via
     the offline CLI before the first start."""
     srv = BerthServer(
-        berth_bin, tmp_path_factory.mktemp("berth-main"), registries=[SESSION_REGISTRY], extra_args=UNTHROTTLED,
+        berth_bin, tmp_path_factory.mktemp("berth-main"), registries=[SESSION_REGISTRY],
+        # delete_untagged tests delete what they pushed a moment ago (test_cleanup has the grace's own test).
+        extra_args=(*UNTHROTTLED, "--untagged-grace", "0"),
         label="main",
     )
     srv.start()

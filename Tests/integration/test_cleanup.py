@@ -460,6 +460,33 @@ def test_delete_untagged(http, new_registry):
     assert dp_tags(http, name) == ["multi", "v1"]
 
 
+def test_delete_untagged_leaves_recent_pushes(make_server):
+    """A multi-arch push uploads its platform manifests, untagged, before the
+    index: delete_untagged leaves artifacts pushed within `untagged_grace`."""
+    reg = "ugrace"
+    srv = make_server(registries=[reg], extra_args=["--untagged-grace", "2"], label="untagged-grace")
+    c = srv.client()
+    name = f"{reg}/app"
+    amd, arm = small_image(arch="amd64"), small_image(arch="arm64")
+    push_tags(c, name, amd)
+    push_tags(c, name, arm)
+    cp = create_cleanup_policy(c, reg, "app", "delete_untagged")["id"]
+
+    early = run_cleanup(c, reg)
+    assert cleanup_run_details(c, reg, early["id"]) == []
+    assert summary(early) == {"artifacts_deleted": 0, "tags_deleted": 0, "artifacts_protected": 0, "errors": 0}
+    for img in (amd, arm):
+        assert c.get_manifest(name, img.digest).content == img.manifest
+
+    time.sleep(2.5)
+    # The index arrives (listing amd64 only); arm64 stays untagged past the grace.
+    push_index(c, name, [(amd, {"architecture": "amd64", "os": "linux"})], tag="multi")
+    late = run_cleanup(c, reg)
+    assert_details(cleanup_run_details(c, reg, late["id"]), {arm.digest: ("app", [])}, "deleted", cp)
+    assert_status(c.get_manifest(name, arm.digest), 404)
+    assert c.get_manifest(name, amd.digest).content == amd.manifest
+
+
 def test_recent_pushes_and_pulls_are_kept(http, new_registry):
     reg = new_registry("cw")
     recent = push_series(http, f"{reg}/recent", ["r1", "r2", "r3"], gap=0)

@@ -348,7 +348,7 @@ def test_scheduled_gc_and_cleanup_runs(make_server):
     """WAITS FOR A MINUTE BOUNDARY (up to ~70 s): both schedules are set to
     `* * * * *` at once so the wait is paid once for the GC run and the
     cleanup run."""
-    srv = make_server(registries=[REG], extra_args=["--gc-grace", "0", "--gc-after-delete", "0"], label="sched-run")
+    srv = make_server(registries=[REG], extra_args=["--gc-grace", "0", "--gc-after-delete", "0", "--untagged-grace", "0"], label="sched-run")
     c = srv.client()
     name = f"{REG}/app"
     kept = make_image(n_layers=1, layer_size=KiB)

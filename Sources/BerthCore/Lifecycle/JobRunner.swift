@@ -9,12 +9,20 @@ public struct JobSettings: Sendable {
     public var gcGrace: Double
     /// Seconds after a delete before GC runs; 0 turns it off.
     public var gcAfterDelete: Double
+    /// Seconds after its push before `delete_untagged` may delete an artifact:
+    /// a multi-arch push uploads its platform manifests, untagged, before the
+    /// index that lists them.
+    public var untaggedGrace: Double
     /// GC schedule when none was set through the API.
     public var defaultGCSchedule: CronExpression?
 
-    public init(gcGrace: Double = 3600, gcAfterDelete: Double = 60, defaultGCSchedule: CronExpression? = nil) {
+    public init(
+        gcGrace: Double = 3600, gcAfterDelete: Double = 60, untaggedGrace: Double = 7200,
+        defaultGCSchedule: CronExpression? = nil
+    ) {
         self.gcGrace = gcGrace
         self.gcAfterDelete = gcAfterDelete
+        self.untaggedGrace = untaggedGrace
         self.defaultGCSchedule = defaultGCSchedule
     }
 }
@@ -59,9 +67,11 @@ public final class JobRunner: Sendable {
 
     public func startCleanup(registry name: String, dryRun: Bool, trigger: JobTrigger) async throws -> JobRun {
         _ = try registry.requireRegistry(name)
+        let untaggedGrace = settings.untaggedGrace
         return try await start(key: "cleanup:" + name, kind: .cleanup, registry: name, trigger: trigger, dryRun: dryRun) {
             [registry, weak self] details in
-            let outcome = try await registry.runCleanup(registry: name, dryRun: dryRun, actor: "cleanup", details: details)
+            let outcome = try await registry.runCleanup(
+                registry: name, dryRun: dryRun, untaggedGrace: untaggedGrace, actor: "cleanup", details: details)
             if !dryRun, outcome.artifactsDeleted > 0 { self?.noteDelete() }
             return outcome.summary
         }

@@ -20,8 +20,11 @@ extension Registry {
     /// Applies the registry's enabled cleanup policies, read once at the
     /// start: an artifact is deleted when any policy deletes it and no
     /// protection policy keeps it. A test run (`dryRun`) records the same
-    /// decisions and deletes nothing. See docs/lifecycle.md for the rules.
-    public func runCleanup(registry registryName: String, dryRun: Bool, actor: String, details: JobDetails) async throws -> CleanupOutcome {
+    /// decisions and deletes nothing. `delete_untagged` leaves artifacts pushed
+    /// less than `untaggedGrace` seconds ago. See docs/lifecycle.md for the rules.
+    public func runCleanup(
+        registry registryName: String, dryRun: Bool, untaggedGrace: Double, actor: String, details: JobDetails
+    ) async throws -> CleanupOutcome {
         let policies = try cleanupPolicies(registry: registryName).filter(\.enabled)
         var outcome = CleanupOutcome()
         guard !policies.isEmpty else { return outcome }
@@ -35,7 +38,7 @@ extension Registry {
             let image = String(name.dropFirst(registryName.count + 1))
             let applicable = policies.filter { (try? Pattern($0.imagePattern))?.matches(image) ?? false }
             guard !applicable.isEmpty else { continue }
-            let decisions = try decide(name: name, image: image, policies: applicable)
+            let decisions = try decide(name: name, image: image, policies: applicable, untaggedGrace: untaggedGrace)
             for decision in decisions {
                 try Task.checkCancellation()
                 var detail = JobDetail(
@@ -85,7 +88,7 @@ extension Registry {
     }
 
     /// The artifacts of one image the policies delete, oldest push first; the first policy deleting one names it.
-    func decide(name: String, image: String, policies: [CleanupPolicy]) throws -> [CleanupDecision] {
+    func decide(name: String, image: String, policies: [CleanupPolicy], untaggedGrace: Double) throws -> [CleanupDecision] {
         var manifests: [ManifestRecord] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
             manifests.append(try RecordCodec.decode(ManifestRecord.self, value))
@@ -105,8 +108,11 @@ extension Registry {
             let rule = policy.rule
             let value = policy.value ?? 0
             if rule == .deleteUntagged {
+                let pushedBefore = now.addingTimeInterval(-untaggedGrace)
                 for record in manifests where (tags[record.digest] ?? []).isEmpty && !listed.contains(record.digest) {
                     if let subject = record.subject, present.contains(subject) { continue }
+                    // Possibly a platform manifest whose index is still being pushed.
+                    guard record.created < pushedBefore else { continue }
                     delete(record, policy, "delete_untagged: no tag, in no index, not a referrer of a present artifact")
                 }
                 continue
