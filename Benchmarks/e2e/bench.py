@@ -57,30 +57,34 @@ class Server:
         token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
-    def wait_ready(self, path: str) -> None:
+    def wait_ready(self, url: str, verify: str | bool = True) -> None:
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
-                if requests.get(self.url + path, headers=self.headers(), timeout=1).status_code < 500:
+                if requests.get(url, headers=self.headers(), verify=verify, timeout=1).status_code < 500:
                     return
-            except requests.ConnectionError:
+            except requests.exceptions.RequestException:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start")
+        raise RuntimeError(f"{self.name} did not start ({url})")
 
     def processes(self) -> list[subprocess.Popen]:
         return [self.proc]
 
-    def rss_kib(self) -> int:
-        """The largest VmHWM of the server's processes."""
-        peak = 0
+    def status_kib(self, field: str) -> int:
+        """The largest value of a /proc/PID/status field (in kB) among the server's processes."""
+        largest = 0
         for proc in self.processes():
             try:
                 text = Path(f"/proc/{proc.pid}/status").read_text()
-                peak = max(peak, int(re.search(r"VmHWM:\s+(\d+)", text).group(1)))
+                largest = max(largest, int(re.search(rf"{field}:\s+(\d+)", text).group(1)))
             except (OSError, AttributeError):
                 pass
-        return peak
+        return largest
+
+    def rss_kib(self) -> int:
+        """Peak RSS (VmHWM)."""
+        return self.status_kib("VmHWM")
 
     def phase_peak_mib(self) -> float:
         """Peak RSS since the previous call: VmHWM, then reset (clear_refs 5)."""
@@ -94,17 +98,9 @@ class Server:
         return peak / 1024
 
     def anon_kib(self) -> int:
-        """The largest RssAnon of the server's processes: heap and stacks,
-        without the code pages that RSS also counts (clean, file-backed,
-        shared with the page cache)."""
-        largest = 0
-        for proc in self.processes():
-            try:
-                text = Path(f"/proc/{proc.pid}/status").read_text()
-                largest = max(largest, int(re.search(r"RssAnon:\s+(\d+)", text).group(1)))
-            except (OSError, AttributeError):
-                pass
-        return largest
+        """RssAnon: heap and stacks, without the code pages that RSS also
+        counts (clean, file-backed, shared with the page cache)."""
+        return self.status_kib("RssAnon")
 
     def start_anon_sampler(self) -> None:
         """Samples RssAnon every 50 ms (the kernel keeps no high-water mark for it)."""
@@ -151,7 +147,7 @@ class Berth(Server):
             time.sleep(0.1)
         creds = json.loads((data / "bootstrap-credentials.json").read_text())
         self.auth = (creds["access_key"], creds["secret_key"])
-        self.wait_ready("/v2/")
+        self.wait_ready(self.url + "/v2/")
         requests.post(self.url + "/api/v1/registries", json={"name": "bench"}, auth=self.auth).raise_for_status()
         self.repo = "bench/app"
         self.cert = str(data / "tls" / "cert.pem")
@@ -168,7 +164,7 @@ class Distribution(Server):
             f"    rootdirectory: {work / 'registry-data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
                                      stderr=open(work / "registry.log", "wb"), start_new_session=True)
-        self.wait_ready("/v2/")
+        self.wait_ready(self.url + "/v2/")
         self.repo = "bench/app"
         # A second process on the same storage serves TLS (Go negotiates h2),
         # for the TLS and HTTP/2 workloads; its RSS counts too.
@@ -183,15 +179,7 @@ class Distribution(Server):
                               + f"  tls:\n    certificate: {self.cert}\n    key: {key}\n")
         self.tls_proc = subprocess.Popen(["docker-registry", "serve", str(tls_config)], stdout=subprocess.DEVNULL,
                                          stderr=open(work / "registry-tls.log", "wb"), start_new_session=True)
-        deadline = time.time() + 60
-        while True:
-            try:
-                if requests.get(self.tls_url + "/v2/", verify=self.cert, timeout=1).status_code < 500:
-                    break
-            except requests.exceptions.RequestException:
-                pass
-            assert time.time() < deadline, "the TLS peer did not start"
-            time.sleep(0.1)
+        self.wait_ready(self.tls_url + "/v2/", verify=self.cert)
 
     def processes(self) -> list[subprocess.Popen]:
         return [self.proc, self.tls_proc]

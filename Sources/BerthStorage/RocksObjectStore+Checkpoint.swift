@@ -35,17 +35,13 @@ extension RocksObjectStore {
             guard record.references == 0 else {
                 throw StorageError("extent \(id) (\(record.digest)) lost its file during the checkpoint; retry the backup")
             }
-            batch.delete(.objects, extentKey(id))
-            batch.delete(.objects, unreferencedKey(id))
-            if let indexed = try checkpoint.get(.objects, contentKey(record.digest)), UInt64(bigEndianBytes: indexed) == id {
-                batch.delete(.objects, contentKey(record.digest))
-            }
+            try dropUnreferencedExtent(id, digest: record.digest, db: checkpoint, in: &batch)
             return true
         }
         try checkpoint.scan(.uploads, prefix: Array("u".utf8)) { _, value in
             let record = try RecordCodec.decode(UploadRecord.self, value)
             if try lost(record.extent, size: record.size, chunkSize: record.chunkSize) {
-                batch.delete(.uploads, uploadKey(record.id))
+                dropUpload(record, in: &batch)
             }
             return true
         }

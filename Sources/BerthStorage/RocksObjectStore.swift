@@ -89,8 +89,7 @@ public final class RocksObjectStore: ObjectStore {
                 // One unreadable upload must not keep the store from opening: drop it (its
                 // client gets BLOB_UPLOAD_UNKNOWN and starts over).
                 var batch = WriteBatch()
-                batch.delete(.uploads, Self.uploadKey(upload.id))
-                Self.dropExtent(upload.extent, in: &batch)
+                Self.dropUpload(upload, in: &batch)
                 try db.write(batch, .synced)
                 files.remove(upload.extent)
                 self.counters.withLockedValue { _ = $0.uploads.removeValue(forKey: upload.id) }
@@ -139,6 +138,24 @@ public final class RocksObjectStore: ObjectStore {
 
     private static func dropExtent(_ extent: UInt64, in batch: inout WriteBatch) {
         batch.deleteRange(.chunks, from: extent.bigEndianBytes, to: (extent &+ 1).bigEndianBytes)
+    }
+
+    /// An upload's record and its chunks (its file goes after the batch).
+    static func dropUpload(_ upload: UploadRecord, in batch: inout WriteBatch) {
+        batch.delete(.uploads, uploadKey(upload.id))
+        dropExtent(upload.extent, in: &batch)
+    }
+
+    /// An unreferenced extent: its record, its place among the unreferenced,
+    /// its digest's content-index entry if that names it, and its chunks (its
+    /// file goes after the batch).
+    static func dropUnreferencedExtent(_ id: UInt64, digest: String, db: RocksDB, in batch: inout WriteBatch) throws {
+        batch.delete(.objects, extentKey(id))
+        batch.delete(.objects, unreferencedKey(id))
+        if let indexed = try db.get(.objects, contentKey(digest)), UInt64(bigEndianBytes: indexed) == id {
+            batch.delete(.objects, contentKey(digest))
+        }
+        dropExtent(id, in: &batch)
     }
 
     /// Applies a batch, synced, on the blocking pool, then removes the files
@@ -504,8 +521,7 @@ public final class RocksObjectStore: ObjectStore {
 
     private func discard(_ upload: UploadRecord) async throws {
         var batch = WriteBatch()
-        batch.delete(.uploads, Self.uploadKey(upload.id))
-        Self.dropExtent(upload.extent, in: &batch)
+        Self.dropUpload(upload, in: &batch)
         try await write(batch, removingFilesOf: [upload.extent])
         forget(upload.id)
     }
@@ -554,14 +570,7 @@ public final class RocksObjectStore: ObjectStore {
             try await locks.withLock("d:" + record.digest) {
                 guard let current = try extent(id), current.references == 0 else { return }
                 var batch = WriteBatch()
-                batch.delete(.objects, Self.extentKey(id))
-                batch.delete(.objects, Self.unreferencedKey(id))
-                if let indexed = try db.get(.objects, Self.contentKey(record.digest)),
-                    UInt64(bigEndianBytes: indexed) == id
-                {
-                    batch.delete(.objects, Self.contentKey(record.digest))
-                }
-                Self.dropExtent(id, in: &batch)
+                try Self.dropUnreferencedExtent(id, digest: record.digest, db: db, in: &batch)
                 try await write(batch, removingFilesOf: [id])
                 counters.withLockedValue { $0.physicalBytes -= current.size }
                 swept.extents += 1

@@ -177,6 +177,10 @@ import Testing
                 #expect(try copy.get(.objects, RocksObjectStore.extentKey(swept.extent)) == nil)
                 #expect(try copy.get(.objects, RocksObjectStore.contentKey(swept.digest)) == nil)
                 #expect(try copy.get(.uploads, RocksObjectStore.uploadKey(cancelled.id)) == nil)
+                // Their partial last chunks (1 KiB chunks: 3000 and 2000 bytes) leave with them.
+                #expect(try copy.get(.chunks, RocksObjectStore.chunkKey(swept.extent, 2)) == nil)
+                #expect(try copy.get(.chunks, RocksObjectStore.chunkKey(cancelled.extent, 1)) == nil)
+                #expect(try copy.get(.chunks, RocksObjectStore.chunkKey(kept.extent, 4)) != nil)
             }
         }
         // The copy opens as a store of its own and serves the blob it holds.

@@ -196,12 +196,12 @@ def make_image(
     )
 
 
-
 def small_image(**kw):
     """An image with one 1 KiB layer (make_image's other arguments pass through)."""
     kw.setdefault("n_layers", 1)
     kw.setdefault("layer_size", KiB)
     return make_image(**kw)
+
 
 def make_artifact(
     artifact_type: str | None,

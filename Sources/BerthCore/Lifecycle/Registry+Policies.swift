@@ -39,6 +39,8 @@ protocol RegistryPolicy: Codable, Sendable {
     static var keyKind: Character { get }
     /// Whether the two policies would do the same (a duplicate is refused).
     func sameEffect(as other: Self) -> Bool
+    /// The fields `sameEffect` compares, for the refusal's message.
+    static var sameEffectFields: String { get }
     /// Checks the fields only this kind has.
     func validateOwnFields() throws
 }
@@ -46,6 +48,7 @@ protocol RegistryPolicy: Codable, Sendable {
 extension ProtectionPolicy: RegistryPolicy {
     static let noun = "protection policy"
     static let keyKind: Character = "Q"
+    static let sameEffectFields = "image_pattern and tag_pattern"
     func sameEffect(as other: Self) -> Bool { (imagePattern, tagPattern) == (other.imagePattern, other.tagPattern) }
     func validateOwnFields() {}
 }
@@ -53,6 +56,7 @@ extension ProtectionPolicy: RegistryPolicy {
 extension CleanupPolicy: RegistryPolicy {
     static let noun = "cleanup policy"
     static let keyKind: Character = "C"
+    static let sameEffectFields = "image_pattern, tag_pattern, rule and value"
     func sameEffect(as other: Self) -> Bool {
         (imagePattern, tagPattern, rule, value) == (other.imagePattern, other.tagPattern, other.rule, other.value)
     }
@@ -188,7 +192,7 @@ extension Registry {
         try policy.validateOwnFields()
         let others = try policies(P.self, registry: name).filter { $0.id != policy.id }
         if let twin = others.first(where: { $0.sameEffect(as: policy) }) {
-            throw RegistryError(.conflict, "\(P.noun) '\(twin.id)' already has the same patterns and rule")
+            throw RegistryError(.conflict, "\(P.noun) '\(twin.id)' already does the same (\(P.sameEffectFields))")
         }
         if isNew, others.count >= Self.policyLimit {
             throw LifecycleError.limit("a registry has at most \(Self.policyLimit) \(P.noun)s")
