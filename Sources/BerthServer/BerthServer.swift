@@ -56,13 +56,14 @@ public enum BerthServer {
             throttle: AuthThrottle(limit: configuration.authFailureLimit), audit: AuditLog(store: store))
         try await bootstrap(identity, dataDir: configuration.dataDir, logger: logger)
         let metrics = ServerMetrics(store: store)
+        let trimmer = MemoryTrimmer()
 
         var services: [any Service] = []
         let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))
         var tls: TLSConfiguration?
         for spec in configuration.listeners {
             let router = makeRouter(
-                registry, access, jobs, metrics: metrics,
+                registry, access, jobs, metrics: metrics, trimmer: trimmer,
                 settings: RouterSettings(
                     scheme: spec.scheme, exposure: spec.exposure, endpoints: endpoints, listeners: configuration.listeners,
                     dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory))
@@ -129,7 +130,8 @@ public enum BerthServer {
     }
 
     static func makeRouter(
-        _ registry: Registry, _ access: AccessControl, _ jobs: JobRunner, metrics: ServerMetrics, settings: RouterSettings
+        _ registry: Registry, _ access: AccessControl, _ jobs: JobRunner, metrics: ServerMetrics, trimmer: MemoryTrimmer,
+        settings: RouterSettings
     ) -> Router<BerthRequestContext> {
         let router = Router(context: BerthRequestContext.self)
         let challenge = Challenge(scheme: settings.scheme)
@@ -137,7 +139,8 @@ public enum BerthServer {
         router.add(middleware: AuthMiddleware(access: access, challenge: challenge))
         router.add(
             middleware: DistributionController(
-                registry: registry, access: access, jobs: jobs, challenge: challenge, exposure: settings.exposure))
+                registry: registry, access: access, jobs: jobs, challenge: challenge, exposure: settings.exposure,
+                trimmer: trimmer))
         let routes = RouteTable()
         router.add(middleware: AdminFallbackMiddleware(routes: routes))
         router.get("healthz") { _, _ in "ok\n" }

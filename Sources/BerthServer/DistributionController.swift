@@ -15,6 +15,8 @@ struct DistributionController: RouterMiddleware {
     let challenge: Challenge
     /// The listener's exposure: on a public one, registries whose public URI is off do not exist.
     let exposure: Exposure
+    /// Told when a blob transfer ends, to give its buffers back.
+    let trimmer: MemoryTrimmer
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = DistributionRoute(path: request.uri.path) else {
@@ -262,7 +264,10 @@ struct DistributionController: RouterMiddleware {
         headers[.contentLength] = String(range.count)
         if request.method == .head || range.isEmpty { return Response(status: status, headers: headers) }
         let reader = registry.readBlob(object, range: range)
-        return Response(status: status, headers: headers, body: .paced(reader, on: context.eventLoop))
+        let count = Int(range.count)
+        return Response(
+            status: status, headers: headers,
+            body: .paced(reader, on: context.eventLoop) { [trimmer] in trimmer.transferEnded(bytes: count) })
     }
 
     // MARK: Uploads
@@ -304,8 +309,7 @@ struct DistributionController: RouterMiddleware {
         let upload = try await registry.startUpload(name: name)
         if let digest = request.query("digest") {
             do {
-                _ = try await registry.appendUpload(
-                    name: name, id: upload.id, start: 0, expectedLength: request.contentLength, body: request.body)
+                _ = try await append(name, upload.id, start: 0, request)
                 return blobCreated(name, try await registry.completeUpload(name: name, id: upload.id, digest: digest))
             } catch {
                 try? await registry.cancelUpload(name: name, id: upload.id)
@@ -313,6 +317,13 @@ struct DistributionController: RouterMiddleware {
             }
         }
         return uploadStatus(name, upload, status: .accepted)
+    }
+
+    /// Appends a request's body to an upload, then tells the trimmer.
+    private func append(_ name: String, _ id: String, start: Int64?, _ request: Request) async throws -> UploadRecord {
+        defer { trimmer.transferEnded(bytes: request.contentLength.map(Int.init)) }
+        return try await registry.appendUpload(
+            name: name, id: id, start: start, expectedLength: request.contentLength, body: request.body)
     }
 
     private func patchUpload(_ name: String, _ id: String, _ request: Request) async throws -> Response {
@@ -327,8 +338,7 @@ struct DistributionController: RouterMiddleware {
             }
             start = range.start
         }
-        let upload = try await registry.appendUpload(
-            name: name, id: id, start: start, expectedLength: request.contentLength, body: request.body)
+        let upload = try await append(name, id, start: start, request)
         return uploadStatus(name, upload, status: .accepted)
     }
 
@@ -339,8 +349,7 @@ struct DistributionController: RouterMiddleware {
         var start: Int64?
         if let header = request.headers[.contentRange], let range = ByteRange.parseChunk(header) { start = range.start }
         if request.contentLength != 0 {
-            _ = try await registry.appendUpload(
-                name: name, id: id, start: start, expectedLength: request.contentLength, body: request.body)
+            _ = try await append(name, id, start: start, request)
         }
         return blobCreated(name, try await registry.completeUpload(name: name, id: id, digest: digest))
     }

@@ -23,3 +23,14 @@ enum MemoryAllocator {
         #endif
     }
 }
+
+extension MemoryAllocator {
+    /// Returns the heap's free pages to the kernel (malloc_trim(3)), in every arena.
+    static func trim() {
+        #if canImport(Glibc)
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
+        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        #endif
+    }
+}

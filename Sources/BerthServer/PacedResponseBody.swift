@@ -12,9 +12,13 @@ extension ResponseBody {
     /// 140–300 MiB, every chunk in fresh pages. After each write this body
     /// queues an empty task behind it and waits for the one queued after the
     /// previous chunk, which the loop runs only once that chunk is written.
-    static func paced<Chunks: AsyncSequence & Sendable>(_ chunks: Chunks, on eventLoop: any EventLoop) -> ResponseBody
-    where Chunks.Element == ByteBuffer {
+    ///
+    /// `ended` runs once the body is written or its writing failed.
+    static func paced<Chunks: AsyncSequence & Sendable>(
+        _ chunks: Chunks, on eventLoop: any EventLoop, ended: @escaping @Sendable () -> Void = {}
+    ) -> ResponseBody where Chunks.Element == ByteBuffer {
         ResponseBody { writer in
+            defer { ended() }
             var previousTaken: EventLoopFuture<Void>?
             for try await chunk in chunks {
                 try await writer.write(chunk)
