@@ -119,7 +119,10 @@ extension Registry {
     }
 
     public func manifestRecord(name: String, digest: String) throws -> ManifestRecord? {
-        try read(ManifestRecord.self, CatalogKey.manifest(name, digest))
+        let key = CatalogKey.manifest(name, digest).bytes
+        return try db.get(.catalog, key).map { bytes in
+            try manifestRecords.record(at: key, bytes: bytes) { try RecordCodec.decode(ManifestRecord.self, $0) }
+        }
     }
 
     public func manifest(name: String, reference: String) throws -> ManifestContent {

@@ -19,6 +19,9 @@ public final class Registry: Sendable {
     let touches = BlobTouches()
     /// The event log every change is appended to, in the change's own batch.
     public let events: EventLog
+    /// Registry and manifest records, the ones every pull reads.
+    let registryRecords = DecodedRecords<RegistryRecord>(capacity: 256)
+    let manifestRecords = DecodedRecords<ManifestRecord>(capacity: 1024)
 
     public init(store: Store, logger: Logger = Logger(label: "berth.registry")) throws {
         self.store = store
@@ -65,7 +68,10 @@ public final class Registry: Sendable {
     }
 
     public func registry(_ name: String) throws -> RegistryRecord? {
-        try read(RegistryRecord.self, CatalogKey.registry(name))
+        let key = CatalogKey.registry(name).bytes
+        return try db.get(.catalog, key).map { bytes in
+            try registryRecords.record(at: key, bytes: bytes) { try RecordCodec.decode(RegistryRecord.self, $0) }
+        }
     }
 
     /// The registry, or `NAME_UNKNOWN` naming it.

@@ -1,0 +1,44 @@
+import BerthStorage
+import Foundation
+import Testing
+
+@testable import BerthCore
+
+/// Decoded records are reused only while their stored bytes are unchanged.
+@Suite struct DecodedRecordsTests {
+    @Test func reusesARecordOnlyForTheSameBytes() throws {
+        let records = DecodedRecords<String>(capacity: 2)
+        var decodes = 0
+        func read(_ key: String, _ bytes: String) throws -> String {
+            try records.record(at: Array(key.utf8), bytes: Array(bytes.utf8)) {
+                decodes += 1
+                return String(decoding: $0, as: UTF8.self)
+            }
+        }
+        #expect(try read("a", "one") == "one")
+        #expect(try read("a", "one") == "one")
+        #expect(decodes == 1)
+        #expect(try read("a", "two") == "two")  // rewritten: decoded anew
+        #expect(decodes == 2)
+        _ = try read("b", "x")
+        _ = try read("c", "y")  // past the capacity: starts over
+        #expect(try read("a", "two") == "two")
+        #expect(decodes == 5)
+    }
+
+    @Test func aRegistryReadSeesEveryUpdate() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-dr-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try Store(directory: directory, threads: 2)
+        let registry = try Registry(store: store)
+        _ = try await registry.createRegistry("dr")
+        #expect(try registry.registry("dr")?.publicURIEnabled == true)
+        #expect(try registry.registry("dr")?.publicURIEnabled == true)
+        _ = try await registry.updateRegistry("dr", anonymousPull: true, publicURIEnabled: false)
+        let updated = try #require(try registry.registry("dr"))
+        #expect(!updated.publicURIEnabled && updated.anonymousPull)
+        try await registry.deleteRegistry("dr", force: true)
+        #expect(try registry.registry("dr") == nil)
+        try await store.shutdown()
+    }
+}
