@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import NIOConcurrencyHelpers
 import Prometheus
+import Synchronization
 
 /// The appliance's Prometheus metrics. Request metrics are recorded as
 /// requests finish; storage gauges are read when `/metrics` is scraped.
@@ -87,11 +88,12 @@ final class ServerMetrics: Sendable {
 struct ObservabilityMiddleware: RouterMiddleware {
     typealias Context = BerthRequestContext
     let metrics: ServerMetrics
+    let requestIDs = RequestIDs()
     static let requestID = HTTPField.Name("X-Request-Id")!
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
-        let id = request.headers[Self.requestID].flatMap { $0.count <= 128 ? $0 : nil } ?? UUID().uuidString.lowercased()
+        let id = request.headers[Self.requestID].flatMap { $0.count <= 128 ? $0 : nil } ?? requestIDs.next()
         var context = context
         context.logger[metadataKey: "request_id"] = .string(id)
         let routeClass = Self.routeClass(request.uri.path)
@@ -153,5 +155,28 @@ struct ObservabilityMiddleware: RouterMiddleware {
         case "/metrics": return "metrics"
         default: return "other"
         }
+    }
+}
+
+/// Request ids: a random prefix drawn once, then a counter.
+///
+/// Foundation's `UUID()` opens and reads `/dev/urandom` on every call: 4 % of
+/// the server's CPU under an HTTP/2 manifest GET load. An id has to be unique,
+/// not unpredictable.
+final class RequestIDs: Sendable {
+    private let prefix: String
+    private let counter = Atomic<UInt64>(0)
+
+    init() {
+        var random = SystemRandomNumberGenerator()
+        let value = random.next() as UInt64
+        let hex = String(value, radix: 16)
+        self.prefix = String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    /// A new id, such as `5f0c1e2d3a4b6c7d-1a`.
+    func next() -> String {
+        let (count, _) = counter.add(1, ordering: .relaxed)
+        return prefix + "-" + String(count, radix: 16)
     }
 }
