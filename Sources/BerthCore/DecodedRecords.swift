@@ -14,21 +14,35 @@ final class DecodedRecords<Record: Sendable>: Sendable {
         var record: Record
     }
 
-    /// At most this many records are kept; the next one past it starts over.
-    let capacity: Int
-    private let entries = NIOLockedValueBox([[UInt8]: Entry]())
+    private struct State {
+        var entries: [[UInt8]: Entry] = [:]
+        /// The keys' and the stored bytes' sizes, summed.
+        var size = 0
+    }
 
-    init(capacity: Int) {
-        self.capacity = capacity
+    /// The most bytes of keys and stored records kept (the decoded records
+    /// take about as much again); the record that would pass it starts over.
+    let budget: Int
+    private let state = NIOLockedValueBox(State())
+
+    init(budget: Int) {
+        self.budget = budget
     }
 
     /// The record `bytes` (read at `key`) decode to.
     func record(at key: [UInt8], bytes: [UInt8], decode: ([UInt8]) throws -> Record) throws -> Record {
-        if let entry = entries.withLockedValue({ $0[key] }), entry.bytes == bytes { return entry.record }
+        if let entry = state.withLockedValue({ $0.entries[key] }), entry.bytes == bytes { return entry.record }
         let record = try decode(bytes)
-        entries.withLockedValue { entries in
-            if entries.count >= capacity, entries[key] == nil { entries.removeAll(keepingCapacity: true) }
-            entries[key] = Entry(bytes: bytes, record: record)
+        let size = key.count + bytes.count
+        guard size <= budget / 16 else { return record }  // a record this large is rare: not worth the room
+        state.withLockedValue { state in
+            if let old = state.entries[key] { state.size -= key.count + old.bytes.count }
+            if state.size + size > budget {
+                state.entries.removeAll(keepingCapacity: false)
+                state.size = 0
+            }
+            state.entries[key] = Entry(bytes: bytes, record: record)
+            state.size += size
         }
         return record
     }

@@ -20,8 +20,8 @@ public final class Registry: Sendable {
     /// The event log every change is appended to, in the change's own batch.
     public let events: EventLog
     /// Registry and manifest records, the ones every pull reads.
-    let registryRecords = DecodedRecords<RegistryRecord>(capacity: 256)
-    let manifestRecords = DecodedRecords<ManifestRecord>(capacity: 1024)
+    let registryRecords = DecodedRecords<RegistryRecord>(budget: 256 << 10)
+    let manifestRecords = DecodedRecords<ManifestRecord>(budget: 1 << 20)
 
     public init(store: Store, logger: Logger = Logger(label: "berth.registry")) throws {
         self.store = store

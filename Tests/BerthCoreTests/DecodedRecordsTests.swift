@@ -7,7 +7,7 @@ import Testing
 /// Decoded records are reused only while their stored bytes are unchanged.
 @Suite struct DecodedRecordsTests {
     @Test func reusesARecordOnlyForTheSameBytes() throws {
-        let records = DecodedRecords<String>(capacity: 2)
+        let records = DecodedRecords<String>(budget: 160)  // entries of up to 10 bytes are kept
         var decodes = 0
         func read(_ key: String, _ bytes: String) throws -> String {
             try records.record(at: Array(key.utf8), bytes: Array(bytes.utf8)) {
@@ -19,11 +19,16 @@ import Testing
         #expect(try read("a", "one") == "one")
         #expect(decodes == 1)
         #expect(try read("a", "two") == "two")  // rewritten: decoded anew
-        #expect(decodes == 2)
-        _ = try read("b", "x")
-        _ = try read("c", "y")  // past the capacity: starts over
         #expect(try read("a", "two") == "two")
-        #expect(decodes == 5)
+        #expect(decodes == 2)
+        let large = String(repeating: "x", count: 20)
+        #expect(try read("big", large) == large)
+        #expect(try read("big", large) == large)  // too large to keep
+        #expect(decodes == 4)
+        for index in 0..<60 { _ = try read("k\(index)", "v") }  // past the budget: starts over
+        let before = decodes
+        #expect(try read("a", "two") == "two")
+        #expect(decodes == before + 1)
     }
 
     @Test func aRegistryReadSeesEveryUpdate() async throws {
