@@ -14,10 +14,13 @@ final class MemoryTrimmer: Sendable {
     static let largeTransfer = 4 << 20
 
     let quietPeriod: Duration
+    private let trim: @Sendable () -> Void
     private let endedTransfers = NIOLockedValueBox<UInt64>(0)
 
-    init(quietPeriod: Duration = .milliseconds(500)) {
+    /// `trim` gives the memory back (tests pass their own).
+    init(quietPeriod: Duration = .milliseconds(500), trim: @escaping @Sendable () -> Void = MemoryAllocator.trim) {
         self.quietPeriod = quietPeriod
+        self.trim = trim
     }
 
     /// Notes that a transfer of `bytes` (nil: not known) ended.
@@ -30,7 +33,7 @@ final class MemoryTrimmer: Sendable {
         Task.detached(priority: .background) { [self] in
             try? await Task.sleep(for: quietPeriod)
             guard endedTransfers.withLockedValue({ $0 == ended }) else { return }  // a later transfer will trim
-            MemoryAllocator.trim()
+            trim()
         }
     }
 }
