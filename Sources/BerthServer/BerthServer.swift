@@ -103,6 +103,7 @@ public enum BerthServer {
                 if dropped > 0 { logger.warning("pull events dropped: the queue was full", metadata: ["events": "\(dropped)"]) }
             })
         services.append(Scheduler(jobs: jobs, metrics: metrics, logger: logger))
+        services.append(trimmer)
         var groupConfiguration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // In-flight requests get this long after SIGTERM; then they are cancelled.
@@ -135,7 +136,7 @@ public enum BerthServer {
     ) -> Router<BerthRequestContext> {
         let router = Router(context: BerthRequestContext.self)
         let challenge = Challenge(scheme: settings.scheme)
-        router.add(middleware: ObservabilityMiddleware(metrics: metrics))
+        router.add(middleware: ObservabilityMiddleware(metrics: metrics, trimmer: trimmer))
         router.add(middleware: AuthMiddleware(access: access, challenge: challenge))
         router.add(
             middleware: DistributionController(

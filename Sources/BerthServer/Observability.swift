@@ -88,6 +88,8 @@ final class ServerMetrics: Sendable {
 struct ObservabilityMiddleware: RouterMiddleware {
     typealias Context = BerthRequestContext
     let metrics: ServerMetrics
+    /// Told when each request ends, to give memory back after a burst.
+    let trimmer: MemoryTrimmer
     let requestIDs = RequestIDs()
     static let requestID = HTTPField.Name("X-Request-Id")!
 
@@ -101,6 +103,7 @@ struct ObservabilityMiddleware: RouterMiddleware {
         var response: Response?
         defer {
             let duration = ContinuousClock.now - start
+            trimmer.requestEnded()
             metrics.request(
                 routeClass: routeClass, method: request.method.rawValue, status: status, duration: duration,
                 bytesIn: request.contentLength, bytesOut: response?.headers[.contentLength].flatMap { Int64($0) })
