@@ -119,10 +119,7 @@ extension Registry {
     }
 
     public func manifestRecord(name: String, digest: String) throws -> ManifestRecord? {
-        let key = CatalogKey.manifest(name, digest).bytes
-        return try db.get(.catalog, key).map { bytes in
-            try manifestRecords.record(at: key, bytes: bytes) { try RecordCodec.decode(ManifestRecord.self, $0) }
-        }
+        try read(ManifestRecord.self, CatalogKey.manifest(name, digest), reusing: manifestRecords)
     }
 
     public func manifest(name: String, reference: String) throws -> ManifestContent {

@@ -37,6 +37,14 @@ public final class Registry: Sendable {
         try db.get(.catalog, key.bytes).map { try RecordCodec.decode(type, $0) }
     }
 
+    /// `read`, decoding only when the stored bytes are not the ones `records` last decoded.
+    func read<T: Decodable & Sendable>(_ type: T.Type, _ key: Key, reusing records: DecodedRecords<T>) throws -> T? {
+        let key = key.bytes
+        return try db.get(.catalog, key).map { bytes in
+            try records.record(at: key, bytes: bytes) { try RecordCodec.decode(type, $0) }
+        }
+    }
+
     func write(_ batch: WriteBatch) async throws {
         try await store.pool.run { [db] in try db.write(batch, .synced) }
     }
@@ -68,10 +76,7 @@ public final class Registry: Sendable {
     }
 
     public func registry(_ name: String) throws -> RegistryRecord? {
-        let key = CatalogKey.registry(name).bytes
-        return try db.get(.catalog, key).map { bytes in
-            try registryRecords.record(at: key, bytes: bytes) { try RecordCodec.decode(RegistryRecord.self, $0) }
-        }
+        try read(RegistryRecord.self, CatalogKey.registry(name), reusing: registryRecords)
     }
 
     /// The registry, or `NAME_UNKNOWN` naming it.

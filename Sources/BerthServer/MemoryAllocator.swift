@@ -7,30 +7,32 @@ import Glibc
 /// collects) cost page faults and zeroed pages: an eighth of a pull's CPU,
 /// measured. Served from the heap instead, the blocks are reused; the heap
 /// keeps up to `trimThreshold` free before it gives memory back, in each of
-/// at most `arenas` arenas (glibc's default is 8 per core).
+/// at most `arenas` arenas (glibc's default is 8 per core). `trim` gives the
+/// free pages back when asked (`MemoryTrimmer`).
 enum MemoryAllocator {
     static func tune(mmapThreshold: Int32 = 4 << 20, trimThreshold: Int32 = 16 << 20, arenas: Int32 = 2) {
-        #if canImport(Glibc)
-        // mallopt(3) from <malloc.h>, which the Glibc module leaves out; the
-        // parameter numbers are glibc's ABI.
         typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }  // RTLD_DEFAULT
-        let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+        guard let mallopt = glibcFunction("mallopt", as: Mallopt.self) else { return }
+        // The parameter numbers are glibc's ABI.
         let trimThresholdParameter: Int32 = -1, mmapThresholdParameter: Int32 = -3, arenaMaxParameter: Int32 = -8
         _ = mallopt(mmapThresholdParameter, mmapThreshold)
         _ = mallopt(trimThresholdParameter, trimThreshold)
         _ = mallopt(arenaMaxParameter, arenas)
-        #endif
     }
-}
 
-extension MemoryAllocator {
     /// Returns the heap's free pages to the kernel (malloc_trim(3)), in every arena.
     static func trim() {
-        #if canImport(Glibc)
         typealias MallocTrim = @convention(c) (Int) -> Int32
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
-        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        _ = glibcFunction("malloc_trim", as: MallocTrim.self)?(0)
+    }
+
+    /// A function from <malloc.h>, which the Glibc module leaves out; nil off glibc.
+    private static func glibcFunction<Function>(_ name: String, as type: Function.Type) -> Function? {
+        #if canImport(Glibc)
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { return nil }  // RTLD_DEFAULT
+        return unsafeBitCast(symbol, to: type)
+        #else
+        return nil
         #endif
     }
 }

@@ -15,7 +15,7 @@ extension ResponseBody {
     ///
     /// `ended` runs once the body is written or its writing failed.
     static func paced<Chunks: AsyncSequence & Sendable>(
-        _ chunks: Chunks, on eventLoop: any EventLoop, ended: @escaping @Sendable () -> Void = {}
+        _ chunks: Chunks, on eventLoop: any EventLoop, ended: @escaping @Sendable () -> Void
     ) -> ResponseBody where Chunks.Element == ByteBuffer {
         ResponseBody { writer in
             defer { ended() }
