@@ -73,7 +73,7 @@ public enum BerthServer {
                 let tlsConfiguration = tls!
                 server = HTTPServerBuilder { try TLSChannel(tlsConfiguration: tlsConfiguration, tuning: HTTP2Tuning(), responder: $0) }
             } else {
-                server = .http1()
+                server = .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]))
             }
             services.append(
                 Application(

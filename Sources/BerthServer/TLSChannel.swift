@@ -35,7 +35,8 @@ struct TLSChannel: HTTPChannelHandler {
         tls.shutdownTimeout = .seconds(1)
         self.sslContext = try NIOSSLContext(configuration: tls)
         self.responder = responder
-        self.http1 = HTTP1Channel(responder: responder)
+        self.http1 = HTTP1Channel(
+            responder: responder, configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]))
         self.http2 = tuning.handlerConfiguration
     }
 
@@ -54,7 +55,8 @@ struct TLSChannel: HTTPChannelHandler {
                     mode: .server, streamDelegate: closer.delegate(on: channel.eventLoop), configuration: http2
                 ) { stream in
                     stream.eventLoop.makeCompletedFuture {
-                        try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTPServerCodec())
+                        try stream.pipeline.syncOperations.addHandlers(
+                            HTTP2FramePayloadToHTTPServerCodec(), ExpectContinueHandler())
                         return try Stream(wrappingChannelSynchronously: stream)
                     }
                 }

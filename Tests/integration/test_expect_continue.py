@@ -1,0 +1,117 @@
+"""`Expect: 100-continue`: a client that asks for it (curl does for bodies
+over 1 MiB) gets an interim `100 Continue` before it sends the body, over
+HTTP/1.1 and HTTP/2, and only once the responses to its earlier pipelined
+requests are written. Without it curl waits one second per upload."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from urllib.parse import urlsplit
+
+from helpers import MiB, random_bytes, sha256_digest, with_query
+
+
+def _read_head(sock: socket.socket, buffered: bytes = b"") -> tuple[bytes, bytes]:
+    """One response head (through the blank line) and the bytes after it."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed; read so far: {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value.strip())
+    return 0
+
+
+def _upload_target(http, reg: str, data: bytes) -> str:
+    """The path (with `?digest=`) that completes a new upload with `data`."""
+    r = http.start_upload(f"{reg}/expect")
+    assert r.status_code == 202, r.text
+    url = with_query(http.abs_location(r), digest=sha256_digest(data))
+    parts = urlsplit(url)
+    return parts.path + "?" + parts.query
+
+
+def _put_head(server, http, target: str, length: int, expect: bool = True) -> bytes:
+    headers = {"Host": server.host, "Content-Length": str(length), "Content-Type": "application/octet-stream",
+               **http.auth_headers()}
+    if expect:
+        headers["Expect"] = "100-continue"
+    return (f"PUT {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+
+
+def test_http1_sends_100_continue_before_the_body(server, http, reg):
+    data = random_bytes(2 * MiB)
+    target = _upload_target(http, reg, data)
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+        sock.sendall(_put_head(server, http, target, len(data)))
+        # Nothing of the body has been sent: the server must speak first.
+        head, rest = _read_head(sock)
+        assert head == b"HTTP/1.1 100 Continue", head
+        sock.sendall(data)
+        head, _ = _read_head(sock, rest)
+        assert head.startswith(b"HTTP/1.1 201"), head
+    r = http.head(f"/v2/{reg}/expect/blobs/{sha256_digest(data)}")
+    assert r.status_code == 200 and r.headers["Content-Length"] == str(len(data))
+
+
+def test_pipelined_expectation_is_answered_after_the_earlier_response(server, http, reg):
+    data = random_bytes(64 * 1024)
+    target = _upload_target(http, reg, data)
+    catalog = f"GET /v2/{reg}/expect/tags/list HTTP/1.1\r\nHost: {server.host}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in http.auth_headers().items()) + "\r\n"
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+        sock.sendall(catalog.encode() + _put_head(server, http, target, len(data)))
+        first, rest = _read_head(sock)
+        assert first.startswith(b"HTTP/1.1 "), first
+        assert not first.startswith(b"HTTP/1.1 100"), "the 100 came before the earlier request's response"
+        length = _content_length(first)
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        interim, rest = _read_head(sock, rest[length:])
+        assert interim == b"HTTP/1.1 100 Continue", interim
+        sock.sendall(data)
+        final, _ = _read_head(sock, rest)
+        assert final.startswith(b"HTTP/1.1 201"), final
+
+
+def test_no_100_continue_for_an_empty_body(server, http, reg):
+    head = (f"POST /v2/{reg}/expect/blobs/uploads/ HTTP/1.1\r\nHost: {server.host}\r\nContent-Length: 0\r\n"
+            "Expect: 100-continue\r\n" + "".join(f"{k}: {v}\r\n" for k, v in http.auth_headers().items()) + "\r\n")
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+        sock.sendall(head.encode())
+        response, _ = _read_head(sock)
+    assert response.startswith(b"HTTP/1.1 202"), response
+
+
+def _curl_put(server, http, reg: str, version: str) -> str:
+    """A PUT of 3 MiB with curl over TLS; curl's verbose log."""
+    data = random_bytes(3 * MiB)
+    r = http.start_upload(f"{reg}/expect")
+    url = with_query(http.abs_location(r), digest=sha256_digest(data)).replace(server.url, server.tls_url)
+    auth = [arg for k, v in http.auth_headers().items() for arg in ("-H", f"{k}: {v}")]
+    out = subprocess.run(
+        ["curl", "--verbose", "--silent", "--show-error", "--noproxy", "*", f"--http{version}", "--cacert",
+         server.cert_path, "-X", "PUT", "--data-binary", "@-", "-H", "Content-Type: application/octet-stream",
+         "-H", "Expect: 100-continue", *auth, "-o", "/dev/null", "-w", "%{http_code}", url],
+        input=data, capture_output=True, timeout=60)
+    assert out.stdout == b"201", out.stderr.decode(errors="replace")
+    return out.stderr.decode(errors="replace")
+
+
+def test_tls_http1_sends_100_continue(server, http, reg):
+    log = _curl_put(server, http, reg, "1.1")
+    assert "< HTTP/1.1 100 Continue" in log, log
+
+
+def test_http2_sends_100_continue(server, http, reg):
+    log = _curl_put(server, http, reg, "2")
+    assert "< HTTP/2 100" in log, log
