@@ -1,0 +1,89 @@
+import BerthStorage
+import Testing
+
+/// Shared holders together, an exclusive holder alone, and arrival order kept.
+@Suite struct SharedLocksTests {
+    /// Records the order in which tasks got their lock.
+    actor Order {
+        var entered: [String] = []
+        func enter(_ name: String) { entered.append(name) }
+    }
+
+    /// A latch a holder waits on until the test opens it.
+    final class Latch: Sendable {
+        let stream: AsyncStream<Void>
+        let continuation: AsyncStream<Void>.Continuation
+        init() { (stream, continuation) = AsyncStream.makeStream() }
+        func open() { continuation.finish() }
+        func wait() async { for await _ in stream {} }
+    }
+
+    /// Gives waiting tasks time to run (the assertions that follow check what did not happen).
+    func settle() async throws { try await Task.sleep(for: .milliseconds(50)) }
+
+    @Test func sharedHoldersHoldTogether() async throws {
+        let locks = SharedLocks()
+        let latch = Latch()
+        let order = Order()
+        let first = Task {
+            try await locks.withShared("r") {
+                await order.enter("first")
+                await latch.wait()
+            }
+        }
+        try await settle()
+        try await locks.withShared("r") { await order.enter("second") }
+        #expect(await order.entered == ["first", "second"])
+        latch.open()
+        try await first.value
+    }
+
+    @Test func exclusiveWaitsForSharedHoldersAndSharedArrivalsWaitBehindIt() async throws {
+        let locks = SharedLocks()
+        let latch = Latch()
+        let order = Order()
+        let reader = Task {
+            try await locks.withShared(["r", "s"]) {
+                await order.enter("reader")
+                await latch.wait()
+            }
+        }
+        try await settle()
+        let writer = Task { try await locks.withExclusive("r") { await order.enter("writer") } }
+        try await settle()
+        let late = Task { try await locks.withShared("r") { await order.enter("late reader") } }
+        // Another name is not affected.
+        try await locks.withExclusive("t") { await order.enter("other name") }
+        try await settle()
+        #expect(await order.entered == ["reader", "other name"])
+        latch.open()
+        try await reader.value
+        try await writer.value
+        try await late.value
+        #expect(await order.entered == ["reader", "other name", "writer", "late reader"])
+    }
+
+    @Test func exclusiveHoldersTakeTurnsAndLocksAreReleasedOnThrow() async throws {
+        struct Failure: Error {}
+        let locks = SharedLocks()
+        await #expect(throws: Failure.self) {
+            try await locks.withExclusive("r") { throw Failure() }
+        }
+        let counter = Order()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<20 {
+                group.addTask {
+                    if i.isMultiple(of: 3) {
+                        try await locks.withExclusive("r") { await counter.enter("w\(i)") }
+                    } else {
+                        try await locks.withShared("r") { await counter.enter("r\(i)") }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(await counter.entered.count == 20)
+        // Everything was released: an exclusive holder gets the lock at once.
+        try await locks.withExclusive("r") {}
+    }
+}
