@@ -47,7 +47,9 @@ extension Registry {
         // before, or starts after (and sees the touch).
         return try await locks.withLock("link:\(registryName)@\(parsed)") {
             touches.touch(registry: registryName, digest: parsed)
-            return try await objects.copy(digest: parsed, from: source, to: registryName)
+            return try await whileExists(registryName) {
+                try await objects.copy(digest: parsed, from: source, to: registryName)
+            }
         }
     }
 
@@ -55,8 +57,9 @@ extension Registry {
 
     public func startUpload(name: String) async throws -> UploadRecord {
         let (registryName, _) = try Names.splitRepository(name)
-        _ = try requireRegistry(registryName)
-        return try await mapStoreErrors { try await objects.startUpload(bucket: registryName, owner: name) }
+        return try await whileExists(registryName) {
+            try await mapStoreErrors { try await objects.startUpload(bucket: registryName, owner: name) }
+        }
     }
 
     /// The upload if it belongs to repository `name`, or `BLOB_UPLOAD_UNKNOWN`.
@@ -91,7 +94,9 @@ extension Registry {
         // registry already holds must not race GC deleting that object.
         return try await locks.withLock("link:\(registryName)@\(parsed)") {
             touches.touch(registry: registryName, digest: parsed)
-            return try await mapStoreErrors { try await objects.complete(upload: id, digest: parsed) }
+            return try await whileExists(registryName) {
+                try await mapStoreErrors { try await objects.complete(upload: id, digest: parsed) }
+            }
         }
     }
 

@@ -132,7 +132,7 @@ extension Registry {
             if let tagsImmutable { record.tagsImmutable = tagsImmutable }
             var batch = WriteBatch()
             batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(record))
-            try await write(batch)
+            try await write(batch, into: try Names.splitRepository(name).registry)
             return try summary(record)
         }
     }
@@ -172,7 +172,7 @@ extension Registry {
                 let events =
                     records.map { EventRecord("artifact.delete", repository: name, digest: $0.digest, actor: actor) }
                     + [EventRecord("image.delete", repository: name, actor: actor)]
-                try await write(batch, events: events)
+                try await write(batch, events: events, into: registryName)
                 return true
             }
             if done { break }
@@ -314,7 +314,9 @@ extension Registry {
             var updated = repository
             updated.updated = now
             batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(updated))
-            try await write(batch, events: [EventRecord("tag.create", repository: name, digest: parsed, tag: tag, actor: actor)])
+            try await write(
+                batch, events: [EventRecord("tag.create", repository: name, digest: parsed, tag: tag, actor: actor)],
+                into: try Names.splitRepository(name).registry)
             return TagRecord(name: tag, digest: parsed, updated: now)
         }
     }

@@ -71,7 +71,8 @@ extension Registry {
             repository.updated = now
             batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(repository))
             try await write(
-                batch, events: [EventRecord("artifact.push", repository: name, digest: manifest.digest, tag: tag, actor: actor)])
+                batch, events: [EventRecord("artifact.push", repository: name, digest: manifest.digest, tag: tag, actor: actor)],
+                into: registryName)
         }
         return manifest
     }
@@ -152,7 +153,8 @@ extension Registry {
                 var batch = WriteBatch()
                 batch.delete(.catalog, CatalogKey.tag(name, reference).bytes)
                 try await write(
-                    batch, events: [EventRecord("tag.delete", repository: name, digest: digest, tag: reference, actor: actor)])
+                    batch, events: [EventRecord("tag.delete", repository: name, digest: digest, tag: reference, actor: actor)],
+                    into: registryName)
             }
             return
         }
@@ -190,7 +192,7 @@ extension Registry {
             batch.delete(.catalog, CatalogKey.pulls(name, digest).bytes)
             var event = EventRecord("artifact.delete", repository: name, digest: digest, actor: actor)
             if !tags.isEmpty { event.detail = Self.jsonText(["tags": tags]) }
-            try await write(batch, events: [event])
+            try await write(batch, events: [event], into: registryName)
             pulls.forget(name: name, digest: digest)
         }
     }

@@ -13,6 +13,8 @@ public final class Registry: Sendable {
     let db: RocksDB
     let objects: RocksObjectStore
     let locks = KeyedLocks()
+    /// Per registry: shared by whatever writes into it, held alone by its deletion.
+    let registryLocks = SharedLocks()
     let logger: Logger
     let pulls = PullStatistics()
     /// When blobs were last uploaded, mounted or read, for GC's grace period.
@@ -55,6 +57,24 @@ public final class Registry: Sendable {
         let ids = events.stage(records, into: &batch)
         defer { events.settle(ids) }
         try await write(batch)
+    }
+
+    /// Writes `batch` (with `events`) into registry `registry` only while the
+    /// registry exists (see `whileExists`).
+    func write(_ batch: WriteBatch, events records: [EventRecord] = [], into registry: String) async throws {
+        try await whileExists(registry) { try await write(batch, events: records) }
+    }
+
+    /// Runs `body`, which writes into `registry`, only while the registry
+    /// exists, else `NAME_UNKNOWN`. The check and `body` run under the
+    /// registry's shared lock, which its deletion holds alone: nothing lands in
+    /// a registry after its records are deleted, where it would be orphaned or
+    /// turn up again in a registry created later with the same name.
+    func whileExists<T>(_ registry: String, _ body: () async throws -> T) async throws -> T {
+        try await registryLocks.withShared(registry) {
+            _ = try requireRegistry(registry)
+            return try await body()
+        }
     }
 
     // MARK: Registries
@@ -114,6 +134,11 @@ public final class Registry: Sendable {
     /// deletes every image, artifact and tag and empties the bucket (one
     /// `image.delete` event per image).
     public func deleteRegistry(_ name: String, force: Bool, actor: String? = nil) async throws {
+        // Alone in the registry: writes into it wait, then find it gone.
+        try await registryLocks.withExclusive(name) { try await deleteRegistryAlone(name, force: force, actor: actor) }
+    }
+
+    private func deleteRegistryAlone(_ name: String, force: Bool, actor: String?) async throws {
         try await locks.withLock("registry:" + name) {
             _ = try requireRegistry(name)
             let images = try repositories(registry: name, limit: 1).items

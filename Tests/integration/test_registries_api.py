@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from helpers import (
@@ -14,7 +17,9 @@ from helpers import (
     make_image,
     random_bytes,
     run,
+    sha256_digest,
     unique,
+    with_query,
 )
 
 PROBLEM_JSON = "application/problem+json"
@@ -154,6 +159,64 @@ def test_delete_registry_with_images_requires_force(http):
     assert_status(http.create_registry(name), 201)
     assert_status(http.get_manifest(f"{name}/app", "v1"), 404)
     assert http.registry_info(name)["usage"]["blobs"] == 0
+
+
+
+def test_force_delete_during_pushes_leaves_nothing_behind(http):
+    """Pushes racing a forced delete either land before it (and are deleted
+    with the rest) or fail cleanly after it: nothing written into the
+    registry survives to turn up when a registry of the same name is created."""
+    name = unique("race")
+    outcomes: list[int] = []
+    pushed = threading.Event()
+    stop = threading.Event()
+
+    def pusher(worker: int) -> None:
+        client = http.with_creds(http.creds)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            img = make_image(n_layers=1, layer_size=1 * KiB)
+            repo = f"{name}/app{worker}"
+            statuses = []
+            for blob in img.blobs:
+                r = client.start_upload(repo)
+                statuses.append(r.status_code)
+                if r.status_code != 202:
+                    break
+                r = client.put(with_query(client.abs_location(r), digest=sha256_digest(blob)),
+                               data=blob, headers={"Content-Type": "application/octet-stream"})
+                statuses.append(r.status_code)
+            else:
+                r = client.put_manifest(repo, f"t{n}", img.manifest, img.media_type)
+                statuses.append(r.status_code)
+                if r.status_code == 201:
+                    pushed.set()
+            outcomes.extend(statuses)
+
+    for _ in range(5):
+        assert_status(http.create_registry(name), 201)
+        pushed.clear()
+        stop.clear()
+        workers = [threading.Thread(target=pusher, args=(i,)) for i in range(6)]
+        for w in workers:
+            w.start()
+        assert pushed.wait(30), "no push succeeded"
+        time.sleep(0.2)
+        assert_status(http.delete(f"/api/v1/registries/{name}?force=true"), 204)
+        time.sleep(0.3)  # pushes go on against the deleted registry
+        stop.set()
+        for w in workers:
+            w.join(60)
+        assert not any(s >= 500 for s in outcomes), sorted(set(outcomes))
+
+        assert_status(http.create_registry(name), 201)
+        usage = http.get(f"/api/v1/registries/{name}/usage").json()
+        assert usage == {"logical_bytes": 0, "blobs": 0, "images": 0, "artifacts": 0, "tags": 0}, usage
+        r = http.get(f"/api/v1/registries/{name}/images")
+        assert_status(r, 200)
+        assert r.json()["items"] == [], r.text
+        assert_status(http.delete(f"/api/v1/registries/{name}"), 204)
 
 
 def test_registry_usage_counts_blobs(http):

@@ -73,7 +73,7 @@ extension Registry {
                 events.append(
                     EventRecord("tag.delete", repository: name, digest: TagValue.decode(value).digest, tag: tag, actor: actor))
             }
-            try await write(batch, events: events)
+            try await write(batch, events: events, into: registryName)
             return events.count
         }
     }

@@ -199,7 +199,7 @@ extension Registry {
         }
         var batch = WriteBatch()
         batch.put(.catalog, CatalogKey.policy(P.self, name, policy.id).bytes, RecordCodec.encode(policy))
-        try await write(batch)
+        try await write(batch, into: name)
     }
 
     private func deletePolicy<P: RegistryPolicy>(_ type: P.Type, registry name: String, id: String) async throws {
@@ -207,7 +207,7 @@ extension Registry {
             _ = try policy(type, registry: name, id: id)
             var batch = WriteBatch()
             batch.delete(.catalog, CatalogKey.policy(P.self, name, id).bytes)
-            try await write(batch)
+            try await write(batch, into: name)
         }
     }
 
