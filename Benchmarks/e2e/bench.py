@@ -541,6 +541,8 @@ def main() -> int:
                 r["manifest GET req/s (h1, c=16)"], r["manifest GET p99 ms (h1)"] = wrk(server, manifest_url, args.seconds)
                 tls = f"{server.tls_url}/v2/bench/small0/manifests/t0"
                 r["manifest GET req/s (h2 TLS)"], r["manifest GET max ms (h2 TLS)"] = h2load(server, tls, args.seconds)
+                if "blobs" not in workloads:
+                    push_monolithic(server, blob, digest)  # the blob the HEAD load asks for
                 r["HEAD blob req/s (py client)"] = head_load(server, f"/v2/{server.repo}/blobs/{digest}", args.seconds)
                 small = push_small_blob(server)
                 r["small blob GET req/s (h1, c=16)"], _ = wrk(server, f"{server.url}/v2/{server.repo}/blobs/{small}", args.seconds)
