@@ -63,9 +63,13 @@ extension Registry {
     }
 
     /// The upload if it belongs to repository `name`, or `BLOB_UPLOAD_UNKNOWN`.
+    /// An upload started before its registry was created belongs to a deleted
+    /// registry of the same name, not to this one.
     public func upload(name: String, id: String) throws -> UploadRecord {
-        _ = try Names.splitRepository(name)
-        guard let record = try objects.upload(id), record.owner == name else {
+        let (registryName, _) = try Names.splitRepository(name)
+        guard let record = try objects.upload(id), record.owner == name,
+            try registry(registryName).map({ record.created >= $0.created }) ?? true
+        else {
             throw RegistryError(.blobUploadUnknown, "upload \(id) is not in progress for '\(name)'", detail: id)
         }
         return record

@@ -162,6 +162,26 @@ def test_delete_registry_with_images_requires_force(http):
 
 
 
+
+def test_upload_from_a_deleted_registry_does_not_land_in_its_successor(http):
+    name = unique("succ")
+    assert_status(http.create_registry(name), 201)
+    data = random_bytes(4 * KiB)
+    r = http.start_upload(f"{name}/app")
+    assert_status(r, 202)
+    location = http.abs_location(r)
+    assert_status(http.delete(f"/api/v1/registries/{name}?force=true"), 204)
+    assert_status(http.create_registry(name), 201)
+    r = http.patch(location, data=data, headers={"Content-Type": "application/octet-stream"})
+    assert_oci_error(r, 404, "BLOB_UPLOAD_UNKNOWN")
+    r = http.put(with_query(location, digest=sha256_digest(data)), data=data,
+                 headers={"Content-Type": "application/octet-stream"})
+    assert_oci_error(r, 404, "BLOB_UPLOAD_UNKNOWN")
+    assert http.registry_info(name)["usage"]["blobs"] == 0
+    # An upload started in the new registry works.
+    http.upload_blob(f"{name}/app", data)
+    assert http.registry_info(name)["usage"]["blobs"] == 1
+
 def test_force_delete_during_pushes_leaves_nothing_behind(http):
     """Pushes racing a forced delete either land before it (and are deleted
     with the rest) or fail cleanly after it: nothing written into the
