@@ -63,26 +63,52 @@ import Testing
         #expect(await order.entered == ["reader", "other name", "writer", "late reader"])
     }
 
-    @Test func exclusiveHoldersTakeTurnsAndLocksAreReleasedOnThrow() async throws {
+    /// Who holds the lock right now, and whether anyone ever held it against the rules.
+    actor Holders {
+        var shared = 0
+        var exclusive = false
+        var violated = false
+        var entered = 0
+
+        func enter(exclusive wantsExclusive: Bool) {
+            if exclusive || (wantsExclusive && shared > 0) { violated = true }
+            if wantsExclusive { exclusive = true } else { shared += 1 }
+            entered += 1
+        }
+
+        func leave(exclusive wasExclusive: Bool) {
+            if wasExclusive { exclusive = false } else { shared -= 1 }
+        }
+    }
+
+    @Test func exclusiveHoldersHoldAloneAndLocksAreReleasedOnThrow() async throws {
         struct Failure: Error {}
         let locks = SharedLocks()
         await #expect(throws: Failure.self) {
             try await locks.withExclusive("r") { throw Failure() }
         }
-        let counter = Order()
+        let holders = Holders()
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for i in 0..<20 {
+            for i in 0..<40 {
+                let exclusive = i.isMultiple(of: 3)
                 group.addTask {
-                    if i.isMultiple(of: 3) {
-                        try await locks.withExclusive("r") { await counter.enter("w\(i)") }
+                    let body = {
+                        await holders.enter(exclusive: exclusive)
+                        // Stay a while, so that others try to come in meanwhile.
+                        try await Task.sleep(for: .milliseconds(2))
+                        await holders.leave(exclusive: exclusive)
+                    }
+                    if exclusive {
+                        try await locks.withExclusive("r", body)
                     } else {
-                        try await locks.withShared("r") { await counter.enter("r\(i)") }
+                        try await locks.withShared("r", body)
                     }
                 }
             }
             try await group.waitForAll()
         }
-        #expect(await counter.entered.count == 20)
+        #expect(await holders.entered == 40)
+        #expect(await holders.violated == false)
         // Everything was released: an exclusive holder gets the lock at once.
         try await locks.withExclusive("r") {}
     }

@@ -40,11 +40,9 @@ def _upload_target(http, reg: str, data: bytes) -> str:
     return parts.path + "?" + parts.query
 
 
-def _put_head(server, http, target: str, length: int, expect: bool = True) -> bytes:
+def _put_head(server, http, target: str, length: int) -> bytes:
     headers = {"Host": server.host, "Content-Length": str(length), "Content-Type": "application/octet-stream",
-               **http.auth_headers()}
-    if expect:
-        headers["Expect"] = "100-continue"
+               "Expect": "100-continue", **http.auth_headers()}
     return (f"PUT {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
 
 
