@@ -71,7 +71,8 @@ public enum BerthServer {
             if spec.tls {
                 if tls == nil { tls = try tlsConfiguration(configuration) }
                 let tlsConfiguration = tls!
-                server = HTTPServerBuilder { try TLSChannel(tlsConfiguration: tlsConfiguration, tuning: HTTP2Tuning(), responder: $0) }
+                let tuning = HTTP2Tuning(streamWindow: configuration.http2StreamWindow)
+                server = HTTPServerBuilder { try TLSChannel(tlsConfiguration: tlsConfiguration, tuning: tuning, responder: $0) }
             } else {
                 server = .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]))
             }

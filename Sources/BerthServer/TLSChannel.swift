@@ -86,16 +86,34 @@ struct TLSChannel: HTTPChannelHandler {
 }
 
 /// HTTP/2 settings of the TLS listener.
+///
+/// The windows bound what the server buffers of a client's uploads, and the
+/// buffering costs more than its size: swift-nio-http2 copies each read into
+/// a fresh buffer and every DATA frame it emits keeps that buffer alive. With
+/// 4 MiB stream windows (16 MiB for the connection) a 512 MiB push over h2
+/// peaked at 45-65 MiB of anon memory, against 22-33 MiB with 1 MiB (4 MiB),
+/// at the same speed on loopback (docs/performance.md). 1 MiB is also the
+/// per-stream upload buffer of Go's HTTP/2 server, which the peer uses.
 struct HTTP2Tuning: Sendable {
+    /// The largest window HTTP/2 allows (2^31 - 1).
+    static let maxWindow = Int(Int32.max)
+
     /// The window each stream starts with and is kept at (SETTINGS_INITIAL_WINDOW_SIZE).
-    var streamWindow = 4 << 20
+    var streamWindow: Int
     /// The connection's window, shared by its streams.
-    var connectionWindow = 16 << 20
+    var connectionWindow: Int
     /// The largest DATA frame the client may send (SETTINGS_MAX_FRAME_SIZE).
     var maxFrameSize = 1 << 20
     /// Streams a client may have open at once; with `streamWindow` this bounds
     /// the request bytes one connection can have buffered.
     var maxConcurrentStreams = 64
+
+    /// A stream window in 65,535...2^31-1; the connection's is four times it, so
+    /// that a few concurrent uploads (a client pushing layers in parallel) each get theirs.
+    init(streamWindow: Int = 1 << 20) {
+        self.streamWindow = streamWindow
+        self.connectionWindow = min(Self.maxWindow, 4 * streamWindow)
+    }
 
     var handlerConfiguration: NIOHTTP2Handler.Configuration {
         var configuration = NIOHTTP2Handler.Configuration()

@@ -45,6 +45,8 @@ struct Settings: ParsableArguments {
     var hostNames: [String] = []
     @Option(help: "Operator's TLS certificate (PEM).") var tlsCert: String?
     @Option(help: "Operator's TLS private key (PEM).") var tlsKey: String?
+    @Option(help: "HTTP/2 receive window per stream in bytes, the connection's four times it (default 1048576).")
+    var http2StreamWindow: String?
     @Option(help: "Largest blob accepted, in bytes (default 64 GiB).") var maxBlobSize: String?
     @Option(help: "Seconds an idle upload lives before it expires (default 3600).") var uploadTimeout: String?
     @Option(help: "Seconds a registry token is valid, at most 43200 (default 43200).") var tokenTtl: String?
@@ -71,7 +73,8 @@ struct Settings: ParsableArguments {
                 ("data_dir", dataDir), ("http", http), ("https", https), ("private_http", privateHttp),
                 ("private_https", privateHttps), ("public_host", publicHost), ("private_host", privateHost),
                 ("host_names", hostNames.isEmpty ? nil : hostNames.joined(separator: ",")),
-                ("tls_cert", tlsCert), ("tls_key", tlsKey), ("max_blob_size", maxBlobSize),
+                ("tls_cert", tlsCert), ("tls_key", tlsKey),
+                ("http2_stream_window", http2StreamWindow), ("max_blob_size", maxBlobSize),
                 ("upload_timeout", uploadTimeout), ("token_ttl", tokenTtl),
                 ("auth_failure_limit", authFailureLimit), ("backup_dir", backupDir),
                 ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),

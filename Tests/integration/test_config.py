@@ -76,6 +76,8 @@ def test_unknown_key_names_key_and_line(tmp_path):
 def test_bad_value_names_key_and_line(tmp_path):
     _refused(tmp_path, "\n\nmax_blob_size: lots\n", "'max_blob_size' must be a number", "bad.yaml:3")
     _refused(tmp_path, "https: nowhere\n", "'https' must be ADDR:PORT or 'off'", "bad.yaml:1")
+    _refused(tmp_path, "http2_stream_window: 65534\n", "'http2_stream_window' must be a number ≥ 65535", "bad.yaml:1")
+    _refused(tmp_path, "http2_stream_window: 2147483648\n", "'http2_stream_window' must be at most 2147483647")
 
 
 def test_bad_environment_value_is_named(tmp_path):

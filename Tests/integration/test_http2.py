@@ -76,9 +76,37 @@ def test_settings_announce_large_windows(server):
         settings = c.server_settings()
     finally:
         c.close()
-    assert settings.get(INITIAL_WINDOW_SIZE, 65535) >= 1 * MiB, settings
+    assert settings.get(INITIAL_WINDOW_SIZE) == 1 * MiB, settings  # http2_stream_window's default
     assert settings.get(MAX_FRAME_SIZE, 16384) >= 256 * 1024, settings
     assert 1 <= settings.get(MAX_CONCURRENT_STREAMS, 0) <= 128, settings
+
+
+def test_stream_window_is_a_setting(make_server):
+    """`http2_stream_window` sets SETTINGS_INITIAL_WINDOW_SIZE (default 1 MiB,
+    like Go's HTTP/2 server), and the connection's window follows at four times it."""
+    server = make_server(label="h2-window", extra_args=["--http2-stream-window", str(8 * MiB)])
+    auth = "Basic " + base64.b64encode(server.admin_arg.encode()).decode()
+    c = H2(server)
+    try:
+        settings = c.server_settings()
+        # The connection window starts at 65,535 (RFC 9113 §6.9.2); the server
+        # raises it once data arrives: send the start of an upload's body.
+        headers = (
+            literal(":method", "POST") + literal(":scheme", "https") + literal(":authority", "localhost")
+            + literal(":path", "/v2/h2window/app/blobs/uploads/") + literal("authorization", auth)
+        )
+        c.sock.sendall(c.frame(HEADERS, END_HEADERS, 1, headers) + c.frame(DATA, 0, 1, bytes(16384)))
+        c.sock.settimeout(10)
+        increment = None
+        while increment is None:
+            f = c.read_frame()
+            assert f is not None, "connection closed before a connection WINDOW_UPDATE"
+            if f[0] == WINDOW_UPDATE and f[2] == 0:
+                increment = struct.unpack(">I", f[3])[0] & 0x7FFFFFFF
+    finally:
+        c.close()
+    assert settings.get(INITIAL_WINDOW_SIZE) == 8 * MiB, settings
+    assert 65535 - 16384 + increment == 32 * MiB, increment
 
 
 def test_upload_in_large_frames_beyond_the_default_windows(server, reg):
