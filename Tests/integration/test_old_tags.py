@@ -202,6 +202,50 @@ def test_delete_the_chosen_tags(http, new_registry):
     assert_problem(http.post(delete_path(reg), json=refs(("app", "v1"))), 404, "NOT_FOUND")
 
 
+@pytest.mark.parametrize("exclude_latest", [False, True])
+def test_delete_page_by_page_skips_nothing(http, new_registry, exclude_latest):
+    """A client that deletes each page's tags before it asks for the next page
+    ends with every old tag deleted (an offset cursor skipped a page's worth)."""
+    reg = create_registry(http, "opg")
+    img = small_image()
+    push_tags(http, f"{reg}/app", img, *[f"t{i:02d}" for i in range(7)])
+    push_tags(http, f"{reg}/base", img, "a", "b")
+    push_tags(http, f"{reg}/team/web", img, "x", "y", "z")
+    expected = {(i["image"], i["tag"]) for i in list_old_tags(http, reg, future(), exclude_latest=exclude_latest)}
+    assert len(expected) == (9 if exclude_latest else 12), expected
+    deleted, cursor, pages = set(), None, 0
+    while True:
+        params = {"before": future(), "limit": "2", "exclude_latest": str(exclude_latest).lower()}
+        if cursor:
+            params["cursor"] = cursor
+        r = http.get(api_registry_path(reg, "/old-tags"), params=params)
+        assert_status(r, 200)
+        page = [(i["image"], i["tag"]) for i in r.json()["items"]]
+        pages += 1
+        if page:
+            assert_status(http.post(delete_path(reg), json=refs(*page)), 200)
+            deleted |= set(page)
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+        assert cursor == "%s:%s" % page[-1], cursor
+    assert deleted == expected
+    assert pages == 6 if not exclude_latest else pages == 5
+    left = {(i["image"], i["tag"]) for i in list_old_tags(http, reg, future())}
+    assert left == ({("app", "t06"), ("base", "b"), ("team/web", "z")} if exclude_latest else set()), left
+
+
+def test_old_tag_cursor_must_name_a_tag(http, new_registry):
+    reg = create_registry(http, "ocu")
+    for cursor in ("5", "app", "App:v1", "app:", ":v1", "app:v1:x", "app:-v"):
+        r = http.get(api_registry_path(reg, "/old-tags"), params={"before": future(), "cursor": cursor})
+        assert_problem(r, 400, "INVALID_REQUEST")
+    # A cursor past every tag, or naming a tag that is gone, is a valid (empty) page.
+    r = http.get(api_registry_path(reg, "/old-tags"), params={"before": future(), "cursor": "zz:z"})
+    assert_status(r, 200)
+    assert r.json() == {"items": [], "next_cursor": None}
+
+
 def test_unknown_tag_or_image_deletes_nothing(http, new_registry):
     reg, a, c = _setup(http, new_registry, "on")
     assert_problem(http.post(delete_path(reg), json=refs(("app", "v1"), ("app", "nope"))), 404, "NOT_FOUND")

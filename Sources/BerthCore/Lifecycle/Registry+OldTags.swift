@@ -13,42 +13,59 @@ public struct OldTag: Sendable, Equatable {
 extension Registry {
     /// Tags of the registry last changed before `before`, in image then tag
     /// order; with `excludeLatest`, each image's most recently changed tag is
-    /// left out. The cursor is an offset.
+    /// left out.
+    ///
+    /// The cursor is the last tag of the previous page, `<image>:<tag>` (neither
+    /// holds a `:`), and the next page starts after it: deleting the tags of a
+    /// page before asking for the next one skips nothing, as an offset would.
+    /// A page reads from the start of the cursor's image (its latest tag is
+    /// needed) to the image that fills the page.
     public func oldTags(registry registryName: String, before: Date, excludeLatest: Bool, cursor: String?, limit: Int) throws -> Page<OldTag> {
         _ = try requireRegistry(registryName)
-        var byImage: [(name: String, tags: [TagRecord])] = []
-        try db.scan(.catalog, prefix: Key("T", registryName + "/").bytes) { key, value in
-            let components = Key.components(key)
-            let name = components[0]
-            let decoded = TagValue.decode(value)
-            let record = TagRecord(name: components[1], digest: decoded.digest, updated: decoded.updated)
-            if byImage.last?.name == name {
-                byImage[byImage.count - 1].tags.append(record)
-            } else {
-                byImage.append((name, [record]))
+        var after: (image: String, tag: String)?
+        if let cursor {
+            let parts = cursor.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 2, (try? Names.validateImage(parts[0])) != nil, (try? Names.validateTag(parts[1])) != nil else {
+                throw InvalidRequest(message: "'cursor' must be the next_cursor of a previous page (<image>:<tag>), got '\(cursor)'")
             }
-            return true
+            after = (parts[0], parts[1])
         }
         var result: [OldTag] = []
-        for (name, tags) in byImage {
+        func collect(_ name: String, _ tags: [TagRecord]) throws {
+            let image = String(name.dropFirst(registryName.count + 1))
             let latest = excludeLatest
                 ? tags.max { ($0.updated ?? .distantPast, $0.name) < ($1.updated ?? .distantPast, $1.name) }?.name : nil
-            let image = String(name.dropFirst(registryName.count + 1))
             let (_, policies) = try protections(repository: name)
             for tag in tags where tag.name != latest && (tag.updated ?? .distantPast) < before {
+                if let after, image == after.image, !after.tag.utf8.lexicographicallyPrecedes(tag.name.utf8) { continue }
                 result.append(
                     OldTag(
                         image: image, tag: tag.name, digest: tag.digest, updated: tag.updated,
                         protected: policies.contains { $0.covers(tag: tag.name) }))
             }
         }
-        var offset = 0
-        if let cursor {
-            guard let parsed = Int(cursor), parsed >= 0 else { throw InvalidRequest(message: "'cursor' must be the next_cursor of a previous page, got '\(cursor)'") }
-            offset = parsed
+        // Keys sort as `<registry>/<image>\0<tag>`: an image's tags are together, in tag order.
+        var current: (name: String, tags: [TagRecord])?
+        let start = after.map { Key("T", registryName + "/" + $0.image).bytes }
+        try db.scan(.catalog, prefix: Key("T", registryName + "/").bytes, from: start) { key, value in
+            let components = Key.components(key)
+            let decoded = TagValue.decode(value)
+            let record = TagRecord(name: components[1], digest: decoded.digest, updated: decoded.updated)
+            if current?.name == components[0] {
+                current!.tags.append(record)
+                return true
+            }
+            if let done = current {
+                try collect(done.name, done.tags)
+                if result.count > limit { current = nil; return false }
+            }
+            current = (components[0], [record])
+            return true
         }
-        let page = Array(result.dropFirst(offset).prefix(limit))
-        return Page(items: page, next: offset + page.count < result.count ? String(offset + page.count) : nil)
+        if let done = current { try collect(done.name, done.tags) }
+        let page = Array(result.prefix(limit))
+        let next = result.count > limit ? page.last.map { "\($0.image):\($0.tag)" } : nil
+        return Page(items: page, next: next)
     }
 
     /// Deletes a chosen set of tags in one write: all of them, or — when one
