@@ -90,9 +90,9 @@ struct TLSChannel: HTTPChannelHandler {
 /// The windows bound what the server buffers of a client's uploads, and the
 /// buffering costs more than its size: swift-nio-http2 copies each read into
 /// a fresh buffer and every DATA frame it emits keeps that buffer alive. With
-/// 4 MiB stream windows (16 MiB for the connection) a 512 MiB push over h2
-/// peaked at 45-65 MiB of anon memory, against 22-33 MiB with 1 MiB (4 MiB),
-/// at the same speed on loopback (docs/performance.md). 1 MiB is also the
+/// 4 MiB stream windows (16 MiB for the connection) 512 MiB pushes over h2
+/// peaked at 48-59 MiB of anon memory (medians), against 28-34 MiB with 1 MiB
+/// (4 MiB), at the same speed on loopback (docs/performance.md). 1 MiB is also the
 /// per-stream upload buffer of Go's HTTP/2 server, which the peer uses.
 struct HTTP2Tuning: Sendable {
     /// The largest window HTTP/2 allows (2^31 - 1).
