@@ -14,7 +14,7 @@ public final class Registry: Sendable {
     let objects: RocksObjectStore
     let locks = KeyedLocks()
     /// Per registry: shared by whatever writes into it, held alone by its deletion.
-    let registryLocks = SharedLocks()
+    let registryLocks = KeyedLocks()
     let logger: Logger
     let pulls = PullStatistics()
     /// When blobs were last uploaded, mounted or read, for GC's grace period.
@@ -135,7 +135,7 @@ public final class Registry: Sendable {
     /// `image.delete` event per image).
     public func deleteRegistry(_ name: String, force: Bool, actor: String? = nil) async throws {
         // Alone in the registry: writes into it wait, then find it gone.
-        try await registryLocks.withExclusive(name) { try await deleteRegistryAlone(name, force: force, actor: actor) }
+        try await registryLocks.withLock(name) { try await deleteRegistryAlone(name, force: force, actor: actor) }
     }
 
     private func deleteRegistryAlone(_ name: String, force: Bool, actor: String?) async throws {

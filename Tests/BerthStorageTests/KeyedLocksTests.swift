@@ -1,8 +1,8 @@
 import BerthStorage
 import Testing
 
-/// Shared holders together, an exclusive holder alone, and arrival order kept.
-@Suite struct SharedLocksTests {
+/// Shared holders together, a holder alone, arrival order kept, `tryLock`.
+@Suite struct KeyedLocksTests {
     /// Records the order in which tasks got their lock.
     actor Order {
         var entered: [String] = []
@@ -22,7 +22,7 @@ import Testing
     func settle() async throws { try await Task.sleep(for: .milliseconds(50)) }
 
     @Test func sharedHoldersHoldTogether() async throws {
-        let locks = SharedLocks()
+        let locks = KeyedLocks()
         let latch = Latch()
         let order = Order()
         let first = Task {
@@ -39,7 +39,7 @@ import Testing
     }
 
     @Test func exclusiveWaitsForSharedHoldersAndSharedArrivalsWaitBehindIt() async throws {
-        let locks = SharedLocks()
+        let locks = KeyedLocks()
         let latch = Latch()
         let order = Order()
         let reader = Task {
@@ -49,11 +49,11 @@ import Testing
             }
         }
         try await settle()
-        let writer = Task { try await locks.withExclusive("r") { await order.enter("writer") } }
+        let writer = Task { try await locks.withLock("r") { await order.enter("writer") } }
         try await settle()
         let late = Task { try await locks.withShared("r") { await order.enter("late reader") } }
         // Another name is not affected.
-        try await locks.withExclusive("t") { await order.enter("other name") }
+        try await locks.withLock("t") { await order.enter("other name") }
         try await settle()
         #expect(await order.entered == ["reader", "other name"])
         latch.open()
@@ -61,6 +61,21 @@ import Testing
         try await writer.value
         try await late.value
         #expect(await order.entered == ["reader", "other name", "writer", "late reader"])
+    }
+
+    @Test func tryLockTakesOnlyAFreeLock() async throws {
+        let locks = KeyedLocks()
+        #expect(locks.tryLock("u"))
+        #expect(!locks.tryLock("u"))
+        let order = Order()
+        let shared = Task { try await locks.withShared("u") { await order.enter("shared") } }
+        try await settle()
+        #expect(await order.entered == [])
+        locks.release("u")
+        try await shared.value
+        #expect(await order.entered == ["shared"])
+        #expect(locks.tryLock("u"))  // released again after the shared holder
+        locks.release("u")
     }
 
     /// Who holds the lock right now, and whether anyone ever held it against the rules.
@@ -83,9 +98,9 @@ import Testing
 
     @Test func exclusiveHoldersHoldAloneAndLocksAreReleasedOnThrow() async throws {
         struct Failure: Error {}
-        let locks = SharedLocks()
+        let locks = KeyedLocks()
         await #expect(throws: Failure.self) {
-            try await locks.withExclusive("r") { throw Failure() }
+            try await locks.withLock("r") { throw Failure() }
         }
         let holders = Holders()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -99,7 +114,7 @@ import Testing
                         await holders.leave(exclusive: exclusive)
                     }
                     if exclusive {
-                        try await locks.withExclusive("r", body)
+                        try await locks.withLock("r", body)
                     } else {
                         try await locks.withShared("r", body)
                     }
@@ -110,6 +125,6 @@ import Testing
         #expect(await holders.entered == 40)
         #expect(await holders.violated == false)
         // Everything was released: an exclusive holder gets the lock at once.
-        try await locks.withExclusive("r") {}
+        try await locks.withLock("r") {}
     }
 }
