@@ -538,18 +538,19 @@ def main() -> int:
                 r["blob push monolithic MB/s"] = statistics.median(mono)
                 r["blob push chunked 8 MiB MB/s"] = statistics.median(chunked)
                 r["blob pull MB/s"] = statistics.median(pulls)
-                # The same push over TLS, HTTP/1.1 then HTTP/2 (flow-control windows matter here), and a TLS pull.
-                for version, label in (("1.1", "h1"), ("2", "h2")):
+                # The same push over TLS: HTTP/1.1, then HTTP/2 (flow-control windows matter
+                # here) with curl and with nghttp; then a TLS pull.
+                tls_pushes = (
+                    ("h1", lambda: push_monolithic(server, blob, digest, tls="1.1")),
+                    ("h2", lambda: push_monolithic(server, blob, digest, tls="2")),
+                    ("h2 (nghttp)", lambda: push_nghttp(server, blob, digest)),
+                )
+                for label, push in tls_pushes:
                     runs = []
                     for _ in range(args.runs):
-                        runs.append(mb / push_monolithic(server, blob, digest, tls=version))
+                        runs.append(mb / push())
                         delete_blob(server, digest)
                     r[f"blob push TLS {label} MB/s"] = statistics.median(runs)
-                runs = []
-                for _ in range(args.runs):
-                    runs.append(mb / push_nghttp(server, blob, digest))
-                    delete_blob(server, digest)
-                r["blob push TLS h2 (nghttp) MB/s"] = statistics.median(runs)
                 push_monolithic(server, blob, digest)
                 r["blob pull TLS h1 MB/s"] = statistics.median(mb / pull(server, digest, tls="1.1") for _ in range(args.runs))
                 delete_blob(server, digest)

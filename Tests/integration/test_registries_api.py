@@ -161,8 +161,6 @@ def test_delete_registry_with_images_requires_force(http):
     assert http.registry_info(name)["usage"]["blobs"] == 0
 
 
-
-
 def test_upload_from_a_deleted_registry_does_not_land_in_its_successor(http):
     name = unique("succ")
     assert_status(http.create_registry(name), 201)
@@ -181,6 +179,7 @@ def test_upload_from_a_deleted_registry_does_not_land_in_its_successor(http):
     # An upload started in the new registry works.
     http.upload_blob(f"{name}/app", data)
     assert http.registry_info(name)["usage"]["blobs"] == 1
+
 
 def test_force_delete_during_pushes_leaves_nothing_behind(http):
     """Pushes racing a forced delete either land before it (and are deleted
