@@ -1,4 +1,5 @@
 /// Everything `berth serve` needs to run.
+import BerthCore
 import Foundation
 
 public struct ServerConfiguration: Sendable {
@@ -60,11 +61,11 @@ public struct ServerConfiguration: Sendable {
     /// Seconds between maintenance passes.
     public var maintenanceInterval: Double = 30
     /// Seconds a blob nobody references is kept after its last upload, mount or read.
-    public var gcGrace: Double = 3600
+    public var gcGrace: Double = JobSettings().gcGrace
     /// Seconds after a delete before garbage collection runs; 0 turns it off.
-    public var gcAfterDelete: Double = 60
+    public var gcAfterDelete: Double = JobSettings().gcAfterDelete
     /// Seconds after its push before a `delete_untagged` cleanup may delete an artifact.
-    public var untaggedGrace: Double = 7200
+    public var untaggedGrace: Double = JobSettings().untaggedGrace
     /// Garbage collection schedule until one is set through the API; nil: none.
     public var gcSchedule: String? = "15 3 * * *"
     /// Days the event log keeps events.

@@ -5,7 +5,7 @@ import NIOCore
 /// S3-compatible store) can stand; see docs/architecture.md.
 public protocol ObjectStore: Sendable {
     func createBucket(_ bucket: String) async throws
-    /// Removes the bucket and every object in it.
+    /// Removes the bucket, every object in it and its uploads in progress.
     func deleteBucket(_ bucket: String) async throws
     func object(bucket: String, digest: String) throws -> ObjectRecord?
     /// Objects of a bucket in digest order, `limit` at most, after digest `after`.

@@ -201,10 +201,27 @@ public final class RocksObjectStore: ObjectStore {
             return true
         }
         for digest in digests { try await delete(bucket: bucket, digest: digest) }
+        try await discardUploads(bucket: bucket)
         var batch = WriteBatch()
         batch.delete(.objects, Self.bucketKey(bucket))
         try await write(batch)
         counters.withLockedValue { _ = $0.buckets.removeValue(forKey: bucket) }
+    }
+
+    /// Discards the bucket's uploads and their bytes. One that a request is
+    /// appending to right now is left to expire: waiting for it would hold the
+    /// bucket's deletion for as long as the client takes to send its body.
+    private func discardUploads(bucket: String) async throws {
+        var uploads: [String] = []
+        try db.scan(.uploads, prefix: Array("u".utf8)) { _, value in
+            let record = try RecordCodec.decode(UploadRecord.self, value)
+            if record.bucket == bucket { uploads.append(record.id) }
+            return true
+        }
+        for id in uploads where locks.tryLock("u:" + id) {
+            defer { locks.release("u:" + id) }
+            if let current = try storedUpload(id) { try await discard(current) }
+        }
     }
 
     public func objects(bucket: String, after: String?, limit: Int) throws -> [ObjectRecord] {

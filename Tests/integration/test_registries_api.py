@@ -181,6 +181,28 @@ def test_upload_from_a_deleted_registry_does_not_land_in_its_successor(http):
     assert http.registry_info(name)["usage"]["blobs"] == 1
 
 
+def test_delete_discards_uploads_in_progress(http):
+    """An upload left open in a deleted registry gives its bytes back with the
+    registry, not hours later when it would expire."""
+    name = unique("open")
+    assert_status(http.create_registry(name), 201)
+    before = http.system_usage()
+    r = http.start_upload(f"{name}/app")
+    assert_status(r, 202)
+    location = http.abs_location(r)
+    r = http.patch(location, data=random_bytes(300 * KiB),
+                   headers={"Content-Type": "application/octet-stream", "Content-Range": f"0-{300 * KiB - 1}"})
+    assert_status(r, 202)
+    during = http.system_usage()
+    assert during["open_uploads"] == before["open_uploads"] + 1, (before, during)
+    assert during["upload_bytes"] == before["upload_bytes"] + 300 * KiB, (before, during)
+
+    assert_status(http.delete(f"/api/v1/registries/{name}"), 204)
+    after = http.system_usage()
+    assert (after["open_uploads"], after["upload_bytes"]) == (before["open_uploads"], before["upload_bytes"]), after
+    assert_oci_error(http.get(location), 404, "BLOB_UPLOAD_UNKNOWN")
+
+
 def test_force_delete_during_pushes_leaves_nothing_behind(http):
     """Pushes racing a forced delete either land before it (and are deleted
     with the rest) or fail cleanly after it: nothing written into the
