@@ -4,7 +4,7 @@
 #   appliance/install-deps.sh --test   also the real clients the tests drive
 set -euo pipefail
 
-packages=(librocksdb-dev pkg-config)
+packages=(librocksdb-dev)
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
     packages+=(skopeo umoci jq openssl curl systemd python3-pip)

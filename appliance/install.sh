@@ -18,9 +18,14 @@ dest=${DESTDIR:-}
 
 if [ -z "$dest" ]; then
     [ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root (or set DESTDIR to stage)" >&2; exit 1; }
-    # Runtime libraries only: the RocksDB shared library the binary links.
-    if ! dpkg-query -W -f='${Status}' librocksdb7.8 2>/dev/null | grep -q "install ok installed"; then
-        apt-get install -y -qq librocksdb7.8 >/dev/null
+    # Runtime libraries only: the compression libraries RocksDB (linked into
+    # the binary) was built with. Most Debian installs have all but snappy.
+    missing=()
+    for p in libsnappy1v5 liblz4-1 libzstd1 libbz2-1.0 zlib1g; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 fi
 
