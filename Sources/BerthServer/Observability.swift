@@ -70,6 +70,8 @@ final class ServerMetrics: Sendable {
             ("rocksdb.num-running-compactions", "rocksdb_running_compactions", "Compactions running now."),
             ("rocksdb.actual-delayed-write-rate", "rocksdb_delayed_write_rate", "Write rate RocksDB imposes while stalling (0: no stall)."),
             ("rocksdb.is-write-stopped", "rocksdb_write_stopped", "1 while RocksDB stops writes."),
+            ("rocksdb.cur-size-all-mem-tables", "rocksdb_memtable_bytes", "Bytes in RocksDB's memtables, flushing ones included."),
+            ("rocksdb.estimate-table-readers-mem", "rocksdb_table_readers_bytes", "Bytes of index and filter blocks RocksDB holds outside the block cache."),
         ]
         for (property, name, help) in properties {
             var total: UInt64 = 0
@@ -77,6 +79,11 @@ final class ServerMetrics: Sendable {
             registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "berth", metricName: name, unitName: "", helpText: help))
                 .set(Double(total))
         }
+        // One cache serves every column family: read it once.
+        let cached = store.db.property("rocksdb.block-cache-usage", ColumnFamily.allCases[0]) ?? 0
+        registry.makeGauge(descriptor: MetricNameDescriptor(
+            namespace: "berth", metricName: "rocksdb_block_cache_bytes", unitName: "", helpText: "Bytes in RocksDB's block cache."))
+            .set(Double(cached))
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
         return buffer
