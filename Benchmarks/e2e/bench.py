@@ -497,6 +497,8 @@ def main() -> int:
     parser.add_argument("--tags", type=int, default=10000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=3,
+                        help="seconds of idle between phases before the next phase's memory peak starts")
     parser.add_argument("--workloads", default="blobs,small,requests,tags",
                         help="comma-separated subset of blobs,small,requests,tags (requests needs small)")
     parser.add_argument("--berth-env", action="append", default=[], metavar="KEY=VALUE",
@@ -524,6 +526,12 @@ def main() -> int:
         def phase_peaks(phase: str) -> None:
             r[f"peak RSS MiB: {phase}"] = server.phase_peak_mib()
             r[f"peak anon MiB: {phase}"] = server.phase_peak_anon_mib()
+            # Both servers give memory back in the background once a load
+            # ends (Berth's trimmer, Go's scavenger): the next phase's peak
+            # counts from where this one settles, not from its tail.
+            time.sleep(args.settle)
+            server.phase_peak_mib()
+            server.phase_peak_anon_mib()
 
         try:
             phase_peaks("idle")
