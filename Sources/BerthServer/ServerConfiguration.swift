@@ -1,7 +1,7 @@
-/// Everything `berth serve` needs to run.
 import BerthCore
 import Foundation
 
+/// Everything `berth serve` needs to run.
 public struct ServerConfiguration: Sendable {
     public struct Listener: Sendable {
         public var host: String
