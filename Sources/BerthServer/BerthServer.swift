@@ -74,7 +74,7 @@ public enum BerthServer {
                 let tuning = HTTP2Tuning(streamWindow: configuration.http2StreamWindow)
                 server = HTTPServerBuilder { try TLSChannel(tlsConfiguration: tlsConfiguration, tuning: tuning, responder: $0) }
             } else {
-                server = .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]))
+                server = HTTPServerBuilder { BerthHTTP1Channel(responder: $0) }
             }
             services.append(
                 Application(

@@ -12,8 +12,9 @@ import NIOHTTPTypes
 /// request: then it goes out after that response's end, and not at all if the
 /// final response to this request has begun by then. A request that declares
 /// an empty body gets none. The handler sits after the HTTP/1.1 or HTTP/2
-/// codec, where the request's version is no longer known, so an HTTP/1.0
-/// request's expectation (which RFC 9110 says to ignore) is answered too.
+/// codec, where the request's version is no longer known; an HTTP/1.0
+/// request's expectation, which RFC 9110 says to ignore, is removed in front
+/// of the codec (``HTTP10ExpectationFilter``).
 final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart

@@ -18,13 +18,13 @@ struct TLSChannel: HTTPChannelHandler {
     typealias Multiplexer = NIOHTTP2Handler.AsyncStreamMultiplexer<Stream>
 
     struct Value: ServerChildChannelValue {
-        let negotiated: EventLoopFuture<NIONegotiatedHTTPVersion<HTTP1Channel.Value, Multiplexer>>
+        let negotiated: EventLoopFuture<NIONegotiatedHTTPVersion<BerthHTTP1Channel.Value, Multiplexer>>
         let channel: any Channel
     }
 
     let responder: Responder
     private let sslContext: NIOSSLContext
-    private let http1: HTTP1Channel
+    private let http1: BerthHTTP1Channel
     private let http2: NIOHTTP2Handler.Configuration
 
     init(tlsConfiguration: TLSConfiguration, tuning: HTTP2Tuning, responder: @escaping Responder) throws {
@@ -35,8 +35,7 @@ struct TLSChannel: HTTPChannelHandler {
         tls.shutdownTimeout = .seconds(1)
         self.sslContext = try NIOSSLContext(configuration: tls)
         self.responder = responder
-        self.http1 = HTTP1Channel(
-            responder: responder, configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]))
+        self.http1 = BerthHTTP1Channel(responder: responder)
         self.http2 = tuning.handlerConfiguration
     }
 

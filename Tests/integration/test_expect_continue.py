@@ -61,6 +61,26 @@ def test_http1_sends_100_continue_before_the_body(server, http, reg):
     assert r.status_code == 200 and r.headers["Content-Length"] == str(len(data))
 
 
+def test_http10_expectation_is_ignored(server, http, reg):
+    """RFC 9110 §10.1.1: an HTTP/1.0 client knows no interim responses, so its
+    expectation is ignored; it sends its body without waiting for one."""
+    data = random_bytes(2 * MiB)
+    target = _upload_target(http, reg, data)
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+        sock.sendall(_put_head(server, http, target, len(data)).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1))
+        sock.settimeout(1)
+        try:
+            early = sock.recv(65536)
+        except socket.timeout:
+            early = b""
+        assert early == b"", f"the server answered before the body: {early!r}"
+        sock.settimeout(5)
+        sock.sendall(data)
+        head, _ = _read_head(sock)
+        assert head.startswith(b"HTTP/1.") and b" 201 " in head.split(b"\r\n")[0] + b" ", head
+    assert http.head(f"/v2/{reg}/expect/blobs/{sha256_digest(data)}").status_code == 200
+
+
 def test_pipelined_expectation_is_answered_after_the_earlier_response(server, http, reg):
     data = random_bytes(64 * 1024)
     target = _upload_target(http, reg, data)
