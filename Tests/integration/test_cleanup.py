@@ -464,7 +464,9 @@ def test_delete_untagged_leaves_recent_pushes(make_server):
     """A multi-arch push uploads its platform manifests, untagged, before the
     index: delete_untagged leaves artifacts pushed within `untagged_grace`."""
     reg = "ugrace"
-    srv = make_server(registries=[reg], extra_args=["--untagged-grace", "2"], label="untagged-grace")
+    # The grace must outlast two pushes and a cleanup run on a loaded debug
+    # build: 2 s was tight enough to be a suspect in a one-off failure.
+    srv = make_server(registries=[reg], extra_args=["--untagged-grace", "6"], label="untagged-grace")
     c = srv.client()
     name = f"{reg}/app"
     amd, arm = small_image(arch="amd64"), small_image(arch="arm64")
@@ -478,7 +480,7 @@ def test_delete_untagged_leaves_recent_pushes(make_server):
     for img in (amd, arm):
         assert c.get_manifest(name, img.digest).content == img.manifest
 
-    time.sleep(2.5)
+    time.sleep(6.5)
     # The index arrives (listing amd64 only); arm64 stays untagged past the grace.
     push_index(c, name, [(amd, {"architecture": "amd64", "os": "linux"})], tag="multi")
     late = run_cleanup(c, reg)
