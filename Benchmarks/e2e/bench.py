@@ -226,9 +226,8 @@ def push_nghttp(server: Server, path: Path, digest: str) -> float:
     in two syscalls, and over h2 spends about twice its HTTP/1.1 CPU."""
     location = start_upload(server, server.tls_url, ("--cacert", server.cert, "--http2"))
     headers = ["-H", ":method: PUT", "-H", "content-type: application/octet-stream"]
-    if server.auth:
-        token = base64.b64encode(f"{server.auth[0]}:{server.auth[1]}".encode()).decode()
-        headers += ["-H", f"authorization: Basic {token}"]
+    for name, value in server.headers().items():
+        headers += ["-H", f"{name.lower()}: {value}"]
     start = time.perf_counter()
     subprocess.run(["nghttp", "--null-out", "--data", str(path), *headers, with_query(location, f"digest={digest}")],
                    capture_output=True, check=True)

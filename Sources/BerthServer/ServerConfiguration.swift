@@ -42,7 +42,7 @@ public struct ServerConfiguration: Sendable {
     public var tlsKeyPath: String?
     /// The HTTP/2 receive window of each stream, in bytes (the connection's is four times it):
     /// the most of one upload a connection buffers, and, over the round trip, one stream's speed.
-    public var http2StreamWindow: Int = 1 << 20
+    public var http2StreamWindow: Int = HTTP2Tuning.defaultStreamWindow
     /// Largest blob accepted, in bytes.
     public var maxBlobSize: Int64 = 64 << 30
     /// Seconds an upload may sit idle before it expires and its space is freed.

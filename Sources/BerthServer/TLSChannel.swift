@@ -96,6 +96,8 @@ struct TLSChannel: HTTPChannelHandler {
 struct HTTP2Tuning: Sendable {
     /// The largest window HTTP/2 allows (2^31 - 1).
     static let maxWindow = Int(Int32.max)
+    /// `http2_stream_window`'s default.
+    static let defaultStreamWindow = 1 << 20
 
     /// The window each stream starts with and is kept at (SETTINGS_INITIAL_WINDOW_SIZE).
     var streamWindow: Int
@@ -109,7 +111,7 @@ struct HTTP2Tuning: Sendable {
 
     /// A stream window in 65,535...2^31-1; the connection's is four times it, so
     /// that a few concurrent uploads (a client pushing layers in parallel) each get theirs.
-    init(streamWindow: Int = 1 << 20) {
+    init(streamWindow: Int = defaultStreamWindow) {
         self.streamWindow = streamWindow
         self.connectionWindow = min(Self.maxWindow, 4 * streamWindow)
     }

@@ -201,27 +201,11 @@ public final class RocksObjectStore: ObjectStore {
             return true
         }
         for digest in digests { try await delete(bucket: bucket, digest: digest) }
-        try await discardUploads(bucket: bucket)
+        _ = try await discardUploads { $0.bucket == bucket }
         var batch = WriteBatch()
         batch.delete(.objects, Self.bucketKey(bucket))
         try await write(batch)
         counters.withLockedValue { _ = $0.buckets.removeValue(forKey: bucket) }
-    }
-
-    /// Discards the bucket's uploads and their bytes. One that a request is
-    /// appending to right now is left to expire: waiting for it would hold the
-    /// bucket's deletion for as long as the client takes to send its body.
-    private func discardUploads(bucket: String) async throws {
-        var uploads: [String] = []
-        try db.scan(.uploads, prefix: Array("u".utf8)) { _, value in
-            let record = try RecordCodec.decode(UploadRecord.self, value)
-            if record.bucket == bucket { uploads.append(record.id) }
-            return true
-        }
-        for id in uploads where locks.tryLock("u:" + id) {
-            defer { locks.release("u:" + id) }
-            if let current = try storedUpload(id) { try await discard(current) }
-        }
     }
 
     public func objects(bucket: String, after: String?, limit: Int) throws -> [ObjectRecord] {
@@ -552,21 +536,29 @@ public final class RocksObjectStore: ObjectStore {
 
     public func expireUploads(idleFor idle: Double) async throws -> Int {
         let cutoff = Date().addingTimeInterval(-idle)
-        var stale: [UploadRecord] = []
+        return try await discardUploads { $0.updated < cutoff }
+    }
+
+    /// Discards the uploads `isDone` picks, with their bytes, and returns how
+    /// many. One that a request is appending to right now is skipped (an idle
+    /// one expires later, a deleted bucket's can no longer complete): waiting
+    /// for it would hold the caller for as long as its client takes to send.
+    private func discardUploads(where isDone: (UploadRecord) -> Bool) async throws -> Int {
+        var picked: [String] = []
         try db.scan(.uploads, prefix: Array("u".utf8)) { _, value in
             let record = try RecordCodec.decode(UploadRecord.self, value)
-            if record.updated < cutoff { stale.append(record) }
+            if isDone(record) { picked.append(record.id) }
             return true
         }
-        var expired = 0
-        for record in stale where locks.tryLock("u:" + record.id) {
-            defer { locks.release("u:" + record.id) }
+        var discarded = 0
+        for id in picked where locks.tryLock("u:" + id) {
+            defer { locks.release("u:" + id) }
             // Re-read under the lock: an append may have landed since the scan.
-            guard let current = try storedUpload(record.id), current.updated < cutoff else { continue }
+            guard let current = try storedUpload(id), isDone(current) else { continue }
             try await discard(current)
-            expired += 1
+            discarded += 1
         }
-        return expired
+        return discarded
     }
 
     public func sweepExtents(grace: Double) async throws -> SweepResult {
