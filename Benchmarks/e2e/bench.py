@@ -34,6 +34,9 @@ from pathlib import Path
 
 import requests
 
+import h2_put
+import tls_get
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -237,6 +240,17 @@ def push_nghttp(server: Server, path: Path, digest: str) -> float:
     return elapsed
 
 
+def push_h2_large_frames(server: Server, path: Path, digest: str) -> float:
+    """The monolithic push over HTTP/2 with h2_put's client: DATA frames as large as
+    the server allows (curl and nghttp send 16 KiB ones)."""
+    location = start_upload(server, server.tls_url, ("--cacert", server.cert, "--http2"))
+    status, elapsed = h2_put.put(with_query(location, f"digest={digest}"), str(path), path.stat().st_size,
+                                 server.cert, server.headers())
+    if status != 201:
+        raise RuntimeError(f"HTTP/2 push to {server.name}: status {status}")
+    return elapsed
+
+
 def push_chunked(server: Server, path: Path, digest: str, chunk: int) -> float:
     """POST, then `chunk`-byte PATCHes one after the other on one keep-alive
     connection, then the closing PUT. Each body is read into one reused buffer
@@ -289,6 +303,15 @@ def pull(server: Server, digest: str, tls: str | None = None) -> float:
     start = time.perf_counter()
     curl(*extra, *auth_args(server), "-o", "/dev/null", f"{base}/v2/{server.repo}/blobs/{digest}")
     return time.perf_counter() - start
+
+
+def pull_tls_lean(server: Server, digest: str, size: int) -> tuple[float, float]:
+    """A TLS pull with tls_get's client (curl is the bottleneck over TLS): seconds, client CPU seconds."""
+    url = f"{server.tls_url}/v2/{server.repo}/blobs/{digest}"
+    received, seconds, cpu = tls_get.get(url, server.cert, server.headers().get("Authorization"))
+    if received != size:
+        raise RuntimeError(f"TLS pull of {digest}: {received} of {size} bytes")
+    return seconds, cpu
 
 
 def push_small_blob(server: Server, size: int = 4096) -> str:
@@ -582,6 +605,7 @@ def main() -> int:
                     ("h1", lambda: push_monolithic(server, blob, digest, tls="1.1")),
                     ("h2", lambda: push_monolithic(server, blob, digest, tls="2")),
                     ("h2 (nghttp)", lambda: push_nghttp(server, blob, digest)),
+                    ("h2 (large frames)", lambda: push_h2_large_frames(server, blob, digest)),
                 )
                 for label, push in tls_pushes:
                     runs = []
@@ -591,6 +615,9 @@ def main() -> int:
                     r[f"blob push TLS {label} MB/s"] = statistics.median(runs)
                 push_monolithic(server, blob, digest)
                 r["blob pull TLS h1 MB/s"] = statistics.median(mb / pull(server, digest, tls="1.1") for _ in range(args.runs))
+                lean = [pull_tls_lean(server, digest, args.blob_mib << 20) for _ in range(args.runs)]
+                r["blob pull TLS h1 (BIO client) MB/s"] = statistics.median(mb / seconds for seconds, _ in lean)
+                r["  its client CPU s per GiB"] = statistics.median(cpu * 1024 / args.blob_mib for _, cpu in lean)
                 delete_blob(server, digest)
                 # Keep one copy for the HEAD workload.
                 push_monolithic(server, blob, digest)
