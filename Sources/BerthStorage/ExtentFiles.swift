@@ -14,6 +14,12 @@ import NIOCore
 /// RocksDB (the upload's or the extent's size), so bytes past that (from an
 /// append that failed or was cut by a crash) are never read and are
 /// overwritten by the next append. Calls block: run them on the blocking pool.
+///
+/// Writes bypass the page cache (`O_DIRECT`) where the file system allows:
+/// a blob is written once and rarely read right away, and on a VM whose free
+/// memory goes back to the host, every fresh page-cache page costs a host
+/// fault: buffered pushes ran at 170–350 MB/s on this machine kind, direct
+/// ones at 430–580 (chunked). Reads stay buffered.
 public struct ExtentFiles: Sendable {
     public let directory: String
 
@@ -42,10 +48,10 @@ public struct ExtentFiles: Sendable {
     /// it durable by name.
     public func openForAppend(_ extent: UInt64, syncingEntry: Bool = false) throws -> Handle {
         let path = path(extent)
-        var fd = open(path, O_WRONLY | O_CLOEXEC)
+        var fd = Self.openWritable(path, flags: 0)
         var created = false
         if fd < 0, errno == ENOENT {
-            fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+            fd = Self.openWritable(path, flags: O_CREAT)
             created = true
         }
         guard fd >= 0 else { throw Self.error(created ? "create" : "open", path) }
@@ -127,17 +133,64 @@ public struct ExtentFiles: Sendable {
         return extents
     }
 
+    /// The alignment of address, offset and length that a direct write needs
+    /// (the largest logical block size Linux file systems use).
+    public static let directAlignment = 4096
+
+    /// An empty buffer for a chunk of `size` bytes whose bytes start at an
+    /// address a direct write accepts.
+    public static func chunkBuffer(size: Int) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: size + directAlignment)
+        let address = buffer.withUnsafeMutableWritableBytes { Int(bitPattern: $0.baseAddress!) }
+        let padding = (directAlignment - address % directAlignment) % directAlignment
+        buffer.moveWriterIndex(forwardBy: padding)
+        buffer.moveReaderIndex(forwardBy: padding)
+        return buffer
+    }
+
+    /// Opens `path` for writing, directly if the file system allows it.
+    private static func openWritable(_ path: String, flags: CInt) -> CInt {
+        if directIOFlag != 0 {
+            let fd = open(path, O_WRONLY | O_CLOEXEC | directIOFlag | flags, 0o600)
+            if fd >= 0 || errno != EINVAL { return fd }
+        }
+        return open(path, O_WRONLY | O_CLOEXEC | flags, 0o600)
+    }
+
     /// An extent file open for writing. Close it when done.
     public struct Handle: Sendable {
         let fd: CInt
         let path: String
 
-        /// Writes all of `bytes` at `offset`.
+        /// Writes all of `bytes` at `offset`. Several writes may run at once
+        /// on one handle if their ranges do not overlap.
         public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
+            if fcntl(fd, F_GETFL) & directIOFlag != 0 {
+                let alignment = ExtentFiles.directAlignment
+                if offset % Int64(alignment) == 0, bytes.count % alignment == 0, bytes.count > 0 {
+                    if Int(bitPattern: bytes.baseAddress!) % alignment == 0 {
+                        do { return try writeAll(bytes, at: offset) } catch is DirectWriteRefused {}
+                    } else {
+                        let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: alignment)
+                        defer { staging.deallocate() }
+                        staging.copyMemory(from: bytes)
+                        do { return try writeAll(UnsafeRawBufferPointer(staging), at: offset) } catch is DirectWriteRefused {}
+                    }
+                }
+                // An unaligned write, or one the device refused: buffered from now on.
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~directIOFlag)
+            }
+            try writeAll(bytes, at: offset)
+        }
+
+        private struct DirectWriteRefused: Error {}
+
+        private func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
             var done = 0
             while done < bytes.count {
                 let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
                 if n < 0, errno == EINTR { continue }
+                if n < 0, errno == EINVAL, fcntl(fd, F_GETFL) & directIOFlag != 0 { throw DirectWriteRefused() }
                 guard n >= 0 else { throw ExtentFiles.error("write", path) }
                 guard n > 0 else { throw StorageError("extent file write \(path): no progress") }
                 done += n
@@ -189,6 +242,16 @@ public struct ExtentFiles: Sendable {
 private func closeDescriptor(_ fd: CInt) {
     _ = close(fd)
 }
+
+/// Linux's `O_DIRECT`, which Glibc's Swift module hides behind `_GNU_SOURCE`;
+/// 0 (buffered writes) where its value is not known here.
+#if os(Linux) && arch(x86_64)
+private let directIOFlag: CInt = 0o40000
+#elseif os(Linux) && arch(arm64)
+private let directIOFlag: CInt = 0o200000
+#else
+private let directIOFlag: CInt = 0
+#endif
 
 /// Linux's `sync_file_range`, which Glibc's Swift module hides behind `_GNU_SOURCE`.
 private let syncFileRange: (@convention(c) (CInt, Int64, Int64, CUnsignedInt) -> CInt)? = {

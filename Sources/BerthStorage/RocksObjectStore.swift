@@ -361,18 +361,16 @@ public final class RocksObjectStore: ObjectStore {
             if let expectedLength, record.size + expectedLength > maxObjectSize {
                 throw ObjectStoreError.tooLarge(limit: maxObjectSize)
             }
-            var file: ExtentFiles.Handle?
-            defer { file?.close() }
+            let db = self.db
+            let chunkSize = record.chunkSize
+            let extent = record.extent
+            var writer = ChunkWriter(
+                files: files, pool: pool, extent: extent, syncingEntry: record.size < Int64(chunkSize))
             do {
-                let db = self.db
-                let files = self.files
-                let chunkSize = record.chunkSize
-                let extent = record.extent
                 var hasher = session.hasher
                 var size = record.size
                 var index = size / Int64(chunkSize)
-                var tail = ByteBuffer()
-                tail.reserveCapacity(chunkSize)
+                var tail = ExtentFiles.chunkBuffer(size: chunkSize)
                 let carried = Int(size % Int64(chunkSize))
                 if carried > 0 {
                     try db.withValue(.chunks, Self.chunkKey(extent, index)) { bytes in
@@ -399,34 +397,20 @@ public final class RocksObjectStore: ObjectStore {
                         var slice = buffer.readSlice(length: take)!
                         tail.writeBuffer(&slice)
                         if tail.readableBytes == chunkSize {
-                            let full = tail
-                            let offset = index * Int64(chunkSize)
-                            let opened = file
-                            let firstFullChunk = record.size < Int64(chunkSize)
-                            file = try await pool.run {
-                                let handle = try opened ?? files.openForAppend(extent, syncingEntry: firstFullChunk)
-                                do {
-                                    try full.withUnsafeReadableBytes { try handle.write($0, at: offset) }
-                                } catch {
-                                    if opened == nil { handle.close() }
-                                    throw error
-                                }
-                                // Keep the dirty pages of this upload bounded and the final sync short.
-                                let window = Int64(Self.writebackWindow)
-                                if (offset + Int64(chunkSize)) % window == 0 {
-                                    handle.startWriteback(offset: offset + Int64(chunkSize) - window, count: window)
-                                }
-                                return handle
-                            }
+                            try await writer.write(tail, at: index * Int64(chunkSize))
                             index += 1
-                            tail.clear()
+                            tail = ExtentFiles.chunkBuffer(size: chunkSize)  // the write in flight holds the old one
                         }
                     }
                 }
                 if let expectedLength, received < expectedLength {
                     throw ObjectStoreError.incomplete(expected: expectedLength, received: received)
                 }
-                if received == 0 { return record }
+                try await writer.finish()
+                if received == 0 {
+                    await writer.close()
+                    return record
+                }
                 record.size = size
                 record.updated = Date()
                 var batch = WriteBatch()
@@ -438,15 +422,17 @@ public final class RocksObjectStore: ObjectStore {
                     batch.put(.chunks, Self.chunkKey(extent, index), Array(tail.readableBytesView))
                 }
                 batch.put(.uploads, Self.uploadKey(id), RecordCodec.encode(record))
-                try await pool.run { [batch, file] in
+                try await pool.run { [batch, file = writer.handle] in
                     try file?.sync()
                     try db.write(batch, .synced)
                 }
+                await writer.close()
                 session.record = record
                 session.hasher = hasher
                 counters.withLockedValue { $0.uploads[id] = size }
                 return record
             } catch {
+                await writer.close()
                 // The stored state is the last durable one; rebuild from it next time.
                 live.withLockedValue { _ = $0.removeValue(forKey: id) }
                 throw error

@@ -40,6 +40,42 @@ import Testing
         }
     }
 
+    /// Chunks of 64 KiB are written directly (and two at a time); a carried
+    /// tail, appends in odd pieces and ranged reads see every byte.
+    @Test func directWritesKeepEveryByte() async throws {
+        try await withStore(chunkSize: 64 << 10) { store, _ in
+            try await store.objects.createBucket("a")
+            let bytes = random(1_000_000)
+            let upload = try await startUpload(store, "a", Array(bytes[0..<100_000]))
+            _ = try await store.objects.append(
+                upload: upload.id, start: 100_000, expectedLength: nil, body: body(Array(bytes[100_000...]), piece: 33_333))
+            #expect(fileSize(store, upload.extent) == 15 * (64 << 10))
+            let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
+            #expect(try await readAll(store, object) == bytes)
+            #expect(try await readAll(store, object, 65_000..<900_001) == Array(bytes[65_000..<900_001]))
+        }
+    }
+
+    /// A handle writes aligned bytes directly, copies misaligned memory to an
+    /// aligned buffer, and falls back to buffered writes for unaligned ranges.
+    @Test func handleWritesAlignedAndUnalignedRanges() throws {
+        let directory = scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let files = try ExtentFiles(directory: directory)
+        let bytes = random(5 * 4096 + 100)
+        let handle = try files.openForAppend(7)
+        var aligned = ExtentFiles.chunkBuffer(size: 8192)
+        aligned.writeBytes(bytes[0..<8192])
+        try aligned.withUnsafeReadableBytes { try handle.write($0, at: 0) }
+        try bytes[8192..<12288].withUnsafeBytes { try handle.write($0, at: 8192) }
+        try bytes[12288..<12388].withUnsafeBytes { try handle.write($0, at: 12288) }
+        try bytes[12388...].withUnsafeBytes { try handle.write($0, at: 12388) }
+        try handle.sync()
+        handle.close()
+        let read = try #require(try files.read(7, offset: 0, count: bytes.count))
+        #expect(Array(read.readableBytesView) == bytes)
+    }
+
     @Test func aCarriedTailMovesIntoTheFile() async throws {
         try await withStore { store, _ in
             try await store.objects.createBucket("a")
