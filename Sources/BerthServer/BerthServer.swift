@@ -33,7 +33,7 @@ public enum BerthServer {
         }
         return try Store(
             directory: URL(fileURLWithPath: configuration.dataDir).appendingPathComponent("db").path,
-            maxObjectSize: configuration.maxBlobSize)
+            maxObjectSize: configuration.maxBlobSize, directWrites: configuration.directWrites)
     }
 
     public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {

@@ -45,6 +45,9 @@ public struct ServerConfiguration: Sendable {
     public var http2StreamWindow: Int = HTTP2Tuning.defaultStreamWindow
     /// Largest blob accepted, in bytes.
     public var maxBlobSize: Int64 = 64 << 30
+    /// Whether blob bytes bypass the page cache on their way to the disk
+    /// (`O_DIRECT`; see ``ExtentFiles``).
+    public var directWrites = true
     /// Seconds an upload may sit idle before it expires and its space is freed.
     public var uploadTimeout: Double = 3600
     /// Seconds an unreferenced extent is kept before it is swept.

@@ -15,17 +15,21 @@ import NIOCore
 /// append that failed or was cut by a crash) are never read and are
 /// overwritten by the next append. Calls block: run them on the blocking pool.
 ///
-/// Writes bypass the page cache (`O_DIRECT`) where the file system allows:
+/// Writes bypass the page cache (`O_DIRECT`) where the file system allows,
+/// unless `directWrites` is off:
 /// a blob is written once and rarely read right away, and on a VM whose free
 /// memory goes back to the host, every fresh page-cache page costs a host
 /// fault: buffered pushes ran at 170–350 MB/s on this machine kind, direct
 /// ones at 430–580 (chunked). Reads stay buffered.
 public struct ExtentFiles: Sendable {
     public let directory: String
+    /// Whether files are opened for direct writes (where the file system allows).
+    public let directWrites: Bool
 
     /// Creates the directory and its 256 subdirectories if missing, durably.
-    public init(directory: String) throws {
+    public init(directory: String, directWrites: Bool = true) throws {
         self.directory = directory
+        self.directWrites = directWrites
         var created = try Self.makeDirectory(directory)
         for fanout in 0..<256 {
             created = try Self.makeDirectory(directory + "/" + Self.hex(UInt64(fanout), digits: 2)) || created
@@ -48,10 +52,10 @@ public struct ExtentFiles: Sendable {
     /// it durable by name.
     public func openForAppend(_ extent: UInt64, syncingEntry: Bool = false) throws -> Handle {
         let path = path(extent)
-        var fd = Self.openWritable(path, flags: 0)
+        var fd = openWritable(path, flags: 0)
         var created = false
         if fd < 0, errno == ENOENT {
-            fd = Self.openWritable(path, flags: O_CREAT)
+            fd = openWritable(path, flags: O_CREAT)
             created = true
         }
         guard fd >= 0 else { throw Self.error(created ? "create" : "open", path) }
@@ -148,9 +152,9 @@ public struct ExtentFiles: Sendable {
         return buffer
     }
 
-    /// Opens `path` for writing, directly if the file system allows it.
-    private static func openWritable(_ path: String, flags: CInt) -> CInt {
-        if directIOFlag != 0 {
+    /// Opens `path` for writing, directly if asked and the file system allows it.
+    private func openWritable(_ path: String, flags: CInt) -> CInt {
+        if directWrites, directIOFlag != 0 {
             let fd = open(path, O_WRONLY | O_CLOEXEC | directIOFlag | flags, 0o600)
             if fd >= 0 || errno != EINVAL { return fd }
         }

@@ -9,10 +9,13 @@ public final class Store: Sendable {
     public let files: ExtentFiles
     public let objects: RocksObjectStore
 
-    public init(directory: String, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30, threads: Int = 16) throws {
+    public init(
+        directory: String, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30, threads: Int = 16,
+        directWrites: Bool = true
+    ) throws {
         db = try RocksDB(path: directory)
         pool = BlockingPool(threads: threads)
-        files = try ExtentFiles(directory: directory + "/extents")
+        files = try ExtentFiles(directory: directory + "/extents", directWrites: directWrites)
         objects = try RocksObjectStore(
             db: db, pool: pool, files: files, chunkSize: chunkSize, maxObjectSize: maxObjectSize)
     }

@@ -48,6 +48,8 @@ struct Settings: ParsableArguments {
     @Option(help: "HTTP/2 receive window per stream in bytes, the connection's four times it (default 1048576).")
     var http2StreamWindow: String?
     @Option(help: "Largest blob accepted, in bytes (default 64 GiB).") var maxBlobSize: String?
+    @Option(help: "true or false: blob bytes bypass the page cache on their way to the disk (default true).")
+    var directWrites: String?
     @Option(help: "Seconds an idle upload lives before it expires (default 3600).") var uploadTimeout: String?
     @Option(help: "Seconds a registry token is valid, at most 43200 (default 43200).") var tokenTtl: String?
     @Option(help: "Failed authentications per minute from one source or key before 429 (default 10).")
@@ -74,7 +76,7 @@ struct Settings: ParsableArguments {
                 ("private_https", privateHttps), ("public_host", publicHost), ("private_host", privateHost),
                 ("host_names", hostNames.isEmpty ? nil : hostNames.joined(separator: ",")),
                 ("tls_cert", tlsCert), ("tls_key", tlsKey),
-                ("http2_stream_window", http2StreamWindow), ("max_blob_size", maxBlobSize),
+                ("http2_stream_window", http2StreamWindow), ("max_blob_size", maxBlobSize), ("direct_writes", directWrites),
                 ("upload_timeout", uploadTimeout), ("token_ttl", tokenTtl),
                 ("auth_failure_limit", authFailureLimit), ("backup_dir", backupDir),
                 ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),
