@@ -41,7 +41,7 @@ struct ChunkWriter {
             Task {
                 try await pool.run {
                     try chunk.withUnsafeReadableBytes { try handle.write($0, at: offset) }
-                    // Keep the dirty pages of this upload bounded and the final sync short.
+                    // Buffered handles: keep this upload's dirty pages bounded and the final sync short.
                     let window = Int64(RocksObjectStore.writebackWindow)
                     let end = offset + Int64(chunk.readableBytes)
                     if end % window == 0 { handle.startWriteback(offset: end - window, count: window) }
@@ -59,7 +59,7 @@ struct ChunkWriter {
         if let failure { throw failure }
     }
 
-    /// Waits for the write in flight, whatever its outcome, and closes the file.
+    /// Waits for the writes in flight, whatever their outcome, and closes the file.
     mutating func close() async {
         _ = try? await finish()
         handle?.close()

@@ -15,12 +15,11 @@ import NIOCore
 /// append that failed or was cut by a crash) are never read and are
 /// overwritten by the next append. Calls block: run them on the blocking pool.
 ///
-/// Writes bypass the page cache (`O_DIRECT`) where the file system allows,
-/// unless `directWrites` is off:
-/// a blob is written once and rarely read right away, and on a VM whose free
-/// memory goes back to the host, every fresh page-cache page costs a host
-/// fault: buffered pushes ran at 170–350 MB/s on this machine kind, direct
-/// ones at 430–580 (chunked). Reads stay buffered.
+/// Unless `directWrites` is off, writes bypass the page cache (`O_DIRECT`)
+/// where the file system allows. A blob is written once and seldom read at
+/// once, and on a VM whose free memory goes back to the host every fresh
+/// page-cache page costs a host fault: chunked pushes ran at 172–311 MB/s
+/// buffered on this machine kind, 483–660 direct. Reads stay buffered.
 public struct ExtentFiles: Sendable {
     public let directory: String
     /// Whether files are opened for direct writes (where the file system allows).
