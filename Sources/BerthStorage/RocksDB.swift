@@ -60,6 +60,9 @@ public struct RocksDBOptions: Sendable {
     public var chunkMemtableBytes: Int = 16 << 20
     public var chunkMemtableCount: Int32 = 3
     public var metadataMemtableBytes: Int = 16 << 20
+    /// The event log's memtables: one event per manifest GET fills them at
+    /// request rate, and what they hold is only ever read back in pages.
+    public var eventMemtableBytes: Int = 4 << 20
     public var blockCacheBytes: Int = 32 << 20
     public var blobFileBytes: UInt64 = 256 << 20
     public var minBlobBytes: UInt64 = 4096
@@ -108,6 +111,10 @@ public final class RocksDB: @unchecked Sendable {
                 rocksdb_options_set_blob_compression_type(o, Int32(rocksdb_no_compression))
                 rocksdb_options_set_enable_blob_gc(o, 1)
                 rocksdb_options_set_blob_gc_age_cutoff(o, 0.25)
+            case .events:
+                rocksdb_options_set_write_buffer_size(o, tuning.eventMemtableBytes)
+                rocksdb_options_set_max_write_buffer_number(o, 2)
+                rocksdb_options_set_compression(o, Int32(rocksdb_lz4_compression))
             default:
                 rocksdb_options_set_write_buffer_size(o, tuning.metadataMemtableBytes)
                 rocksdb_options_set_max_write_buffer_number(o, 2)
