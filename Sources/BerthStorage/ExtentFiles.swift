@@ -165,10 +165,14 @@ public struct ExtentFiles: Sendable {
         let fd: CInt
         let path: String
 
+        /// Whether writes go to the disk directly (not once a write needed the
+        /// buffered path).
+        var isDirect: Bool { fcntl(fd, F_GETFL) & directIOFlag != 0 }
+
         /// Writes all of `bytes` at `offset`. Several writes may run at once
         /// on one handle if their ranges do not overlap.
         public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
-            if fcntl(fd, F_GETFL) & directIOFlag != 0 {
+            if isDirect {
                 let alignment = ExtentFiles.directAlignment
                 if offset % Int64(alignment) == 0, bytes.count % alignment == 0, bytes.count > 0 {
                     if Int(bitPattern: bytes.baseAddress!) % alignment == 0 {
@@ -193,7 +197,7 @@ public struct ExtentFiles: Sendable {
             while done < bytes.count {
                 let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
                 if n < 0, errno == EINTR { continue }
-                if n < 0, errno == EINVAL, fcntl(fd, F_GETFL) & directIOFlag != 0 { throw DirectWriteRefused() }
+                if n < 0, errno == EINVAL, isDirect { throw DirectWriteRefused() }
                 guard n >= 0 else { throw ExtentFiles.error("write", path) }
                 guard n > 0 else { throw StorageError("extent file write \(path): no progress") }
                 done += n

@@ -58,17 +58,26 @@ import Testing
 
     /// A handle writes aligned bytes directly, copies misaligned memory to an
     /// aligned buffer, and falls back to buffered writes for unaligned ranges.
+    /// (Direct where the scratch directory's file system takes `O_DIRECT`.)
     @Test func handleWritesAlignedAndUnalignedRanges() throws {
         let directory = scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let files = try ExtentFiles(directory: directory)
         let bytes = random(5 * 4096 + 100)
         let handle = try files.openForAppend(7)
+        let openedDirect = handle.isDirect
         var aligned = ExtentFiles.chunkBuffer(size: 8192)
         aligned.writeBytes(bytes[0..<8192])
         try aligned.withUnsafeReadableBytes { try handle.write($0, at: 0) }
-        try bytes[8192..<12288].withUnsafeBytes { try handle.write($0, at: 8192) }
+        // Memory 16 bytes past a page boundary: copied, still written directly.
+        let misaligned = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096 + 16, alignment: 4096)
+        defer { misaligned.deallocate() }
+        let unaligned = UnsafeMutableRawBufferPointer(rebasing: misaligned[16..<(4096 + 16)])
+        bytes[8192..<12288].withUnsafeBytes { unaligned.copyMemory(from: $0) }
+        try handle.write(UnsafeRawBufferPointer(unaligned), at: 8192)
+        #expect(handle.isDirect == openedDirect)
         try bytes[12288..<12388].withUnsafeBytes { try handle.write($0, at: 12288) }
+        #expect(!handle.isDirect)
         try bytes[12388...].withUnsafeBytes { try handle.write($0, at: 12388) }
         try handle.sync()
         handle.close()

@@ -1,0 +1,27 @@
+import HummingbirdCore
+import Logging
+import NIOCore
+
+/// Hummingbird's HTTP/1.1 channel with ``ExpectContinueHandler`` behind its
+/// codec and ``HTTP10ExpectationFilter`` in front of it.
+struct BerthHTTP1Channel: HTTPChannelHandler {
+    typealias Value = HTTP1Channel.Value
+
+    private let http1: HTTP1Channel
+    var responder: Responder { http1.responder }
+
+    init(responder: @escaping Responder) {
+        http1 = HTTP1Channel(responder: responder, configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]))
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        http1.setup(channel: channel, logger: logger).flatMapThrowing { value in
+            try HTTP10ExpectationFilter.install(in: channel)
+            return value
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await http1.handle(value: value, logger: logger)
+    }
+}
