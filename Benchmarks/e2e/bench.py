@@ -589,16 +589,20 @@ def main() -> int:
                 # This VM's disk speed moves within a run: the pushes' share of
                 # it is taken against `dd` right before them, too.
                 r["disk durable write MB/s, before blobs"] = durable_write(work) or 0
-                mono, chunked, pulls = [], [], []
+                mono, chunked, pulls, pulls_again = [], [], [], []
                 for _ in range(args.runs):
                     mono.append(mb / push_monolithic(server, blob, digest))
+                    # Right after the push (the blob is in the page cache if the
+                    # push left it there), then once more (it is, either way).
                     pulls.append(mb / pull(server, digest))
+                    pulls_again.append(mb / pull(server, digest))
                     delete_blob(server, digest)
                     chunked.append(mb / push_chunked(server, blob, digest, 8 << 20))
                     delete_blob(server, digest)
                 r["blob push monolithic MB/s"] = statistics.median(mono)
                 r["blob push chunked 8 MiB MB/s"] = statistics.median(chunked)
                 r["blob pull MB/s"] = statistics.median(pulls)
+                r["blob pull again (cached) MB/s"] = statistics.median(pulls_again)
                 # The same push over TLS: HTTP/1.1, then HTTP/2 (flow-control windows matter
                 # here) with curl and with nghttp; then a TLS pull.
                 tls_pushes = (
