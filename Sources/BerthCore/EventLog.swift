@@ -178,7 +178,7 @@ public final class EventLog: Sendable {
     public func trim(olderThan cutoff: Date) async throws -> Int {
         var last: Int64?
         var count = 0
-        try db.scan(.events, prefix: []) { key, value in
+        try db.scan(.events, prefix: [], fillingCache: false) { key, value in
             let event = try RecordCodec.decode(EventRecord.self, value)
             guard event.time < cutoff else { return false }
             last = Int64(bitPattern: UInt64(bigEndianBytes: key))

@@ -8,7 +8,8 @@ public protocol ObjectStore: Sendable {
     /// Removes the bucket, every object in it and its uploads in progress.
     func deleteBucket(_ bucket: String) async throws
     func object(bucket: String, digest: String) throws -> ObjectRecord?
-    /// Objects of a bucket in digest order, `limit` at most, after digest `after`.
+    /// Objects of a bucket in digest order, `limit` at most, after digest `after`
+    /// (for sweeps: what it reads does not stay in the block cache).
     func objects(bucket: String, after: String?, limit: Int) throws -> [ObjectRecord]
     /// The bytes of `object` in `range`, streamed a chunk at a time.
     func read(_ object: ObjectRecord, range: Range<Int64>) -> ObjectReader

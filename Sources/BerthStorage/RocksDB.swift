@@ -82,6 +82,7 @@ public final class RocksDB: @unchecked Sendable {
     private let unloggedWrite: OpaquePointer
     private let readOptions: OpaquePointer
     private let bulkReadOptions: OpaquePointer
+    private let sweepReadOptions: OpaquePointer
     private let cache: OpaquePointer
     public let path: String
 
@@ -165,6 +166,8 @@ public final class RocksDB: @unchecked Sendable {
         // CPU, measured): every byte was hashed against its digest when it was
         // written, and clients verify the digest of what they pull.
         rocksdb_readoptions_set_verify_checksums(bulkReadOptions, 0)
+        sweepReadOptions = rocksdb_readoptions_create()
+        rocksdb_readoptions_set_fill_cache(sweepReadOptions, 0)
     }
 
     deinit {
@@ -176,6 +179,7 @@ public final class RocksDB: @unchecked Sendable {
         rocksdb_writeoptions_destroy(unloggedWrite)
         rocksdb_readoptions_destroy(readOptions)
         rocksdb_readoptions_destroy(bulkReadOptions)
+        rocksdb_readoptions_destroy(sweepReadOptions)
         rocksdb_cache_destroy(cache)
     }
 
@@ -299,13 +303,20 @@ public final class RocksDB: @unchecked Sendable {
         try check(error)
     }
 
+    /// The bytes the block cache holds now.
+    public var blockCacheBytesInUse: Int { rocksdb_cache_get_usage(cache) }
+
     /// Calls `body` for each entry whose key starts with `prefix`, beginning
     /// strictly after `after` or at `from` when given, until `body` returns false.
+    ///
+    /// `fillingCache: false` suits a sweep over a whole family (a count at
+    /// start, a garbage collection): its blocks are read once and would push
+    /// out of the block cache the ones requests use.
     public func scan(
-        _ family: ColumnFamily, prefix: [UInt8], after: [UInt8]? = nil, from: [UInt8]? = nil,
+        _ family: ColumnFamily, prefix: [UInt8], after: [UInt8]? = nil, from: [UInt8]? = nil, fillingCache: Bool = true,
         _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
     ) throws {
-        let iterator = rocksdb_create_iterator_cf(db, readOptions, handle(family))!
+        let iterator = rocksdb_create_iterator_cf(db, fillingCache ? readOptions : sweepReadOptions, handle(family))!
         defer { rocksdb_iter_destroy(iterator) }
         let start = after ?? from ?? prefix
         start.withUnsafeBufferPointer { s in

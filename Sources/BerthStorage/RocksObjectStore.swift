@@ -61,20 +61,20 @@ public final class RocksObjectStore: ObjectStore {
         self.maxObjectSize = maxObjectSize
         var counters = Counters()
         var known = Set<UInt64>()
-        try db.scan(.objects, prefix: Array("o".utf8)) { key, value in
+        try db.scan(.objects, prefix: Array("o".utf8), fillingCache: false) { key, value in
             let record = try RecordCodec.decode(ObjectRecord.self, value)
             let bucket = Key.components(key)[0]
             counters.buckets[bucket, default: .init()].objects += 1
             counters.buckets[bucket, default: .init()].bytes += record.size
             return true
         }
-        try db.scan(.objects, prefix: Array("e".utf8)) { key, value in
+        try db.scan(.objects, prefix: Array("e".utf8), fillingCache: false) { key, value in
             counters.physicalBytes += try RecordCodec.decode(ExtentRecord.self, value).size
             known.insert(UInt64(bigEndianBytes: key.dropFirst()))
             return true
         }
         var uploads: [UploadRecord] = []
-        try db.scan(.uploads, prefix: Array("u".utf8)) { _, value in
+        try db.scan(.uploads, prefix: Array("u".utf8), fillingCache: false) { _, value in
             let record = try RecordCodec.decode(UploadRecord.self, value)
             counters.uploads[record.id] = record.size
             known.insert(record.extent)
@@ -210,7 +210,9 @@ public final class RocksObjectStore: ObjectStore {
 
     public func objects(bucket: String, after: String?, limit: Int) throws -> [ObjectRecord] {
         var records: [ObjectRecord] = []
-        try db.scan(.objects, prefix: Key("o", bucket).childPrefix, after: after.map { Self.objectKey(bucket, $0) }) { _, value in
+        try db.scan(
+            .objects, prefix: Key("o", bucket).childPrefix, after: after.map { Self.objectKey(bucket, $0) }, fillingCache: false
+        ) { _, value in
             records.append(try RecordCodec.decode(ObjectRecord.self, value))
             return records.count < limit
         }
