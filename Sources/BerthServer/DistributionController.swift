@@ -252,14 +252,19 @@ struct DistributionController: RouterMiddleware {
         ]
         var range: Range<Int64> = 0..<object.size
         var status = HTTPResponse.Status.ok
-        if let header = request.headers[.range] {
-            guard let parsed = ByteRange.parse(header, size: object.size) else {
+        // Range applies to GET only (RFC 9110 §14.2): a HEAD describes the whole blob.
+        if request.method == .get, let header = request.headers[.range] {
+            switch ByteRange.select(header, size: object.size) {
+            case .whole:
+                break
+            case .part(let parsed):
+                range = parsed
+                status = .partialContent
+                headers[.contentRange] = "bytes \(parsed.lowerBound)-\(parsed.upperBound - 1)/\(object.size)"
+            case .unsatisfiable:
                 throw RegistryError(.rangeInvalid, "range '\(header)' is not satisfiable for a blob of \(object.size) bytes")
                     .with(header: "bytes */\(object.size)")
             }
-            range = parsed
-            status = .partialContent
-            headers[.contentRange] = "bytes \(parsed.lowerBound)-\(parsed.upperBound - 1)/\(object.size)"
         }
         headers[.contentLength] = String(range.count)
         if request.method == .head || range.isEmpty { return Response(status: status, headers: headers) }
@@ -332,9 +337,10 @@ struct DistributionController: RouterMiddleware {
             guard let range = ByteRange.parseChunk(header) else {
                 throw RegistryError(.rangeInvalid, "Content-Range '\(header)' is not of the form <start>-<end>")
             }
-            if let length = request.contentLength, length != range.end - range.start + 1 {
+            // Compared without adding one: `end` may be as large as Int64 allows.
+            if let length = request.contentLength, length - 1 != range.end - range.start {
                 throw RegistryError(
-                    .sizeInvalid, "Content-Range \(header) covers \(range.end - range.start + 1) bytes but Content-Length is \(length)")
+                    .sizeInvalid, "Content-Range \(header) does not cover the Content-Length of \(length) bytes")
             }
             start = range.start
         }

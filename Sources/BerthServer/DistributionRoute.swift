@@ -40,6 +40,25 @@ enum DistributionRoute: Equatable {
 
 /// An HTTP byte range resolved against a resource's size.
 enum ByteRange {
+    /// What a GET's `Range` header asks of a resource.
+    enum Selection: Equatable {
+        /// The whole resource (200): a unit other than bytes, or several ranges,
+        /// which RFC 9110 lets a server ignore. Clients that ask for several
+        /// (containers/image's partial pulls) take the whole body and split it.
+        case whole
+        /// One range (206).
+        case part(Range<Int64>)
+        /// A malformed or unsatisfiable byte range (416).
+        case unsatisfiable
+    }
+
+    /// Resolves a `Range` header (`bytes=a-b`, `bytes=a-` or `bytes=-n`) against a resource of `size` bytes.
+    static func select(_ header: String, size: Int64) -> Selection {
+        guard header.hasPrefix("bytes=") else { return .whole }
+        guard !header.contains(",") else { return .whole }
+        return parse(header, size: size).map(Selection.part) ?? .unsatisfiable
+    }
+
     /// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n`; `nil` when unsatisfiable or malformed.
     static func parse(_ header: String, size: Int64) -> Range<Int64>? {
         guard header.hasPrefix("bytes="), !header.contains(",") else { return nil }
@@ -54,7 +73,8 @@ enum ByteRange {
         guard let start = Int64(first), start >= 0, start < size else { return nil }
         if last.isEmpty { return start..<size }
         guard let end = Int64(last), end >= start else { return nil }
-        return start..<min(end + 1, size)
+        // `end` may be as large as Int64 allows: compare before adding one.
+        return start..<(end >= size - 1 ? size : end + 1)
     }
 
     /// Parses an upload chunk's `Content-Range`: `a-b`, tolerating a `bytes ` or `bytes=` prefix and a `/total` suffix.

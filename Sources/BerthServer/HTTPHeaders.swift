@@ -15,7 +15,7 @@ extension HTTPField.Name {
 extension Request {
     /// The declared body length, when the request has a `Content-Length`.
     var contentLength: Int64? {
-        headers[.contentLength].flatMap { Int64($0) }
+        headers[.contentLength].flatMap { Int64($0) }.flatMap { $0 >= 0 ? $0 : nil }
     }
 
     func query(_ name: String) -> String? {

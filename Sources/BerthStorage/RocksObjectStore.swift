@@ -360,7 +360,7 @@ public final class RocksObjectStore: ObjectStore {
             let session = try await session(id)
             var record = session.record
             if let start, start != record.size { throw ObjectStoreError.rangeMismatch(current: record.size) }
-            if let expectedLength, record.size + expectedLength > maxObjectSize {
+            if let expectedLength, expectedLength > maxObjectSize - record.size {
                 throw ObjectStoreError.tooLarge(limit: maxObjectSize)
             }
             let db = self.db

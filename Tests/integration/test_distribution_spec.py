@@ -403,6 +403,58 @@ def test_range_beyond_size_is_416(http, range_blob, range_header):
     assert_status(r, 416)
 
 
+@pytest.mark.parametrize(
+    "range_header",
+    [
+        "bytes=0-9,100-199",  # several ranges (containers/image's partial pulls): RFC 9110 lets the server ignore them
+        "items=0-5",  # a unit the server does not know: ignored (RFC 9110 §14.2)
+    ],
+)
+def test_ranges_the_server_ignores_get_the_whole_blob(http, range_blob, range_header):
+    name, digest, data = range_blob
+    r = http.get_blob(name, digest, headers={"Range": range_header})
+    assert_status(r, 200)
+    assert "Content-Range" not in r.headers, describe(r)
+    assert r.content == data
+
+
+def test_head_ignores_range(http, range_blob):
+    name, digest, data = range_blob
+    h = http.head(f"/v2/{name}/blobs/{digest}", headers={"Range": "bytes=0-9"})
+    assert_status(h, 200)
+    assert int(h.headers["Content-Length"]) == len(data)
+    assert "Content-Range" not in h.headers, describe(h)
+
+
+def test_largest_numbers_in_range_headers_are_answered(server, http, range_blob, reg):
+    """Numbers at Int64's limit once trapped on overflow and killed the server."""
+    name, digest, data = range_blob
+    r = http.get_blob(name, digest, headers={"Range": "bytes=0-9223372036854775807"})
+    assert_status(r, 206)
+    assert r.headers.get("Content-Range") == "bytes 0-999/1000", describe(r)
+    assert r.content == data
+
+    s = http.start_upload(f"{reg}/overflow")
+    assert_status(s, 202)
+    loc = http.abs_location(s)
+    r = http.patch(loc, data=b"abc", headers={**OCTET, "Content-Range": "0-9223372036854775807"})
+    assert r.status_code in (400, 416), describe(r)
+
+    # A declared length at Int64's limit on an upload that already holds bytes:
+    # sent raw, since an HTTP library would send the body's real length.
+    r = http.patch(loc, data=b"abc", headers=OCTET)
+    assert_status(r, 202)
+    path = path_of(http.abs_location(r))
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=30) as sock:
+        sock.sendall(
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {http.auth_headers()['Authorization']}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: 9223372036854775807\r\n\r\nxyz".encode()
+        )
+        head = sock.recv(4096).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert_status(http.get("/v2/"), 200)
+
+
 def test_head_and_get_blob(http, range_blob):
     name, digest, data = range_blob
     h = http.head_blob(name, digest)
