@@ -304,7 +304,9 @@ struct DistributionController: RouterMiddleware {
             // against the rights, not a token's scope, which clients do not always widen to the source).
             var unscoped = principal
             unscoped.tokenAccess = nil
+            // On a public listener a registry whose public URI is off does not exist, as a source either.
             if let source = (try? Names.splitRepository(from))?.registry,
+                exposure == .private || isPublic(source),
                 access.decide(unscoped, .pull, registry: source, repository: from) == .allow,
                 let object = try await registry.mount(name: name, digest: digest, from: from)
             {

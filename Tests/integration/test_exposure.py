@@ -84,6 +84,24 @@ def test_public_uri_switched_off(two_listeners):
     assert requests.get(public + "/v2/vpconly/app/manifests/v1", auth=auth).status_code == 200
 
 
+def test_public_listener_mounts_nothing_from_a_private_only_registry(two_listeners):
+    (public, private), auth = two_listeners
+    for name in ("pubdst", "vpcsrc"):
+        assert requests.post(public + "/api/v1/registries", json={"name": name}, auth=auth).status_code == 201
+    _push(public, auth, "vpcsrc/app")
+    digest = "sha256:" + hashlib.sha256(b'{"architecture":"amd64","os":"linux"}').hexdigest()
+    requests.patch(public + "/api/v1/registries/vpcsrc", json={"public_uri_enabled": False}, auth=auth).raise_for_status()
+
+    # Through the public listener the source does not exist: an upload session, no mount.
+    r = requests.post(f"{public}/v2/pubdst/app/blobs/uploads/?mount={digest}&from=vpcsrc/app", auth=auth)
+    assert r.status_code == 202, r.text
+    assert requests.head(f"{public}/v2/pubdst/app/blobs/{digest}", auth=auth).status_code == 404
+    # Through the private listener it does, and the mount happens.
+    r = requests.post(f"{private}/v2/pubdst/app/blobs/uploads/?mount={digest}&from=vpcsrc/app", auth=auth)
+    assert r.status_code == 201, r.text
+    assert requests.head(f"{public}/v2/pubdst/app/blobs/{digest}", auth=auth).status_code == 200
+
+
 def test_registry_detail_shows_uris_and_commands(two_listeners):
     (public, _), auth = two_listeners
     requests.post(public + "/api/v1/registries", json={"name": "shown"}, auth=auth).raise_for_status()
