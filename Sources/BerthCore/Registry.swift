@@ -86,6 +86,9 @@ public final class Registry: Sendable {
                 throw RegistryError(.conflict, "registry '\(name)' already exists")
             }
             let record = RegistryRecord(name: name, created: Date())
+            // A deletion of a registry of this name cut short may have left its bucket: empty it
+            // first, so none of the old registry's blobs shows up in the new one.
+            try await objects.deleteBucket(name)
             try await objects.createBucket(name)
             var batch = WriteBatch()
             batch.put(.catalog, CatalogKey.registry(name).bytes, RecordCodec.encode(record))
@@ -165,6 +168,21 @@ public final class Registry: Sendable {
             try await objects.deleteBucket(name)
             logger.info("registry deleted", metadata: ["registry": "\(name)", "force": "\(force)"])
         }
+    }
+
+    /// Finishes deletions of registries cut short (by a crash, say) after
+    /// their records went: empties every bucket no registry owns. Returns their names.
+    public func finishInterruptedDeletions() async throws -> [String] {
+        var finished: [String] = []
+        for bucket in try objects.buckets() where try registry(bucket) == nil {
+            try await locks.withLock("registry:" + bucket) {
+                // A registry being created makes its bucket first, under this lock.
+                guard try registry(bucket) == nil else { return }
+                try await objects.deleteBucket(bucket)
+                finished.append(bucket)
+            }
+        }
+        return finished
     }
 
     // MARK: Images

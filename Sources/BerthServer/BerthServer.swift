@@ -86,6 +86,9 @@ public enum BerthServer {
         let objects = store.objects
         services.append(
             PeriodicJob(name: "maintenance", interval: configuration.maintenanceInterval, metrics: metrics, logger: logger) {
+                for name in try await registry.finishInterruptedDeletions() {
+                    logger.warning("finished deleting registry cut short", metadata: ["registry": "\(name)"])
+                }
                 let expired = try await objects.expireUploads(idleFor: configuration.uploadTimeout)
                 let swept = try await objects.sweepExtents(grace: configuration.extentGracePeriod).extents
                 let trimmed = try await registry.events.trim(

@@ -5,8 +5,11 @@ import NIOCore
 /// S3-compatible store) can stand; see docs/architecture.md.
 public protocol ObjectStore: Sendable {
     func createBucket(_ bucket: String) async throws
-    /// Removes the bucket, every object in it and its uploads in progress.
+    /// Removes the bucket, every object in it and its uploads in progress; a
+    /// missing bucket is not an error.
     func deleteBucket(_ bucket: String) async throws
+    /// Every bucket's name.
+    func buckets() throws -> [String]
     func object(bucket: String, digest: String) throws -> ObjectRecord?
     /// Objects of a bucket in digest order, `limit` at most, after digest `after`
     /// (for sweeps: what it reads does not stay in the block cache).

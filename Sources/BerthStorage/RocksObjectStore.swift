@@ -208,6 +208,15 @@ public final class RocksObjectStore: ObjectStore {
         counters.withLockedValue { _ = $0.buckets.removeValue(forKey: bucket) }
     }
 
+    public func buckets() throws -> [String] {
+        var names: [String] = []
+        try db.scan(.objects, prefix: Key("b").childPrefix) { key, _ in
+            names.append(Key.lastComponent(key))
+            return true
+        }
+        return names
+    }
+
     public func objects(bucket: String, after: String?, limit: Int) throws -> [ObjectRecord] {
         var records: [ObjectRecord] = []
         try db.scan(

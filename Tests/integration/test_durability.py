@@ -3,10 +3,13 @@ anything it did not acknowledge must not become visible."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
+import threading
 import time
 
 import pytest
+import requests
 
 from helpers import (
     KiB,
@@ -141,6 +144,47 @@ def test_deletes_survive_kill9(dsrv):
     assert_oci_error(c.get_manifest(name, "v1"), 404, "MANIFEST_UNKNOWN")
     assert_status(c.head_blob(name, extra), 404)
     assert c.get_manifest(name, "keep").content == keep.manifest
+
+
+def test_registry_delete_cut_by_kill9_is_finished(make_server):
+    """A forced registry delete removes the catalog first, then the bucket one
+    blob at a time; a kill in between must neither leak the blobs for good nor
+    let a new registry of the same name see them."""
+    srv = make_server(registries=[REG], extra_args=["--upload-timeout", "2"], label="registry-delete-kill9")
+    c = srv.client()
+    assert_status(c.create_registry("doomed"), 201)
+    blobs = [random_bytes(64) for _ in range(3000)]
+
+    def push(chunk):
+        mine = srv.client()
+        for b in chunk:
+            assert_status(mine.post(f"/v2/doomed/app/blobs/uploads/?digest={sha256_digest(b)}", data=b, headers=OCTET), 201)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(push, [blobs[i::8] for i in range(8)]))
+    kept = c.upload_blob(f"{REG}/kept", random_bytes(1000))
+    assert any(r["name"] == "doomed" and r["blobs"] == 3000 for r in c.system_usage()["registries"])
+
+    def delete_registry():
+        try:
+            srv.client().delete("/api/v1/registries/doomed?force=true")
+        except requests.ConnectionError:
+            pass  # the kill cuts it short
+
+    deleter = threading.Thread(target=delete_registry, daemon=True)
+    deleter.start()
+    time.sleep(0.3)
+    srv.kill9()
+    srv.start()
+    c = srv.client()
+    assert_status(c.get("/api/v1/registries/doomed"), 404)
+    # The maintenance job (every second here) empties the bucket no registry owns.
+    wait_until(lambda: c.system_usage()["logical_bytes"] == 1000, timeout=60, message="the cut-short delete to finish")
+    assert_status(c.create_registry("doomed"), 201)
+    for b in blobs[:20]:
+        assert_status(c.head_blob("doomed/app", sha256_digest(b)), 404)
+    assert any(r["name"] == "doomed" and r["blobs"] == 0 for r in c.system_usage()["registries"])
+    assert_status(c.head_blob(f"{REG}/kept", kept), 200)
 
 
 def test_patch_interrupted_by_kill9_leaves_no_blob(dsrv):

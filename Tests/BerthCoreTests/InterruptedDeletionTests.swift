@@ -1,0 +1,60 @@
+import BerthStorage
+import Crypto
+import Foundation
+import NIOCore
+import Testing
+
+@testable import BerthCore
+
+/// A registry delete removes the catalog's records, then empties the bucket
+/// blob by blob; these tests cut it between the two, as a crash would.
+@Suite struct InterruptedDeletionTests {
+    private static let bytes: [UInt8] = Array("{\"cut\":true}".utf8)
+    private static var digest: String { "sha256:" + SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined() }
+
+    /// A registry `gone` holding one blob whose record, alone, was deleted.
+    private func withCutShortDelete(_ body: (Registry, Store) async throws -> Void) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-id-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try Store(directory: directory, threads: 2)
+        let registry = try Registry(store: store)
+        _ = try await registry.createRegistry("gone")
+        _ = try await registry.createRegistry("kept")
+        for name in ["gone/app", "kept/app"] {
+            let upload = try await registry.startUpload(name: name)
+            let body = AsyncStream<ByteBuffer> { $0.yield(ByteBuffer(bytes: Self.bytes)); $0.finish() }
+            _ = try await registry.appendUpload(name: name, id: upload.id, start: nil, expectedLength: nil, body: body)
+            _ = try await registry.completeUpload(name: name, id: upload.id, digest: Self.digest)
+        }
+        var batch = WriteBatch()
+        batch.delete(.catalog, CatalogKey.registry("gone").bytes)
+        try store.db.write(batch, .synced)
+        #expect(try registry.registry("gone") == nil)
+        #expect(store.objects.usage(bucket: "gone").objects == 1)
+        try await body(registry, store)
+        try await store.shutdown()
+    }
+
+    @Test func aNewRegistryOfTheSameNameStartsEmpty() async throws {
+        try await withCutShortDelete { registry, store in
+            _ = try await registry.createRegistry("gone")
+            #expect(throws: RegistryError.self) { try registry.blob(name: "gone/app", digest: Self.digest) }
+            #expect(store.objects.usage(bucket: "gone").objects == 0)
+            #expect(try registry.blob(name: "kept/app", digest: Self.digest).size == Int64(Self.bytes.count))
+        }
+    }
+
+    @Test func maintenanceEmptiesBucketsNoRegistryOwns() async throws {
+        try await withCutShortDelete { registry, store in
+            let finished: [String] = try await registry.finishInterruptedDeletions()
+            #expect(finished == ["gone"])
+            let buckets: [String] = try store.objects.buckets()
+            #expect(buckets == ["kept"])
+            #expect(store.objects.usage().logicalBytes == Int64(Self.bytes.count))
+            let again: [String] = try await registry.finishInterruptedDeletions()
+            #expect(again.isEmpty)
+            let kept = try registry.blob(name: "kept/app", digest: Self.digest)
+            #expect(kept.size == Int64(Self.bytes.count))
+        }
+    }
+}
