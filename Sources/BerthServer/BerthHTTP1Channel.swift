@@ -4,14 +4,20 @@ import NIOCore
 
 /// Hummingbird's HTTP/1.1 channel with ``ExpectContinueHandler`` behind its
 /// codec and ``HTTP10ExpectationFilter`` in front of it.
+///
+/// `readTimeout` closes a connection whose request body stalls (nothing read
+/// for that long) or that sits idle between requests; one whose response is
+/// being written stays open however slowly its client reads.
 struct BerthHTTP1Channel: HTTPChannelHandler {
     typealias Value = HTTP1Channel.Value
 
     private let http1: HTTP1Channel
     var responder: Responder { http1.responder }
 
-    init(responder: @escaping Responder) {
-        http1 = HTTP1Channel(responder: responder, configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]))
+    init(responder: @escaping Responder, readTimeout: TimeAmount) {
+        http1 = HTTP1Channel(
+            responder: responder,
+            configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()], idleTimeout: readTimeout))
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {

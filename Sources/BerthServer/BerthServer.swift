@@ -61,6 +61,7 @@ public enum BerthServer {
         var services: [any Service] = []
         let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))
         var tls: TLSConfiguration?
+        let readTimeout = TimeAmount.nanoseconds(Int64(min(configuration.readTimeout, 365 * 86_400) * 1e9))
         for spec in configuration.listeners {
             let router = makeRouter(
                 registry, access, jobs, metrics: metrics, trimmer: trimmer,
@@ -72,9 +73,11 @@ public enum BerthServer {
                 if tls == nil { tls = try tlsConfiguration(configuration) }
                 let tlsConfiguration = tls!
                 let tuning = HTTP2Tuning(streamWindow: configuration.http2StreamWindow)
-                server = HTTPServerBuilder { try TLSChannel(tlsConfiguration: tlsConfiguration, tuning: tuning, responder: $0) }
+                server = HTTPServerBuilder {
+                    try TLSChannel(tlsConfiguration: tlsConfiguration, tuning: tuning, readTimeout: readTimeout, responder: $0)
+                }
             } else {
-                server = HTTPServerBuilder { BerthHTTP1Channel(responder: $0) }
+                server = HTTPServerBuilder { BerthHTTP1Channel(responder: $0, readTimeout: readTimeout) }
             }
             services.append(
                 Application(

@@ -15,7 +15,7 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 public struct ConfigurationLoader {
     /// The keys, in the order `berth config check` prints them.
     public static let keys = [
-        "data_dir", "http", "https", "private_http", "private_https", "public_host", "private_host", "host_names", "tls_cert", "tls_key", "http2_stream_window", "max_blob_size", "direct_writes", "upload_timeout", "token_ttl",
+        "data_dir", "http", "https", "private_http", "private_https", "public_host", "private_host", "host_names", "tls_cert", "tls_key", "http2_stream_window", "max_blob_size", "direct_writes", "upload_timeout", "read_timeout", "token_ttl",
         "auth_failure_limit", "backup_dir", "shutdown_timeout", "log_level", "gc_grace", "gc_after_delete", "gc_schedule", "untagged_grace",
         "event_retention_days",
     ]
@@ -118,6 +118,7 @@ public struct ConfigurationLoader {
             default: throw ConfigurationError(description: "'direct_writes' must be true or false, got '\(value)'")
             }
         case "upload_timeout": configuration.uploadTimeout = try number(Double.self, minimum: 1)
+        case "read_timeout": configuration.readTimeout = try number(Double.self, minimum: 1)
         case "token_ttl":
             let ttl = try number(Double.self, minimum: 1)
             guard ttl <= 43200 else { throw ConfigurationError(description: "'token_ttl' must be at most 43200 (12 h), got '\(value)'") }
@@ -165,6 +166,7 @@ public struct ConfigurationLoader {
             "tls_cert": c.tlsCertificatePath ?? "(generated)", "tls_key": c.tlsKeyPath ?? "(generated)",
             "http2_stream_window": String(c.http2StreamWindow), "max_blob_size": String(c.maxBlobSize),
             "direct_writes": String(c.directWrites), "upload_timeout": String(c.uploadTimeout),
+            "read_timeout": String(c.readTimeout),
             "token_ttl": String(c.tokenLifetime), "auth_failure_limit": String(c.authFailureLimit),
             "backup_dir": c.backupDirectory, "shutdown_timeout": String(c.shutdownTimeout), "log_level": logLevel,
             "gc_grace": String(c.gcGrace), "gc_after_delete": String(c.gcAfterDelete), "gc_schedule": c.gcSchedule ?? "off",

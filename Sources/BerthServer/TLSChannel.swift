@@ -26,8 +26,10 @@ struct TLSChannel: HTTPChannelHandler {
     private let sslContext: NIOSSLContext
     private let http1: BerthHTTP1Channel
     private let http2: NIOHTTP2Handler.Configuration
+    private let readTimeout: TimeAmount
 
-    init(tlsConfiguration: TLSConfiguration, tuning: HTTP2Tuning, responder: @escaping Responder) throws {
+    /// `readTimeout`: see ``BerthHTTP1Channel``; over HTTP/2 it resets a stream whose request body stalls.
+    init(tlsConfiguration: TLSConfiguration, tuning: HTTP2Tuning, readTimeout: TimeAmount, responder: @escaping Responder) throws {
         var tls = tlsConfiguration
         tls.applicationProtocols = NIOHTTP2SupportedALPNProtocols
         // How long a close waits for the client's close_notify (default 5 s):
@@ -35,8 +37,9 @@ struct TLSChannel: HTTPChannelHandler {
         tls.shutdownTimeout = .seconds(1)
         self.sslContext = try NIOSSLContext(configuration: tls)
         self.responder = responder
-        self.http1 = BerthHTTP1Channel(responder: responder)
+        self.http1 = BerthHTTP1Channel(responder: responder, readTimeout: readTimeout)
         self.http2 = tuning.handlerConfiguration
+        self.readTimeout = readTimeout
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
@@ -45,6 +48,7 @@ struct TLSChannel: HTTPChannelHandler {
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
+        let streamTimeout = Duration.nanoseconds(readTimeout.nanoseconds)
         return channel.configureHTTP2AsyncSecureUpgrade { channel in
             http1.setup(channel: channel, logger: logger)
         } http2ConnectionInitializer: { channel in
@@ -55,7 +59,8 @@ struct TLSChannel: HTTPChannelHandler {
                 ) { stream in
                     stream.eventLoop.makeCompletedFuture {
                         try stream.pipeline.syncOperations.addHandlers(
-                            HTTP2FramePayloadToHTTPServerCodec(), ExpectContinueHandler())
+                            HTTP2FramePayloadToHTTPServerCodec(), ExpectContinueHandler(),
+                            HTTPConnectionStateHandler(idleTimeout: streamTimeout, logger: logger))
                         return try Stream(wrappingChannelSynchronously: stream)
                     }
                 }

@@ -51,6 +51,8 @@ struct Settings: ParsableArguments {
     @Option(help: "true or false: blob bytes bypass the page cache on their way to the disk (default true).")
     var directWrites: String?
     @Option(help: "Seconds an idle upload lives before it expires (default 3600).") var uploadTimeout: String?
+    @Option(help: "Seconds a request body may stall, or a connection sit idle, before it is closed (default 120).")
+    var readTimeout: String?
     @Option(help: "Seconds a registry token is valid, at most 43200 (default 43200).") var tokenTtl: String?
     @Option(help: "Failed authentications per minute from one source or key before 429 (default 10).")
     var authFailureLimit: String?
@@ -77,7 +79,7 @@ struct Settings: ParsableArguments {
                 ("host_names", hostNames.isEmpty ? nil : hostNames.joined(separator: ",")),
                 ("tls_cert", tlsCert), ("tls_key", tlsKey),
                 ("http2_stream_window", http2StreamWindow), ("max_blob_size", maxBlobSize), ("direct_writes", directWrites),
-                ("upload_timeout", uploadTimeout), ("token_ttl", tokenTtl),
+                ("upload_timeout", uploadTimeout), ("read_timeout", readTimeout), ("token_ttl", tokenTtl),
                 ("auth_failure_limit", authFailureLimit), ("backup_dir", backupDir),
                 ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),
                 ("untagged_grace", untaggedGrace),

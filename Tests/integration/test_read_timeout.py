@@ -1,0 +1,97 @@
+"""read_timeout: a request whose body stalls is cut off after that long (the
+connection closed over HTTP/1.1, the stream reset over HTTP/2), so a stalled
+upload no longer holds its session, file and buffers forever; an idle
+HTTP/1.1 connection is closed too. The upload keeps what was synced before."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+
+from helpers import KiB, MiB, assert_status, path_of, random_bytes, sha256_digest, with_query
+from test_http2 import DATA, END_HEADERS, H2, HEADERS, literal
+
+RST_STREAM = 0x3
+REG = "stall"
+OCTET = {"Content-Type": "application/octet-stream"}
+TIMEOUT = 2
+
+
+def _server(make_server):
+    return make_server(registries=[REG], extra_args=["--read-timeout", str(TIMEOUT)], label="read-timeout")
+
+
+def _resume_whole(c, loc: str, blob: bytes) -> None:
+    """The stalled request changed nothing: the whole blob goes up from byte 0."""
+    r = c.patch(loc, data=blob, headers={**OCTET, "Content-Range": f"0-{len(blob) - 1}"})
+    assert_status(r, 202)
+    r = c.put(with_query(c.abs_location(r), digest=sha256_digest(blob)), headers=OCTET)
+    assert_status(r, 201)
+
+
+def test_stalled_http1_body_is_cut_off(make_server):
+    srv = _server(make_server)
+    c = srv.client()
+    s = c.start_upload(f"{REG}/h1")
+    assert_status(s, 202)
+    loc = c.abs_location(s)
+    blob = random_bytes(4 * MiB)
+    with socket.create_connection(("127.0.0.1", srv.http_port), timeout=30) as sock:
+        sock.sendall(
+            f"PATCH {path_of(loc)} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {c.auth_headers()['Authorization']}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {len(blob)}\r\n\r\n".encode()
+            + blob[: 1536 * KiB]
+        )
+        start = time.monotonic()
+        while sock.recv(65536):
+            pass
+        waited = time.monotonic() - start
+    assert TIMEOUT * 0.75 <= waited < TIMEOUT + 10, waited
+    _resume_whole(c, loc, blob)
+
+
+def test_stalled_http2_stream_is_reset(make_server):
+    srv = _server(make_server)
+    c = srv.client()
+    s = c.start_upload(f"{REG}/h2")
+    assert_status(s, 202)
+    loc = c.abs_location(s)
+    blob = random_bytes(4 * MiB)
+    auth = "Basic " + base64.b64encode(srv.admin_arg.encode()).decode()
+    h2 = H2(srv)
+    try:
+        h2.server_settings()
+        headers = (
+            literal(":method", "PATCH") + literal(":scheme", "https") + literal(":authority", "localhost")
+            + literal(":path", path_of(loc)) + literal("authorization", auth)
+            + literal("content-type", "application/octet-stream") + literal("content-length", str(len(blob)))
+        )
+        h2.sock.sendall(h2.frame(HEADERS, END_HEADERS, 1, headers))
+        for offset in range(0, 48 * KiB, 16 * KiB):  # within the 64 KiB the connection starts with
+            h2.sock.sendall(h2.frame(DATA, 0, 1, blob[offset : offset + 16 * KiB]))
+        start = time.monotonic()
+        h2.sock.settimeout(TIMEOUT + 10)
+        while True:
+            f = h2.read_frame()
+            assert f is not None, "the server closed the connection instead of resetting the stream"
+            if f[0] == RST_STREAM and f[2] == 1:
+                break
+        waited = time.monotonic() - start
+    finally:
+        h2.close()
+    assert TIMEOUT * 0.75 <= waited < TIMEOUT + 10, waited
+    _resume_whole(c, loc, blob)
+
+
+def test_idle_http1_connection_is_closed(make_server):
+    srv = _server(make_server)
+    c = srv.client()
+    with socket.create_connection(("127.0.0.1", srv.http_port), timeout=30) as sock:
+        sock.sendall(f"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {c.auth_headers()['Authorization']}\r\n\r\n".encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        start = time.monotonic()
+        while sock.recv(65536):
+            pass
+        waited = time.monotonic() - start
+    assert TIMEOUT * 0.75 <= waited < TIMEOUT + 10, waited
