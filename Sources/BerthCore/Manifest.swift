@@ -109,7 +109,9 @@ public struct ParsedManifest: Sendable {
         self.digest = "sha256:" + SHA256.hash(data: bytes).hexString
         self.mediaType = type
         self.size = bytes.count
-        self.artifactType = document.artifactType ?? (MediaType.isImage(type) ? document.config?.mediaType : nil)
+        // An empty artifactType counts as none (distribution-spec, "Listing Referrers").
+        let declaredArtifactType = document.artifactType.flatMap { $0.isEmpty ? nil : $0 }
+        self.artifactType = declaredArtifactType ?? (MediaType.isImage(type) ? document.config?.mediaType : nil)
         self.subject = document.subject
         self.annotations = document.annotations
         self.blobs = blobs

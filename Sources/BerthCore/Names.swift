@@ -86,7 +86,10 @@ public struct ContentDigest: Hashable, Sendable, CustomStringConvertible {
     public let algorithm: String
     public let hex: String
 
-    public init(parsing text: String) throws(RegistryError) {
+    /// Parses a digest Berth can store: sha256. `forLookup` also takes a
+    /// well-formed sha512 one, which a read then finds absent (404), as the
+    /// distribution-spec expects of a valid reference.
+    public init(parsing text: String, forLookup: Bool = false) throws(RegistryError) {
         guard let colon = text.firstIndex(of: ":") else {
             throw RegistryError(.digestInvalid, "'\(text)' is not a digest (expected sha256:<64 hex digits>)")
         }
@@ -103,7 +106,7 @@ public struct ContentDigest: Hashable, Sendable, CustomStringConvertible {
         else {
             throw RegistryError(.digestInvalid, "'\(text)' is not a valid \(algorithm) digest (\(expected) lowercase hex digits)")
         }
-        if algorithm != "sha256" {
+        if algorithm != "sha256", !forLookup {
             throw RegistryError(.digestInvalid, "only sha256 digests are supported, got '\(algorithm)'")
         }
     }

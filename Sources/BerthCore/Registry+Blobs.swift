@@ -6,7 +6,7 @@ extension Registry {
     public func blob(name: String, digest: String) throws -> ObjectRecord {
         let (registryName, _) = try Names.splitRepository(name)
         _ = try requireRegistry(registryName)
-        let parsed = try ContentDigest(parsing: digest).description
+        let parsed = try ContentDigest(parsing: digest, forLookup: true).description
         guard let object = try objects.object(bucket: registryName, digest: parsed),
             touches.touch(registry: registryName, digest: parsed)
         else {

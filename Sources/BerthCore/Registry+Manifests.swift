@@ -110,9 +110,10 @@ extension Registry {
     public func resolve(name: String, reference: String) throws -> String {
         _ = try Names.splitRepository(name)
         if ContentDigest.isDigest(reference) {
-            return try ContentDigest(parsing: reference).description
+            return try ContentDigest(parsing: reference, forLookup: true).description
         }
-        try Names.validateTag(reference)
+        // The distribution-spec's tag grammar allows capitals; Berth stores none, so such a tag is unknown (404).
+        try Names.validateTag(reference.lowercased())
         guard let value = try db.get(.catalog, CatalogKey.tag(name, reference).bytes) else {
             throw RegistryError(.manifestUnknown, "tag '\(reference)' is not in repository '\(name)'", detail: reference)
         }
@@ -216,7 +217,7 @@ extension Registry {
             let tag = Key.lastComponent(key)
             return (tag, tag)
         }
-        if page.items.isEmpty, last == nil, try read(RepositoryRecord.self, CatalogKey.repository(name)) == nil {
+        if page.items.isEmpty, try read(RepositoryRecord.self, CatalogKey.repository(name)) == nil {
             throw RegistryError(.nameUnknown, "repository '\(name)' does not exist", detail: name)
         }
         return page
@@ -226,7 +227,7 @@ extension Registry {
     public func referrers(name: String, digest: String, artifactType: String?) throws -> [Descriptor] {
         let (registryName, _) = try Names.splitRepository(name)
         _ = try requireRegistry(registryName)
-        let subject = try ContentDigest(parsing: digest).description
+        let subject = try ContentDigest(parsing: digest, forLookup: true).description
         var result: [Descriptor] = []
         try db.scan(.catalog, prefix: Key("F", name, subject).childPrefix) { _, value in
             let descriptor = try RecordCodec.decode(Descriptor.self, value)

@@ -21,7 +21,8 @@ struct DistributionController: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let route = DistributionRoute(path: request.uri.path) else {
             if request.uri.path.hasPrefix("/v2/") {
-                return finish(ErrorResponses.oci(RegistryError(.nameInvalid, "no such endpoint: \(request.uri.path)"), head: request.method == .head))
+                let error = RegistryError(.unsupported, "no such endpoint: \(request.uri.path)").with(status: 404)
+                return finish(ErrorResponses.oci(error, head: request.method == .head))
             }
             return try await next(request, context)
         }
@@ -157,7 +158,10 @@ struct DistributionController: RouterMiddleware {
         case (.referrers(let name, let digest), .get):
             return try referrers(name, digest, request)
         default:
-            throw RegistryError(.unsupported, "\(request.method) is not supported on \(request.uri.path)").with(status: 405)
+            let error = RegistryError(.unsupported, "\(request.method) is not supported on \(request.uri.path)").with(status: 405)
+            var response = ErrorResponses.oci(error, head: request.method == .head)
+            response.headers[.allow] = route.allowedMethods  // RFC 9110 §15.5.6
+            return response
         }
     }
 
@@ -224,12 +228,13 @@ struct DistributionController: RouterMiddleware {
     private func putManifest(_ name: String, _ reference: String, _ request: Request, actor: String) async throws -> Response {
         if let length = request.contentLength, length > Int64(ParsedManifest.maxBytes) {
             throw RegistryError(.manifestInvalid, "manifest is larger than the limit of 4 MiB", detail: "\(length) bytes")
+                .with(status: 413)
         }
         var bytes: [UInt8] = []
         for try await buffer in request.body {
             bytes.append(contentsOf: buffer.readableBytesView)
             if bytes.count > ParsedManifest.maxBytes {
-                throw RegistryError(.manifestInvalid, "manifest is larger than the limit of 4 MiB")
+                throw RegistryError(.manifestInvalid, "manifest is larger than the limit of 4 MiB").with(status: 413)
             }
         }
         let manifest = try await registry.putManifest(

@@ -10,6 +10,18 @@ enum DistributionRoute: Equatable {
     case upload(name: String, id: String)
     case referrers(name: String, digest: String)
 
+    /// The methods the route answers, for a 405's `Allow`.
+    var allowedMethods: String {
+        switch self {
+        case .base, .catalog, .tags: "GET, HEAD"
+        case .manifest: "GET, HEAD, PUT, DELETE"
+        case .blob: "GET, HEAD, DELETE"
+        case .uploads: "POST"
+        case .upload: "GET, PATCH, PUT, DELETE"
+        case .referrers: "GET"
+        }
+    }
+
     init?(path: String) {
         guard path == "/v2" || path.hasPrefix("/v2/") else { return nil }
         let rest = path.dropFirst(4)

@@ -57,6 +57,15 @@ private func imageManifest(mediaType: String = MediaType.ociManifest, extra: [St
         #expect(manifest.artifactType == "application/vnd.example.sbom")
     }
 
+    /// "If the artifactType is empty or missing in the image manifest, the value
+    /// of artifactType MUST be set to the config descriptor mediaType"; an index's stays unset.
+    @Test func anEmptyArtifactTypeCountsAsNone() throws {
+        let image = try ParsedManifest(bytes: json(imageManifest(extra: ["artifactType": ""])), contentType: MediaType.ociManifest)
+        #expect(image.artifactType == "application/vnd.oci.image.config.v1+json")
+        let index: [String: Any] = ["schemaVersion": 2, "mediaType": MediaType.ociIndex, "artifactType": "", "manifests": []]
+        #expect(try ParsedManifest(bytes: json(index), contentType: MediaType.ociIndex).artifactType == nil)
+    }
+
     @Test(arguments: [
         (Array("not json".utf8), "not valid JSON"),
         (json(["schemaVersion": 1, "mediaType": MediaType.ociManifest]), "schemaVersion"),
