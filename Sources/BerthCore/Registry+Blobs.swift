@@ -41,7 +41,9 @@ extension Registry {
         _ = try requireRegistry(registryName)
         guard let parsed = try? ContentDigest(parsing: digest).description,
             let (source, _) = try? Names.splitRepository(from),
-            try registry(source) != nil
+            try registry(source) != nil,
+            // Nothing to mount: no use to record either (mounts of made-up digests would grow the record).
+            try objects.object(bucket: source, digest: parsed) != nil
         else { return nil }
         // Under the blob's link lock, so a GC of this registry's copy is done
         // before, or starts after (and sees the touch).

@@ -92,6 +92,7 @@ public enum BerthServer {
                 for name in try await registry.finishInterruptedDeletions() {
                     logger.warning("finished deleting registry cut short", metadata: ["registry": "\(name)"])
                 }
+                registry.forgetBlobUses(olderThan: configuration.gcGrace)
                 let expired = try await objects.expireUploads(idleFor: configuration.uploadTimeout)
                 let swept = try await objects.sweepExtents(grace: configuration.extentGracePeriod).extents
                 let trimmed = try await registry.events.trim(

@@ -42,11 +42,19 @@ public final class RocksObjectStore: ObjectStore {
     }
 
     /// An upload's running hash, valid for its durable size.
+    /// An upload in progress: its record and the hash of its bytes so far.
+    /// Appends and completion change it under the upload's lock; `record` is
+    /// also read without that lock (an upload's status), so it has its own.
     final class LiveUpload: @unchecked Sendable {
-        var record: UploadRecord
+        private let recordBox: NIOLockedValueBox<UploadRecord>
+        var record: UploadRecord {
+            get { recordBox.withLockedValue { $0 } }
+            set { recordBox.withLockedValue { $0 = newValue } }
+        }
+        /// Read and changed only under the upload's lock.
         var hasher: SHA256
         init(record: UploadRecord, hasher: SHA256) {
-            self.record = record
+            self.recordBox = NIOLockedValueBox(record)
             self.hasher = hasher
         }
     }

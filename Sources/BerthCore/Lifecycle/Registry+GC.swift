@@ -50,7 +50,12 @@ final class BlobTouches: Sendable {
         _ = state.withLockedValue { $0.deleting.remove(registry + "\u{0}" + digest) }
     }
 
-    /// Forgets touches older than `cutoff`.
+    /// How many uses are on record.
+    var count: Int { state.withLockedValue { $0.touched.count } }
+
+    /// Forgets touches older than `cutoff`: collections do it, and so does the
+    /// maintenance service, so that mounts of digests nobody has (each one
+    /// touched) cannot grow the record while no collection runs.
     func prune(before cutoff: Date) {
         state.withLockedValue { $0.touched = $0.touched.filter { $0.value > cutoff } }
     }
@@ -73,6 +78,12 @@ public struct CollectionOutcome: Sendable {
 }
 
 extension Registry {
+    /// Forgets the blob uses older than `grace` seconds, which no collection
+    /// with that grace looks at (see ``BlobTouches/prune(before:)``).
+    public func forgetBlobUses(olderThan grace: Double) {
+        touches.prune(before: Date().addingTimeInterval(-grace))
+    }
+
     /// Online garbage collection: deletes every blob no manifest of its
     /// registry references and nobody uploaded, mounted or read within
     /// `grace` seconds, then frees the extents no bucket holds any more.
