@@ -28,7 +28,8 @@ struct TLSChannel: HTTPChannelHandler {
     private let http2: NIOHTTP2Handler.Configuration
     private let readTimeout: TimeAmount
 
-    /// `readTimeout`: see ``BerthHTTP1Channel``; over HTTP/2 it resets a stream whose request body stalls.
+    /// `readTimeout`: see ``BerthHTTP1Channel``; over HTTP/2 it resets a stream
+    /// whose request body stalls and closes a connection with no open stream.
     init(tlsConfiguration: TLSConfiguration, tuning: HTTP2Tuning, readTimeout: TimeAmount, responder: @escaping Responder) throws {
         var tls = tlsConfiguration
         tls.applicationProtocols = NIOHTTP2SupportedALPNProtocols
@@ -53,7 +54,7 @@ struct TLSChannel: HTTPChannelHandler {
             http1.setup(channel: channel, logger: logger)
         } http2ConnectionInitializer: { channel in
             channel.eventLoop.makeCompletedFuture {
-                let closer = HTTP2GracefulClose()
+                let closer = HTTP2GracefulClose(idleTimeout: readTimeout)
                 let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
                     mode: .server, streamDelegate: closer.delegate(on: channel.eventLoop), configuration: http2
                 ) { stream in
@@ -135,8 +136,9 @@ struct HTTP2Tuning: Sendable {
     }
 }
 
-/// Closes an HTTP/2 connection when the server quiesces: a GOAWAY naming the
-/// last stream it took, then the close once those streams are done.
+/// Closes an HTTP/2 connection when the server quiesces, or once it has had no
+/// open stream for `idleTimeout` (`read_timeout`): a GOAWAY naming the last
+/// stream it took, then the close once those streams are done.
 final class HTTP2GracefulClose: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
@@ -146,34 +148,69 @@ final class HTTP2GracefulClose: ChannelInboundHandler, RemovableChannelHandler {
     private var openStreams = 0
     private var lastStream = HTTP2StreamID(0)
     private var closing = false
+    /// How long the connection may have no open stream before it is closed.
+    private let idleTimeout: TimeAmount
+    private var idleTimer: Scheduled<Void>?
+
+    init(idleTimeout: TimeAmount) {
+        self.idleTimeout = idleTimeout
+    }
 
     /// The stream delegate that keeps the count of open streams (events arrive on the channel's loop).
     func delegate(on eventLoop: any EventLoop) -> any NIOHTTP2StreamDelegate {
         StreamCounter(handler: NIOLoopBound(self, eventLoop: eventLoop))
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        startIdleTimer()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        self.context = nil
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent, !closing {
-            closing = true
-            let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStream, errorCode: .noError, opaqueData: nil))
-            context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
-            if openStreams == 0 { context.close(promise: nil) }
+        if event is ChannelShouldQuiesceEvent {
+            closeGracefully()
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// GOAWAY naming the last stream taken; the close follows once no stream is open.
+    private func closeGracefully() {
+        guard !closing, let context else { return }
+        closing = true
+        idleTimer?.cancel()
+        idleTimer = nil
+        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStream, errorCode: .noError, opaqueData: nil))
+        context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
+        if openStreams == 0 { context.close(promise: nil) }
+    }
+
+    private func startIdleTimer() {
+        guard let context, !closing, idleTimer == nil else { return }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(in: idleTimeout) {
+            handler.value.idleTimer = nil
+            if handler.value.openStreams == 0 { handler.value.closeGracefully() }
+        }
+    }
+
     fileprivate func streamOpened(_ id: HTTP2StreamID) {
         openStreams += 1
         lastStream = max(lastStream, id)
+        idleTimer?.cancel()
+        idleTimer = nil
     }
 
     fileprivate func streamClosed() {
         openStreams -= 1
-        if closing, openStreams == 0 { context?.close(promise: nil) }
+        guard openStreams == 0 else { return }
+        if closing { context?.close(promise: nil) } else { startIdleTimer() }
     }
 
     private struct StreamCounter: NIOHTTP2StreamDelegate {

@@ -1,7 +1,7 @@
 """read_timeout: a request whose body stalls is cut off after that long (the
 connection closed over HTTP/1.1, the stream reset over HTTP/2), so a stalled
 upload no longer holds its session, file and buffers forever; an idle
-HTTP/1.1 connection is closed too. The upload keeps what was synced before."""
+connection (HTTP/1.1, or HTTP/2 with no open stream) is closed too. The upload keeps what was synced before."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import socket
 import time
 
 from helpers import KiB, MiB, assert_status, path_of, random_bytes, sha256_digest, with_query
-from test_http2 import DATA, END_HEADERS, H2, HEADERS, literal
+from test_http2 import DATA, END_HEADERS, GOAWAY, H2, HEADERS, literal
 
 RST_STREAM = 0x3
 REG = "stall"
@@ -95,3 +95,56 @@ def test_idle_http1_connection_is_closed(make_server):
             pass
         waited = time.monotonic() - start
     assert TIMEOUT * 0.75 <= waited < TIMEOUT + 10, waited
+
+
+def test_idle_http2_connection_gets_goaway_and_is_closed(make_server):
+    srv = _server(make_server)
+    h2 = H2(srv)
+    try:
+        h2.server_settings()
+        start = time.monotonic()
+        h2.sock.settimeout(TIMEOUT + 10)
+        kinds = []
+        while (f := h2.read_frame()) is not None:
+            kinds.append(f[0])
+        waited = time.monotonic() - start
+    finally:
+        h2.close()
+    assert GOAWAY in kinds, kinds
+    assert TIMEOUT * 0.75 <= waited < TIMEOUT + 10, waited
+
+
+def test_http2_upload_sending_slowly_is_not_cut(make_server):
+    """A body that keeps arriving, however slowly, outlives read_timeout, and so does its connection."""
+    srv = _server(make_server)
+    c = srv.client()
+    s = c.start_upload(f"{REG}/slow")
+    assert_status(s, 202)
+    loc = c.abs_location(s)
+    blob = random_bytes(5 * KiB)
+    auth = "Basic " + base64.b64encode(srv.admin_arg.encode()).decode()
+    h2 = H2(srv)
+    try:
+        h2.server_settings()
+        headers = (
+            literal(":method", "PATCH") + literal(":scheme", "https") + literal(":authority", "localhost")
+            + literal(":path", path_of(loc)) + literal("authorization", auth)
+            + literal("content-type", "application/octet-stream") + literal("content-length", str(len(blob)))
+        )
+        h2.sock.sendall(h2.frame(HEADERS, END_HEADERS, 1, headers))
+        for i in range(5):  # one KiB a second for five seconds: 2.5 timeouts
+            time.sleep(1)
+            h2.sock.sendall(h2.frame(DATA, 0x1 if i == 4 else 0, 1, blob[i * KiB : (i + 1) * KiB]))
+        h2.sock.settimeout(10)
+        answered = False
+        while not answered:
+            f = h2.read_frame()
+            assert f is not None, "the server closed the connection"
+            assert f[0] not in (RST_STREAM, GOAWAY), f
+            answered = f[0] == HEADERS and f[2] == 1
+    finally:
+        h2.close()
+    # The PATCH was answered (HEADERS on its stream) and stored every byte.
+    r = c.get(loc)
+    assert_status(r, 204)
+    assert r.headers.get("Range") == f"0-{len(blob) - 1}", r.headers
