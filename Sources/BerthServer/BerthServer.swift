@@ -61,7 +61,7 @@ public enum BerthServer {
         var services: [any Service] = []
         let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))
         var tls: TLSConfiguration?
-        let readTimeout = TimeAmount.nanoseconds(Int64(min(configuration.readTimeout, 365 * 86_400) * 1e9))
+        let readTimeout = TimeAmount.nanoseconds(Int64(configuration.readTimeout * 1e9))
         for spec in configuration.listeners {
             let router = makeRouter(
                 registry, access, jobs, metrics: metrics, trimmer: trimmer,

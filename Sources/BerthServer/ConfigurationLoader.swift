@@ -77,12 +77,14 @@ public struct ConfigurationLoader {
 
     /// Sets one key from its text form.
     public mutating func set(_ key: String, _ value: String) throws {
-        func number<T: LosslessStringConvertible & Comparable>(_ type: T.Type, minimum: T) throws -> T {
-            guard let parsed = T(value.trimmingCharacters(in: .whitespaces)), parsed >= minimum else {
-                throw ConfigurationError(description: "'\(key)' must be a number ≥ \(minimum), got '\(value)'")
+        func number<T: LosslessStringConvertible & Comparable>(_ type: T.Type, minimum: T, maximum: T? = nil) throws -> T {
+            guard let parsed = T(value.trimmingCharacters(in: .whitespaces)), parsed >= minimum, parsed <= maximum ?? parsed else {
+                let range = maximum.map { "from \(minimum) to \($0)" } ?? "≥ \(minimum)"
+                throw ConfigurationError(description: "'\(key)' must be a number \(range), got '\(value)'")
             }
             return parsed
         }
+        let day = 86_400.0  // the longest timeout taken: a duration the server turns into integer nanoseconds
         func listener() throws -> ServerConfiguration.Listener? {
             if value == "off" { return nil }
             guard let listener = ServerConfiguration.Listener(value) else {
@@ -118,13 +120,13 @@ public struct ConfigurationLoader {
             default: throw ConfigurationError(description: "'direct_writes' must be true or false, got '\(value)'")
             }
         case "upload_timeout": configuration.uploadTimeout = try number(Double.self, minimum: 1)
-        case "read_timeout": configuration.readTimeout = try number(Double.self, minimum: 1)
+        case "read_timeout": configuration.readTimeout = try number(Double.self, minimum: 1, maximum: day)
         case "token_ttl":
             let ttl = try number(Double.self, minimum: 1)
             guard ttl <= 43200 else { throw ConfigurationError(description: "'token_ttl' must be at most 43200 (12 h), got '\(value)'") }
             configuration.tokenLifetime = ttl
         case "auth_failure_limit": configuration.authFailureLimit = try number(Int.self, minimum: 1)
-        case "shutdown_timeout": configuration.shutdownTimeout = try number(Double.self, minimum: 0)
+        case "shutdown_timeout": configuration.shutdownTimeout = try number(Double.self, minimum: 0, maximum: day)
         case "backup_dir":
             guard !value.isEmpty else { throw ConfigurationError(description: "'backup_dir' must not be empty") }
             configuration.backupDir = value

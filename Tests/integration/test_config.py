@@ -81,6 +81,9 @@ def test_bad_value_names_key_and_line(tmp_path):
     _refused(tmp_path, "http2_stream_window: 65534\n", "'http2_stream_window' must be a number ≥ 65535", "bad.yaml:1")
     _refused(tmp_path, "http2_stream_window: 2147483648\n", "'http2_stream_window' must be at most 2147483647")
     _refused(tmp_path, "direct_writes: maybe\n", "'direct_writes' must be true or false", "bad.yaml:1")
+    # Durations become integer nanoseconds at start: one that Int64 cannot hold would trap.
+    _refused(tmp_path, "read_timeout: 1e300\n", "'read_timeout' must be a number from 1.0 to 86400.0", "bad.yaml:1")
+    _refused(tmp_path, "shutdown_timeout: 1e300\n", "'shutdown_timeout' must be a number from 0.0 to 86400.0", "bad.yaml:1")
 
 
 @pytest.mark.parametrize("direct", ["true", "false"])
