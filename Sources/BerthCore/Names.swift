@@ -45,9 +45,11 @@ public enum Names {
         }
     }
 
-    /// A tag: `^[a-z0-9_][a-z0-9._-]{0,127}$` (DESIGN §1).
-    public static func validateTag(_ tag: String) throws(RegistryError) {
-        let bytes = Array(tag.utf8)
+    /// A tag: `^[a-z0-9_][a-z0-9._-]{0,127}$` (DESIGN §1). `allowingCapitals`:
+    /// the distribution-spec's grammar, which a lookup takes (Berth stores no
+    /// such tag, so it is a miss, not a bad request).
+    public static func validateTag(_ tag: String, allowingCapitals: Bool = false) throws(RegistryError) {
+        let bytes = Array((allowingCapitals ? tag.lowercased() : tag).utf8)
         guard !bytes.isEmpty, bytes.count <= 128 else {
             throw RegistryError(.tagInvalid, "tag '\(tag)' must be 1 to 128 characters")
         }

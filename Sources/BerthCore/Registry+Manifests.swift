@@ -112,8 +112,7 @@ extension Registry {
         if ContentDigest.isDigest(reference) {
             return try ContentDigest(parsing: reference, forLookup: true).description
         }
-        // The distribution-spec's tag grammar allows capitals; Berth stores none, so such a tag is unknown (404).
-        try Names.validateTag(reference.lowercased())
+        try Names.validateTag(reference, allowingCapitals: true)
         guard let value = try db.get(.catalog, CatalogKey.tag(name, reference).bytes) else {
             throw RegistryError(.manifestUnknown, "tag '\(reference)' is not in repository '\(name)'", detail: reference)
         }
