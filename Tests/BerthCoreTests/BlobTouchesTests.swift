@@ -7,22 +7,19 @@ import Testing
 /// The record of blob uses stays bounded without garbage collections.
 @Suite struct BlobTouchesTests {
     @Test func unknownMountsLeaveNoUseAndOldUsesAreForgotten() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-bt-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let store = try Store(directory: directory, threads: 2)
-        let registry = try Registry(store: store)
-        _ = try await registry.createRegistry("bt")
-        for i in 0..<50 {
-            let digest = "sha256:" + String(repeating: String(i % 10), count: 63) + String(i / 10)
-            let mounted = try await registry.mount(name: "bt/app", digest: digest, from: "bt/other")
-            #expect(mounted == nil)
+        try await withScratchRegistry { registry, _ in
+            _ = try await registry.createRegistry("bt")
+            for i in 0..<50 {
+                let digest = "sha256:" + String(repeating: String(i % 10), count: 63) + String(i / 10)
+                let mounted = try await registry.mount(name: "bt/app", digest: digest, from: "bt/other")
+                #expect(mounted == nil)
+            }
+            #expect(registry.touches.count == 0)  // nothing to mount, nothing recorded
+            registry.touches.touch(registry: "bt", digest: "sha256:" + String(repeating: "a", count: 64))
+            registry.forgetBlobUses(olderThan: 3600)
+            #expect(registry.touches.count == 1)  // within the grace: kept
+            registry.forgetBlobUses(olderThan: -1)
+            #expect(registry.touches.count == 0)
         }
-        #expect(registry.touches.count == 0)  // nothing to mount, nothing recorded
-        registry.touches.touch(registry: "bt", digest: "sha256:" + String(repeating: "a", count: 64))
-        registry.forgetBlobUses(olderThan: 3600)
-        #expect(registry.touches.count == 1)  // within the grace: kept
-        registry.forgetBlobUses(olderThan: -1)
-        #expect(registry.touches.count == 0)
-        try await store.shutdown()
     }
 }

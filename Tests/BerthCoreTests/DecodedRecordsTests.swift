@@ -32,18 +32,15 @@ import Testing
     }
 
     @Test func aRegistryReadSeesEveryUpdate() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-dr-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let store = try Store(directory: directory, threads: 2)
-        let registry = try Registry(store: store)
-        _ = try await registry.createRegistry("dr")
-        #expect(try registry.registry("dr")?.publicURIEnabled == true)
-        #expect(try registry.registry("dr")?.publicURIEnabled == true)
-        _ = try await registry.updateRegistry("dr", anonymousPull: true, publicURIEnabled: false)
-        let updated = try #require(try registry.registry("dr"))
-        #expect(!updated.publicURIEnabled && updated.anonymousPull)
-        try await registry.deleteRegistry("dr", force: true)
-        #expect(try registry.registry("dr") == nil)
-        try await store.shutdown()
+        try await withScratchRegistry { registry, _ in
+            _ = try await registry.createRegistry("dr")
+            #expect(try registry.registry("dr")?.publicURIEnabled == true)
+            #expect(try registry.registry("dr")?.publicURIEnabled == true)
+            _ = try await registry.updateRegistry("dr", anonymousPull: true, publicURIEnabled: false)
+            let updated = try #require(try registry.registry("dr"))
+            #expect(!updated.publicURIEnabled && updated.anonymousPull)
+            try await registry.deleteRegistry("dr", force: true)
+            #expect(try registry.registry("dr") == nil)
+        }
     }
 }

@@ -14,25 +14,22 @@ import Testing
 
     /// A registry `gone` holding one blob whose record, alone, was deleted.
     private func withCutShortDelete(_ body: (Registry, Store) async throws -> Void) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-id-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let store = try Store(directory: directory, threads: 2)
-        let registry = try Registry(store: store)
-        _ = try await registry.createRegistry("gone")
-        _ = try await registry.createRegistry("kept")
-        for name in ["gone/app", "kept/app"] {
-            let upload = try await registry.startUpload(name: name)
-            let body = AsyncStream<ByteBuffer> { $0.yield(ByteBuffer(bytes: Self.bytes)); $0.finish() }
-            _ = try await registry.appendUpload(name: name, id: upload.id, start: nil, expectedLength: nil, body: body)
-            _ = try await registry.completeUpload(name: name, id: upload.id, digest: Self.digest)
+        try await withScratchRegistry { registry, store in
+            _ = try await registry.createRegistry("gone")
+            _ = try await registry.createRegistry("kept")
+            for name in ["gone/app", "kept/app"] {
+                let upload = try await registry.startUpload(name: name)
+                let body = AsyncStream<ByteBuffer> { $0.yield(ByteBuffer(bytes: Self.bytes)); $0.finish() }
+                _ = try await registry.appendUpload(name: name, id: upload.id, start: nil, expectedLength: nil, body: body)
+                _ = try await registry.completeUpload(name: name, id: upload.id, digest: Self.digest)
+            }
+            var batch = WriteBatch()
+            batch.delete(.catalog, CatalogKey.registry("gone").bytes)
+            try store.db.write(batch, .synced)
+            #expect(try registry.registry("gone") == nil)
+            #expect(store.objects.usage(bucket: "gone").objects == 1)
+            try await body(registry, store)
         }
-        var batch = WriteBatch()
-        batch.delete(.catalog, CatalogKey.registry("gone").bytes)
-        try store.db.write(batch, .synced)
-        #expect(try registry.registry("gone") == nil)
-        #expect(store.objects.usage(bucket: "gone").objects == 1)
-        try await body(registry, store)
-        try await store.shutdown()
     }
 
     @Test func aNewRegistryOfTheSameNameStartsEmpty() async throws {

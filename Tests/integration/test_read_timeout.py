@@ -22,6 +22,38 @@ def _server(make_server):
     return make_server(registries=[REG], extra_args=["--read-timeout", str(TIMEOUT)], label="read-timeout")
 
 
+def _upload(c, image: str) -> str:
+    """A fresh upload session's URL."""
+    s = c.start_upload(f"{REG}/{image}")
+    assert_status(s, 202)
+    return c.abs_location(s)
+
+
+def _h2_patch(srv, loc: str, length: int) -> H2:
+    """An HTTP/2 connection with a PATCH of `length` bytes to `loc` begun on stream 1 (headers only)."""
+    auth = "Basic " + base64.b64encode(srv.admin_arg.encode()).decode()
+    h2 = H2(srv)
+    h2.server_settings()
+    headers = (
+        literal(":method", "PATCH") + literal(":scheme", "https") + literal(":authority", "localhost")
+        + literal(":path", path_of(loc)) + literal("authorization", auth)
+        + literal("content-type", "application/octet-stream") + literal("content-length", str(length))
+    )
+    h2.sock.sendall(h2.frame(HEADERS, END_HEADERS, 1, headers))
+    return h2
+
+
+def _seconds_until_closed(sock: socket.socket) -> float:
+    start = time.monotonic()
+    while sock.recv(65536):
+        pass
+    return time.monotonic() - start
+
+
+def _assert_about_the_timeout(waited: float) -> None:
+    assert TIMEOUT * 0.75 <= waited < TIMEOUT + 10, waited
+
+
 def _resume_whole(c, loc: str, blob: bytes) -> None:
     """The stalled request changed nothing: the whole blob goes up from byte 0."""
     r = c.patch(loc, data=blob, headers={**OCTET, "Content-Range": f"0-{len(blob) - 1}"})
@@ -33,9 +65,7 @@ def _resume_whole(c, loc: str, blob: bytes) -> None:
 def test_stalled_http1_body_is_cut_off(make_server):
     srv = _server(make_server)
     c = srv.client()
-    s = c.start_upload(f"{REG}/h1")
-    assert_status(s, 202)
-    loc = c.abs_location(s)
+    loc = _upload(c, "h1")
     blob = random_bytes(4 * MiB)
     with socket.create_connection(("127.0.0.1", srv.http_port), timeout=30) as sock:
         sock.sendall(
@@ -43,31 +73,18 @@ def test_stalled_http1_body_is_cut_off(make_server):
             f"Content-Type: application/octet-stream\r\nContent-Length: {len(blob)}\r\n\r\n".encode()
             + blob[: 1536 * KiB]
         )
-        start = time.monotonic()
-        while sock.recv(65536):
-            pass
-        waited = time.monotonic() - start
-    assert TIMEOUT * 0.75 <= waited < TIMEOUT + 10, waited
+        waited = _seconds_until_closed(sock)
+    _assert_about_the_timeout(waited)
     _resume_whole(c, loc, blob)
 
 
 def test_stalled_http2_stream_is_reset(make_server):
     srv = _server(make_server)
     c = srv.client()
-    s = c.start_upload(f"{REG}/h2")
-    assert_status(s, 202)
-    loc = c.abs_location(s)
+    loc = _upload(c, "h2")
     blob = random_bytes(4 * MiB)
-    auth = "Basic " + base64.b64encode(srv.admin_arg.encode()).decode()
-    h2 = H2(srv)
+    h2 = _h2_patch(srv, loc, len(blob))
     try:
-        h2.server_settings()
-        headers = (
-            literal(":method", "PATCH") + literal(":scheme", "https") + literal(":authority", "localhost")
-            + literal(":path", path_of(loc)) + literal("authorization", auth)
-            + literal("content-type", "application/octet-stream") + literal("content-length", str(len(blob)))
-        )
-        h2.sock.sendall(h2.frame(HEADERS, END_HEADERS, 1, headers))
         for offset in range(0, 48 * KiB, 16 * KiB):  # within the 64 KiB the connection starts with
             h2.sock.sendall(h2.frame(DATA, 0, 1, blob[offset : offset + 16 * KiB]))
         start = time.monotonic()
@@ -80,7 +97,7 @@ def test_stalled_http2_stream_is_reset(make_server):
         waited = time.monotonic() - start
     finally:
         h2.close()
-    assert TIMEOUT * 0.75 <= waited < TIMEOUT + 10, waited
+    _assert_about_the_timeout(waited)
     _resume_whole(c, loc, blob)
 
 
@@ -90,11 +107,8 @@ def test_idle_http1_connection_is_closed(make_server):
     with socket.create_connection(("127.0.0.1", srv.http_port), timeout=30) as sock:
         sock.sendall(f"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {c.auth_headers()['Authorization']}\r\n\r\n".encode())
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
-        start = time.monotonic()
-        while sock.recv(65536):
-            pass
-        waited = time.monotonic() - start
-    assert TIMEOUT * 0.75 <= waited < TIMEOUT + 10, waited
+        waited = _seconds_until_closed(sock)
+    _assert_about_the_timeout(waited)
 
 
 def test_idle_http2_connection_gets_goaway_and_is_closed(make_server):
@@ -111,27 +125,17 @@ def test_idle_http2_connection_gets_goaway_and_is_closed(make_server):
     finally:
         h2.close()
     assert GOAWAY in kinds, kinds
-    assert TIMEOUT * 0.75 <= waited < TIMEOUT + 10, waited
+    _assert_about_the_timeout(waited)
 
 
 def test_http2_upload_sending_slowly_is_not_cut(make_server):
     """A body that keeps arriving, however slowly, outlives read_timeout, and so does its connection."""
     srv = _server(make_server)
     c = srv.client()
-    s = c.start_upload(f"{REG}/slow")
-    assert_status(s, 202)
-    loc = c.abs_location(s)
+    loc = _upload(c, "slow")
     blob = random_bytes(5 * KiB)
-    auth = "Basic " + base64.b64encode(srv.admin_arg.encode()).decode()
-    h2 = H2(srv)
+    h2 = _h2_patch(srv, loc, len(blob))
     try:
-        h2.server_settings()
-        headers = (
-            literal(":method", "PATCH") + literal(":scheme", "https") + literal(":authority", "localhost")
-            + literal(":path", path_of(loc)) + literal("authorization", auth)
-            + literal("content-type", "application/octet-stream") + literal("content-length", str(len(blob)))
-        )
-        h2.sock.sendall(h2.frame(HEADERS, END_HEADERS, 1, headers))
         for i in range(5):  # one KiB a second for five seconds: 2.5 timeouts
             time.sleep(1)
             h2.sock.sendall(h2.frame(DATA, 0x1 if i == 4 else 0, 1, blob[i * KiB : (i + 1) * KiB]))
