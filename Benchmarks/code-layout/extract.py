@@ -33,7 +33,7 @@ def executed(profile: str) -> list[str]:
                         name = SUFFIX.sub("", name)  # callgrind tells contexts of one function apart with 'N
                     current_function = name if current_object and current_object.endswith("/berth") else None
                     if current_function:
-                        cost[current_function] += 0
+                        cost.setdefault(current_function, 0)  # listed even if its cost lines are all zero
                 continue
             # "<position> <Ir>" cost lines of the current function (calls' inclusive costs count too:
             # the order only needs to be roughly hottest first).
