@@ -64,7 +64,11 @@ public struct ParsedManifest: Sendable {
         } catch {
             throw RegistryError(.manifestInvalid, "manifest is not valid JSON of a manifest: \(Self.describe(error))")
         }
-        let declared = contentType.map { $0.split(separator: ";")[0].trimmingCharacters(in: .whitespaces) }
+        // The media type without parameters; an empty one (a header of "" or ";") counts as none.
+        let declared = contentType.flatMap { header -> String? in
+            let type = header.prefix(while: { $0 != ";" }).trimmingHTTPWhitespace()
+            return type.isEmpty ? nil : String(type)
+        }
         var type = document.mediaType ?? declared
         if type == nil || type == "application/json" || type == "application/octet-stream" {
             type = document.manifests != nil ? MediaType.ociIndex : MediaType.ociManifest

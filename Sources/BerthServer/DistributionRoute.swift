@@ -76,8 +76,8 @@ enum ByteRange {
         guard header.hasPrefix("bytes="), !header.contains(",") else { return nil }
         let spec = header.dropFirst(6)
         guard let dash = spec.firstIndex(of: "-") else { return nil }
-        let first = spec[..<dash].trimmingCharacters(in: .whitespaces)
-        let last = spec[spec.index(after: dash)...].trimmingCharacters(in: .whitespaces)
+        let first = spec[..<dash].trimmingHTTPWhitespace()
+        let last = spec[spec.index(after: dash)...].trimmingHTTPWhitespace()
         if first.isEmpty {
             guard let suffix = Int64(last), suffix > 0, size > 0 else { return nil }
             return max(0, size - suffix)..<size
@@ -91,7 +91,7 @@ enum ByteRange {
 
     /// Parses an upload chunk's `Content-Range`: `a-b`, tolerating a `bytes ` or `bytes=` prefix and a `/total` suffix.
     static func parseChunk(_ header: String) -> (start: Int64, end: Int64)? {
-        var text = Substring(header.trimmingCharacters(in: .whitespaces))
+        var text = header.trimmingHTTPWhitespace()
         for prefix in ["bytes=", "bytes "] where text.hasPrefix(prefix) { text = text.dropFirst(prefix.count) }
         if let slash = text.firstIndex(of: "/") { text = text[..<slash] }
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)

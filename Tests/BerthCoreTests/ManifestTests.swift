@@ -37,6 +37,18 @@ private func imageManifest(mediaType: String = MediaType.ociManifest, extra: [St
         #expect(manifest.artifactType == MediaType.helmConfig)
     }
 
+    /// A Content-Type of "" or ";" once trapped (the first part of an empty split); it counts as none now.
+    @Test func emptyContentTypeCountsAsNone() throws {
+        for header in ["", ";", " ; charset=utf-8", "\t"] {
+            let manifest = try ParsedManifest(bytes: json(imageManifest()), contentType: header)
+            #expect(manifest.mediaType == MediaType.ociManifest)
+        }
+        var untyped = imageManifest()
+        untyped["mediaType"] = nil
+        #expect(try ParsedManifest(bytes: json(untyped), contentType: ";").mediaType == MediaType.ociManifest)
+        #expect(try ParsedManifest(bytes: json(untyped), contentType: " \(MediaType.dockerManifest) ; x=y").mediaType == MediaType.dockerManifest)
+    }
+
     @Test func indexNamesItsChildren() throws {
         let index: [String: Any] = [
             "schemaVersion": 2, "mediaType": MediaType.ociIndex,

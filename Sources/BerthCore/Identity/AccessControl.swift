@@ -39,8 +39,8 @@ public final class AccessControl: Sendable {
             } else {
                 result = .failed(reason: "invalid access key or secret")
             }
-        } else if authorization.lowercased().hasPrefix("bearer ") {
-            let token = String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        } else if authorization.hasASCIICaseInsensitivePrefix("bearer ") {
+            let token = String(authorization.dropFirst(7).trimmingHTTPWhitespace())
             result = await principal(bearer: token).map { .authenticated($0, method: "bearer") }
                 ?? .failed(reason: "invalid or expired token")
         } else {
@@ -74,8 +74,8 @@ public final class AccessControl: Sendable {
     }
 
     static func basicCredentials(_ header: String) -> (String, String)? {
-        guard header.lowercased().hasPrefix("basic ") else { return nil }
-        guard let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+        guard header.hasASCIICaseInsensitivePrefix("basic ") else { return nil }
+        guard let data = Data(base64Encoded: String(header.dropFirst(6).trimmingHTTPWhitespace())),
             let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":")
         else { return ("", "") }
         return (String(text[..<colon]), String(text[text.index(after: colon)...]))
