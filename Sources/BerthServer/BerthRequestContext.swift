@@ -14,6 +14,9 @@ struct BerthRequestContext: RequestContext {
     let eventLoop: any EventLoop
     /// Shared with the middlewares before the one that authenticates, so the request log names the caller.
     let trace = RequestTrace()
+    /// The `/v2` route of `path`, parsed once by ``ObservabilityMiddleware`` for its label and reused by
+    /// ``DistributionController`` (which parses again only if the path changed in between).
+    var parsedRoute: (path: String, route: DistributionRoute?)?
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

@@ -19,7 +19,8 @@ struct DistributionController: RouterMiddleware {
     let trimmer: MemoryTrimmer
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let route = DistributionRoute(path: request.uri.path) else {
+        let parsed = context.parsedRoute.flatMap { $0.path == request.uri.path ? $0.route : nil }
+        guard let route = parsed ?? DistributionRoute(path: request.uri.path) else {
             if request.uri.path.hasPrefix("/v2/") {
                 let error = RegistryError(.unsupported, "no such endpoint: \(request.uri.path)").with(status: 404)
                 return finish(ErrorResponses.oci(error, head: request.method == .head))
