@@ -160,6 +160,18 @@ def test_http2_push_and_pull_with_curl(server, reg):
 # ===========================================================================
 
 
+@pytest.mark.skipif(not have_tool("curl"), reason="curl not installed")
+def test_methods_clients_invent_share_one_metrics_label(server):
+    """HTTP/1.1's parser knows a fixed list of methods; over HTTP/2 any token
+    is one. Each must not add a series to the metrics."""
+    for method in ("FROB1", "FROB2"):
+        version, headers, _ = _curl_h2(server, "-X", method, f"{server.tls_url}/v2/")
+        assert version == "HTTP/2" and headers[":status"] in (404, 405), headers
+    text = requests.get(f"{server.url}/metrics").text
+    assert "FROB" not in text
+    assert 'method="other"' in text
+
+
 def test_monolithic_post_then_put(http, reg):
     name = img_name(reg)
     data = random_bytes(100 * KiB + 7)
@@ -798,6 +810,17 @@ def pushable(http, reg):
     img = make_image(n_layers=1, layer_size=100)
     http.upload_blobs(name, img.blobs)
     return name, img
+
+
+# A Content-Type without a media type in it once killed the server (the
+# first part of an empty split); it counts as no Content-Type now.
+@pytest.mark.parametrize("content_type", ["", ";", "; charset=utf-8"], ids=["empty", "semicolon", "parameters-only"])
+def test_manifest_content_type_without_media_type(http, pushable, content_type):
+    name, img = pushable
+    assert_status(http.put_manifest(name, "no-type", img.manifest, media_type=content_type), 201)
+    g = http.get_manifest(name, "no-type")
+    assert_status(g, 200)
+    assert g.headers.get("Content-Type") == MT_OCI_MANIFEST
 
 
 @pytest.mark.parametrize(
