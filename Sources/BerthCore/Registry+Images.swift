@@ -110,7 +110,7 @@ extension Registry {
         case .updated: summaries.sort { ($0.record.updated, $1.record.name) > ($1.record.updated, $0.record.name) }
         case .pulls: summaries.sort { ($0.pulls.count, $1.record.name) > ($1.pulls.count, $0.record.name) }
         }
-        let offset = cursor.flatMap(Int.init) ?? 0
+        let offset = try Self.offset(cursor)
         let page = Array(summaries.dropFirst(offset).prefix(limit))
         let next = offset + page.count < summaries.count ? String(offset + page.count) : nil
         return Page(items: page, next: next)
@@ -192,7 +192,7 @@ extension Registry {
         }
         records.sort { ($0.created, $1.digest) > ($1.created, $0.digest) }
         let tags = try tagsByDigest(name)
-        let offset = cursor.flatMap(Int.init) ?? 0
+        let offset = try Self.offset(cursor)
         let page = try records.dropFirst(offset).prefix(limit).map { try summary(name, $0, tags: tags[$0.digest] ?? []) }
         return Page(items: page, next: offset + page.count < records.count ? String(offset + page.count) : nil)
     }
@@ -225,7 +225,7 @@ extension Registry {
             if let manifests = document.manifests {
                 // An index weighs what its images weigh.
                 for child in manifests {
-                    size += try manifestDocument(name, child.digest).map(Self.contentSize) ?? child.size
+                    size = Self.saturatingSum(size, try manifestDocument(name, child.digest).map(Self.contentSize) ?? child.size)
                 }
                 platforms = manifests.compactMap(\.platform)
             } else {
@@ -247,19 +247,39 @@ extension Registry {
         return try? JSONDecoder().decode(ManifestDocument.self, from: Data(bytes))
     }
 
-    /// Config plus layers; for an index, its descriptors.
+    /// Config plus layers; for an index, its descriptors. Sizes come from
+    /// stored manifests (checked against the blobs since pushes verify them,
+    /// but older records were not): the sum saturates instead of trapping.
     static func contentSize(_ document: ManifestDocument) -> Int64 {
-        if let manifests = document.manifests { return manifests.reduce(0) { $0 + $1.size } }
-        return (document.config?.size ?? 0) + (document.layers ?? []).reduce(0) { $0 + $1.size }
+        let sizes = document.manifests.map { $0.map(\.size) } ?? [document.config?.size ?? 0] + (document.layers ?? []).map(\.size)
+        return sizes.reduce(0, saturatingSum)
     }
+
+    static func saturatingSum(_ a: Int64, _ b: Int64) -> Int64 {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        return overflow ? (b < 0 ? .min : .max) : sum
+    }
+
+    /// An offset cursor of a listing: none is the start; anything but a non-negative integer is refused.
+    static func offset(_ cursor: String?) throws -> Int {
+        guard let cursor else { return 0 }
+        guard let offset = Int(cursor), offset >= 0 else {
+            throw InvalidRequest(message: "'cursor' must be a cursor this listing returned, got '\(cursor)'")
+        }
+        return offset
+    }
+
+    static let configSummaryLimit: Int64 = 1 << 20
 
     /// Reads os, architecture, created and labels from an image config blob (≤ 1 MiB).
     private func configSummary(_ name: String, _ config: Descriptor?) async throws -> ConfigSummary? {
-        guard let config, config.size <= 1 << 20,
+        guard let config, config.size <= Self.configSummaryLimit,
             config.mediaType == "application/vnd.oci.image.config.v1+json"
                 || config.mediaType == "application/vnd.docker.container.image.v1+json",
             let (registryName, _) = try? Names.splitRepository(name),
-            let object = try objects.object(bucket: registryName, digest: config.digest)
+            let object = try objects.object(bucket: registryName, digest: config.digest),
+            // The blob's own size, not the descriptor's claim, bounds what is read.
+            object.size <= Self.configSummaryLimit
         else { return nil }
         var bytes: [UInt8] = []
         for try await buffer in objects.read(object, range: 0..<object.size) { bytes.append(contentsOf: buffer.readableBytesView) }

@@ -198,6 +198,11 @@ def test_images_pagination(http, new_registry):
     push_tags(http, f"{reg}/other", small_image(), "v1")
     items, _ = api_list_all(http, api_image_path(reg), {"q": "img"}, limit=2)
     assert [i["name"] for i in items] == names
+    # A cursor the server never returned is refused (a negative one used to kill the server).
+    for bad in ("-1", "x", "1.5"):
+        assert_problem(http.get(api_image_path(reg), params={"cursor": bad}), 400, "INVALID_REQUEST")
+        assert_problem(http.get(api_image_path(reg, "img0", "/artifacts"), params={"cursor": bad}), 400, "INVALID_REQUEST")
+    assert http.get(api_image_path(reg), params={"cursor": str(2**62)}).json()["items"] == []
 
 
 @pytest.fixture(scope="module")
