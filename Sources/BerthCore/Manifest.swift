@@ -48,8 +48,10 @@ public struct ParsedManifest: Sendable {
     public var artifactType: String?
     public var subject: Descriptor?
     public var annotations: [String: String]?
-    /// Blobs the manifest needs: config and layers.
+    /// Blobs the manifest needs: config and layers (foreign layers excepted).
     public var blobs: [String]
+    /// Their descriptors, whose sizes the registry checks against the stored blobs.
+    public var blobDescriptors: [Descriptor]
     /// Manifests the index needs.
     public var children: [Descriptor]
 
@@ -86,7 +88,7 @@ public struct ParsedManifest: Sendable {
         guard document.schemaVersion == 2 else {
             throw RegistryError(.manifestInvalid, "manifest schemaVersion must be 2")
         }
-        var blobs: [String] = []
+        var blobs: [Descriptor] = []
         var children: [Descriptor] = []
         if MediaType.isImage(type) {
             guard let config = document.config else {
@@ -95,10 +97,14 @@ public struct ParsedManifest: Sendable {
             guard let layers = document.layers else {
                 throw RegistryError(.manifestInvalid, "image manifest has no layers array")
             }
-            for descriptor in [config] + layers {
-                try Self.check(descriptor)
-                // Foreign layers (with urls) live elsewhere and are not required here.
-                if descriptor.urls?.isEmpty ?? true { blobs.append(descriptor.digest) }
+            try Self.check(config)
+            blobs.append(config)
+            for layer in layers {
+                try Self.check(layer)
+                // A foreign layer (with urls) lives elsewhere and is not required here; any other
+                // descriptor's urls are only hints, and its blob must be here (and is linked).
+                let isForeign = MediaType.isForeignLayer(layer.mediaType) && !(layer.urls?.isEmpty ?? true)
+                if !isForeign { blobs.append(layer) }
             }
         } else if MediaType.isIndex(type) {
             guard let manifests = document.manifests else {
@@ -118,7 +124,8 @@ public struct ParsedManifest: Sendable {
         self.artifactType = declaredArtifactType ?? (MediaType.isImage(type) ? document.config?.mediaType : nil)
         self.subject = document.subject
         self.annotations = document.annotations
-        self.blobs = blobs
+        self.blobs = blobs.map(\.digest)
+        self.blobDescriptors = blobs
         self.children = children
     }
 

@@ -21,24 +21,12 @@ extension Registry {
             try Names.validateTag(reference)
             tag = reference
         }
-        for blob in manifest.blobs where try objects.object(bucket: registryName, digest: blob) == nil {
-            throw RegistryError(.manifestBlobUnknown, "blob \(blob) is not in registry '\(registryName)'", detail: blob)
-        }
-        for child in manifest.children where try read(ManifestRecord.self, CatalogKey.manifest(name, child.digest)) == nil {
-            throw RegistryError(
-                .manifestBlobUnknown, "manifest \(child.digest) is not in repository '\(name)'", detail: child.digest)
-        }
+        try requireContent(of: manifest, name: name, registry: registryName)
         let lockNames = ["manifest:\(name)@\(manifest.digest)", "repository:\(name)"]
             + manifest.blobs.map { "link:\(registryName)@\($0)" }
         try await locks.withLocks(lockNames) {
             // Again under the link locks, which garbage collection takes too.
-            for blob in manifest.blobs where try objects.object(bucket: registryName, digest: blob) == nil {
-                throw RegistryError(.manifestBlobUnknown, "blob \(blob) is not in registry '\(registryName)'", detail: blob)
-            }
-            for child in manifest.children where try read(ManifestRecord.self, CatalogKey.manifest(name, child.digest)) == nil {
-                throw RegistryError(
-                    .manifestBlobUnknown, "manifest \(child.digest) is not in repository '\(name)'", detail: child.digest)
-            }
+            try requireContent(of: manifest, name: name, registry: registryName)
             var batch = WriteBatch()
             let now = Date()
             let isNew = try read(ManifestRecord.self, CatalogKey.manifest(name, manifest.digest)) == nil
@@ -137,6 +125,42 @@ extension Registry {
 
     /// Deletes by digest (the manifest, its tags and its referrer entry) or by
     /// tag (the tag only). Protected tags and artifacts are refused.
+    /// Every blob and child manifest `manifest` names is here, as large as its descriptor says.
+    ///
+    /// A descriptor's size must match its content (image-spec, "Descriptors"); one
+    /// that lies makes every client's pull fail its size check, and the admin
+    /// API's image sizes are sums of these.
+    private func requireContent(of manifest: ParsedManifest, name: String, registry registryName: String) throws {
+        for descriptor in manifest.blobDescriptors {
+            guard let object = try objects.object(bucket: registryName, digest: descriptor.digest) else {
+                throw RegistryError(
+                    .manifestBlobUnknown, "blob \(descriptor.digest) is not in registry '\(registryName)'", detail: descriptor.digest)
+            }
+            guard object.size == descriptor.size else {
+                throw RegistryError(
+                    .manifestInvalid, "descriptor of blob \(descriptor.digest) says \(descriptor.size) bytes; the blob has \(object.size)",
+                    detail: descriptor.digest)
+            }
+        }
+        for child in manifest.children {
+            guard let record = try read(ManifestRecord.self, CatalogKey.manifest(name, child.digest)) else {
+                throw RegistryError(
+                    .manifestBlobUnknown, "manifest \(child.digest) is not in repository '\(name)'", detail: child.digest)
+            }
+            guard Int64(record.size) == child.size else {
+                throw RegistryError(
+                    .manifestInvalid, "descriptor of manifest \(child.digest) says \(child.size) bytes; the manifest has \(record.size)",
+                    detail: child.digest)
+            }
+        }
+    }
+
+    /// Deletes a tag (not the manifest it points at); a digest is refused as a tag.
+    public func deleteTag(name: String, tag: String, actor: String? = nil) async throws {
+        try Names.validateTag(tag)
+        try await deleteManifest(name: name, reference: tag, actor: actor, ifUnchanged: nil)
+    }
+
     public func deleteManifest(name: String, reference: String, actor: String? = nil) async throws {
         try await deleteManifest(name: name, reference: reference, actor: actor, ifUnchanged: nil)
     }

@@ -142,7 +142,7 @@ struct ImagesController {
                 let image = try name(context)
                 let tag = try context.parameter("tag")
                 _ = try registry.requireImage(image)
-                try await registry.deleteManifest(name: image, reference: tag, actor: context.principal.actor)
+                try await registry.deleteTag(name: image, tag: tag, actor: context.principal.actor)
                 await support.audit(context, "tag.delete", "\(image):\(tag)", registry: registryName)
                 return Response(status: .noContent)
             }

@@ -49,6 +49,21 @@ private func imageManifest(mediaType: String = MediaType.ociManifest, extra: [St
         #expect(try ParsedManifest(bytes: json(untyped), contentType: " \(MediaType.dockerManifest) ; x=y").mediaType == MediaType.dockerManifest)
     }
 
+    /// Only a foreign layer with urls may be absent; a config or an ordinary
+    /// layer with urls is still required (and linked, so GC keeps it).
+    @Test func onlyForeignLayersMayLiveElsewhere() throws {
+        let foreignLayer = "sha256:" + String(repeating: "3", count: 64)
+        var object = imageManifest()
+        object["config"] = ["mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 10, "urls": ["https://x/c"]]
+        object["layers"] = [
+            ["mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 20, "urls": ["https://x/l"]],
+            ["mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": foreignLayer, "size": 30, "urls": ["https://x/f"]],
+        ]
+        let manifest = try ParsedManifest(bytes: json(object), contentType: MediaType.ociManifest)
+        #expect(manifest.blobs == [config, layer])
+        #expect(manifest.blobDescriptors.map(\.size) == [10, 20])
+    }
+
     @Test func indexNamesItsChildren() throws {
         let index: [String: Any] = [
             "schemaVersion": 2, "mediaType": MediaType.ociIndex,

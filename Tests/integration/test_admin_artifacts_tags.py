@@ -407,6 +407,11 @@ def test_delete_tag_keeps_artifact(http, new_registry):
     assert http.get_manifest(name, a.digest).content == a.manifest
     assert_problem(http.delete(api_image_path(reg, "ghost", "/tags/keep")), 404, "NOT_FOUND")
 
+    # A digest is not a tag: the artifact (and its tags) stay.
+    push_tags(http, name, a, "again")
+    assert_problem(http.delete(api_image_path(reg, "team/app", f"/tags/{a.digest}")), 400)
+    assert http.get_manifest(name, "again").content == a.manifest
+
 
 # ---------------------------------------------------------------------------
 # Tag mutability

@@ -714,6 +714,35 @@ def test_manifest_blob_unknown(http, reg, missing):
     assert_status(http.get_manifest(name, "broken"), 404)
 
 
+@pytest.mark.parametrize("lie", ["config", "layer", "huge", "index-child"])
+def test_descriptor_size_must_match_content(http, reg, lie):
+    """A descriptor's size must match its content (image-spec): a lying size
+    made every pull fail its size check, and Int64.max in one made the admin
+    API's size sums trap. Nothing is stored."""
+    name = img_name(reg)
+    img = make_image(n_layers=1, layer_size=1 * KiB)
+    http.upload_blobs(name, img.blobs)
+    doc = json.loads(img.manifest)
+    if lie == "config":
+        doc["config"]["size"] += 1
+    elif lie == "layer":
+        doc["layers"][0]["size"] -= 1
+    elif lie == "huge":
+        doc["config"]["size"] = 2**63 - 1
+    if lie == "index-child":
+        assert_status(http.put_manifest(name, "child", img.manifest), 201)
+        index = json.loads(make_index([(img, {"os": "linux", "architecture": "amd64"})]))
+        index["manifests"][0]["size"] += 7
+        body, media_type = json.dumps(index).encode(), MT_OCI_INDEX
+    else:
+        body, media_type = json.dumps(doc).encode(), MT_OCI_MANIFEST
+    r = http.put_manifest(name, "liar", body, media_type=media_type)
+    assert_oci_error(r, 400, "MANIFEST_INVALID")
+    assert "bytes" in r.json()["errors"][0]["message"]
+    assert_status(http.get_manifest(name, "liar"), 404)
+    assert_status(http.get_manifest(name, sha256_digest(body)), 404)
+
+
 @pytest.mark.parametrize(
     "body,codes",
     [
