@@ -56,7 +56,8 @@ final class ServerMetrics: Sendable {
         }
         series.requests.increment()
         series.duration.record(duration)
-        if let bytesIn, bytesIn > 0 { series.received.increment(by: bytesIn) }
+        // A refused request's Content-Length is only a claim (Int64.max twice wrapped the counter).
+        if let bytesIn, bytesIn > 0, status < 400 { series.received.increment(by: bytesIn) }
         if let bytesOut, bytesOut > 0 { series.sent.increment(by: bytesOut) }
     }
 
