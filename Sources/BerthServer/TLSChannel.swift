@@ -29,7 +29,8 @@ struct TLSChannel: HTTPChannelHandler {
     private let readTimeout: TimeAmount
 
     /// `readTimeout`: see ``BerthHTTP1Channel``; over HTTP/2 it resets a stream
-    /// whose request body stalls and closes a connection with no open stream.
+    /// whose request body stalls and closes a connection with no open stream;
+    /// before either, it bounds the TLS handshake.
     init(tlsConfiguration: TLSConfiguration, tuning: HTTP2Tuning, readTimeout: TimeAmount, responder: @escaping Responder) throws {
         var tls = tlsConfiguration
         tls.applicationProtocols = NIOHTTP2SupportedALPNProtocols
@@ -50,6 +51,10 @@ struct TLSChannel: HTTPChannelHandler {
             return channel.eventLoop.makeFailedFuture(error)
         }
         let streamTimeout = Duration.nanoseconds(readTimeout.nanoseconds)
+        // Until ALPN has picked a protocol no idle timer runs: a client that
+        // connects and never finishes its handshake is closed after `readTimeout`.
+        let handshakeDeadline = channel.eventLoop.scheduleTask(in: readTimeout) { channel.close(promise: nil) }
+        channel.closeFuture.whenComplete { _ in handshakeDeadline.cancel() }
         return channel.configureHTTP2AsyncSecureUpgrade { channel in
             http1.setup(channel: channel, logger: logger)
         } http2ConnectionInitializer: { channel in
@@ -70,7 +75,10 @@ struct TLSChannel: HTTPChannelHandler {
                 return multiplexer
             }
         }
-        .map { Value(negotiated: $0, channel: channel) }
+        .map { negotiated in
+            negotiated.whenComplete { _ in handshakeDeadline.cancel() }
+            return Value(negotiated: negotiated, channel: channel)
+        }
     }
 
     func handle(value: Value, logger: Logger) async {

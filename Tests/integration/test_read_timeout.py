@@ -9,6 +9,8 @@ import base64
 import socket
 import time
 
+import pytest
+
 from helpers import KiB, MiB, assert_status, path_of, random_bytes, sha256_digest, with_query
 from test_http2 import DATA, END_HEADERS, GOAWAY, H2, HEADERS, literal
 
@@ -107,6 +109,18 @@ def test_idle_http1_connection_is_closed(make_server):
     with socket.create_connection(("127.0.0.1", srv.http_port), timeout=30) as sock:
         sock.sendall(f"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {c.auth_headers()['Authorization']}\r\n\r\n".encode())
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        waited = _seconds_until_closed(sock)
+    _assert_about_the_timeout(waited)
+
+
+@pytest.mark.parametrize("sends", [b"", b"\x16\x03\x01\x00\xc8\x01"], ids=["nothing", "half-a-client-hello"])
+def test_tls_handshake_that_never_finishes_is_closed(make_server, sends):
+    """Before ALPN picks a protocol no idle timer runs: a client that never
+    finishes its handshake held a file descriptor forever."""
+    srv = _server(make_server)
+    host, port = srv.tls_host.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT + 10) as sock:
+        sock.sendall(sends)
         waited = _seconds_until_closed(sock)
     _assert_about_the_timeout(waited)
 
