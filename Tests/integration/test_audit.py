@@ -91,6 +91,7 @@ def story(spawn_server) -> Story:
     # key, a login and a token.
     assert_status(srv.client(creds=wrong_secret(s.creds)).get("/v2/"), 401)
     assert_status(srv.client(creds=("AK" + "Q" * 20, "z" * 40)).get("/v2/"), 401)
+    assert_status(srv.client(creds=("AK" + "L" * 5000, "z")).get("/v2/"), 401)
     assert_status(u.get("/v2/"), 200)
     assert_status(u.fetch_token("repository:nowhere/app:pull"), 200)
 
@@ -183,6 +184,14 @@ def test_failed_logins(story):
     assert unknown, f"the failure with an unknown key should name the key tried: {fails}"
     for e in unknown:
         assert e["actor"] == "anonymous", f"no user behind an unknown key: actor must be 'anonymous': {e}"
+
+
+def test_client_text_in_entries_is_bounded(story):
+    """A failure names the key the client claimed; a 5,000-character claim is clipped, not stored whole."""
+    long = [e for e in _all(story.admin, action="auth.failure") if "AKLLLL" in e["target"]]
+    assert long, "the failure with a long made-up key is recorded"
+    for e in long:
+        assert len(e["target"]) <= 512 and e["target"].endswith("…"), len(e["target"])
 
 
 def test_login_and_token_issue(story):

@@ -47,7 +47,10 @@ public final class AccessControl: Sendable {
             result = .failed(reason: "unsupported authorization scheme")
         }
         if case .failed(let reason) = result {
-            throttle.recordFailure(source: source, accessKey: basic?.0)
+            // Failures count per key only for keys that exist: guessing at a made-up key
+            // gets nowhere anyway, and each new string would be a table entry.
+            let knownKey = basic.flatMap { identity.principal(forKey: $0.0) != nil ? $0.0 : nil }
+            throttle.recordFailure(source: source, accessKey: knownKey)
             // The key id is the caller's claim, not an identity: it goes in `target`, the actor stays anonymous.
             await audit.record(
                 actor: "anonymous", source: source, action: "auth.failure", target: basic?.0 ?? "token",

@@ -26,6 +26,14 @@ public final class AuditLog: Sendable {
 
     public init(store: Store) { self.store = store }
 
+    /// Characters of `target` and `detail` an entry keeps; longer ones end in "…".
+    static let maxTarget = 512
+    static let maxDetail = 2048
+
+    static func clipped(_ text: String, to limit: Int) -> String {
+        text.count <= limit ? text : String(text.prefix(limit - 1)) + "…"
+    }
+
     public func record(
         actor: String, source: String, action: String, target: String, registry: String? = nil,
         outcome: String = "success", detail: String? = nil
@@ -36,9 +44,11 @@ public final class AuditLog: Sendable {
             return value
         }
         let key = UInt64(now.timeIntervalSince1970 * 1000).bigEndianBytes + seq.bigEndianBytes
+        // Targets and details can carry a client's text (a claimed key id, requested scopes): bounded.
         let entry = AuditEntry(
             id: key.map { String(format: "%02x", $0) }.joined(), time: now, actor: actor, source: source, action: action,
-            target: target, registry: registry, outcome: outcome, detail: detail)
+            target: Self.clipped(target, to: Self.maxTarget), registry: registry, outcome: outcome,
+            detail: detail.map { Self.clipped($0, to: Self.maxDetail) })
         var batch = WriteBatch()
         batch.put(.audit, key, RecordCodec.encode(entry))
         try? await store.pool.run { [db = store.db, batch] in try db.write(batch, .logged) }
