@@ -33,6 +33,8 @@ public final class RocksObjectStore: ObjectStore {
     let maxObjectSize: Int64
     private let locks = KeyedLocks()
     private let live = NIOLockedValueBox([String: LiveUpload]())
+    /// Sessions rebuilt by re-hashing their stored bytes (for tests: a client's aborted request must not cause one).
+    let sessionRebuilds = NIOLockedValueBox(0)
     private let counters: NIOLockedValueBox<Counters>
 
     struct Counters {
@@ -344,10 +346,11 @@ public final class RocksObjectStore: ObjectStore {
     }
 
     /// The live session, rebuilt from the store (re-hashing its durable bytes)
-    /// after a restart or a failed append. Call with the upload's lock held.
+    /// after a restart or an append that failed in storage. Call with the upload's lock held.
     private func session(_ id: String) async throws -> LiveUpload {
         if let session = live.withLockedValue({ $0[id] }) { return session }
         guard let record = try storedUpload(id) else { throw ObjectStoreError.uploadUnknown(id) }
+        sessionRebuilds.withLockedValue { $0 += 1 }
         let db = self.db
         let files = self.files
         let hasher = try await pool.run { () -> SHA256 in
@@ -385,6 +388,12 @@ public final class RocksObjectStore: ObjectStore {
             let extent = record.extent
             var writer = ChunkWriter(
                 files: files, pool: pool, extent: extent, syncingEntry: record.size < Int64(chunkSize))
+            // The session changes only once an append is durable, so a request the
+            // client cut short (or sent too much or too little) leaves it matching
+            // the store. Only a failure in storage drops it, to be rebuilt from what
+            // is stored: rebuilding re-hashes the whole upload (up to the object size
+            // limit), which a client must not be able to cause at will.
+            var storageFailed = false
             do {
                 var hasher = session.hasher
                 var size = record.size
@@ -416,7 +425,9 @@ public final class RocksObjectStore: ObjectStore {
                         var slice = buffer.readSlice(length: take)!
                         tail.writeBuffer(&slice)
                         if tail.readableBytes == chunkSize {
+                            storageFailed = true
                             try await writer.write(tail, at: index * Int64(chunkSize))
+                            storageFailed = false
                             index += 1
                             tail = ExtentFiles.chunkBuffer(size: chunkSize)  // the write in flight holds the old one
                         }
@@ -425,6 +436,7 @@ public final class RocksObjectStore: ObjectStore {
                 if let expectedLength, received < expectedLength {
                     throw ObjectStoreError.incomplete(expected: expectedLength, received: received)
                 }
+                storageFailed = true
                 try await writer.finish()
                 if received == 0 {
                     await writer.close()
@@ -452,8 +464,7 @@ public final class RocksObjectStore: ObjectStore {
                 return record
             } catch {
                 await writer.close()
-                // The stored state is the last durable one; rebuild from it next time.
-                live.withLockedValue { _ = $0.removeValue(forKey: id) }
+                if storageFailed { live.withLockedValue { _ = $0.removeValue(forKey: id) } }
                 throw error
             }
         }

@@ -136,11 +136,35 @@ import Testing
             try random(3072).withUnsafeBytes { try file.write($0, at: 2048) }
             try file.sync()
             file.close()
-            // A failed append drops the running hash, so the next one re-hashes what is stored.
+            // An append cut short changes nothing; the next one writes over the stray bytes.
             await #expect(throws: ObjectStoreError.incomplete(expected: 10, received: 3)) {
                 _ = try await store.objects.append(upload: upload.id, start: 2500, expectedLength: 10, body: body([1, 2, 3]))
             }
             _ = try await store.objects.append(upload: upload.id, start: 2500, expectedLength: nil, body: body(Array(bytes[2500...])))
+            let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
+            #expect(try await readAll(store, object) == bytes)
+        }
+    }
+
+    /// A body the client cuts off (after full chunks went to the file) keeps the
+    /// upload's running hash: the next append does not re-hash the whole upload.
+    @Test func anAppendTheClientCutsShortKeepsTheSession() async throws {
+        struct ClientGone: Error {}
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            let bytes = random(9000)
+            let upload = try await startUpload(store, "a", Array(bytes[0..<2500]))
+            let cut = AsyncThrowingStream<ByteBuffer, any Error> { continuation in
+                continuation.yield(ByteBuffer(bytes: random(3000)))
+                continuation.finish(throwing: ClientGone())
+            }
+            await #expect(throws: ClientGone.self) {
+                _ = try await store.objects.append(upload: upload.id, start: 2500, expectedLength: nil, body: cut)
+            }
+            #expect(try store.objects.upload(upload.id)?.size == 2500)
+            let rebuilds = store.objects.sessionRebuilds.withLockedValue { $0 }
+            _ = try await store.objects.append(upload: upload.id, start: 2500, expectedLength: nil, body: body(Array(bytes[2500...])))
+            #expect(store.objects.sessionRebuilds.withLockedValue { $0 } == rebuilds)
             let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
             #expect(try await readAll(store, object) == bytes)
         }
