@@ -6,8 +6,9 @@ import NIOCore
 /// codec and ``HTTP10ExpectationFilter`` in front of it.
 ///
 /// `readTimeout` closes a connection whose request body stalls (nothing read
-/// for that long) or that sits idle between requests; one whose response is
-/// being written stays open however slowly its client reads.
+/// for that long) or that sits idle between requests. A response being
+/// written is not timed here: a blob GET closes the connection itself when
+/// its client takes nothing for that long (``ResponseBody/paced(_:on:stallTimeout:ended:)``).
 struct BerthHTTP1Channel: HTTPChannelHandler {
     typealias Value = HTTP1Channel.Value
 

@@ -10,8 +10,9 @@ struct BerthRequestContext: RequestContext {
     var principal: Principal = .anonymous
     /// The peer's IP address, for the audit log and throttling.
     let source: String
-    /// The connection's event loop, which response bodies pace themselves against.
-    let eventLoop: any EventLoop
+    /// The request's channel (an HTTP/2 stream's own), which response bodies
+    /// pace themselves against and close when the client stops reading.
+    let channel: any Channel
     /// Shared with the middlewares before the one that authenticates, so the request log names the caller.
     let trace = RequestTrace()
     /// The `/v2` route of `path`, parsed once by ``ObservabilityMiddleware`` for its label and reused by
@@ -21,7 +22,7 @@ struct BerthRequestContext: RequestContext {
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.source = source.channel.remoteAddress?.ipAddress ?? "unknown"
-        self.eventLoop = source.channel.eventLoop
+        self.channel = source.channel
     }
 }
 

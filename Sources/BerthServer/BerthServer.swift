@@ -67,7 +67,7 @@ public enum BerthServer {
                 registry, access, jobs, metrics: metrics, trimmer: trimmer,
                 settings: RouterSettings(
                     scheme: spec.scheme, exposure: spec.exposure, endpoints: endpoints, listeners: configuration.listeners,
-                    dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory))
+                    dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory, readTimeout: readTimeout))
             let server: HTTPServerBuilder
             if spec.tls {
                 if tls == nil { tls = try tlsConfiguration(configuration) }
@@ -149,7 +149,7 @@ public enum BerthServer {
         router.add(
             middleware: DistributionController(
                 registry: registry, access: access, jobs: jobs, challenge: challenge, exposure: settings.exposure,
-                trimmer: trimmer))
+                trimmer: trimmer, stallTimeout: settings.readTimeout))
         let routes = RouteTable()
         router.add(middleware: AdminFallbackMiddleware(routes: routes))
         router.get("healthz") { _, _ in "ok\n" }
@@ -206,6 +206,8 @@ struct RouterSettings: Sendable {
     var listeners: [ListenerSpec]
     var dataDir: String
     var backupDirectory: String
+    /// `read_timeout`: also how long a response waits for a client that reads nothing.
+    var readTimeout: TimeAmount
 }
 
 /// The hosts clients use for the public and private URIs.

@@ -17,6 +17,8 @@ struct DistributionController: RouterMiddleware {
     let exposure: Exposure
     /// Told when a blob transfer ends, to give its buffers back.
     let trimmer: MemoryTrimmer
+    /// How long a blob GET waits for a client that takes none of its bytes (`read_timeout`).
+    let stallTimeout: TimeAmount
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let parsed = context.parsedRoute.flatMap { $0.path == request.uri.path ? $0.route : nil }
@@ -278,7 +280,7 @@ struct DistributionController: RouterMiddleware {
         let count = Int(range.count)
         return Response(
             status: status, headers: headers,
-            body: .paced(reader, on: context.eventLoop) { [trimmer] in trimmer.transferEnded(bytes: count) })
+            body: .paced(reader, on: context.channel, stallTimeout: stallTimeout) { [trimmer] in trimmer.transferEnded(bytes: count) })
     }
 
     // MARK: Uploads

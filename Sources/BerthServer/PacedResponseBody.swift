@@ -13,14 +13,22 @@ extension ResponseBody {
     /// queues an empty task behind it and waits for the one queued after the
     /// previous chunk, which the loop runs only once that chunk is written.
     ///
+    /// A client that takes none of a chunk for `stallTimeout` (it stopped
+    /// reading, or keeps an HTTP/2 window shut) has its channel closed: the
+    /// connection over HTTP/1.1, the stream over HTTP/2. Otherwise the write
+    /// would wait forever, holding the chunks in flight (2–3 MiB).
+    ///
     /// `ended` runs once the body is written or its writing failed.
     static func paced<Chunks: AsyncSequence & Sendable>(
-        _ chunks: Chunks, on eventLoop: any EventLoop, ended: @escaping @Sendable () -> Void
+        _ chunks: Chunks, on channel: any Channel, stallTimeout: TimeAmount, ended: @escaping @Sendable () -> Void
     ) -> ResponseBody where Chunks.Element == ByteBuffer {
         ResponseBody { writer in
             defer { ended() }
+            let eventLoop = channel.eventLoop
             var previousTaken: EventLoopFuture<Void>?
             for try await chunk in chunks {
+                let stalled = eventLoop.scheduleTask(in: stallTimeout) { channel.close(promise: nil) }
+                defer { stalled.cancel() }
                 try await writer.write(chunk)
                 let taken = eventLoop.submit {}
                 try await previousTaken?.get()

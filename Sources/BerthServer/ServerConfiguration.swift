@@ -51,8 +51,9 @@ public struct ServerConfiguration: Sendable {
     /// Seconds an upload may sit idle before it expires and its space is freed.
     public var uploadTimeout: Double = 3600
     /// Seconds a connection may send nothing while its request is read (a
-    /// stalled upload), or sit idle between requests, before it is closed;
-    /// over HTTP/2 the stalled stream alone is reset.
+    /// stalled upload), take none of a blob being pulled, leave its TLS
+    /// handshake unfinished, or sit idle between requests, before it is
+    /// closed; over HTTP/2 the stalled stream alone is reset.
     public var readTimeout: Double = 120
     /// Seconds an unreferenced extent is kept before it is swept.
     public var extentGracePeriod: Double = 3600

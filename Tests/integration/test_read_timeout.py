@@ -125,6 +125,25 @@ def test_tls_handshake_that_never_finishes_is_closed(make_server, sends):
     _assert_about_the_timeout(waited)
 
 
+def test_blob_pull_whose_client_stops_reading_is_closed(make_server):
+    """A client that takes none of a blob for read_timeout has its connection
+    closed: the response held its chunks in flight (2-3 MiB) forever."""
+    srv = _server(make_server)
+    c = srv.client()
+    blob = random_bytes(48 * MiB)
+    digest = c.upload_blob(f"{REG}/pull", blob)
+    with socket.create_connection(("127.0.0.1", srv.http_port), timeout=TIMEOUT + 10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+        sock.sendall(f"GET /v2/{REG}/pull/blobs/{digest} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: {c.auth_headers()['Authorization']}\r\n\r\n".encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(TIMEOUT + 3)  # read nothing: the socket buffers fill and the server's writes stall
+        received = 0
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+    assert received < len(blob), "the connection was closed before the whole blob was sent"
+
+
 def test_idle_http2_connection_gets_goaway_and_is_closed(make_server):
     srv = _server(make_server)
     h2 = H2(srv)
