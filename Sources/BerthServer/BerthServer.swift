@@ -87,6 +87,7 @@ public enum BerthServer {
                     logger: logger))
         }
         let objects = store.objects
+        let audit = access.audit
         services.append(
             PeriodicJob(name: "maintenance", interval: configuration.maintenanceInterval, metrics: metrics, logger: logger) {
                 for name in try await registry.finishInterruptedDeletions() {
@@ -97,6 +98,7 @@ public enum BerthServer {
                 let swept = try await objects.sweepExtents(grace: configuration.extentGracePeriod).extents
                 let trimmed = try await registry.events.trim(
                     olderThan: Date().addingTimeInterval(-Double(configuration.eventRetentionDays) * 86_400))
+                try await audit.trim(olderThan: Date().addingTimeInterval(-Double(configuration.auditRetentionDays) * 86_400))
                 if expired + swept + trimmed > 0 {
                     logger.info(
                         "maintenance",

@@ -66,6 +66,7 @@ struct Settings: ParsableArguments {
     var untaggedGrace: String?
     @Option(help: "Garbage collection schedule, 5-field cron in UTC or 'off' (default '15 3 * * *').") var gcSchedule: String?
     @Option(help: "Days the event log keeps events (default 30).") var eventRetentionDays: String?
+    @Option(help: "Days the audit log keeps entries (default 365).") var auditRetentionDays: String?
 
     /// The effective configuration and log level.
     func load() throws -> (ServerConfiguration, String) {
@@ -83,7 +84,7 @@ struct Settings: ParsableArguments {
                 ("auth_failure_limit", authFailureLimit), ("backup_dir", backupDir),
                 ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),
                 ("untagged_grace", untaggedGrace),
-                ("event_retention_days", eventRetentionDays),
+                ("event_retention_days", eventRetentionDays), ("audit_retention_days", auditRetentionDays),
                 ("shutdown_timeout", shutdownTimeout), ("log_level", logLevel),
             ]
             for case let (key, value?) in flags { try loader.set(key, value) }

@@ -109,3 +109,20 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
         #expect(!constantTimeEqual([1, 2], [1, 2, 3]))
     }
 }
+
+@Suite struct AuditLogTests {
+    /// The maintenance pass deletes entries older than the retention, in one range delete.
+    @Test func trimDeletesOnlyOlderEntries() async throws {
+        try await withScratchRegistry { _, store in
+            let audit = AuditLog(store: store)
+            let now = Date()
+            for days in [400.0, 30, 0] {
+                await audit.record(actor: "a", source: "s", action: "login", target: "\(Int(days))", now: now.addingTimeInterval(-days * 86_400))
+            }
+            #expect(try await audit.trim(olderThan: now.addingTimeInterval(-365 * 86_400)))
+            let kept = try audit.entries(.init(), before: nil, limit: 10).items.map(\.target)
+            #expect(kept == ["0", "30"])
+            #expect(try await audit.trim(olderThan: now.addingTimeInterval(-365 * 86_400)) == false)
+        }
+    }
+}

@@ -36,14 +36,13 @@ public final class AuditLog: Sendable {
 
     public func record(
         actor: String, source: String, action: String, target: String, registry: String? = nil,
-        outcome: String = "success", detail: String? = nil
+        outcome: String = "success", detail: String? = nil, now: Date = Date()
     ) async {
-        let now = Date()
         let seq = sequence.withLockedValue { value -> UInt32 in
             value &+= 1
             return value
         }
-        let key = UInt64(now.timeIntervalSince1970 * 1000).bigEndianBytes + seq.bigEndianBytes
+        let key = Self.timeKey(now) + seq.bigEndianBytes
         // Targets and details can carry a client's text (a claimed key id, requested scopes): bounded.
         let entry = AuditEntry(
             id: key.map { String(format: "%02x", $0) }.joined(), time: now, actor: actor, source: source, action: action,
@@ -52,6 +51,27 @@ public final class AuditLog: Sendable {
         var batch = WriteBatch()
         batch.put(.audit, key, RecordCodec.encode(entry))
         try? await store.pool.run { [db = store.db, batch] in try db.write(batch, .logged) }
+    }
+
+    /// Deletes the entries older than `cutoff` (one range delete: keys are in
+    /// time order); returns whether there were any.
+    @discardableResult
+    public func trim(olderThan cutoff: Date) async throws -> Bool {
+        var oldest: [UInt8]?
+        try store.db.scan(.audit, prefix: [], fillingCache: false) { key, _ in
+            oldest = Array(key)
+            return false
+        }
+        let end = Self.timeKey(cutoff) + UInt32(0).bigEndianBytes
+        guard let oldest, oldest.lexicographicallyPrecedes(end) else { return false }
+        var batch = WriteBatch()
+        batch.deleteRange(.audit, from: [UInt8](repeating: 0, count: end.count), to: end)
+        try await store.pool.run { [db = store.db, batch] in try db.write(batch, .logged) }
+        return true
+    }
+
+    private static func timeKey(_ time: Date) -> [UInt8] {
+        UInt64(max(0, time.timeIntervalSince1970 * 1000)).bigEndianBytes
     }
 
     public struct Filter: Sendable {
