@@ -139,6 +139,10 @@ extension Registry {
                 .sizeInvalid, "body ended after \(received) of \(expected) declared bytes", detail: "\(received)")
         case .unsupportedDigest(let digest):
             return RegistryError(.digestInvalid, "digest \(digest) is not supported (sha256 only)")
+        case .tooManyUploads(let limit):
+            return RegistryError(
+                .tooManyRequests, "the registry has \(limit) uploads open; finish or cancel some, or wait for idle ones to expire",
+                detail: "\(limit)")
         }
     }
 }

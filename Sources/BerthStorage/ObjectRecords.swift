@@ -79,6 +79,8 @@ public enum ObjectStoreError: Error, Sendable, Equatable {
     /// The request body ended before its declared length.
     case incomplete(expected: Int64, received: Int64)
     case unsupportedDigest(String)
+    /// The bucket has as many uploads open as it may.
+    case tooManyUploads(limit: Int)
 }
 
 /// How records are stored: JSON, dates as milliseconds since 1970.

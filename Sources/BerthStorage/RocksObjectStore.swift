@@ -40,8 +40,25 @@ public final class RocksObjectStore: ObjectStore {
     struct Counters {
         var buckets: [String: BucketUsage] = [:]
         var physicalBytes: Int64 = 0
-        var uploads: [String: Int64] = [:]
+        /// Open uploads: their bucket and size.
+        var uploads: [String: (bucket: String, size: Int64)] = [:]
+        var openUploads: [String: Int] = [:]
+
+        mutating func opened(_ id: String, bucket: String, size: Int64) {
+            uploads[id] = (bucket, size)
+            openUploads[bucket, default: 0] += 1
+        }
+
+        mutating func closed(_ id: String) {
+            guard let bucket = uploads.removeValue(forKey: id)?.bucket else { return }
+            openUploads[bucket, default: 1] -= 1
+            if openUploads[bucket] == 0 { openUploads[bucket] = nil }
+        }
     }
+
+    /// Uploads a bucket may have open at once (each holds a record, a session
+    /// and, once written to, an extent until it completes or expires).
+    public let maxOpenUploads: Int
 
     /// An upload's running hash, valid for its durable size.
     /// An upload in progress: its record and the hash of its bytes so far.
@@ -62,9 +79,11 @@ public final class RocksObjectStore: ObjectStore {
     }
 
     public init(
-        db: RocksDB, pool: BlockingPool, files: ExtentFiles, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30
+        db: RocksDB, pool: BlockingPool, files: ExtentFiles, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30,
+        maxOpenUploads: Int = 10_000
     ) throws {
         self.db = db
+        self.maxOpenUploads = maxOpenUploads
         self.pool = pool
         self.files = files
         self.chunkSize = chunkSize
@@ -86,7 +105,7 @@ public final class RocksObjectStore: ObjectStore {
         var uploads: [UploadRecord] = []
         try db.scan(.uploads, prefix: Array("u".utf8), fillingCache: false) { _, value in
             let record = try RecordCodec.decode(UploadRecord.self, value)
-            counters.uploads[record.id] = record.size
+            counters.opened(record.id, bucket: record.bucket, size: record.size)
             known.insert(record.extent)
             uploads.append(record)
             return true
@@ -102,7 +121,7 @@ public final class RocksObjectStore: ObjectStore {
                 Self.dropUpload(upload, in: &batch)
                 try db.write(batch, .synced)
                 files.remove(upload.extent)
-                self.counters.withLockedValue { _ = $0.uploads.removeValue(forKey: upload.id) }
+                self.counters.withLockedValue { $0.closed(upload.id) }
             }
         }
         for extent in try files.list() where !known.contains(extent) { files.remove(extent) }
@@ -316,7 +335,7 @@ public final class RocksObjectStore: ObjectStore {
                 logicalBytes: c.buckets.values.reduce(0) { $0 + $1.bytes },
                 physicalBytes: c.physicalBytes,
                 openUploads: c.uploads.count,
-                uploadBytes: c.uploads.values.reduce(0, +))
+                uploadBytes: c.uploads.values.reduce(0) { $0 + $1.size })
         }
     }
 
@@ -328,11 +347,22 @@ public final class RocksObjectStore: ObjectStore {
         let record = UploadRecord(
             id: UUID().uuidString.lowercased(), bucket: bucket, owner: owner,
             extent: UInt64.random(in: 1..<UInt64.max), chunkSize: chunkSize, size: 0, created: now, updated: now)
+        // Counted before the write, so concurrent starts cannot pass the limit together.
+        let admitted = counters.withLockedValue { counters -> Bool in
+            guard counters.openUploads[bucket, default: 0] < maxOpenUploads else { return false }
+            counters.opened(record.id, bucket: bucket, size: 0)
+            return true
+        }
+        guard admitted else { throw ObjectStoreError.tooManyUploads(limit: maxOpenUploads) }
         var batch = WriteBatch()
         batch.put(.uploads, Self.uploadKey(record.id), RecordCodec.encode(record))
-        try await write(batch)
+        do {
+            try await write(batch)
+        } catch {
+            counters.withLockedValue { $0.closed(record.id) }
+            throw error
+        }
         live.withLockedValue { $0[record.id] = LiveUpload(record: record, hasher: SHA256()) }
-        counters.withLockedValue { $0.uploads[record.id] = 0 }
         return record
     }
 
@@ -460,7 +490,7 @@ public final class RocksObjectStore: ObjectStore {
                 await writer.close()
                 session.record = record
                 session.hasher = hasher
-                counters.withLockedValue { $0.uploads[id] = size }
+                counters.withLockedValue { $0.uploads[id]?.size = size }
                 return record
             } catch {
                 await writer.close()
@@ -533,7 +563,7 @@ public final class RocksObjectStore: ObjectStore {
 
     private func forget(_ id: String) {
         live.withLockedValue { _ = $0.removeValue(forKey: id) }
-        counters.withLockedValue { _ = $0.uploads.removeValue(forKey: id) }
+        counters.withLockedValue { $0.closed(id) }
     }
 
     private func discard(_ upload: UploadRecord) async throws {

@@ -11,13 +11,14 @@ public final class Store: Sendable {
 
     public init(
         directory: String, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30, threads: Int = 16,
-        directWrites: Bool = true
+        directWrites: Bool = true, maxOpenUploads: Int = 10_000
     ) throws {
         db = try RocksDB(path: directory)
         pool = BlockingPool(threads: threads)
         files = try ExtentFiles(directory: directory + "/extents", directWrites: directWrites)
         objects = try RocksObjectStore(
-            db: db, pool: pool, files: files, chunkSize: chunkSize, maxObjectSize: maxObjectSize)
+            db: db, pool: pool, files: files, chunkSize: chunkSize, maxObjectSize: maxObjectSize,
+            maxOpenUploads: maxOpenUploads)
     }
 
     /// Flushes the memtables (so the next start replays little) and stops the pool.

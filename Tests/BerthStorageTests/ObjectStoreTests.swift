@@ -189,3 +189,39 @@ func put(_ store: Store, _ bucket: String, _ bytes: [UInt8]) async throws -> Obj
         try await store.shutdown()
     }
 }
+
+@Suite struct OpenUploadLimitTests {
+    /// A bucket has at most `maxOpenUploads` uploads open; finishing, cancelling
+    /// or a restart (which counts the stored ones) keeps the count right.
+    @Test func aBucketOpensAtMostTheLimit() async throws {
+        let directory = scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let firstBytes = random(10)
+        let (first, third) = try await {
+            let store = try Store(directory: directory, chunkSize: 1024, threads: 2, maxOpenUploads: 2)
+            try await store.objects.createBucket("a")
+            try await store.objects.createBucket("b")
+            let first = try await startUpload(store, "a", firstBytes)
+            let second = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+            await #expect(throws: ObjectStoreError.tooManyUploads(limit: 2)) {
+                _ = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+            }
+            _ = try await store.objects.startUpload(bucket: "b", owner: "b/x")
+            try await store.objects.cancel(upload: second.id)
+            let third = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+            try await store.shutdown()
+            return (first, third)
+        }()
+
+        // After a restart the stored uploads count.
+        let store = try Store(directory: directory, chunkSize: 1024, threads: 2, maxOpenUploads: 2)
+        await #expect(throws: ObjectStoreError.tooManyUploads(limit: 2)) {
+            _ = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+        }
+        _ = try await store.objects.complete(upload: first.id, digest: digest(firstBytes))
+        _ = try await store.objects.startUpload(bucket: "a", owner: "a/x")
+        #expect(store.objects.usage().openUploads == 3)  // `third`, the new one, and b's
+        #expect(try store.objects.upload(third.id) != nil)
+        try await store.shutdown()
+    }
+}
