@@ -123,8 +123,6 @@ extension Registry {
         return ManifestContent(digest: digest, mediaType: record.mediaType, bytes: bytes)
     }
 
-    /// Deletes by digest (the manifest, its tags and its referrer entry) or by
-    /// tag (the tag only). Protected tags and artifacts are refused.
     /// Every blob and child manifest `manifest` names is here, as large as its descriptor says.
     ///
     /// A descriptor's size must match its content (image-spec, "Descriptors"); one
@@ -161,6 +159,8 @@ extension Registry {
         try await deleteManifest(name: name, reference: tag, actor: actor, ifUnchanged: nil)
     }
 
+    /// Deletes by digest (the manifest, its tags and its referrer entry) or by
+    /// tag (the tag only). Protected tags and artifacts are refused.
     public func deleteManifest(name: String, reference: String, actor: String? = nil) async throws {
         try await deleteManifest(name: name, reference: reference, actor: actor, ifUnchanged: nil)
     }
