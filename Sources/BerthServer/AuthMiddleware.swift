@@ -3,8 +3,9 @@ import HTTPTypes
 import Hummingbird
 
 /// Turns the `Authorization` header into the context's principal on `/v2`
-/// and `/api/v1`. Bad credentials end the request here (401, or 429 when
-/// throttled); no credentials go on as anonymous, and each route decides.
+/// and `/api/v1` (Basic only there: tokens are for `/v2`). Bad credentials end
+/// the request here (401, or 429 when throttled); no credentials go on as
+/// anonymous, and each route decides.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = BerthRequestContext
     let access: AccessControl
@@ -19,6 +20,11 @@ struct AuthMiddleware: RouterMiddleware {
         case .anonymous:
             break
         case .authenticated(let principal, let method):
+            // A token's scope names repositories and pull/push/delete, nothing of the
+            // admin API: there a token would act with every right of its key's user.
+            if !isRegistry, method != "basic" {
+                return challenge.admin(request, detail: "the admin API takes an access key and secret (Basic), not a token")
+            }
             context.principal = principal
             context.trace.actor = principal.actor
             if isRegistry, path == "/v2/" || path == "/v2", method == "basic" {

@@ -41,7 +41,14 @@ struct TokenController {
         switch await access.authenticate(authorization: authorization, source: context.source) {
         case .anonymous:
             principal = .anonymous
-        case .authenticated(let who, _):
+        case .authenticated(let who, let method):
+            // A token is not a credential for a new one: it would be renewed forever,
+            // each time with every right of its key's user, whatever its own scope.
+            guard method == "basic" else {
+                var response = Self.error(401, "invalid_client", "tokens are issued for an access key and secret (Basic), not for a token")
+                response.headers[.wwwAuthenticate] = "Basic realm=\"berth\""
+                return response
+            }
             principal = who
         case .failed(let reason):
             var response = Self.error(401, "invalid_client", "authentication failed: \(reason)")

@@ -121,6 +121,23 @@ def test_token_without_scope_grants_nothing(http):
     assert not claims.get("access"), claims
 
 
+def test_a_token_gets_no_new_token_and_no_admin_api(http, treg):
+    """A token is not a credential for a new one (it would be renewed forever,
+    with every right of its key's user), nor for the admin API (its scope
+    names repositories, not admin operations)."""
+    token = http.token_for(f"repository:{treg}/app:pull")
+    r = requests.get(http.url("/auth/token"), params={"service": "berth", "scope": f"repository:{treg}/app:pull,push,delete"},
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=http.verify)
+    assert r.status_code == 401 and r.json().get("error") == "invalid_client", describe(r)
+    assert "token" not in r.json()
+    bearer = http.with_token(token)
+    assert_status(bearer.get_manifest(f"{treg}/app", "v1"), 200)
+    for path in ("/api/v1/me", "/api/v1/registries", f"/api/v1/registries/{treg}"):
+        assert_problem(bearer.get(path), 401, "UNAUTHORIZED")
+    assert_problem(bearer.delete(f"/api/v1/registries/{treg}", params={"force": "true"}), 401, "UNAUTHORIZED")
+    assert_status(http.get(f"/api/v1/registries/{treg}"), 200)
+
+
 def test_post_password_grant(server, http, treg):
     form = {
         "grant_type": "password",
