@@ -92,6 +92,8 @@ def story(spawn_server) -> Story:
     assert_status(srv.client(creds=wrong_secret(s.creds)).get("/v2/"), 401)
     assert_status(srv.client(creds=("AK" + "Q" * 20, "z" * 40)).get("/v2/"), 401)
     assert_status(srv.client(creds=("AK" + "L" * 5000, "z")).get("/v2/"), 401)
+    assert_status(srv.client(creds=(s.creds[1], s.creds[0])).get("/v2/"), 401)  # fields swapped: a secret as the key id
+    assert_status(admin.fetch_token(*[f"repository:longscope/app{i}:pull" for i in range(40)]), 200)
     assert_status(u.get("/v2/"), 200)
     assert_status(u.fetch_token("repository:nowhere/app:pull"), 200)
 
@@ -187,10 +189,15 @@ def test_failed_logins(story):
 
 
 def test_client_text_in_entries_is_bounded(story):
-    """A failure names the key the client claimed; a 5,000-character claim is clipped, not stored whole."""
-    long = [e for e in _all(story.admin, action="auth.failure") if "AKLLLL" in e["target"]]
-    assert long, "the failure with a long made-up key is recorded"
-    for e in long:
+    """A failure names the key id the client claimed only if it is one or looks
+    like one (swapped fields would log a secret: test_no_secret_in_the_audit_log);
+    a token's scopes, the client's text, are clipped to 512 characters."""
+    fails = _all(story.admin, action="auth.failure")
+    assert any(e["target"] == "malformed key id" for e in fails), fails
+    assert not any("LLLLLLLL" in e["target"] for e in fails)
+    issued = [e for e in _all(story.admin, action="token.issue") if "longscope" in e["target"]]
+    assert issued, "the token request with 40 scopes is recorded"
+    for e in issued:
         assert len(e["target"]) <= 512 and e["target"].endswith("…"), len(e["target"])
 
 

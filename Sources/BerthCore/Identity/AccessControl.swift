@@ -52,8 +52,10 @@ public final class AccessControl: Sendable {
             let knownKey = basic.flatMap { identity.principal(forKey: $0.0) != nil ? $0.0 : nil }
             throttle.recordFailure(source: source, accessKey: knownKey)
             // The key id is the caller's claim, not an identity: it goes in `target`, the actor stays anonymous.
+            // Only if it looks like a key id: swapped fields (`-u <secret> -p <key>`) would put a secret in the log.
+            let claimed = basic.map { knownKey ?? (Identity.looksLikeKeyID($0.0) ? $0.0 : "malformed key id") }
             await audit.record(
-                actor: "anonymous", source: source, action: "auth.failure", target: basic?.0 ?? "token",
+                actor: "anonymous", source: source, action: "auth.failure", target: claimed ?? "token",
                 outcome: "failure", detail: reason)
         }
         return result

@@ -11,6 +11,12 @@ import NIOConcurrencyHelpers
 public final class Identity: Sendable {
     public static let maxKeysPerUser = 5
     static let keyAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+    /// Whether `text` has the shape of the key ids Berth generates (`AK` and 20 base32 letters).
+    public static func looksLikeKeyID(_ text: String) -> Bool {
+        let characters = Array(text)
+        return characters.count == 22 && text.hasPrefix("AK") && characters.dropFirst(2).allSatisfy(keyAlphabet.contains)
+    }
     static let secretAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
     struct State {
@@ -235,6 +241,26 @@ public final class Identity: Sendable {
             try await write(batch)
             state.withLockedValue { $0.bindings[user, default: []].append(binding) }
             return binding
+        }
+    }
+
+    /// Removes every binding scoped to `registry` (when it is deleted: a
+    /// registry created later under its name must not inherit them).
+    /// Returns how many there were.
+    @discardableResult
+    public func removeBindings(registry: String) async throws -> Int {
+        try await change {
+            let doomed = state.withLockedValue { state in
+                state.bindings.flatMap { user, bindings in bindings.filter { $0.registry == registry }.map { (user, $0) } }
+            }
+            guard !doomed.isEmpty else { return 0 }
+            var batch = WriteBatch()
+            for (user, binding) in doomed { batch.delete(.auth, Key("B", user, binding.id).bytes) }
+            try await write(batch)
+            state.withLockedValue { state in
+                for (user, binding) in doomed { state.bindings[user]?.removeAll { $0 == binding } }
+            }
+            return doomed.count
         }
     }
 
