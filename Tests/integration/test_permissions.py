@@ -32,6 +32,7 @@ from helpers import (
     describe,
     jwt_decode,
     make_image,
+    new_principal,
     oci_error_codes,
     parse_challenge,
     random_bytes,
@@ -568,3 +569,16 @@ def test_anonymous_pull_opens_only_pulls_of_that_registry(server, http, new_regi
         assert_status(http.patch(f"/api/v1/registries/{open_reg}", json={"anonymous_pull": False}), 200)
     assert_status(anon.get_manifest(name, "v1"), 401)
     assert_status(anon.get_blob(name, layer), 401)
+
+
+def test_roles_on_a_deleted_registry_go_with_it(server, http):
+    """A registry admin may delete their registry; a registry created later
+    under its name (for another team) must not make them its admin."""
+    reg = create_registry(http, "rb")
+    user, creds = new_principal(http, "admin", reg, prefix="rb")
+    owner = server.client(creds=creds)
+    assert_status(owner.delete(f"/api/v1/registries/{reg}"), 204)
+    assert reg not in [b.get("registry") for b in http.get(f"/api/v1/users/{user}/roles").json()["items"]]
+    assert_status(http.post("/api/v1/registries", json={"name": reg}), 201)
+    assert_status(owner.get(f"/api/v1/registries/{reg}"), 403)
+    assert_status(owner.delete(f"/api/v1/registries/{reg}"), 403)
