@@ -56,6 +56,32 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
         }
     }
 
+    /// A key used just before it is disabled or deleted stays disabled or
+    /// deleted on disk: the use's `lastUsed` write once put back the record as
+    /// it was before, so the key worked again after a restart.
+    @Test func aUseRacingARevocationDoesNotUndoIt() async throws {
+        try await withIdentity { identity, store in
+            _ = try await identity.createUser("carol")
+            var disabled: [String] = []
+            var deleted: [String] = []
+            for round in 0..<8 {
+                let key = try await identity.createKey(user: "carol")
+                #expect(identity.authenticate(accessKey: key.record.id, secret: key.secret) != nil)
+                if round.isMultiple(of: 2) {
+                    _ = try await identity.setKeyDisabled(user: "carol", id: key.record.id, true)
+                    disabled.append(key.record.id)
+                } else {
+                    try await identity.deleteKey(user: "carol", id: key.record.id)
+                    deleted.append(key.record.id)
+                }
+            }
+            try await Task.sleep(for: .milliseconds(200))  // the uses' writes are done
+            let reloaded = try Identity(store: store)
+            for id in disabled { #expect(reloaded.key(id)?.disabled == true) }
+            for id in deleted { #expect(reloaded.key(id) == nil) }
+        }
+    }
+
     @Test func disablingAndRotationStopKeys() async throws {
         try await withIdentity { identity, _ in
             _ = try await identity.createUser("bob")

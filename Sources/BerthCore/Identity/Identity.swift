@@ -213,15 +213,22 @@ public final class Identity: Sendable {
     }
 
     /// Records that a key was used, at most once a minute per key.
+    ///
+    /// The write takes the lock every key change takes and stores the record
+    /// as it is then: a copy from before the secret was checked would undo a
+    /// disable, rotation or delete made in between, on disk, so the revoked
+    /// key would work again after a restart.
     func touch(_ key: AccessKeyRecord, now: Date) {
         if let last = key.lastUsed, now.timeIntervalSince(last) < 60 { return }
-        var updated = key
-        updated.lastUsed = now
         state.withLockedValue { $0.keys[key.id]?.lastUsed = now }
-        let db = store.db
-        var batch = WriteBatch()
-        batch.put(.auth, Key("K", key.id).bytes, RecordCodec.encode(updated))
-        Task { [pool = store.pool, batch] in try? await pool.run { try db.write(batch, .logged) } }
+        Task { [self] in
+            try? await change {
+                guard let current = self.key(key.id) else { return }
+                var batch = WriteBatch()
+                batch.put(.auth, Key("K", current.id).bytes, RecordCodec.encode(current))
+                try await store.pool.run { [db = store.db, batch] in try db.write(batch, .logged) }
+            }
+        }
     }
 
     // MARK: Role bindings
