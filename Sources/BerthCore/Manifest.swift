@@ -48,10 +48,11 @@ public struct ParsedManifest: Sendable {
     public var artifactType: String?
     public var subject: Descriptor?
     public var annotations: [String: String]?
-    /// Blobs the manifest needs: config and layers (foreign layers excepted).
-    public var blobs: [String]
-    /// Their descriptors, whose sizes the registry checks against the stored blobs.
+    /// Descriptors of the blobs the manifest needs: config and layers (foreign
+    /// layers excepted); the registry checks their sizes against the stored blobs.
     public var blobDescriptors: [Descriptor]
+    /// Their digests.
+    public var blobs: [String] { blobDescriptors.map(\.digest) }
     /// Manifests the index needs.
     public var children: [Descriptor]
 
@@ -124,7 +125,6 @@ public struct ParsedManifest: Sendable {
         self.artifactType = declaredArtifactType ?? (MediaType.isImage(type) ? document.config?.mediaType : nil)
         self.subject = document.subject
         self.annotations = document.annotations
-        self.blobs = blobs.map(\.digest)
         self.blobDescriptors = blobs
         self.children = children
     }

@@ -60,7 +60,6 @@ public final class RocksObjectStore: ObjectStore {
     /// and, once written to, an extent until it completes or expires).
     public let maxOpenUploads: Int
 
-    /// An upload's running hash, valid for its durable size.
     /// An upload in progress: its record and the hash of its bytes so far.
     /// Appends and completion change it under the upload's lock; `record` is
     /// also read without that lock (an upload's status), so it has its own.

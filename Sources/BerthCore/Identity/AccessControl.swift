@@ -49,7 +49,7 @@ public final class AccessControl: Sendable {
         if case .failed(let reason) = result {
             // Failures count per key only for keys that exist: guessing at a made-up key
             // gets nowhere anyway, and each new string would be a table entry.
-            let knownKey = basic.flatMap { identity.principal(forKey: $0.0) != nil ? $0.0 : nil }
+            let knownKey = basic.flatMap { identity.key($0.0) != nil ? $0.0 : nil }
             throttle.recordFailure(source: source, accessKey: knownKey)
             // The key id is the caller's claim, not an identity: it goes in `target`, the actor stays anonymous.
             // Only if it looks like a key id: swapped fields (`-u <secret> -p <key>`) would put a secret in the log.

@@ -11,13 +11,13 @@ import NIOConcurrencyHelpers
 public final class Identity: Sendable {
     public static let maxKeysPerUser = 5
     static let keyAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    static let secretAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
     /// Whether `text` has the shape of the key ids Berth generates (`AK` and 20 base32 letters).
     public static func looksLikeKeyID(_ text: String) -> Bool {
         let characters = Array(text)
         return characters.count == 22 && text.hasPrefix("AK") && characters.dropFirst(2).allSatisfy(keyAlphabet.contains)
     }
-    static let secretAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
     struct State {
         var users: [String: UserRecord] = [:]
