@@ -24,13 +24,25 @@ public final class Registry: Sendable {
     /// Registry and manifest records, the ones every pull reads.
     let registryRecords = DecodedRecords<RegistryRecord>(budget: 256 << 10)
     let manifestRecords = DecodedRecords<ManifestRecord>(budget: 1 << 20)
+    /// Removes what other components keep about a registry (its role bindings).
+    let releaseRegistry: @Sendable (String) async throws -> Void
 
-    public init(store: Store, logger: Logger = Logger(label: "berth.registry")) throws {
+    /// - Parameter releaseRegistry: removes what lives outside the catalog and
+    ///   belongs to a registry, such as role bindings scoped to it. A deletion
+    ///   calls it after the registry's records are gone and before its bucket
+    ///   is emptied, and a deletion cut short (its bucket left without a
+    ///   registry) calls it again when it is finished, so a crash at any point
+    ///   cannot leave it undone for a registry created later under the name.
+    public init(
+        store: Store, logger: Logger = Logger(label: "berth.registry"),
+        releaseRegistry: @escaping @Sendable (String) async throws -> Void = { _ in }
+    ) throws {
         self.store = store
         self.db = store.db
         self.objects = store.objects
         self.logger = logger
         self.events = try EventLog(store: store)
+        self.releaseRegistry = releaseRegistry
     }
 
     // MARK: Records
@@ -86,9 +98,12 @@ public final class Registry: Sendable {
                 throw RegistryError(.conflict, "registry '\(name)' already exists")
             }
             let record = RegistryRecord(name: name, created: Date())
-            // A deletion of a registry of this name cut short may have left its bucket: empty it
-            // first, so none of the old registry's blobs shows up in the new one.
-            try await objects.deleteBucket(name)
+            // A deletion of a registry of this name cut short may have left its bucket: finish it
+            // first, so none of the old registry's blobs or roles shows up in the new one.
+            if try objects.buckets().contains(name) {
+                try await releaseRegistry(name)
+                try await objects.deleteBucket(name)
+            }
             try await objects.createBucket(name)
             var batch = WriteBatch()
             batch.put(.catalog, CatalogKey.registry(name).bytes, RecordCodec.encode(record))
@@ -165,19 +180,22 @@ public final class Registry: Sendable {
                 return true
             }
             try await write(batch, events: deletedImages)
+            try await releaseRegistry(name)
             try await objects.deleteBucket(name)
             logger.info("registry deleted", metadata: ["registry": "\(name)", "force": "\(force)"])
         }
     }
 
     /// Finishes deletions of registries cut short (by a crash, say) after
-    /// their records went: empties every bucket no registry owns. Returns their names.
+    /// their records went: releases each bucket no registry owns (see `init`)
+    /// and empties it. Returns their names.
     public func finishInterruptedDeletions() async throws -> [String] {
         var finished: [String] = []
         for bucket in try objects.buckets() where try registry(bucket) == nil {
             try await locks.withLock("registry:" + bucket) {
                 // A registry being created makes its bucket first, under this lock.
                 guard try registry(bucket) == nil else { return }
+                try await releaseRegistry(bucket)
                 try await objects.deleteBucket(bucket)
                 finished.append(bucket)
             }

@@ -68,9 +68,8 @@ struct AdminController {
         api.delete("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
                 let name = try existingRegistry(context, principal, .delete, "delete")
+                // Roles on it go with it (`Identity.releaseRegistry`): a registry created later under this name starts with none.
                 try await registry.deleteRegistry(name, force: try AdminSupport.flag(request, "force"), actor: context.principal.actor)
-                // Roles on it go with it: a registry created later under this name starts with none.
-                try await support.access.identity.removeBindings(registry: name)
                 await support.audit(context, "registry.delete", name, registry: name)
                 return Response(status: .noContent)
             }

@@ -39,7 +39,8 @@ public enum BerthServer {
     public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {
         MemoryAllocator.tune()
         let store = try openStore(configuration)
-        let registry = try Registry(store: store, logger: logger)
+        let identity = try Identity(store: store)
+        let registry = try Registry(store: store, logger: logger, releaseRegistry: identity.releaseRegistry)
         let jobs = try JobRunner(
             registry: registry, store: store,
             settings: JobSettings(
@@ -49,7 +50,6 @@ public enum BerthServer {
             logger: logger)
         let interrupted = try await jobs.log.markInterrupted()
         if interrupted > 0 { logger.notice("job runs interrupted by the last stop", metadata: ["runs": "\(interrupted)"]) }
-        let identity = try Identity(store: store)
         let access = AccessControl(
             registry: registry, identity: identity,
             tokens: try await TokenIssuer(store: store, lifetime: configuration.tokenLifetime),

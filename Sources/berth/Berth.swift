@@ -144,7 +144,7 @@ struct RegistryCommand: AsyncParsableCommand {
 
         func run() async throws {
             let store = try Store(directory: URL(fileURLWithPath: dataDir).appendingPathComponent("db").path)
-            let registry = try Registry(store: store)
+            let registry = try Registry(store: store, releaseRegistry: try Identity(store: store).releaseRegistry)
             do {
                 let record = try await registry.createRegistry(name)
                 print("created registry \(record.name)")

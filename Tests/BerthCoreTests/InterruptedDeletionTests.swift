@@ -12,9 +12,15 @@ import Testing
     private static let bytes: [UInt8] = Array("{\"cut\":true}".utf8)
     private static var digest: String { "sha256:" + SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined() }
 
-    /// A registry `gone` holding one blob whose record, alone, was deleted.
-    private func withCutShortDelete(_ body: (Registry, Store) async throws -> Void) async throws {
-        try await withScratchRegistry { registry, store in
+    /// A registry `gone` holding one blob whose record, alone, was deleted;
+    /// user `alice` held roles on `gone` and on `planned`, which was never created.
+    private func withCutShortDelete(_ body: (Registry, Store, Identity) async throws -> Void) async throws {
+        try await withScratchRegistry { _, store in
+            let identity = try Identity(store: store)
+            let registry = try Registry(store: store, releaseRegistry: identity.releaseRegistry)
+            _ = try await identity.createUser("alice")
+            _ = try await identity.addBinding(user: "alice", RoleBinding(role: .admin, registry: "gone"))
+            _ = try await identity.addBinding(user: "alice", RoleBinding(role: .viewer, registry: "planned"))
             _ = try await registry.createRegistry("gone")
             _ = try await registry.createRegistry("kept")
             for name in ["gone/app", "kept/app"] {
@@ -28,13 +34,14 @@ import Testing
             try store.db.write(batch, .synced)
             #expect(try registry.registry("gone") == nil)
             #expect(store.objects.usage(bucket: "gone").objects == 1)
-            try await body(registry, store)
+            try await body(registry, store, identity)
         }
     }
 
     @Test func aNewRegistryOfTheSameNameStartsEmpty() async throws {
-        try await withCutShortDelete { registry, store in
+        try await withCutShortDelete { registry, store, identity in
             _ = try await registry.createRegistry("gone")
+            #expect(identity.bindings(user: "alice").map(\.id) == ["viewer@planned"])
             #expect(throws: RegistryError.self) { try registry.blob(name: "gone/app", digest: Self.digest) }
             #expect(store.objects.usage(bucket: "gone").objects == 0)
             #expect(try registry.blob(name: "kept/app", digest: Self.digest).size == Int64(Self.bytes.count))
@@ -42,9 +49,12 @@ import Testing
     }
 
     @Test func maintenanceEmptiesBucketsNoRegistryOwns() async throws {
-        try await withCutShortDelete { registry, store in
+        try await withCutShortDelete { registry, store, identity in
+            #expect(identity.bindings(user: "alice").count == 2)
             let finished: [String] = try await registry.finishInterruptedDeletions()
             #expect(finished == ["gone"])
+            // The roles on the deleted registry go; a role on one not created yet stays.
+            #expect(identity.bindings(user: "alice").map(\.id) == ["viewer@planned"])
             let buckets: [String] = try store.objects.buckets()
             #expect(buckets == ["kept"])
             #expect(store.objects.usage().logicalBytes == Int64(Self.bytes.count))

@@ -255,6 +255,12 @@ public final class Identity: Sendable {
     /// registry created later under its name must not inherit them).
     /// Returns how many there were.
     @discardableResult
+    /// Removes the role bindings scoped to `registry`, whose registry is
+    /// being deleted; what `Registry` calls as its `releaseRegistry`.
+    @Sendable public func releaseRegistry(_ registry: String) async throws {
+        _ = try await removeBindings(registry: registry)
+    }
+
     public func removeBindings(registry: String) async throws -> Int {
         try await change {
             let doomed = state.withLockedValue { state in
