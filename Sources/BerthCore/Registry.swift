@@ -217,6 +217,38 @@ public final class Registry: Sendable {
         }
     }
 
+    /// `repositories` of the named registries only, in the order and with the
+    /// cursor of the scan of all of them: what `_catalog` reads for a caller
+    /// whose roles name registries, without walking every other registry's images.
+    public func repositories(
+        inRegistries registries: [String], after: String?, limit: Int, visible: (String) -> Bool = { _ in true }
+    ) throws -> Page<RepositoryRecord> {
+        // Images sort by their full name's bytes, so registries by `<name>/`.
+        let prefixes = Set(registries).map { $0 + "/" }.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+        var items: [RepositoryRecord] = []
+        for prefix in prefixes {
+            var from: String?
+            if let after {
+                if after.hasPrefix(prefix) {
+                    from = after
+                } else if !after.utf8.lexicographicallyPrecedes(prefix.utf8) {
+                    continue  // the cursor is past this registry
+                }
+            }
+            let registry = String(prefix.dropLast())
+            if items.count == limit {
+                // The page is full: another visible image means another page.
+                let more = try repositories(registry: registry, after: from, limit: 1, visible: visible)
+                if !more.items.isEmpty { return Page(items: items, next: items.last?.name) }
+                continue
+            }
+            let page = try repositories(registry: registry, after: from, limit: limit - items.count, visible: visible)
+            items += page.items
+            if page.next != nil { return Page(items: items, next: items.last?.name) }
+        }
+        return Page(items: items, next: nil)
+    }
+
     /// Reads up to `limit` records after `after`, and whether more follow.
     /// `decode` returns nil for a record to skip.
     func page<T>(

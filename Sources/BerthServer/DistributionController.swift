@@ -185,12 +185,15 @@ struct DistributionController: RouterMiddleware {
 
     private func catalog(_ request: Request, _ principal: Principal) throws -> Response {
         let n = try limit(request)
-        let page = try registry.repositories(
-            after: request.query("last"), limit: min(n ?? 1000, 10_000),
-            visible: { name in
-                let registryName = String(name.prefix { $0 != "/" })
-                return principal.rights.canView(registryName) && (exposure == .private || isPublic(registryName))
-            })
+        let (last, limit) = (request.query("last"), min(n ?? 1000, 10_000))
+        let visible = { (name: String) in
+            let registryName = String(name.prefix { $0 != "/" })
+            return principal.rights.canView(registryName) && (exposure == .private || isPublic(registryName))
+        }
+        // A caller with roles on some registries reads those registries' images only.
+        let page =
+            try principal.rights.scopedRegistries.map { try registry.repositories(inRegistries: $0, after: last, limit: limit, visible: visible) }
+            ?? registry.repositories(after: last, limit: limit, visible: visible)
         var response = json(["repositories": page.items.map(\.name)])
         if let next = page.next { response.headers[.link] = link(path: "/v2/_catalog", last: next, n: n) }
         return response

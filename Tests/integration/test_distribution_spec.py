@@ -1008,6 +1008,46 @@ def test_catalog_pagination(http, new_registry):
     assert r.json()["repositories"] == [f"{creg}/app2", f"{creg}/app3"]
 
 
+def test_catalog_of_a_scoped_caller_pages_its_registries_only(server, http, new_registry):
+    """A caller with roles on some registries reads only those registries'
+    images, in the full catalog's order and with its cursors: registry
+    `<x>-b` sorts before `<x>` (`-` < `/`), a role may name a registry not
+    created yet, and a page may end at a registry's last image."""
+    from helpers import api_bind, new_principal
+
+    base = new_registry("cs")
+    assert_status(http.create_registry(base + "-b"), 201)
+    hidden = new_registry("cs")
+    img = make_image(n_layers=1, layer_size=64)
+    expected = sorted([f"{base}/app{i}" for i in range(3)] + [f"{base}-b/app{i}" for i in range(2)])
+    for repo in expected + [f"{hidden}/app"]:
+        http.push_image(repo, img, "v1")
+    user, creds = new_principal(http, "viewer", base)
+    api_bind(http, user, "uploader", base + "-b")
+    api_bind(http, user, "viewer", base + "-later")
+    viewer = server.client(creds=creds)
+
+    r = viewer.get("/v2/_catalog")
+    assert_status(r, 200)
+    assert r.json()["repositories"] == expected
+    assert "Link" not in r.headers, describe(r)
+    for n in range(1, len(expected) + 1):
+        items, pages = viewer.paginate(f"/v2/_catalog?n={n}", "repositories")
+        assert items == expected, f"n={n}"
+        assert pages == -(-len(expected) // n), f"n={n}: a full last page links to nothing"
+    # The page that ends at the last image of `<x>-b` still links on to `<x>`.
+    r = viewer.get("/v2/_catalog?n=2")
+    assert r.json()["repositories"] == expected[:2]
+    assert parse_next_link(r.headers.get("Link", "")), describe(r)
+    r = viewer.get(f"/v2/_catalog?n=2&last={expected[1]}")
+    assert r.json()["repositories"] == expected[2:4]
+    # A cursor in a registry the caller cannot see, before and after theirs.
+    assert viewer.get("/v2/_catalog?last=a").json()["repositories"] == expected
+    assert viewer.get(f"/v2/_catalog?last={hidden}/zzz").json()["repositories"] == [
+        e for e in expected if e > f"{hidden}/zzz"
+    ]
+
+
 # ===========================================================================
 # Referrers
 # ===========================================================================

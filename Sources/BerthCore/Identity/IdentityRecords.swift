@@ -81,6 +81,12 @@ public struct Rights: Sendable, Equatable {
     public var isGlobalReader: Bool { bindings.contains { $0.registry == nil && ($0.role == .admin || $0.role == .viewer) } }
 
     public func canView(_ registry: String) -> Bool { allows(.view, on: registry) }
+
+    /// The registries the bindings name, or nil when a binding without a
+    /// registry reaches every registry.
+    public var scopedRegistries: [String]? {
+        bindings.contains { $0.registry == nil } ? nil : bindings.compactMap(\.registry)
+    }
 }
 
 /// Who is calling: a user through one of their keys (directly or by token), or nobody.
