@@ -49,11 +49,12 @@ public struct ParsedManifest: Sendable {
     public var subject: Descriptor?
     public var annotations: [String: String]?
     /// Descriptors of the blobs the manifest needs: config and layers (foreign
-    /// layers excepted); the registry checks their sizes against the stored blobs.
+    /// layers excepted), or an index's entries that are not manifests; the
+    /// registry checks their sizes against the stored blobs.
     public var blobDescriptors: [Descriptor]
     /// Their digests.
     public var blobs: [String] { blobDescriptors.map(\.digest) }
-    /// Manifests the index needs.
+    /// Manifests the index needs: its entries of a manifest or index media type.
     public var children: [Descriptor]
 
     /// Validates `bytes` as a manifest sent with `contentType`.
@@ -111,8 +112,16 @@ public struct ParsedManifest: Sendable {
             guard let manifests = document.manifests else {
                 throw RegistryError(.manifestInvalid, "index has no manifests array")
             }
-            for descriptor in manifests { try Self.check(descriptor) }
-            children = manifests
+            for descriptor in manifests {
+                try Self.check(descriptor)
+                // An entry that is not a manifest is a blob, checked and linked like a layer:
+                // BuildKit's registry cache lists its layers and cache config this way.
+                if MediaType.isImage(descriptor.mediaType) || MediaType.isIndex(descriptor.mediaType) {
+                    children.append(descriptor)
+                } else {
+                    blobs.append(descriptor)
+                }
+            }
         } else {
             throw RegistryError(.manifestInvalid, "manifest media type '\(type)' is not supported")
         }

@@ -673,6 +673,37 @@ def test_index_referencing_missing_manifest_is_rejected(http, reg):
     assert_oci_error(r, 400, "MANIFEST_BLOB_UNKNOWN")
 
 
+MT_BUILDKIT_CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
+
+
+def test_index_listing_blobs_is_a_buildkit_cache(http, reg):
+    """`docker buildx build --cache-to type=registry` pushes an index whose
+    entries are the cache's layers and its cache config, blobs rather than
+    manifests. They must be in the registry at their sizes, and they stay
+    linked (undeletable, kept by GC) while the index exists."""
+    name = img_name(reg, "cache")
+    layer, config = random_bytes(3000), b'{"layers":[],"records":[]}'
+    entries = [
+        {"mediaType": MT_DOCKER_LAYER, "digest": sha256_digest(layer), "size": len(layer)},
+        {"mediaType": MT_BUILDKIT_CACHE_CONFIG, "digest": sha256_digest(config), "size": len(config)},
+    ]
+    index = json.dumps({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": entries}).encode()
+    assert_oci_error(http.put_manifest(name, "cache", index, MT_OCI_INDEX), 400, "MANIFEST_BLOB_UNKNOWN")
+    http.upload_blobs(name, [layer, config])
+    lying = json.dumps({"schemaVersion": 2, "mediaType": MT_OCI_INDEX,
+                        "manifests": [dict(entries[0], size=len(layer) + 1), entries[1]]}).encode()
+    assert_oci_error(http.put_manifest(name, "cache", lying, MT_OCI_INDEX), 400, "MANIFEST_INVALID")
+    r = http.put_manifest(name, "cache", index, MT_OCI_INDEX)
+    assert_status(r, 201)
+    g = http.get_manifest(name, "cache")
+    assert_status(g, 200)
+    assert g.content == index
+    # Linked while the index lives: a blob delete is refused.
+    assert http.delete(f"/v2/{name}/blobs/{sha256_digest(layer)}").status_code in (403, 405)
+    assert_status(http.delete(f"/v2/{name}/manifests/{sha256_digest(index)}"), 202)
+    assert_status(http.delete(f"/v2/{name}/blobs/{sha256_digest(layer)}"), 202)
+
+
 def test_manifest_put_by_digest(http, reg):
     name = img_name(reg)
     img = make_image(n_layers=1, layer_size=1 * KiB)
@@ -906,6 +937,25 @@ def test_digest_invalid_on_upload_put(http, reg):
     assert_status(s, 202)
     loc = http.abs_location(s)
     assert_oci_error(http.put(with_query(loc, digest="sha256:abc"), data=b"hello", headers=OCTET), 400, "DIGEST_INVALID")
+
+
+@pytest.mark.parametrize("bad", ["sha256:abc", "sha512:" + "a" * 128, "nocolon"])
+def test_malformed_digest_on_upload_put_keeps_the_upload(http, reg, bad):
+    """A final PUT whose digest does not parse changes nothing: neither its
+    body nor the chunks already acknowledged are lost or added to."""
+    name = img_name(reg)
+    data, tail = random_bytes(3000), random_bytes(500)
+    s = http.start_upload(name)
+    p = patch_chunk(http, http.abs_location(s), data, 0)
+    assert_status(p, 202)
+    loc = http.abs_location(p)
+    assert_oci_error(http.put(with_query(loc, digest=bad), data=tail, headers=OCTET), 400, "DIGEST_INVALID")
+    status = http.get(loc)
+    assert_status(status, 204)
+    assert status.headers["Range"] == f"0-{len(data) - 1}", describe(status)
+    done = http.put(with_query(loc, digest=sha256_digest(data + tail)), data=tail, headers=OCTET)
+    assert_status(done, 201)
+    assert http.get(f"/v2/{name}/blobs/{sha256_digest(data + tail)}").content == data + tail
 
 
 def test_upload_put_without_digest_is_rejected(http, reg):
