@@ -83,19 +83,25 @@ extension Registry {
         try await locks.withLock("pulls-flush") {
             let drained = pulls.drain()
             guard !drained.isEmpty else { return }
-            // Under the registries' shared locks: a registry deleted meanwhile
-            // has no manifest records left, so its counts are dropped here.
+            // Under the repositories' locks, which deletes of manifests and images
+            // hold, and the registries' shared locks: an artifact or registry
+            // deleted meanwhile has no manifest record left, so its counts are
+            // dropped here rather than written back as an orphan record that a
+            // later push of the same digest would inherit.
             let registries = drained.compactMap { try? Names.splitRepository($0.name).registry }
+            let repositories = Set(drained.map { "repository:\($0.name)" })
             do {
-                try await registryLocks.withShared(registries) {
-                    var batch = WriteBatch()
-                    for (name, digest, record) in drained where try manifestRecord(name: name, digest: digest) != nil {
-                        let stored = try read(PullRecord.self, CatalogKey.pulls(name, digest))
-                        batch.put(
-                            .catalog, CatalogKey.pulls(name, digest).bytes,
-                            RecordCodec.encode(PullStatistics.merge(stored, record)))
+                try await locks.withLocks(Array(repositories)) {
+                    try await registryLocks.withShared(registries) {
+                        var batch = WriteBatch()
+                        for (name, digest, record) in drained where try manifestRecord(name: name, digest: digest) != nil {
+                            let stored = try read(PullRecord.self, CatalogKey.pulls(name, digest))
+                            batch.put(
+                                .catalog, CatalogKey.pulls(name, digest).bytes,
+                                RecordCodec.encode(PullStatistics.merge(stored, record)))
+                        }
+                        try await write(batch)
                     }
-                    try await write(batch)
                 }
             } catch {
                 pulls.restore(drained)  // counted again by the next flush (at the latest, at shutdown)

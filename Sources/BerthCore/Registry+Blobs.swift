@@ -7,8 +7,12 @@ extension Registry {
         let (registryName, _) = try Names.splitRepository(name)
         _ = try requireRegistry(registryName)
         let parsed = try ContentDigest(parsing: digest, forLookup: true).description
-        guard let object = try objects.object(bucket: registryName, digest: parsed),
-            touches.touch(registry: registryName, digest: parsed)
+        // Read again after the touch: GC may have deleted the blob between the
+        // first read and the touch, which a deletion that ended no longer marks.
+        // (Touching first would record every digest anyone asks about.)
+        guard try objects.object(bucket: registryName, digest: parsed) != nil,
+            touches.touch(registry: registryName, digest: parsed),
+            let object = try objects.object(bucket: registryName, digest: parsed)
         else {
             throw RegistryError(.blobUnknown, "blob \(digest) is not in registry '\(registryName)'", detail: digest)
         }
@@ -88,13 +92,8 @@ extension Registry {
 
     public func completeUpload(name: String, id: String, digest: String) async throws -> ObjectRecord {
         _ = try upload(name: name, id: id)
-        let parsed: String
-        do {
-            parsed = try ContentDigest(parsing: digest).description
-        } catch {
-            try? await objects.cancel(upload: id)
-            throw error
-        }
+        // A digest that does not parse changes nothing: the upload stays for a PUT with a good one.
+        let parsed = try ContentDigest(parsing: digest).description
         let (registryName, _) = try Names.splitRepository(name)
         // Under the blob's link lock: completing an upload of content the
         // registry already holds must not race GC deleting that object.

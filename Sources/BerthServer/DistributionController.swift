@@ -324,8 +324,11 @@ struct DistributionController: RouterMiddleware {
                 return blobCreated(name, object)
             }
         }
+        let digest = request.query("digest")
+        // A digest that does not parse is refused before anything is stored.
+        if let digest { _ = try ContentDigest(parsing: digest) }
         let upload = try await registry.startUpload(name: name)
-        if let digest = request.query("digest") {
+        if let digest {
             do {
                 _ = try await append(name, upload.id, start: 0, request)
                 return blobCreated(name, try await registry.completeUpload(name: name, id: upload.id, digest: digest))
@@ -365,6 +368,8 @@ struct DistributionController: RouterMiddleware {
         guard let digest = request.query("digest") else {
             throw RegistryError(.digestInvalid, "PUT to an upload needs ?digest=")
         }
+        // Before the body: a digest that does not parse leaves the upload as it was.
+        _ = try ContentDigest(parsing: digest)
         var start: Int64?
         if let header = request.headers[.contentRange], let range = ByteRange.parseChunk(header) { start = range.start }
         if request.contentLength != 0 {

@@ -622,7 +622,11 @@ public final class RocksObjectStore: ObjectStore {
         var swept = SweepResult()
         for (id, record) in candidates {
             try await locks.withLock("d:" + record.digest) {
-                guard let current = try extent(id), current.references == 0 else { return }
+                // Re-checked in full under the lock: the extent may have been shared
+                // and let go again since the scan, which restarts its grace.
+                guard let current = try extent(id), current.references == 0,
+                    let since = current.unreferencedSince, since < cutoff
+                else { return }
                 var batch = WriteBatch()
                 try Self.dropUnreferencedExtent(id, digest: record.digest, db: db, in: &batch)
                 try await write(batch, removingFilesOf: [id])
