@@ -182,7 +182,8 @@ extension Registry {
             }
             return
         }
-        let digest = try ContentDigest(parsing: reference).description
+        // As for a GET: a well-formed digest of an algorithm not stored here names nothing (404).
+        let digest = try ContentDigest(parsing: reference, forLookup: true).description
         guard let record = try manifestRecord(name: name, digest: digest) else {
             throw RegistryError(.manifestUnknown, "manifest \(digest) is not in repository '\(name)'", detail: digest)
         }

@@ -50,9 +50,20 @@ struct Challenge: Sendable {
     /// `http` or `https`: the listener's scheme, for the realm URL.
     let scheme: String
 
+    /// The scheme the client used: a TLS-terminating proxy in front of a plain
+    /// listener says so in `X-Forwarded-Proto`. Taking it from any caller is
+    /// safe: the realm only tells that caller where to ask for its own token.
+    private func scheme(of request: Request) -> String {
+        switch request.headers[.xForwardedProto]?.lowercased() {
+        case "https": "https"
+        case "http": "http"
+        default: scheme
+        }
+    }
+
     func header(_ request: Request, scope: String?, insufficientScope: Bool = false) -> String {
         let host = request.head.authority ?? "localhost"
-        var value = "Bearer realm=\"\(scheme)://\(host)/auth/token\",service=\"\(TokenIssuer.service)\""
+        var value = "Bearer realm=\"\(scheme(of: request))://\(host)/auth/token\",service=\"\(TokenIssuer.service)\""
         if let scope { value += ",scope=\"\(scope)\"" }
         if insufficientScope { value += ",error=\"insufficient_scope\"" }
         return value

@@ -120,10 +120,10 @@ struct DistributionController: RouterMiddleware {
         switch (route, request.method) {
         case (.base, .get), (.base, .head):
             return json([:], head: request.method == .head)
-        case (.catalog, .get):
-            return try catalog(request, context.principal)
-        case (.tags(let name), .get):
-            return try tags(name, request)
+        case (.catalog, .get), (.catalog, .head):
+            return bodyless(try catalog(request, context.principal), if: request.method == .head)
+        case (.tags(let name), .get), (.tags(let name), .head):
+            return bodyless(try tags(name, request), if: request.method == .head)
         case (.manifest(let name, let reference), .get), (.manifest(let name, let reference), .head):
             let response = try getManifest(name, reference, head: request.method == .head)
             if request.method == .get, let digest = response.headers[.dockerContentDigest] {
@@ -181,6 +181,11 @@ struct DistributionController: RouterMiddleware {
         components.path = path
         components.queryItems = [URLQueryItem(name: "last", value: last)] + (n.map { [URLQueryItem(name: "n", value: String($0))] } ?? [])
         return "<\(components.string ?? path)>; rel=\"next\""
+    }
+
+    /// The answer to a HEAD: the GET's headers, `Content-Length` included, without its body.
+    private func bodyless(_ response: Response, if isHead: Bool) -> Response {
+        isHead ? response.createHeadResponse() : response
     }
 
     private func catalog(_ request: Request, _ principal: Principal) throws -> Response {

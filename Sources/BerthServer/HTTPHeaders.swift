@@ -10,6 +10,7 @@ extension HTTPField.Name {
     static let ociChunkMinLength = Self("OCI-Chunk-Min-Length")!
     static let range = Self("Range")!
     static let link = Self("Link")!
+    static let xForwardedProto = Self("X-Forwarded-Proto")!
 }
 
 extension Request {

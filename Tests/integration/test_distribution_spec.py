@@ -732,6 +732,10 @@ def test_unknown_manifest(http, reg):
     assert_oci_error(http.get_manifest(name, "does-not-exist"), 404, "MANIFEST_UNKNOWN")
     assert_oci_error(http.get_manifest(name, sha256_digest(random_bytes(16))), 404, "MANIFEST_UNKNOWN")
     assert_status(http.get_manifest(name, "does-not-exist", method="HEAD"), 404)
+    # A well-formed digest of an algorithm not stored here names nothing, on every method.
+    sha512 = "sha512:" + "ab" * 64
+    assert_oci_error(http.get_manifest(name, sha512), 404, "MANIFEST_UNKNOWN")
+    assert_oci_error(http.delete(f"/v2/{name}/manifests/{sha512}"), 404, "MANIFEST_UNKNOWN")
 
 
 @pytest.mark.parametrize("missing", ["layer", "config"])
@@ -989,6 +993,19 @@ def test_tags_list_all(http, tagged_repo):
     body = r.json()
     assert body["name"] == tagged_repo
     assert body["tags"] == TAGS
+
+
+@pytest.mark.parametrize("path", ["/v2/{repo}/tags/list?n=3", "/v2/_catalog?n=3"])
+def test_head_of_a_listing_is_its_get_without_the_body(http, tagged_repo, path):
+    """The listings answer HEAD, as their 405's `Allow` says."""
+    path = path.format(repo=tagged_repo)
+    g = http.get(path)
+    h = http.head(path)
+    assert_status(h, 200)
+    assert h.content == b""
+    assert h.headers["Content-Length"] == str(len(g.content)) == g.headers["Content-Length"]
+    assert h.headers.get("Link") == g.headers.get("Link"), describe(h)
+    assert "tags/list" not in path or h.headers.get("Link"), describe(h)  # 25 tags: more pages
 
 
 @pytest.mark.parametrize("n", [1, 7, 10, 25, 100])

@@ -352,6 +352,16 @@ def test_challenge_format_on_repository_routes(server, treg, tls_port):
     assert r.headers.get("WWW-Authenticate") == realm, describe(r)
 
 
+@pytest.mark.parametrize("forwarded, scheme", [("https", "https"), ("HTTP", "http"), ("gopher", "http"), (None, "http")])
+def test_challenge_realm_follows_a_tls_proxy(server, forwarded, scheme):
+    """Behind a TLS-terminating proxy on the plain listener, the realm keeps
+    the scheme the client used (X-Forwarded-Proto); anything else is ignored."""
+    headers = {"X-Forwarded-Proto": forwarded} if forwarded else {}
+    r = server.anon_client().get("/v2/", headers=headers)
+    assert_status(r, 401)
+    assert r.headers.get("WWW-Authenticate") == f'Bearer realm="{scheme}://{server.host}/auth/token",service="berth"', describe(r)
+
+
 def test_challenge_on_admin_api(server):
     r = server.anon_client().get("/api/v1/registries")
     assert_problem(r, 401, "UNAUTHORIZED")
