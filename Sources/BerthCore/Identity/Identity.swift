@@ -251,29 +251,21 @@ public final class Identity: Sendable {
         }
     }
 
-    /// Removes every binding scoped to `registry` (when it is deleted: a
-    /// registry created later under its name must not inherit them).
-    /// Returns how many there were.
-    @discardableResult
-    /// Removes the role bindings scoped to `registry`, whose registry is
-    /// being deleted; what `Registry` calls as its `releaseRegistry`.
+    /// Removes every binding scoped to `registry`, which is being deleted (a
+    /// registry created later under its name must not inherit them); what
+    /// `Registry` calls as its `releaseRegistry`.
     @Sendable public func releaseRegistry(_ registry: String) async throws {
-        _ = try await removeBindings(registry: registry)
-    }
-
-    public func removeBindings(registry: String) async throws -> Int {
         try await change {
             let doomed = state.withLockedValue { state in
                 state.bindings.flatMap { user, bindings in bindings.filter { $0.registry == registry }.map { (user, $0) } }
             }
-            guard !doomed.isEmpty else { return 0 }
+            guard !doomed.isEmpty else { return }
             var batch = WriteBatch()
             for (user, binding) in doomed { batch.delete(.auth, Key("B", user, binding.id).bytes) }
             try await write(batch)
             state.withLockedValue { state in
                 for (user, binding) in doomed { state.bindings[user]?.removeAll { $0 == binding } }
             }
-            return doomed.count
         }
     }
 
