@@ -225,8 +225,9 @@ public final class Registry: Sendable {
     ) throws -> Page<RepositoryRecord> {
         // Images sort by their full name's bytes, so registries by `<name>/`.
         let prefixes = Set(registries).map { $0 + "/" }.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+        // One image past `limit`, read in whichever registry has it, tells that another page follows.
         var items: [RepositoryRecord] = []
-        for prefix in prefixes {
+        for prefix in prefixes where items.count <= limit {
             var from: String?
             if let after {
                 if after.hasPrefix(prefix) {
@@ -235,18 +236,11 @@ public final class Registry: Sendable {
                     continue  // the cursor is past this registry
                 }
             }
-            let registry = String(prefix.dropLast())
-            if items.count == limit {
-                // The page is full: another visible image means another page.
-                let more = try repositories(registry: registry, after: from, limit: 1, visible: visible)
-                if !more.items.isEmpty { return Page(items: items, next: items.last?.name) }
-                continue
-            }
-            let page = try repositories(registry: registry, after: from, limit: limit - items.count, visible: visible)
-            items += page.items
-            if page.next != nil { return Page(items: items, next: items.last?.name) }
+            items += try repositories(registry: String(prefix.dropLast()), after: from, limit: limit + 1 - items.count, visible: visible).items
         }
-        return Page(items: items, next: nil)
+        guard items.count > limit else { return Page(items: items, next: nil) }
+        items.removeLast(items.count - limit)
+        return Page(items: items, next: items.last?.name)
     }
 
     /// Reads up to `limit` records after `after`, and whether more follow.

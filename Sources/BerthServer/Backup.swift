@@ -52,10 +52,10 @@ public enum Backup {
         try encoder.encode(summary).write(to: URL(fileURLWithPath: destination + "/backup.json"))
         // The checkpoint and its extent files are synced; the rest of the copy, and its directory entries, now.
         try await store.pool.run {
-            try syncTree(destination + "/tls")
-            try sync(destination + "/backup.json")
-            try sync(destination)
-            try sync((destination as NSString).deletingLastPathComponent)
+            try FileSync.syncTree(destination + "/tls")
+            try FileSync.sync(destination + "/backup.json")
+            try FileSync.sync(destination)
+            try FileSync.syncParent(of: destination)
         }
         return summary
     }
@@ -74,26 +74,8 @@ public enum Backup {
         if files.fileExists(atPath: source + "/tls") { try files.copyItem(atPath: source + "/tls", toPath: dataDir + "/tls") }
         // Nothing of the copy may sit only in the page cache when the server starts on it:
         // a power cut could leave the database's or an extent's file short.
-        try syncTree(dataDir)
-        try sync((dataDir as NSString).deletingLastPathComponent)
-    }
-
-    /// fsync(2) of every file and directory under `path` (nothing if it does not exist).
-    static func syncTree(_ path: String) throws {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return }
-        if isDirectory.boolValue {
-            for entry in try FileManager.default.subpathsOfDirectory(atPath: path) { try sync(path + "/" + entry) }
-        }
-        try sync(path)
-    }
-
-    /// fsync(2) of one file or directory.
-    static func sync(_ path: String) throws {
-        let fd = open(path.isEmpty ? "." : path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BackupError("cannot open \(path) to sync it: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw BackupError("fsync of \(path) failed: \(String(cString: strerror(errno)))") }
+        try FileSync.syncTree(dataDir)
+        try FileSync.syncParent(of: dataDir)
     }
 }
 

@@ -34,8 +34,8 @@ public struct ExtentFiles: Sendable {
             created = try Self.makeDirectory(directory + "/" + Self.hex(UInt64(fanout), digits: 2)) || created
         }
         if created {
-            try Self.syncDirectory(directory)
-            try Self.syncDirectory(directory + "/..")
+            try FileSync.sync(directory)
+            try FileSync.sync(directory + "/..")
         }
     }
 
@@ -60,7 +60,7 @@ public struct ExtentFiles: Sendable {
         guard fd >= 0 else { throw Self.error(created ? "create" : "open", path) }
         if created || syncingEntry {
             do {
-                try Self.syncDirectory(directory + "/" + Self.hex(extent & 0xff, digits: 2))
+                try FileSync.sync(directory + "/" + Self.hex(extent & 0xff, digits: 2))
             } catch {
                 closeDescriptor(fd)
                 throw error
@@ -71,15 +71,12 @@ public struct ExtentFiles: Sendable {
 
     /// Makes the directory entries of every file created or linked so far durable.
     public func syncDirectories() throws {
-        for fanout in 0..<256 { try Self.syncDirectory(directory + "/" + Self.hex(UInt64(fanout), digits: 2)) }
+        for fanout in 0..<256 { try FileSync.sync(directory + "/" + Self.hex(UInt64(fanout), digits: 2)) }
     }
 
     /// Makes an extent's file durable (one copied in, say).
     public func syncFile(_ extent: UInt64) throws {
-        let fd = open(path(extent), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw Self.error("open", path(extent)) }
-        defer { closeDescriptor(fd) }
-        guard fsync(fd) == 0 else { throw Self.error("sync", path(extent)) }
+        try FileSync.sync(path(extent))
     }
 
     /// Whether an extent has a file.
@@ -227,13 +224,6 @@ public struct ExtentFiles: Sendable {
         if mkdir(path, 0o700) == 0 { return true }
         guard errno == EEXIST else { throw error("create directory", path) }
         return false
-    }
-
-    static func syncDirectory(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw error("open directory", path) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw error("sync directory", path) }
     }
 
     static func hex(_ value: UInt64, digits: Int) -> String {

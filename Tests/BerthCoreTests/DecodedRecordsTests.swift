@@ -35,7 +35,7 @@ import Testing
         try await withScratchRegistry { registry, _ in
             _ = try await registry.createRegistry("dr")
             #expect(try registry.registry("dr")?.publicURIEnabled == true)
-            #expect(try registry.registry("dr")?.publicURIEnabled == true)
+            #expect(try registry.registry("dr")?.publicURIEnabled == true)  // again: now the reused decoded record
             _ = try await registry.updateRegistry("dr", anonymousPull: true, publicURIEnabled: false)
             let updated = try #require(try registry.registry("dr"))
             #expect(!updated.publicURIEnabled && updated.anonymousPull)
