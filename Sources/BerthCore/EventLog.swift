@@ -174,33 +174,42 @@ public final class EventLog: Sendable {
         return Page(items: items, next: next.map(String.init))
     }
 
-    /// Drops events older than `cutoff`; returns how many.
-    public func trim(olderThan cutoff: Date) async throws -> Int {
-        var last: Int64?
-        var count = 0
-        try db.scan(.events, prefix: [], fillingCache: false) { key, value in
-            let event = try RecordCodec.decode(EventRecord.self, value)
-            guard event.time < cutoff else { return false }
-            last = Int64(bitPattern: UInt64(bigEndianBytes: key))
-            count += 1
-            return true
+    /// Drops events older than `cutoff`, and the oldest beyond the newest
+    /// `limit`; returns how many ids that covered (ids a failed write used
+    /// and never stored count too).
+    ///
+    /// The count bound keeps the log's size in check whatever the pull rate:
+    /// each manifest GET is an event, so days of retention at thousands of
+    /// requests a second would otherwise fill the disk. The newest stored
+    /// event stays, whatever its age or `limit`: ids continue from it after a
+    /// restart instead of starting again at 1.
+    public func trim(olderThan cutoff: Date, keepingAtMost limit: Int = .max) async throws -> Int {
+        try await pool.run { [db] in
+            var oldest: Int64?
+            try db.scan(.events, prefix: [], fillingCache: false) { key, _ in
+                oldest = Int64(bitPattern: UInt64(bigEndianBytes: key))
+                return false
+            }
+            var newest: Int64 = 0
+            try db.scanReverse(.events, before: nil) { key, _ in
+                newest = Int64(bitPattern: UInt64(bigEndianBytes: key))
+                return false
+            }
+            guard let oldest else { return 0 }
+            // Every id up to `last` goes: those past the count bound, then
+            // those after it that are older than the cutoff.
+            var last = newest - Int64(max(limit, 0))
+            try db.scan(.events, prefix: [], from: Self.key(max(oldest, last + 1)), fillingCache: false) { key, value in
+                guard try RecordCodec.decode(EventRecord.self, value).time < cutoff else { return false }
+                last = Int64(bitPattern: UInt64(bigEndianBytes: key))
+                return true
+            }
+            last = min(last, newest - 1)
+            guard last >= oldest else { return 0 }
+            var batch = WriteBatch()
+            batch.deleteRange(.events, from: Self.key(0), to: Self.key(last + 1))
+            try db.write(batch, .logged)
+            return Int(last - oldest + 1)
         }
-        // The newest stored event stays, whatever its age: ids continue from
-        // it after a restart instead of starting again at 1.
-        var newest: Int64 = 0
-        try db.scanReverse(.events, before: nil) { key, _ in
-            newest = Int64(bitPattern: UInt64(bigEndianBytes: key))
-            return false
-        }
-        guard var last else { return 0 }
-        if last >= newest {
-            last = newest - 1
-            count -= 1
-        }
-        guard count > 0 else { return 0 }
-        var batch = WriteBatch()
-        batch.deleteRange(.events, from: Self.key(0), to: Self.key(last + 1))
-        try await pool.run { [db, batch] in try db.write(batch, .logged) }
-        return count
     }
 }

@@ -97,7 +97,8 @@ public enum BerthServer {
                 let expired = try await objects.expireUploads(idleFor: configuration.uploadTimeout)
                 let swept = try await objects.sweepExtents(grace: configuration.extentGracePeriod).extents
                 let trimmed = try await registry.events.trim(
-                    olderThan: Date().addingTimeInterval(-Double(configuration.eventRetentionDays) * 86_400))
+                    olderThan: Date().addingTimeInterval(-Double(configuration.eventRetentionDays) * 86_400),
+                    keepingAtMost: configuration.eventRetentionCount)
                 try await audit.trim(olderThan: Date().addingTimeInterval(-Double(configuration.auditRetentionDays) * 86_400))
                 if expired + swept + trimmed > 0 {
                     logger.info(

@@ -17,7 +17,7 @@ public struct ConfigurationLoader {
     public static let keys = [
         "data_dir", "http", "https", "private_http", "private_https", "public_host", "private_host", "host_names", "tls_cert", "tls_key", "http2_stream_window", "max_blob_size", "direct_writes", "upload_timeout", "read_timeout", "token_ttl",
         "auth_failure_limit", "backup_dir", "shutdown_timeout", "log_level", "gc_grace", "gc_after_delete", "gc_schedule", "untagged_grace",
-        "event_retention_days", "audit_retention_days",
+        "event_retention_days", "event_retention_count", "audit_retention_days",
     ]
 
     public private(set) var configuration = ServerConfiguration()
@@ -144,6 +144,7 @@ public struct ConfigurationLoader {
                 }
             }
         case "event_retention_days": configuration.eventRetentionDays = try number(Int.self, minimum: 1)
+        case "event_retention_count": configuration.eventRetentionCount = try number(Int.self, minimum: 1)
         case "audit_retention_days": configuration.auditRetentionDays = try number(Int.self, minimum: 1, maximum: 36_500)
         case "log_level":
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -175,6 +176,7 @@ public struct ConfigurationLoader {
             "gc_grace": String(c.gcGrace), "gc_after_delete": String(c.gcAfterDelete), "gc_schedule": c.gcSchedule ?? "off",
             "untagged_grace": String(c.untaggedGrace),
             "event_retention_days": String(c.eventRetentionDays),
+            "event_retention_count": String(c.eventRetentionCount),
             "audit_retention_days": String(c.auditRetentionDays),
         ]
         return Self.keys.map { ($0, values[$0] ?? "") }

@@ -78,6 +78,8 @@ public struct ServerConfiguration: Sendable {
     public var gcSchedule: String? = "15 3 * * *"
     /// Days the event log keeps events.
     public var eventRetentionDays: Int = 30
+    /// Events the log keeps at most, whatever their age (about 2 GB of them).
+    public var eventRetentionCount: Int = 10_000_000
     /// Days the audit log keeps entries.
     public var auditRetentionDays: Int = 365
 

@@ -66,6 +66,7 @@ struct Settings: ParsableArguments {
     var untaggedGrace: String?
     @Option(help: "Garbage collection schedule, 5-field cron in UTC or 'off' (default '15 3 * * *').") var gcSchedule: String?
     @Option(help: "Days the event log keeps events (default 30).") var eventRetentionDays: String?
+    @Option(help: "Events the event log keeps at most (default 10000000).") var eventRetentionCount: String?
     @Option(help: "Days the audit log keeps entries (default 365).") var auditRetentionDays: String?
 
     /// The effective configuration and log level.
@@ -84,7 +85,8 @@ struct Settings: ParsableArguments {
                 ("auth_failure_limit", authFailureLimit), ("backup_dir", backupDir),
                 ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),
                 ("untagged_grace", untaggedGrace),
-                ("event_retention_days", eventRetentionDays), ("audit_retention_days", auditRetentionDays),
+                ("event_retention_days", eventRetentionDays), ("event_retention_count", eventRetentionCount),
+                ("audit_retention_days", auditRetentionDays),
                 ("shutdown_timeout", shutdownTimeout), ("log_level", logLevel),
             ]
             for case let (key, value?) in flags { try loader.set(key, value) }

@@ -33,6 +33,29 @@ import Testing
         try await store.shutdown()
     }
 
+    @Test func trimKeepsAtMostTheNewestCount() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-ev-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try Store(directory: directory, threads: 2)
+        let log = try EventLog(store: store)
+        let old = Date().addingTimeInterval(-90 * 86_400)
+        // Three old events, then seven recent ones.
+        try await log.append((0..<3).map { EventRecord(type: "tag.create", registry: "r", time: old.addingTimeInterval(Double($0))) })
+        try await log.append((0..<7).map { _ in EventRecord(type: "tag.create", registry: "r") })
+        let cutoff = old.addingTimeInterval(86_400)
+        // The count decides: the newest five stay, recent ones included.
+        #expect(try await log.trim(olderThan: cutoff, keepingAtMost: 5) == 5)
+        #expect(try ids(log) == [6, 7, 8, 9, 10])
+        #expect(try await log.trim(olderThan: cutoff, keepingAtMost: 5) == 0)
+        // Under the bound, age decides again; neither bound removes the newest.
+        try await log.append([EventRecord(type: "tag.delete", registry: "r", time: old)])
+        #expect(try await log.trim(olderThan: Date().addingTimeInterval(60), keepingAtMost: 100) == 5)
+        #expect(try ids(log) == [11])
+        #expect(try await log.trim(olderThan: Date().addingTimeInterval(60), keepingAtMost: 0) == 0)
+        #expect(try ids(log) == [11])
+        try await store.shutdown()
+    }
+
     @Test func boundedScansStillReachEveryMatchingEvent() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-ev-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }

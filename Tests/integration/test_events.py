@@ -374,6 +374,24 @@ def test_events_survive_kill9(make_server):
     assert [e["id"] for e in list_events(srv.client())][: len(after) + 1] == [e["id"] for e in after] + [e2["id"]]
 
 
+def test_count_bound_keeps_the_newest(make_server):
+    # Every manifest GET is an event: past event_retention_count the oldest go,
+    # whatever their age (maintenance runs every second with this upload timeout).
+    srv = make_server(registries=["evc"], extra_args=["--event-retention-count", "3", "--upload-timeout", "2"],
+                      label="events-count")
+    c = srv.client()
+    img = small_image()
+    push_tags(c, "evc/app", img, "v1")
+    pushed = int(the_one(list_events(c), type="artifact.push", digest=img.digest)["id"])
+    for _ in range(6):
+        assert_status(c.get("/v2/evc/app/manifests/v1", headers={"Accept": img.media_type}), 200)
+    newest = [pushed + 4, pushed + 5, pushed + 6]
+    kept = wait_until(lambda: [int(e["id"]) for e in list_events(c)] == newest, timeout=10,
+                      message=f"only events {newest} left")
+    assert kept
+    assert [e["type"] for e in list_events(c)] == ["artifact.pull"] * 3
+
+
 # ---------------------------------------------------------------------------
 # Who sees what
 # ---------------------------------------------------------------------------
