@@ -353,20 +353,25 @@ struct DistributionController: RouterMiddleware {
     }
 
     private func patchUpload(_ name: String, _ id: String, _ request: Request) async throws -> Response {
-        var start: Int64?
-        if let header = request.headers[.contentRange] {
-            guard let range = ByteRange.parseChunk(header) else {
-                throw RegistryError(.rangeInvalid, "Content-Range '\(header)' is not of the form <start>-<end>")
-            }
-            // Compared without adding one: `end` may be as large as Int64 allows.
-            if let length = request.contentLength, length - 1 != range.end - range.start {
-                throw RegistryError(
-                    .sizeInvalid, "Content-Range \(header) does not cover the Content-Length of \(length) bytes")
-            }
-            start = range.start
-        }
-        let upload = try await append(name, id, start: start, request)
+        let upload = try await append(name, id, start: try chunkStart(name, id, request), request)
         return uploadStatus(name, upload, status: .accepted)
+    }
+
+    /// Where a chunk's `Content-Range` says it starts (nil without one). One
+    /// that does not parse is 416 with the upload's current `Range`, before
+    /// the body is read, so the client can resume; the upload is unchanged.
+    private func chunkStart(_ name: String, _ id: String, _ request: Request) throws -> Int64? {
+        guard let header = request.headers[.contentRange] else { return nil }
+        guard let range = ByteRange.parseChunk(header) else {
+            let size = try registry.upload(name: name, id: id).size
+            throw RegistryError(
+                .rangeInvalid, "Content-Range '\(header)' is not of the form <start>-<end>", detail: "current size \(size)")
+        }
+        // Compared without adding one: `end` may be as large as Int64 allows.
+        if let length = request.contentLength, length - 1 != range.end - range.start {
+            throw RegistryError(.sizeInvalid, "Content-Range \(header) does not cover the Content-Length of \(length) bytes")
+        }
+        return range.start
     }
 
     private func finishUpload(_ name: String, _ id: String, _ request: Request) async throws -> Response {
@@ -375,6 +380,8 @@ struct DistributionController: RouterMiddleware {
         }
         // Before the body: a digest that does not parse leaves the upload as it was.
         _ = try ContentDigest(parsing: digest)
+        // Lenient, as Distribution is: a final PUT's Content-Range only places
+        // its body when it parses (the digest check catches a misplaced one).
         var start: Int64?
         if let header = request.headers[.contentRange], let range = ByteRange.parseChunk(header) { start = range.start }
         if request.contentLength != 0 {

@@ -284,6 +284,11 @@ def test_out_of_order_patch_is_416_and_session_survives(http, reg):
     bad = patch_chunk(http, loc, data[50:150], 50)
     assert_status(bad, 416)
 
+    # A Content-Range that does not parse: 416 too, with where to resume.
+    bad = http.patch(loc, data=data[100:200], headers={**OCTET, "Content-Range": "100-one hundred ninety-nine"})
+    assert_status(bad, 416)
+    assert bad.headers.get("Range") == "0-99", describe(bad)
+
     # The session is unharmed and still at 100 bytes.
     st = http.get(loc)
     assert_status(st, 204)
