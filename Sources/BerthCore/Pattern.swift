@@ -16,8 +16,9 @@ public struct Pattern: Sendable, Equatable, CustomStringConvertible {
     public static let maxLength = 256
 
     public init(_ source: String) throws(PatternError) {
-        guard !source.isEmpty, source.count <= Self.maxLength else {
-            throw PatternError(position: 0, message: "a pattern is 1 to \(Self.maxLength) characters")
+        // Bytes too: one character may be many scalars, each compared on every step.
+        guard !source.isEmpty, source.count <= Self.maxLength, source.utf8.count <= 4 * Self.maxLength else {
+            throw PatternError(position: 0, message: "a pattern is 1 to \(Self.maxLength) characters (\(4 * Self.maxLength) bytes)")
         }
         var parser = Parser(characters: Array(source))
         let node = try parser.sequence(inBraces: false)
@@ -30,8 +31,8 @@ public struct Pattern: Sendable, Equatable, CustomStringConvertible {
     public func matches(_ name: String) -> Bool {
         let characters = Array(name)
         // Each node maps a set of start positions to the set of end positions
-        // it can reach; the set stays at most name.count + 1 wide, so a match
-        // costs O(pattern × name²) at worst, with no backtracking blow-up.
+        // it can reach, in one pass over the name: a match costs
+        // O(pattern × name) at worst, with no backtracking blow-up.
         return Self.advance(node, from: [0], in: characters).contains(characters.count)
     }
 
@@ -45,14 +46,13 @@ public struct Pattern: Sendable, Equatable, CustomStringConvertible {
         case .one:
             return Set(starts.compactMap { $0 < name.count && name[$0] != "/" ? $0 + 1 : nil })
         case .anyRun(let crossesSlash):
+            // One sweep: a position is reached if a run starts there or the run
+            // reaching the one before it may take that character.
             var ends = Set<Int>()
-            for start in starts {
-                var position = start
-                ends.insert(position)
-                while position < name.count, crossesSlash || name[position] != "/" {
-                    position += 1
-                    ends.insert(position)
-                }
+            var running = false
+            for position in starts.min()!...name.count {
+                running = starts.contains(position) || (running && (crossesSlash || name[position - 1] != "/"))
+                if running { ends.insert(position) }
             }
             return ends
         case .alternatives(let options):

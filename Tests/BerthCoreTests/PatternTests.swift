@@ -17,6 +17,11 @@ import Testing
         ("x{,-dev}", "x", true), ("x{,-dev}", "x-dev", true),
         ("\\*", "*", true), ("\\*", "a", false), ("a\\{b", "a{b", true),
         ("*-*-*-*-*-*-*-*-*-*-*-*x", String(repeating: "a-", count: 40) + "y", false),
+        // Runs that start at several places, across and short of a slash.
+        ("*a*/b", "xaya/b", true), ("*a*/b", "xa/y/b", false), ("a**a/b", "ax/a/ya/b", true), ("**a*", "x/ya/b", false),
+        ("*/*", "a/", true), ("*/*", "/a", true), ("*/*", "a/b/c", false),
+        // 127 runs against a 250-character name: one sweep per run, not one per start.
+        (String(repeating: "**", count: 127) + "b", String(repeating: "a", count: 250), false),
     ])
     func matchesWholeNames(_ pattern: String, _ name: String, _ expected: Bool) throws {
         #expect(try Pattern(pattern).matches(name) == expected)
@@ -25,6 +30,7 @@ import Testing
     @Test(arguments: [
         ("", "1 to 256"), ("{a,b", "never closed"), ("a}", "outside braces"), ("a,b", "outside braces"),
         ("a\\", "escapes nothing"), (String(repeating: "a", count: 257), "1 to 256"),
+        (String(repeating: "e\u{301}\u{301}", count: 256), "1 to 256"),
     ])
     func refusesMalformedPatterns(_ pattern: String, _ message: String) {
         #expect {
