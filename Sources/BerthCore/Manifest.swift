@@ -134,8 +134,17 @@ public struct ParsedManifest: Sendable {
         self.artifactType = declaredArtifactType ?? (MediaType.isImage(type) ? document.config?.mediaType : nil)
         self.subject = document.subject
         self.annotations = document.annotations
-        self.blobDescriptors = blobs
-        self.children = children
+        // Once each: a manifest may list a descriptor many times over (within
+        // 4 MiB, tens of thousands), and every check reads what it names.
+        self.blobDescriptors = Self.distinct(blobs)
+        self.children = Self.distinct(children)
+    }
+
+    /// `descriptors` without repeats of a digest and size, in order (two sizes
+    /// of one digest both stay, for the size check to refuse).
+    private static func distinct(_ descriptors: [Descriptor]) -> [Descriptor] {
+        var seen = Set<String>()
+        return descriptors.filter { seen.insert("\($0.digest) \($0.size)").inserted }
     }
 
     private static func check(_ descriptor: Descriptor) throws(RegistryError) {

@@ -223,8 +223,9 @@ extension Registry {
         var platforms: [Platform] = []
         if let document = try manifestDocument(name, record.digest) {
             if let manifests = document.manifests {
-                // An index weighs what its images weigh.
-                for child in manifests {
+                // An index weighs what its images weigh, each once however often it is listed.
+                var seen = Set<String>()
+                for child in manifests where seen.insert(child.digest).inserted {
                     size = Self.saturatingSum(size, try manifestDocument(name, child.digest).map(Self.contentSize) ?? child.size)
                 }
                 platforms = manifests.compactMap(\.platform)

@@ -64,6 +64,19 @@ private func imageManifest(mediaType: String = MediaType.ociManifest, extra: [St
         #expect(manifest.blobDescriptors.map(\.size) == [10, 20])
     }
 
+    /// Listed many times, a descriptor is checked and linked once; two sizes of one digest both stay (to be refused).
+    @Test func repeatedDescriptorsCountOnce() throws {
+        var image = imageManifest()
+        let entry: [String: Any] = ["mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 20]
+        image["layers"] = Array(repeating: entry, count: 1000) + [["mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 21]]
+        let manifest = try ParsedManifest(bytes: json(image), contentType: MediaType.ociManifest)
+        #expect(manifest.blobDescriptors.map(\.digest) == [config, layer, layer])
+        #expect(manifest.blobDescriptors.map(\.size) == [10, 20, 21])
+        let child: [String: Any] = ["mediaType": MediaType.ociManifest, "digest": layer, "size": 5]
+        let index: [String: Any] = ["schemaVersion": 2, "mediaType": MediaType.ociIndex, "manifests": Array(repeating: child, count: 1000)]
+        #expect(try ParsedManifest(bytes: json(index), contentType: MediaType.ociIndex).children.map(\.digest) == [layer])
+    }
+
     @Test func indexNamesItsChildren() throws {
         let index: [String: Any] = [
             "schemaVersion": 2, "mediaType": MediaType.ociIndex,
