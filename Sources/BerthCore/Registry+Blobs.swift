@@ -97,11 +97,14 @@ extension Registry {
         let (registryName, _) = try Names.splitRepository(name)
         // Under the blob's link lock: completing an upload of content the
         // registry already holds must not race GC deleting that object.
+        // The touch (GC's grace for an object its manifest is not yet linked
+        // to) follows the digest check: a client's made-up digests add none.
         return try await locks.withLock("link:\(registryName)@\(parsed)") {
-            touches.touch(registry: registryName, digest: parsed)
-            return try await whileExists(registryName) {
+            let object = try await whileExists(registryName) {
                 try await mapStoreErrors { try await objects.complete(upload: id, digest: parsed) }
             }
+            touches.touch(registry: registryName, digest: parsed)
+            return object
         }
     }
 

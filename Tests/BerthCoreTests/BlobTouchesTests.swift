@@ -22,4 +22,20 @@ import Testing
             #expect(registry.touches.count == 0)
         }
     }
+
+    @Test func failedCompletionsLeaveNoUse() async throws {
+        try await withScratchRegistry { registry, _ in
+            _ = try await registry.createRegistry("bt")
+            for i in 0..<20 {
+                let upload = try await registry.startUpload(name: "bt/app")
+                let madeUp = "sha256:" + String(repeating: String(i % 10), count: 63) + String(i / 10)
+                await #expect(throws: RegistryError.self) { try await registry.completeUpload(name: "bt/app", id: upload.id, digest: madeUp) }
+            }
+            #expect(registry.touches.count == 0)  // no digest was verified
+            let empty = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            let upload = try await registry.startUpload(name: "bt/app")
+            _ = try await registry.completeUpload(name: "bt/app", id: upload.id, digest: empty)
+            #expect(registry.touches.count == 1)
+        }
+    }
 }
