@@ -84,7 +84,8 @@ public struct ConfigurationLoader {
             }
             return parsed
         }
-        let day = 86_400.0  // the longest timeout taken: a duration the server turns into integer nanoseconds
+        // Every duration has a bound: one a timer takes as a Duration or integer nanoseconds traps beyond its range.
+        let day = 86_400.0
         func listener() throws -> ServerConfiguration.Listener? {
             if value == "off" { return nil }
             guard let listener = ServerConfiguration.Listener(value) else {
@@ -119,7 +120,7 @@ public struct ConfigurationLoader {
             case "false": configuration.directWrites = false
             default: throw ConfigurationError(description: "'direct_writes' must be true or false, got '\(value)'")
             }
-        case "upload_timeout": configuration.uploadTimeout = try number(Double.self, minimum: 1)
+        case "upload_timeout": configuration.uploadTimeout = try number(Double.self, minimum: 1, maximum: 30 * day)
         case "read_timeout": configuration.readTimeout = try number(Double.self, minimum: 1, maximum: day)
         case "token_ttl":
             let ttl = try number(Double.self, minimum: 1)
@@ -130,9 +131,9 @@ public struct ConfigurationLoader {
         case "backup_dir":
             guard !value.isEmpty else { throw ConfigurationError(description: "'backup_dir' must not be empty") }
             configuration.backupDir = value
-        case "gc_grace": configuration.gcGrace = try number(Double.self, minimum: 0)
-        case "gc_after_delete": configuration.gcAfterDelete = try number(Double.self, minimum: 0)
-        case "untagged_grace": configuration.untaggedGrace = try number(Double.self, minimum: 0)
+        case "gc_grace": configuration.gcGrace = try number(Double.self, minimum: 0, maximum: 365 * day)
+        case "gc_after_delete": configuration.gcAfterDelete = try number(Double.self, minimum: 0, maximum: 365 * day)
+        case "untagged_grace": configuration.untaggedGrace = try number(Double.self, minimum: 0, maximum: 365 * day)
         case "gc_schedule":
             if value == "off" || value.isEmpty {
                 configuration.gcSchedule = nil
@@ -143,7 +144,7 @@ public struct ConfigurationLoader {
                     throw ConfigurationError(description: "'gc_schedule' is not a valid cron expression: \(error)")
                 }
             }
-        case "event_retention_days": configuration.eventRetentionDays = try number(Int.self, minimum: 1)
+        case "event_retention_days": configuration.eventRetentionDays = try number(Int.self, minimum: 1, maximum: 36_500)
         case "event_retention_count": configuration.eventRetentionCount = try number(Int.self, minimum: 1)
         case "audit_retention_days": configuration.auditRetentionDays = try number(Int.self, minimum: 1, maximum: 36_500)
         case "log_level":

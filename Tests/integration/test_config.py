@@ -84,6 +84,11 @@ def test_bad_value_names_key_and_line(tmp_path):
     # Durations become integer nanoseconds at start: one that Int64 cannot hold would trap.
     _refused(tmp_path, "read_timeout: 1e300\n", "'read_timeout' must be a number from 1.0 to 86400.0", "bad.yaml:1")
     _refused(tmp_path, "shutdown_timeout: 1e300\n", "'shutdown_timeout' must be a number from 0.0 to 86400.0", "bad.yaml:1")
+    # The first delete's GC timer took `inf` as a Duration and trapped; every duration is bounded.
+    for key in ("gc_after_delete", "gc_grace", "untagged_grace"):
+        _refused(tmp_path, f"{key}: inf\n", f"'{key}' must be a number from 0.0 to 31536000.0", "bad.yaml:1")
+    _refused(tmp_path, "upload_timeout: 1e20\n", "'upload_timeout' must be a number from 1.0 to 2592000.0", "bad.yaml:1")
+    _refused(tmp_path, "event_retention_days: 99999999999\n", "'event_retention_days' must be a number from 1 to 36500")
 
 
 @pytest.mark.parametrize("direct", ["true", "false"])
