@@ -178,16 +178,25 @@ public enum BerthServer {
     /// At first start: the `admin` user, and its key in a 0600 file. The secret is never logged.
     static func bootstrap(_ identity: Identity, dataDir: String, logger: Logger) async throws {
         let path = URL(fileURLWithPath: dataDir).appendingPathComponent("bootstrap-credentials.json").path
-        guard let key = try await identity.bootstrapIfEmpty() else { return }
-        let body = try JSONSerialization.data(
-            withJSONObject: ["access_key": key.record.id, "secret_key": key.secret], options: [.sortedKeys])
-        guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+        // The file is whole and synced before the key is stored (and replaces
+        // one a start cut short left): the key is never stored without it.
+        let created = try await identity.bootstrapIfEmpty { key in
+            let body = try JSONSerialization.data(
+                withJSONObject: ["access_key": key.record.id, "secret_key": key.secret], options: [.sortedKeys])
+            let partial = path + ".partial"
+            guard FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: partial])
+            }
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: partial))
+            try handle.write(contentsOf: body)
+            try handle.synchronize()
+            try handle.close()
+            guard rename(partial, path) == 0 else {
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+            }
+            try FileSync.syncParent(of: path)
         }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        try handle.write(contentsOf: body)
-        try handle.synchronize()
-        try handle.close()
+        guard created != nil else { return }
         logger.notice("created user 'admin'; its access key is in \(path) (mode 0600)")
         FileHandle.standardOutput.write(Data("bootstrap credentials written to \(path)\n".utf8))
     }

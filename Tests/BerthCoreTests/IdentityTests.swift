@@ -105,15 +105,21 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
         do {
             let store = try Store(directory: directory, threads: 2)
             let identity = try Identity(store: store)
-            created = try await identity.bootstrapIfEmpty()
-            #expect(try await identity.bootstrapIfEmpty() == nil)
+            // A start whose credential could not be saved stores nothing: the next one bootstraps.
+            struct Unsaved: Error {}
+            await #expect(throws: Unsaved.self) { try await identity.bootstrapIfEmpty { _ in throw Unsaved() } }
+            #expect(identity.users().isEmpty)
+            var saved: Identity.NewAccessKey?
+            created = try await identity.bootstrapIfEmpty { saved = $0 }
+            #expect(saved?.secret == created?.secret)
+            #expect(try await identity.bootstrapIfEmpty { _ in } == nil)
             try await store.shutdown()
         }
         let store = try Store(directory: directory, threads: 2)
         let identity = try Identity(store: store)
         let principal = identity.authenticate(accessKey: created!.record.id, secret: created!.secret)
         #expect(principal?.rights.isGlobalAdmin == true)
-        #expect(try await identity.bootstrapIfEmpty() == nil)
+        #expect(try await identity.bootstrapIfEmpty { _ in } == nil)
         try await store.shutdown()
     }
 }

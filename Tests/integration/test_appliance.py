@@ -78,6 +78,7 @@ def test_init_is_idempotent(tmp_path):
     first = subprocess.run(args, capture_output=True, text=True, check=True)
     creds = data / "bootstrap-credentials.json"
     assert _mode(creds) == 0o600 and _mode(data) == 0o700
+    assert not (data / "bootstrap-credentials.json.partial").exists(), "written aside, then renamed into place"
     secret = json.loads(creds.read_text())["secret_key"]
     assert secret not in first.stdout + first.stderr, "the secret must never be printed"
     cert = (data / "tls/cert.pem").read_bytes()

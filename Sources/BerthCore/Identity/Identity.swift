@@ -62,12 +62,31 @@ public final class Identity: Sendable {
     // MARK: Bootstrap
 
     /// Creates user `admin` with a global admin binding and one key when there
-    /// are no users yet. Returns the new key (with its secret) or nil.
-    public func bootstrapIfEmpty() async throws -> NewAccessKey? {
-        guard state.withLockedValue({ $0.users.isEmpty }) else { return nil }
-        _ = try await createUser("admin")
-        _ = try await addBinding(user: "admin", RoleBinding(role: .admin, registry: nil))
-        return try await createKey(user: "admin")
+    /// are no users yet, in one write. Returns the new key (with its secret) or nil.
+    ///
+    /// `save` stores the key's secret (the credentials file) before the store
+    /// knows the key: a crash in between leaves no user, and the next start
+    /// bootstraps again, where three separate writes could leave an admin
+    /// without a binding or a key nobody ever saw, locking everyone out.
+    public func bootstrapIfEmpty(saving save: (NewAccessKey) async throws -> Void) async throws -> NewAccessKey? {
+        try await change {
+            guard state.withLockedValue({ $0.users.isEmpty }) else { return nil }
+            let user = UserRecord(id: "admin", created: Date(), disabled: false)
+            let binding = RoleBinding(role: .admin, registry: nil)
+            let key = Self.generateKey(user: user.id)
+            try await save(key)
+            var batch = WriteBatch()
+            batch.put(.auth, Key("U", user.id).bytes, RecordCodec.encode(user))
+            batch.put(.auth, Key("B", user.id, binding.id).bytes, RecordCodec.encode(binding))
+            batch.put(.auth, Key("K", key.record.id).bytes, RecordCodec.encode(key.record))
+            try await write(batch)
+            state.withLockedValue { state in
+                state.users[user.id] = user
+                state.bindings[user.id] = [binding]
+                state.keys[key.record.id] = key.record
+            }
+            return key
+        }
     }
 
     // MARK: Users
@@ -148,27 +167,38 @@ public final class Identity: Sendable {
         try await change { try await createKeyLocked(user: user) }
     }
 
-    /// `replacing` names a key being retired by rotation: it does not count against the limit.
-    private func createKeyLocked(user: String, replacing: String? = nil) async throws -> NewAccessKey {
+    private func createKeyLocked(user: String) async throws -> NewAccessKey {
+        let key = try newKey(user: user)
+        try await put([key.record])
+        return key
+    }
+
+    /// A key for `user`, not yet stored. `replacing` names a key being retired
+    /// by rotation: it does not count against the limit.
+    private func newKey(user: String, replacing: String? = nil) throws -> NewAccessKey {
         guard self.user(user) != nil else { throw IdentityError.notFound("user '\(user)' does not exist") }
         guard keys(user: user).filter({ $0.id != replacing }).count < Self.maxKeysPerUser else {
             throw IdentityError.keyLimit("user '\(user)' already has \(Self.maxKeysPerUser) access keys; delete one first")
         }
+        return Self.generateKey(user: user)
+    }
+
+    private static func generateKey(user: String) -> NewAccessKey {
         var generator = SystemRandomNumberGenerator()
-        let id = "AK" + String((0..<20).map { _ in Self.keyAlphabet.randomElement(using: &generator)! })
-        let secret = String((0..<40).map { _ in Self.secretAlphabet.randomElement(using: &generator)! })
+        let id = "AK" + String((0..<20).map { _ in keyAlphabet.randomElement(using: &generator)! })
+        let secret = String((0..<40).map { _ in secretAlphabet.randomElement(using: &generator)! })
         let record = AccessKeyRecord(
             id: id, user: user, secretHash: Array(SHA256.hash(data: Array(secret.utf8))), created: Date(),
             lastUsed: nil, disabled: false, expires: nil)
-        try await put(record)
         return NewAccessKey(record: record, secret: secret)
     }
 
-    private func put(_ record: AccessKeyRecord) async throws {
+    /// Stores key records in one synced write.
+    private func put(_ records: [AccessKeyRecord]) async throws {
         var batch = WriteBatch()
-        batch.put(.auth, Key("K", record.id).bytes, RecordCodec.encode(record))
+        for record in records { batch.put(.auth, Key("K", record.id).bytes, RecordCodec.encode(record)) }
         try await write(batch)
-        state.withLockedValue { $0.keys[record.id] = record }
+        state.withLockedValue { state in for record in records { state.keys[record.id] = record } }
     }
 
     private func ownedKey(user: String, id: String) throws -> AccessKeyRecord {
@@ -183,7 +213,7 @@ public final class Identity: Sendable {
             var key = try ownedKey(user: user, id: id)
             key.disabled = disabled
             if !disabled { key.expires = nil }
-            try await put(key)
+            try await put([key])
             return key
         }
     }
@@ -207,8 +237,11 @@ public final class Identity: Sendable {
             } else {
                 old.expires = Date().addingTimeInterval(overlap)
             }
-            try await put(old)
-            return try await createKeyLocked(user: user, replacing: id)
+            // One write: retiring the old key and storing its successor apart
+            // could leave a user with neither after a crash.
+            let new = try newKey(user: user, replacing: id)
+            try await put([old, new.record])
+            return new
         }
     }
 
