@@ -217,7 +217,7 @@ extension Registry {
             batch.delete(.catalog, CatalogKey.pulls(name, digest).bytes)
             var event = EventRecord("artifact.delete", repository: name, digest: digest, actor: actor)
             if !tags.isEmpty { event.detail = Self.jsonText(["tags": tags]) }
-            try await write(batch, events: [event], into: registryName)
+            try await write(batch, events: [event], into: registryName, created: precondition?.registryCreated)
             pulls.forget(name: name, digest: digest)
         }
     }

@@ -73,8 +73,10 @@ public final class Registry: Sendable {
 
     /// Writes `batch` (with `events`) into registry `registry` only while the
     /// registry exists (see `whileExists`).
-    func write(_ batch: WriteBatch, events records: [EventRecord] = [], into registry: String) async throws {
-        try await whileExists(registry) { try await write(batch, events: records) }
+    func write(
+        _ batch: WriteBatch, events records: [EventRecord] = [], into registry: String, created: Date? = nil
+    ) async throws {
+        try await whileExists(registry, created: created) { try await write(batch, events: records) }
     }
 
     /// Runs `body`, which writes into `registry`, only while the registry
@@ -82,9 +84,14 @@ public final class Registry: Sendable {
     /// registry's shared lock, which its deletion holds alone: nothing lands in
     /// a registry after its records are deleted, where it would be orphaned or
     /// turn up again in a registry created later with the same name.
-    func whileExists<T>(_ registry: String, _ body: () async throws -> T) async throws -> T {
+    /// With `created`, only while it is the registry created then, not a
+    /// later one of the same name.
+    func whileExists<T>(_ registry: String, created: Date? = nil, _ body: () async throws -> T) async throws -> T {
         try await registryLocks.withShared(registry) {
-            _ = try requireRegistry(registry)
+            let record = try requireRegistry(registry)
+            if let created, record.created != created {
+                throw RegistryError(.nameUnknown, "registry '\(registry)' was deleted (one of that name was created since)")
+            }
             return try await body()
         }
     }

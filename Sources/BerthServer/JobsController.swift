@@ -80,10 +80,7 @@ struct JobsController {
             }
         }
         cleanup.get("runs") { request, context in
-            try await gate.read(request, context) { name in
-                _ = try jobs.registry.requireRegistry(name)
-                return try list(request, kind: .cleanup, registry: name)
-            }
+            try await gate.read(request, context) { name in try list(request, kind: .cleanup, registry: name) }
         }
         cleanup.get("runs/:id") { request, context in
             try await gate.read(request, context) { name in
@@ -119,9 +116,16 @@ struct JobsController {
         }
     }
 
+    /// When the registry `name` was created (`distantPast` for GC's global
+    /// runs): runs started before it belong to a deleted registry of that name.
+    private func since(registry name: String?) throws -> Date {
+        try name.map { try jobs.registry.requireRegistry($0).created } ?? .distantPast
+    }
+
     private func run(_ context: BerthRequestContext, kind: JobKind, registry name: String?) throws -> JobRun {
         let text = try context.parameter("id")
-        guard let id = Int64(text), let run = try jobs.log.run(id), run.kind == kind, run.registry == name else {
+        let since = try since(registry: name)
+        guard let id = Int64(text), let run = try jobs.log.run(id), run.kind == kind, run.registry == name, run.started >= since else {
             throw RegistryError(.nameUnknown, "run '\(text)' does not exist")
         }
         return run
@@ -133,7 +137,8 @@ struct JobsController {
             guard let parsed = Int64(text), parsed >= 0 else { throw InvalidRequest(message: "'cursor' must be a run id, got '\(text)'") }
             cursor = parsed
         }
-        let page = try jobs.log.runs(kind: kind, registry: name, before: cursor, limit: try AdminSupport.limit(request))
+        let page = try jobs.log.runs(
+            kind: kind, registry: name, since: try since(registry: name), before: cursor, limit: try AdminSupport.limit(request))
         return support.json(["items": page.items.map(describe), "next_cursor": page.next.map { $0 as Any } ?? NSNull()])
     }
 

@@ -18,12 +18,21 @@ import Testing
         let store = try Store(directory: directory, threads: 2)
         let registry = try Registry(store: store)
         _ = try await registry.createRegistry("cd")
+        try await uploadConfig(registry)
+        try await body(registry)
+        try await store.shutdown()
+    }
+
+    private func uploadConfig(_ registry: Registry) async throws {
         let upload = try await registry.startUpload(name: "cd/app")
         let bytes = AsyncStream<ByteBuffer> { $0.yield(ByteBuffer(bytes: Self.emptyConfig)); $0.finish() }
         _ = try await registry.appendUpload(name: "cd/app", id: upload.id, start: nil, expectedLength: nil, body: bytes)
         _ = try await registry.completeUpload(name: "cd/app", id: upload.id, digest: Self.emptyDigest)
-        try await body(registry)
-        try await store.shutdown()
+    }
+
+    /// What a cleanup run decided from, in the registry as it is now.
+    private func precondition(_ registry: Registry, tags: Set<String>, unlisted: Bool) throws -> DeletePrecondition {
+        DeletePrecondition(tags: tags, unlisted: unlisted, registryCreated: try registry.requireRegistry("cd").created)
     }
 
     /// Pushes an image manifest (distinct per `label`) by `reference`; returns its digest.
@@ -58,7 +67,7 @@ import Testing
         try await withRegistry { registry in
             let digest = try await push(registry, "a", as: "v1")
             try await registry.deleteManifest(
-                name: "cd/app", reference: digest, actor: nil, ifUnchanged: DeletePrecondition(tags: ["v1"], unlisted: false))
+                name: "cd/app", reference: digest, actor: nil, ifUnchanged: try precondition(registry, tags: ["v1"], unlisted: false))
             #expect(!exists(registry, digest))
         }
     }
@@ -69,7 +78,7 @@ import Testing
             _ = try await registry.setTag(image: "cd/app", tag: "stable", digest: digest)
             await expectChanged {
                 try await registry.deleteManifest(
-                    name: "cd/app", reference: digest, actor: nil, ifUnchanged: DeletePrecondition(tags: ["v2"], unlisted: false))
+                    name: "cd/app", reference: digest, actor: nil, ifUnchanged: try precondition(registry, tags: ["v2"], unlisted: false))
             }
             #expect(exists(registry, digest))
             #expect(try registry.tags(name: "cd/app", after: nil, limit: 10).items == ["stable", "v2"])
@@ -91,9 +100,29 @@ import Testing
                 name: "cd/app", reference: "multi", bytes: Array(fixed.utf8), contentType: "application/vnd.oci.image.index.v1+json")
             await expectChanged {
                 try await registry.deleteManifest(
-                    name: "cd/app", reference: child, actor: nil, ifUnchanged: DeletePrecondition(tags: [], unlisted: true))
+                    name: "cd/app", reference: child, actor: nil, ifUnchanged: try precondition(registry, tags: [], unlisted: true))
             }
             #expect(exists(registry, child))
+        }
+    }
+
+    /// A decision made in a registry deleted since deletes nothing in one created again under its name.
+    @Test func leavesARegistryCreatedAgainUnderTheName() async throws {
+        try await withRegistry { registry in
+            let digest = try await push(registry, "d", as: "v1")
+            let decided = try precondition(registry, tags: ["v1"], unlisted: false)
+            try await registry.deleteRegistry("cd", force: true)
+            try await Task.sleep(for: .milliseconds(5))  // a later creation time
+            _ = try await registry.createRegistry("cd")
+            try await uploadConfig(registry)
+            #expect(try await push(registry, "d", as: "v1") == digest)
+            do {
+                try await registry.deleteManifest(name: "cd/app", reference: digest, actor: nil, ifUnchanged: decided)
+                Issue.record("the delete went ahead")
+            } catch let error as RegistryError {
+                #expect(error.code == .nameUnknown)
+            }
+            #expect(exists(registry, digest))
         }
     }
 }

@@ -589,6 +589,22 @@ def test_unknown_run(http, new_registry):
     assert runs == []
 
 
+def test_runs_of_a_deleted_registry_stay_with_it(http, new_registry):
+    # A registry created again under a deleted one's name does not show the old one's runs.
+    reg = new_registry("cw")
+    push_tags(http, f"{reg}/app", small_image(), "v1")
+    create_cleanup_policy(http, reg, "app", "keep_last_pushed", 1)
+    run = run_cleanup(http, reg, dry_run=True)
+    assert_status(http.delete(api_registry_path(reg), params={"force": "true"}), 204)
+    assert_status(http.create_registry(reg), 201)
+    runs, _ = api_list_all(http, runs_path(reg))
+    assert runs == []
+    assert_problem(http.get(runs_path(reg, f"/{run['id']}")), 404, "NOT_FOUND")
+    assert_problem(http.get(runs_path(reg, f"/{run['id']}/details")), 404, "NOT_FOUND")
+    mine = run_cleanup(http, reg, dry_run=True)
+    assert [r["id"] for r in api_list_all(http, runs_path(reg))[0]] == [mine["id"]]
+
+
 def test_out_of_range_ids_and_cursors(http, new_registry):
     """Ids and cursors outside what the server stores are a 404 or a 400,
     never a crash (the server still answers afterwards)."""

@@ -140,13 +140,14 @@ public final class JobLog: Sendable {
     }
 
     /// Runs of `kind` (of `registry`, when given), newest first, before the cursor (a run id).
-    public func runs(kind: JobKind, registry: String?, before cursor: Int64?, limit: Int) throws -> Page<JobRun> {
+    /// Runs of `kind` for `registry`, newest first, started at `since` or later.
+    public func runs(kind: JobKind, registry: String?, since: Date = .distantPast, before cursor: Int64?, limit: Int) throws -> Page<JobRun> {
         var items: [JobRun] = []
         var more = false
         try db.scanReverse(.jobs, before: cursor.map(Self.runKey) ?? Array("s".utf8)) { key, value in
             guard key.first == UInt8(ascii: "r") else { return false }
             let run = try RecordCodec.decode(JobRun.self, value)
-            guard run.kind == kind, run.registry == registry else { return true }
+            guard run.kind == kind, run.registry == registry, run.started >= since else { return true }
             if items.count == limit {
                 more = true
                 return false

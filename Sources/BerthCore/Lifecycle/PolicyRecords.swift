@@ -58,4 +58,7 @@ public struct LifecycleError: Error, Sendable, CustomStringConvertible {
 struct DeletePrecondition: Sendable {
     var tags: Set<String>
     var unlisted: Bool
+    /// When the registry the decision was made in was created: a registry
+    /// deleted and created again under its name is another one.
+    var registryCreated: Date
 }

@@ -25,6 +25,9 @@ extension Registry {
     public func runCleanup(
         registry registryName: String, dryRun: Bool, untaggedGrace: Double, actor: String, details: JobDetails
     ) async throws -> CleanupOutcome {
+        // The registry this run cleans: one deleted and created again under its
+        // name meanwhile is another, which the run must not touch.
+        let created = try requireRegistry(registryName).created
         let policies = try cleanupPolicies(registry: registryName).filter(\.enabled)
         var outcome = CleanupOutcome()
         guard !policies.isEmpty else { return outcome }
@@ -35,6 +38,9 @@ extension Registry {
         }
         for name in images {
             try Task.checkCancellation()
+            guard try registry(registryName)?.created == created else {
+                throw RegistryError(.nameUnknown, "registry '\(registryName)' was deleted during the run")
+            }
             let image = String(name.dropFirst(registryName.count + 1))
             let applicable = policies.filter { (try? Pattern($0.imagePattern))?.matches(image) ?? false }
             guard !applicable.isEmpty else { continue }
@@ -56,7 +62,8 @@ extension Registry {
                 } else {
                     do {
                         // Deleted only if nothing the decision rests on changed meanwhile.
-                        let precondition = DeletePrecondition(tags: Set(decision.tags), unlisted: decision.policy.rule == .deleteUntagged)
+                        let precondition = DeletePrecondition(
+                            tags: Set(decision.tags), unlisted: decision.policy.rule == .deleteUntagged, registryCreated: created)
                         try await deleteManifest(
                             name: name, reference: decision.record.digest, actor: actor, ifUnchanged: precondition)
                         outcome.artifactsDeleted += 1
