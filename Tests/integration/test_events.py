@@ -397,6 +397,23 @@ def test_count_bound_keeps_the_newest(make_server):
 # ---------------------------------------------------------------------------
 
 
+def test_a_registry_created_again_shows_none_of_the_old_ones_events(ev, admin, story):
+    reg = create_registry(admin, "evr")
+    old = small_image()
+    push_tags(admin, f"{reg}/app", old, "v1")
+    assert_status(admin.delete(f"/api/v1/registries/{reg}", params={"force": "true"}), 204)
+    assert_status(admin.create_registry(reg), 201)
+    _, viewer = new_principal(admin, "viewer", reg, prefix="vr")
+    client = ev.client(creds=viewer)
+    new = small_image()
+    push_tags(admin, f"{reg}/app", new, "v2")
+    seen = list_events(client)
+    assert not find(seen, digest=old.digest), seen
+    the_one(seen, type="artifact.push", digest=new.digest)
+    # A global admin still reads the whole log.
+    the_one(list_events(admin, registry=reg), type="artifact.push", digest=old.digest)
+
+
 def test_visibility(ev, admin, story):
     a, b = create_registry(admin, "eva"), create_registry(admin, "evb")
     img_a, img_b = small_image(), small_image()
