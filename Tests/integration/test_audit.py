@@ -310,6 +310,11 @@ def test_pagination(story, limit):
     assert pages >= len(full) // limit
 
 
+@pytest.mark.parametrize("cursor", ["zz", "0" * 23, "0" * 25, "g" * 24])
+def test_a_cursor_that_is_no_entry_id_is_refused(story, cursor):
+    assert_problem(story.admin.get("/api/v1/audit-logs", params={"cursor": cursor}), 400)
+
+
 def test_only_global_admins_read_the_log(story):
     srv, admin = story.srv, story.admin
     reg_admin, creds = new_principal(admin, "admin", story.reg, prefix="ra")

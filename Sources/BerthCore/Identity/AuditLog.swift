@@ -93,7 +93,14 @@ public final class AuditLog: Sendable {
     public func entries(_ filter: Filter, before cursor: String?, limit: Int) throws -> Page<AuditEntry> {
         var items: [AuditEntry] = []
         var more = false
-        let start = cursor.flatMap(Self.bytes(hex:))
+        var start: [UInt8]?
+        if let cursor {
+            // Not silently the newest page: a client paging on would see entries again.
+            guard let bytes = Self.bytes(hex: cursor) else {
+                throw IdentityError.invalid("'cursor' must be an audit entry id (24 hex digits), got '\(cursor)'")
+            }
+            start = bytes
+        }
         try store.db.scanReverse(.audit, before: start) { _, value in
             let entry = try RecordCodec.decode(AuditEntry.self, value)
             if let since = filter.since, entry.time < since { return false }
