@@ -139,8 +139,8 @@ public final class JobLog: Sendable {
         try db.get(.jobs, Self.runKey(id)).map { try RecordCodec.decode(JobRun.self, $0) }
     }
 
-    /// Runs of `kind` (of `registry`, when given), newest first, before the cursor (a run id).
-    /// Runs of `kind` for `registry`, newest first, started at `since` or later.
+    /// Runs of `kind` (of `registry`, when given) started at `since` or later,
+    /// newest first, before the cursor (a run id).
     public func runs(kind: JobKind, registry: String?, since: Date = .distantPast, before cursor: Int64?, limit: Int) throws -> Page<JobRun> {
         var items: [JobRun] = []
         var more = false
