@@ -72,7 +72,8 @@ public final class Registry: Sendable {
     }
 
     /// Writes `batch` (with `events`) into registry `registry` only while the
-    /// registry exists (see `whileExists`).
+    /// registry exists, and with `created` only while it is the one created
+    /// then (see `whileExists`).
     func write(
         _ batch: WriteBatch, events records: [EventRecord] = [], into registry: String, created: Date? = nil
     ) async throws {

@@ -164,13 +164,11 @@ public final class Identity: Sendable {
     public func key(_ id: String) -> AccessKeyRecord? { state.withLockedValue { $0.keys[id] } }
 
     public func createKey(user: String) async throws -> NewAccessKey {
-        try await change { try await createKeyLocked(user: user) }
-    }
-
-    private func createKeyLocked(user: String) async throws -> NewAccessKey {
-        let key = try newKey(user: user)
-        try await put([key.record])
-        return key
+        try await change {
+            let key = try newKey(user: user)
+            try await put([key.record])
+            return key
+        }
     }
 
     /// A key for `user`, not yet stored. `replacing` names a key being retired
