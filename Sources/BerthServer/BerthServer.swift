@@ -40,9 +40,13 @@ public enum BerthServer {
         MemoryAllocator.tune()
         let store = try openStore(configuration)
         let identity = try Identity(store: store)
-        let registry = try Registry(store: store, logger: logger, releaseRegistry: identity.releaseRegistry)
-        let jobs = try JobRunner(
-            registry: registry, store: store,
+        let jobLog = try JobLog(store: store)
+        let registry = try Registry(store: store, logger: logger) { name in
+            try await identity.releaseRegistry(name)
+            try await jobLog.dropHistory(registry: name)
+        }
+        let jobs = JobRunner(
+            registry: registry, log: jobLog,
             settings: JobSettings(
                 gcGrace: configuration.gcGrace, gcAfterDelete: configuration.gcAfterDelete,
                 untaggedGrace: configuration.untaggedGrace,

@@ -49,15 +49,23 @@ public struct JobDetail: Codable, Sendable, Equatable {
 
 /// The persistent history of job runs (column family `jobs`).
 ///
-/// Keys: `r<run id u64 BE>` → ``JobRun``; `d<run id u64 BE><u32 BE>` → ``JobDetail``.
-/// Run records are synced when a run starts and ends; details are written
-/// before the run is marked finished.
+/// Keys: `r<run id u64 BE>` → ``JobRun``; `d<run id u64 BE><u32 BE>` → ``JobDetail``;
+/// `j<kind>\0<registry>\0<run id u64 BE>` → empty, a job's runs in order (GC's
+/// registry is empty); `n` → the last run id given out; `m` → set once every
+/// run is in the `j` index. Run records are synced when a run starts and ends;
+/// details are written before the run is marked finished.
+///
+/// Each job keeps its newest ``retainedRuns`` runs: a registry's cleanup runs
+/// every minute pushes out its own history, not GC's or another registry's.
+/// A registry's history goes with the registry (``dropHistory(registry:)``).
 public final class JobLog: Sendable {
     let db: RocksDB
     let pool: BlockingPool
     private let nextID: NIOLockedValueBox<Int64>
-    /// Runs older than the newest this many are dropped with their details.
-    static let retainedRuns = 1000
+    /// Runs of one job older than its newest this many are dropped with their details.
+    static let retainedRuns = 200
+    private static let lastIDKey = Array("n".utf8)
+    private static let indexedKey = Array("m".utf8)
 
     public init(store: Store) throws {
         db = store.db
@@ -67,7 +75,22 @@ public final class JobLog: Sendable {
             if key.first == UInt8(ascii: "r") { last = Int64(UInt64(bigEndianBytes: key.dropFirst())) }
             return false
         }
+        if let stored = try db.get(.jobs, Self.lastIDKey) { last = max(last, Int64(UInt64(bigEndianBytes: stored))) }
         nextID = NIOLockedValueBox(last + 1)
+        try indexRunsOfEarlierVersions()
+    }
+
+    /// Adds the runs a version before the `j` index wrote to it (once).
+    private func indexRunsOfEarlierVersions() throws {
+        guard try db.get(.jobs, Self.indexedKey) == nil else { return }
+        var batch = WriteBatch()
+        try db.scan(.jobs, prefix: Array("r".utf8)) { key, value in
+            let run = try RecordCodec.decode(JobRun.self, value)
+            batch.put(.jobs, Self.indexKey(run.kind, run.registry, run.id), [])
+            return true
+        }
+        batch.put(.jobs, Self.indexedKey, [])
+        try db.write(batch, .synced)
     }
 
     // Clamped: an out-of-range id or index from a request names no record
@@ -75,6 +98,13 @@ public final class JobLog: Sendable {
     static func runKey(_ id: Int64) -> [UInt8] { Array("r".utf8) + UInt64(clamping: id).bigEndianBytes }
     static func detailKey(_ id: Int64, _ index: Int) -> [UInt8] {
         Array("d".utf8) + UInt64(clamping: id).bigEndianBytes + UInt32(clamping: index).bigEndianBytes
+    }
+    /// The prefix of one job's entries in the `j` index.
+    static func jobPrefix(_ kind: JobKind, _ registry: String?) -> [UInt8] {
+        Array("j".utf8) + Array(kind.rawValue.utf8) + [0] + Array((registry ?? "").utf8) + [0]
+    }
+    static func indexKey(_ kind: JobKind, _ registry: String?, _ id: Int64) -> [UInt8] {
+        jobPrefix(kind, registry) + UInt64(clamping: id).bigEndianBytes
     }
 
     private func write(_ batch: WriteBatch) async throws {
@@ -92,6 +122,8 @@ public final class JobLog: Sendable {
             finished: nil, error: nil, summary: [:])
         var batch = WriteBatch()
         batch.put(.jobs, Self.runKey(id), RecordCodec.encode(run))
+        batch.put(.jobs, Self.indexKey(kind, registry, id), [])
+        batch.put(.jobs, Self.lastIDKey, UInt64(id).bigEndianBytes)
         try await write(batch)
         return run
     }
@@ -105,16 +137,43 @@ public final class JobLog: Sendable {
         try await pool.run { [db, batch] in try db.write(batch, .logged) }
     }
 
-    /// Writes the finished run (its details are written) and drops the oldest runs past the retention.
+    /// Writes the finished run (its details are written) and drops its job's
+    /// runs past the retention. One run of a job runs at a time, so the
+    /// dropped ones have all finished.
     func finish(_ run: JobRun) async throws {
-        var batch = WriteBatch()
-        batch.put(.jobs, Self.runKey(run.id), RecordCodec.encode(run))
-        let oldest = run.id - Int64(Self.retainedRuns)
-        if oldest > 0 {
-            batch.deleteRange(.jobs, from: Self.runKey(0), to: Self.runKey(oldest))
-            batch.deleteRange(.jobs, from: Self.detailKey(0, 0), to: Self.detailKey(oldest, 0))
+        try await pool.run { [db] in
+            var batch = WriteBatch()
+            batch.put(.jobs, Self.runKey(run.id), RecordCodec.encode(run))
+            try Self.drop(Self.jobPrefix(run.kind, run.registry), keepingNewest: Self.retainedRuns, db: db, into: &batch)
+            try db.write(batch, .synced)
         }
-        try await write(batch)
+    }
+
+    /// Drops the history of a registry being deleted: a registry created
+    /// later under its name starts with none. `Registry` calls this as part
+    /// of its `releaseRegistry`.
+    @Sendable public func dropHistory(registry: String) async throws {
+        try await pool.run { [db] in
+            var batch = WriteBatch()
+            try Self.drop(Self.jobPrefix(.cleanup, registry), keepingNewest: 0, db: db, into: &batch)
+            if !batch.isEmpty { try db.write(batch, .synced) }
+        }
+    }
+
+    /// Adds to `batch` the deletion of the runs in the `j` index under
+    /// `prefix` past the newest `kept`, with their details. Blocks.
+    private static func drop(_ prefix: [UInt8], keepingNewest kept: Int, db: RocksDB, into batch: inout WriteBatch) throws {
+        var seen = 0
+        try db.scanReverse(.jobs, before: prefix + [UInt8](repeating: 0xff, count: 9)) { key, _ in
+            guard key.starts(with: prefix) else { return false }
+            seen += 1
+            guard seen > kept else { return true }
+            let id = Int64(UInt64(bigEndianBytes: key.dropFirst(prefix.count)))
+            batch.delete(.jobs, Array(key))
+            batch.delete(.jobs, runKey(id))
+            batch.deleteRange(.jobs, from: detailKey(id, 0), to: detailKey(id + 1, 0))
+            return true
+        }
     }
 
     /// Marks runs left running by an earlier process as interrupted.
@@ -142,12 +201,14 @@ public final class JobLog: Sendable {
     /// Runs of `kind` (of `registry`, when given) started at `since` or later,
     /// newest first, before the cursor (a run id).
     public func runs(kind: JobKind, registry: String?, since: Date = .distantPast, before cursor: Int64?, limit: Int) throws -> Page<JobRun> {
+        let prefix = Self.jobPrefix(kind, registry)
         var items: [JobRun] = []
         var more = false
-        try db.scanReverse(.jobs, before: cursor.map(Self.runKey) ?? Array("s".utf8)) { key, value in
-            guard key.first == UInt8(ascii: "r") else { return false }
-            let run = try RecordCodec.decode(JobRun.self, value)
-            guard run.kind == kind, run.registry == registry, run.started >= since else { return true }
+        try db.scanReverse(.jobs, before: cursor.map { Self.indexKey(kind, registry, $0) } ?? prefix + [UInt8](repeating: 0xff, count: 9)) {
+            key, _ in
+            guard key.starts(with: prefix) else { return false }
+            let id = Int64(UInt64(bigEndianBytes: key.dropFirst(prefix.count)))
+            guard let run = try self.run(id), run.started >= since else { return true }
             if items.count == limit {
                 more = true
                 return false

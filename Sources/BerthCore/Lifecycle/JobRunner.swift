@@ -45,9 +45,11 @@ public final class JobRunner: Sendable {
         var stopped = false
     }
 
-    public init(registry: Registry, store: Store, settings: JobSettings, logger: Logger) throws {
+    /// - Parameter log: the job history; its ``JobLog/dropHistory(registry:)``
+    ///   belongs in `registry`'s `releaseRegistry`.
+    public init(registry: Registry, log: JobLog, settings: JobSettings, logger: Logger) {
         self.registry = registry
-        self.log = try JobLog(store: store)
+        self.log = log
         self.settings = settings
         self.logger = logger
     }

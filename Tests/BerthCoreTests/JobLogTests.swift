@@ -1,0 +1,104 @@
+import BerthStorage
+import Foundation
+import Testing
+
+@testable import BerthCore
+
+/// The job history keeps each job's newest runs, and a registry's goes with it.
+@Suite struct JobLogTests {
+    /// Records a finished run with `details` details.
+    private func record(
+        _ log: JobLog, _ kind: JobKind, _ registry: String?, details: Int = 0
+    ) async throws -> JobRun {
+        var run = try await log.begin(kind: kind, registry: registry, trigger: .schedule, dryRun: false)
+        if details > 0 {
+            let detail = JobDetail(image: "app", digest: "sha256:" + String(repeating: "0", count: 64), tags: [], action: .kept)
+            try await log.appendDetails(run.id, from: 0, Array(repeating: detail, count: details))
+        }
+        run.status = .succeeded
+        run.finished = Date()
+        run.details = details
+        try await log.finish(run)
+        return run
+    }
+
+    private func ids(_ log: JobLog, _ kind: JobKind, _ registry: String?) throws -> [Int64] {
+        try log.runs(kind: kind, registry: registry, before: nil, limit: 10_000).items.map(\.id)
+    }
+
+    @Test func aBusyJobPushesOutOnlyItsOwnHistory() async throws {
+        try await withScratchRegistry { _, store in
+            let log = try JobLog(store: store)
+            let gc = try await record(log, .gc, nil, details: 3)
+            let quiet = try await record(log, .cleanup, "quiet")
+            var busy: [Int64] = []
+            for _ in 0..<(JobLog.retainedRuns + 5) { busy.append(try await record(log, .cleanup, "busy", details: 1).id) }
+
+            #expect(try ids(log, .gc, nil) == [gc.id])
+            #expect(try log.details(gc.id, from: 0, limit: 10).items.count == 3)
+            #expect(try ids(log, .cleanup, "quiet") == [quiet.id])
+            #expect(try ids(log, .cleanup, "busy") == Array(busy.suffix(JobLog.retainedRuns).reversed()))
+            // The dropped runs' records and details are gone, not just unlisted.
+            #expect(try log.run(busy[4]) == nil)
+            #expect(try log.details(busy[4], from: 0, limit: 10).items.isEmpty)
+            #expect(try log.details(busy[5], from: 0, limit: 10).items.count == 1)
+        }
+    }
+
+    @Test func pagesFollowTheCursorWithinOneJob() async throws {
+        try await withScratchRegistry { _, store in
+            let log = try JobLog(store: store)
+            var mine: [Int64] = []
+            for index in 0..<5 {
+                mine.append(try await record(log, .cleanup, "mine").id)
+                if index.isMultiple(of: 2) { _ = try await record(log, .cleanup, "mine-too") }
+            }
+            let first = try log.runs(kind: .cleanup, registry: "mine", before: nil, limit: 2)
+            #expect(first.items.map(\.id) == [mine[4], mine[3]])
+            let cursor = try #require(first.next.flatMap { Int64($0) })
+            let second = try log.runs(kind: .cleanup, registry: "mine", before: cursor, limit: 10)
+            #expect(second.items.map(\.id) == [mine[2], mine[1], mine[0]])
+            #expect(second.next == nil)
+        }
+    }
+
+    @Test func aDeletedRegistryTakesItsHistoryAndIdsAreNotReused() async throws {
+        try await withScratchRegistry { _, store in
+            let log = try JobLog(store: store)
+            let kept = try await record(log, .cleanup, "kept")
+            var gone: [Int64] = []
+            for _ in 0..<3 { gone.append(try await record(log, .cleanup, "gone", details: 2).id) }
+
+            try await log.dropHistory(registry: "gone")
+            #expect(try ids(log, .cleanup, "gone").isEmpty)
+            for id in gone {
+                #expect(try log.run(id) == nil)
+                #expect(try log.details(id, from: 0, limit: 10).items.isEmpty)
+            }
+            #expect(try ids(log, .cleanup, "kept") == [kept.id])
+
+            // The newest run went with the registry; a restart still gives a new id.
+            let reopened = try JobLog(store: store)
+            #expect(try await record(reopened, .gc, nil).id == gone.last! + 1)
+        }
+    }
+
+    @Test func runsWrittenBeforeTheIndexAreListed() async throws {
+        try await withScratchRegistry { _, store in
+            // As an earlier version stored them: run records only.
+            var batch = WriteBatch()
+            for id in Int64(1)...3 {
+                let run = JobRun(
+                    id: id, kind: id == 2 ? .gc : .cleanup, registry: id == 2 ? nil : "old", trigger: .api, dryRun: false,
+                    status: .succeeded, started: Date(), finished: Date(), error: nil, summary: [:])
+                batch.put(.jobs, JobLog.runKey(id), RecordCodec.encode(run))
+            }
+            try store.db.write(batch, .synced)
+
+            let log = try JobLog(store: store)
+            #expect(try ids(log, .cleanup, "old") == [3, 1])
+            #expect(try ids(log, .gc, nil) == [2])
+            #expect(try await record(log, .cleanup, "old").id == 4)
+        }
+    }
+}
