@@ -104,15 +104,21 @@ extension Registry {
             if query.map({ $0.isEmpty || image.contains($0) }) ?? true { records.append(record) }
             return true
         }
-        var summaries = try records.map(summary)
-        switch order {
-        case .name: break  // already in name order
-        case .updated: summaries.sort { ($0.record.updated, $1.record.name) > ($1.record.updated, $0.record.name) }
-        case .pulls: summaries.sort { ($0.pulls.count, $1.record.name) > ($1.pulls.count, $0.record.name) }
-        }
         let offset = try Self.offset(cursor)
-        let page = Array(summaries.dropFirst(offset).prefix(limit))
-        let next = offset + page.count < summaries.count ? String(offset + page.count) : nil
+        let page: [ImageSummary]
+        switch order {
+        case .name, .updated:
+            // The records hold what these orders need: only the page is summarised.
+            if order == .updated { records.sort { ($0.updated, $1.name) > ($1.updated, $0.name) } }
+            page = try records.dropFirst(offset).prefix(limit).map(summary)
+        case .pulls:
+            // Pulls are summed over each image's artifacts: every image is summarised to order them.
+            let summaries = try records.map(summary).sorted {
+                ($0.pulls.count, $1.record.name) > ($1.pulls.count, $0.record.name)
+            }
+            page = Array(summaries.dropFirst(offset).prefix(limit))
+        }
+        let next = offset + page.count < records.count ? String(offset + page.count) : nil
         return Page(items: page, next: next)
     }
 
