@@ -69,7 +69,7 @@ struct AdminController {
             try await support.run(request, context) { principal in
                 let name = try existingRegistry(context, principal, .delete, "delete")
                 // Roles on it go with it (`Identity.releaseRegistry`): a registry created later under this name starts with none.
-                try await registry.deleteRegistry(name, force: try AdminSupport.flag(request, "force"), actor: context.principal.actor)
+                try await registry.deleteRegistry(name, force: try AdminSupport.flag(request, "force"), actor: context.principal.user)
                 await support.audit(context, "registry.delete", name, registry: name)
                 return Response(status: .noContent)
             }

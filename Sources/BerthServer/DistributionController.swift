@@ -129,13 +129,13 @@ struct DistributionController: RouterMiddleware {
             if request.method == .get, let digest = response.headers[.dockerContentDigest] {
                 registry.recordPull(
                     name: name, digest: digest, tag: ContentDigest.isDigest(reference) ? nil : reference,
-                    actor: context.principal.actor)
+                    actor: context.principal.user)
             }
             return response
         case (.manifest(let name, let reference), .put):
-            return try await putManifest(name, reference, request, actor: context.principal.actor)
+            return try await putManifest(name, reference, request, actor: context.principal.user)
         case (.manifest(let name, let reference), .delete):
-            try await registry.deleteManifest(name: name, reference: reference, actor: context.principal.actor)
+            try await registry.deleteManifest(name: name, reference: reference, actor: context.principal.user)
             let isDigest = ContentDigest.isDigest(reference)
             if isDigest { jobs.noteDelete() }
             let action = isDigest ? "manifest.delete" : "tag.delete"
@@ -236,7 +236,7 @@ struct DistributionController: RouterMiddleware {
         return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: manifest.bytes)))
     }
 
-    private func putManifest(_ name: String, _ reference: String, _ request: Request, actor: String) async throws -> Response {
+    private func putManifest(_ name: String, _ reference: String, _ request: Request, actor: String?) async throws -> Response {
         if let length = request.contentLength, length > Int64(ParsedManifest.maxBytes) {
             throw RegistryError(.manifestInvalid, "manifest is larger than the limit of 4 MiB", detail: "\(length) bytes")
                 .with(status: 413)

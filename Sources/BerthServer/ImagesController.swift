@@ -66,7 +66,7 @@ struct ImagesController {
         base.delete("images/:image") { request, context in
             try await change(request, context) { registryName in
                 let image = try name(context)
-                try await registry.deleteImage(image, actor: context.principal.actor)
+                try await registry.deleteImage(image, actor: context.principal.user)
                 jobs.noteDelete()
                 await support.audit(context, "image.delete", image, registry: registryName)
                 return Response(status: .noContent)
@@ -102,7 +102,7 @@ struct ImagesController {
                 guard try registry.manifestRecord(name: image, digest: digest) != nil else {
                     throw RegistryError(.manifestUnknown, "artifact \(digest) is not in image '\(image)'")
                 }
-                try await registry.deleteManifest(name: image, reference: digest, actor: context.principal.actor)
+                try await registry.deleteManifest(name: image, reference: digest, actor: context.principal.user)
                 jobs.noteDelete()
                 await support.audit(context, "manifest.delete", "\(image)@\(digest)", registry: registryName)
                 return Response(status: .noContent)
@@ -132,7 +132,7 @@ struct ImagesController {
             try await change(request, context) { registryName in
                 let input = try await support.decode(TagCreate.self, request)
                 let tag = try await registry.setTag(
-                    image: try name(context), tag: input.name, digest: input.digest, actor: context.principal.actor)
+                    image: try name(context), tag: input.name, digest: input.digest, actor: context.principal.user)
                 await support.audit(context, "tag.create", "\(try name(context)):\(tag.name)", registry: registryName)
                 return support.json(describe(tag), status: .created)
             }
@@ -142,7 +142,7 @@ struct ImagesController {
                 let image = try name(context)
                 let tag = try context.parameter("tag")
                 _ = try registry.requireImage(image)
-                try await registry.deleteTag(name: image, tag: tag, actor: context.principal.actor)
+                try await registry.deleteTag(name: image, tag: tag, actor: context.principal.user)
                 await support.audit(context, "tag.delete", "\(image):\(tag)", registry: registryName)
                 return Response(status: .noContent)
             }

@@ -35,7 +35,7 @@ struct JobsController {
         gc.post("runs") { request, context in
             try await support.run(request, context) { principal in
                 try support.requireGlobalAdmin(principal, "run garbage collection")
-                let run = try await jobs.startGC(trigger: .api)
+                let run = try await jobs.startGC(trigger: .api, actor: principal.user)
                 await support.audit(context, "gc.start", String(run.id))
                 return support.json(describe(run), status: .accepted, location: "/api/v1/system/gc/runs/\(run.id)")
             }
@@ -73,7 +73,8 @@ struct JobsController {
         cleanup.post("runs") { request, context in
             try await gate.change(request, context) { name in
                 let body = try await support.decode(RunRequest.self, request, optional: true)
-                let run = try await jobs.startCleanup(registry: name, dryRun: body.dry_run ?? false, trigger: .api)
+                let run = try await jobs.startCleanup(
+                    registry: name, dryRun: body.dry_run ?? false, trigger: .api, actor: context.principal.user)
                 await support.audit(context, body.dry_run == true ? "cleanup.test" : "cleanup.start", String(run.id), registry: name)
                 return support.json(
                     describe(run), status: .accepted, location: "/api/v1/registries/\(name)/cleanup/runs/\(run.id)")

@@ -104,7 +104,7 @@ struct PolicyController {
                     throw InvalidRequest(message: "'tags' must list 1 to 1000 tags, got \(body.tags.count)")
                 }
                 let deleted = try await registry.deleteTags(
-                    registry: name, body.tags.map { ($0.image, $0.tag) }, actor: context.principal.actor)
+                    registry: name, body.tags.map { ($0.image, $0.tag) }, actor: context.principal.user)
                 await support.audit(context, "tag.delete-old", "\(deleted) tags", registry: name)
                 return support.json(["deleted": deleted])
             }

@@ -37,6 +37,7 @@ from helpers import (
     create_cleanup_policy,
     create_protection_policy,
     create_registry,
+    list_events,
     make_artifact,
     parse_rfc3339,
     push_index,
@@ -358,6 +359,9 @@ def test_keep_last_pushed_test_run_then_real_run(http, new_registry):
     for img in imgs[3:]:
         assert http.get_manifest(name, img.digest).content == img.manifest
     assert artifact_digests(http, reg, "app") == {imgs[3].digest, imgs[4].digest}
+    # The deletes' events name the user who started the run.
+    deletes = [e for e in list_events(http, registry=reg) if e["type"] == "artifact.delete"]
+    assert sorted(e["digest"] for e in deletes) == sorted(oldest) and {e["actor"] for e in deletes} == {"admin"}, deletes
 
     # Nothing left to do.
     again = run_cleanup(http, reg, dry_run=False)

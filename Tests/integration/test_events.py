@@ -9,7 +9,8 @@ and one story of changes made at module setup (`story`).
 
 Readings of the contract these tests rely on:
 - `actor` is the user name behind the credentials (`admin` for the
-  bootstrap key).
+  bootstrap key), and null when no user acted (an anonymous pull, a run the
+  server started; a run's `detail.trigger` says what started it).
 - `image` is the name inside the registry; `tag` is null when a manifest is
   pushed by digest; a `tag.delete` event carries the tag (and, if any, the
   digest it pointed at).
@@ -228,6 +229,7 @@ def test_gc_run_event(admin, story):
     assert e["registry"] is None, e
     assert e["detail"].get("status") == "succeeded", e
     assert e["detail"].get("summary") == run["summary"], e
+    assert (e["actor"], e["detail"].get("trigger")) == (ADMIN_USER, "api"), e
     # A system event is not an event of any registry.
     assert not find(story_events(admin, story), type="gc.run")
 
@@ -245,6 +247,23 @@ def test_cleanup_run_event(admin, story):
     assert e["registry"] == story.reg, e
     assert e["detail"].get("status") == "succeeded", e
     assert e["detail"].get("summary") == run["summary"], e
+    assert (e["actor"], e["detail"].get("trigger")) == (ADMIN_USER, "api"), e
+
+
+def test_anonymous_pull_has_no_actor(admin):
+    reg = create_registry(admin, "evanon")
+    image = small_image()
+    push_tags(admin, f"{reg}/pub", image, "v1")
+    assert_status(admin.patch(f"/api/v1/registries/{reg}", json={"anonymous_pull": True}), 200)
+    anonymous = admin.anonymous()
+    token = anonymous.token_for(f"repository:{reg}/pub:pull", creds=False)
+    assert_status(anonymous.with_token(token).get_manifest(f"{reg}/pub", "v1"), 200)
+
+    pulls = wait_until(
+        lambda: find(list_events(admin, registry=reg), type="artifact.pull"), timeout=PULL_TIMEOUT,
+        message="the artifact.pull event of the anonymous GET",
+    )
+    assert [e["actor"] for e in pulls] == [None], pulls
 
 
 # ---------------------------------------------------------------------------

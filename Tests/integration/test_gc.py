@@ -41,8 +41,10 @@ from helpers import (
     assert_oci_error,
     assert_problem,
     assert_status,
+    event_run_id,
     gc_args,
     gc_run_details,
+    list_events,
     make_image,
     make_layer,
     new_principal,
@@ -320,6 +322,13 @@ def test_run_after_deletes(make_server):
     assert assert_succeeded(second)["blobs_deleted"] == len(z.blobs), second
     assert gc_runs(c)[0]["id"] == second["id"], "newest first"
     assert registry_usage(c, REG)["blobs"] == 0
+    # The server started these runs: their events name no user.
+    for run in (first, second):
+        event = wait_until(
+            lambda run=run: [e for e in list_events(c, type="gc.run") if event_run_id(e["detail"]) == run["id"]],
+            timeout=5, message=f"the gc.run event of run {run['id']}",
+        )[0]
+        assert event["actor"] is None and event["detail"]["trigger"] == "delete", event
 
 
 # ---------------------------------------------------------------------------

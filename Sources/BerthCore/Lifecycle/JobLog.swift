@@ -31,6 +31,8 @@ public struct JobRun: Codable, Sendable, Equatable {
     public var error: String?
     public var summary: [String: Int64]
     public var details: Int = 0
+    /// The user who started the run; nil for a run the server started.
+    public var actor: String? = nil
 }
 
 /// What a run did to one artifact or blob.
@@ -112,14 +114,14 @@ public final class JobLog: Sendable {
     }
 
     /// Records a new run as running.
-    func begin(kind: JobKind, registry: String?, trigger: JobTrigger, dryRun: Bool) async throws -> JobRun {
+    func begin(kind: JobKind, registry: String?, trigger: JobTrigger, dryRun: Bool, actor: String? = nil) async throws -> JobRun {
         let id = nextID.withLockedValue { id -> Int64 in
             defer { id += 1 }
             return id
         }
         let run = JobRun(
             id: id, kind: kind, registry: registry, trigger: trigger, dryRun: dryRun, status: .running, started: Date(),
-            finished: nil, error: nil, summary: [:])
+            finished: nil, error: nil, summary: [:], actor: actor)
         var batch = WriteBatch()
         batch.put(.jobs, Self.runKey(id), RecordCodec.encode(run))
         batch.put(.jobs, Self.indexKey(kind, registry, id), [])

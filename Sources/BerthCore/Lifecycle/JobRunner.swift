@@ -60,20 +60,25 @@ public final class JobRunner: Sendable {
         return settings.defaultGCSchedule
     }
 
-    public func startGC(trigger: JobTrigger) async throws -> JobRun {
+    /// - Parameter actor: the user starting the run; nil when the server does.
+    public func startGC(trigger: JobTrigger, actor: String? = nil) async throws -> JobRun {
         let grace = settings.gcGrace
-        return try await start(key: "gc", kind: .gc, registry: nil, trigger: trigger, dryRun: false) { [registry] details in
+        return try await start(key: "gc", kind: .gc, registry: nil, trigger: trigger, dryRun: false, actor: actor) { [registry] details in
             try await registry.collectGarbage(grace: grace, details: details).summary
         }
     }
 
-    public func startCleanup(registry name: String, dryRun: Bool, trigger: JobTrigger) async throws -> JobRun {
+    /// - Parameter actor: the user starting the run (its deletes' events name
+    ///   them); nil when the server does.
+    public func startCleanup(registry name: String, dryRun: Bool, trigger: JobTrigger, actor: String? = nil) async throws -> JobRun {
         _ = try registry.requireRegistry(name)
         let untaggedGrace = settings.untaggedGrace
-        return try await start(key: "cleanup:" + name, kind: .cleanup, registry: name, trigger: trigger, dryRun: dryRun) {
+        return try await start(
+            key: "cleanup:" + name, kind: .cleanup, registry: name, trigger: trigger, dryRun: dryRun, actor: actor
+        ) {
             [registry, weak self] details in
             let outcome = try await registry.runCleanup(
-                registry: name, dryRun: dryRun, untaggedGrace: untaggedGrace, actor: "cleanup", details: details)
+                registry: name, dryRun: dryRun, untaggedGrace: untaggedGrace, actor: actor, details: details)
             if !dryRun, outcome.artifactsDeleted > 0 { self?.noteDelete() }
             return outcome.summary
         }
@@ -105,7 +110,7 @@ public final class JobRunner: Sendable {
     }
 
     private func start(
-        key: String, kind: JobKind, registry name: String?, trigger: JobTrigger, dryRun: Bool,
+        key: String, kind: JobKind, registry name: String?, trigger: JobTrigger, dryRun: Bool, actor: String?,
         body: @escaping @Sendable (JobDetails) async throws -> [String: Int64]
     ) async throws -> JobRun {
         let claimed = state.withLockedValue { state -> Int64? in
@@ -122,7 +127,7 @@ public final class JobRunner: Sendable {
         }
         let run: JobRun
         do {
-            run = try await log.begin(kind: kind, registry: name, trigger: trigger, dryRun: dryRun)
+            run = try await log.begin(kind: kind, registry: name, trigger: trigger, dryRun: dryRun, actor: actor)
         } catch {
             state.withLockedValue { _ = $0.running.removeValue(forKey: key) }
             throw error
@@ -163,11 +168,13 @@ public final class JobRunner: Sendable {
     private func record(_ run: JobRun) async {
         do {
             try await log.finish(run)
-            var detail: [String: Any] = ["run": String(run.id), "status": run.status.rawValue, "summary": run.summary]
+            var detail: [String: Any] = [
+                "run": String(run.id), "status": run.status.rawValue, "summary": run.summary, "trigger": run.trigger.rawValue,
+            ]
             if run.dryRun { detail["dry_run"] = true }
             try await registry.events.append([
                 EventRecord(
-                    type: run.kind == .gc ? "gc.run" : "cleanup.run", registry: run.registry, actor: run.trigger.rawValue,
+                    type: run.kind == .gc ? "gc.run" : "cleanup.run", registry: run.registry, actor: run.actor,
                     detail: Registry.jsonText(detail))
             ])
         } catch {

@@ -23,7 +23,7 @@ extension Registry {
     /// decisions and deletes nothing. `delete_untagged` leaves artifacts pushed
     /// less than `untaggedGrace` seconds ago. See docs/lifecycle.md for the rules.
     public func runCleanup(
-        registry registryName: String, dryRun: Bool, untaggedGrace: Double, actor: String, details: JobDetails
+        registry registryName: String, dryRun: Bool, untaggedGrace: Double, actor: String?, details: JobDetails
     ) async throws -> CleanupOutcome {
         // The registry this run cleans: one deleted and created again under its
         // name meanwhile is another, which the run must not touch.
