@@ -145,6 +145,12 @@ extension Registry {
             return RegistryError(
                 .tooManyRequests, "the registry has \(limit) uploads open; finish or cancel some, or wait for idle ones to expire",
                 detail: "\(limit)")
+        case .insufficientSpace(let available, let reserve):
+            return RegistryError(
+                .unsupported,
+                "the registry's storage is full (\(available) bytes available, \(reserve) kept for its records); "
+                    + "uploads resume once space is freed: delete images, then run garbage collection",
+                detail: "\(available)", status: 507)
         }
     }
 }

@@ -33,7 +33,8 @@ public enum BerthServer {
         }
         return try Store(
             directory: URL(fileURLWithPath: configuration.dataDir).appendingPathComponent("db").path,
-            maxObjectSize: configuration.maxBlobSize, directWrites: configuration.directWrites)
+            maxObjectSize: configuration.maxBlobSize, directWrites: configuration.directWrites,
+            reservedSpace: configuration.minFreeSpace)
     }
 
     public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {

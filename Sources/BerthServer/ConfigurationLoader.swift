@@ -15,7 +15,7 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 public struct ConfigurationLoader {
     /// The keys, in the order `berth config check` prints them.
     public static let keys = [
-        "data_dir", "http", "https", "private_http", "private_https", "public_host", "private_host", "host_names", "tls_cert", "tls_key", "http2_stream_window", "max_blob_size", "direct_writes", "upload_timeout", "read_timeout", "token_ttl",
+        "data_dir", "http", "https", "private_http", "private_https", "public_host", "private_host", "host_names", "tls_cert", "tls_key", "http2_stream_window", "max_blob_size", "min_free_space", "direct_writes", "upload_timeout", "read_timeout", "token_ttl",
         "auth_failure_limit", "backup_dir", "shutdown_timeout", "log_level", "gc_grace", "gc_after_delete", "gc_schedule", "untagged_grace",
         "event_retention_days", "event_retention_count", "audit_retention_days",
     ]
@@ -114,6 +114,7 @@ public struct ConfigurationLoader {
             }
             configuration.http2StreamWindow = window
         case "max_blob_size": configuration.maxBlobSize = try number(Int64.self, minimum: 1)
+        case "min_free_space": configuration.minFreeSpace = value == "auto" ? nil : try number(Int64.self, minimum: 0)
         case "direct_writes":
             switch value {
             case "true": configuration.directWrites = true
@@ -170,6 +171,7 @@ public struct ConfigurationLoader {
             "host_names": "[" + c.hostNames.joined(separator: ", ") + "]",
             "tls_cert": c.tlsCertificatePath ?? "(generated)", "tls_key": c.tlsKeyPath ?? "(generated)",
             "http2_stream_window": String(c.http2StreamWindow), "max_blob_size": String(c.maxBlobSize),
+            "min_free_space": c.minFreeSpace.map(String.init) ?? "auto",
             "direct_writes": String(c.directWrites), "upload_timeout": String(c.uploadTimeout),
             "read_timeout": String(c.readTimeout),
             "token_ttl": String(c.tokenLifetime), "auth_failure_limit": String(c.authFailureLimit),

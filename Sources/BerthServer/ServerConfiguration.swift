@@ -45,6 +45,9 @@ public struct ServerConfiguration: Sendable {
     public var http2StreamWindow: Int = HTTP2Tuning.defaultStreamWindow
     /// Largest blob accepted, in bytes.
     public var maxBlobSize: Int64 = 64 << 30
+    /// Bytes uploads leave available on the data directory's file system, for
+    /// the store's own records; nil: 2 % of the file system, 64 MiB to 1 GiB.
+    public var minFreeSpace: Int64? = nil
     /// Whether blob bytes bypass the page cache on their way to the disk
     /// (`O_DIRECT`; see ``ExtentFiles``).
     public var directWrites = true

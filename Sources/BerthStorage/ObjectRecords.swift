@@ -81,6 +81,8 @@ public enum ObjectStoreError: Error, Sendable, Equatable {
     case unsupportedDigest(String)
     /// The bucket has as many uploads open as it may.
     case tooManyUploads(limit: Int)
+    /// Writing would leave less than the reserve free (``SpaceReserve``).
+    case insufficientSpace(available: Int64, reserve: Int64)
 }
 
 /// How records are stored: JSON, dates as milliseconds since 1970.

@@ -31,6 +31,7 @@ public final class RocksObjectStore: ObjectStore {
     let files: ExtentFiles
     let chunkSize: Int
     let maxObjectSize: Int64
+    let space: SpaceReserve?
     private let locks = KeyedLocks()
     private let live = NIOLockedValueBox([String: LiveUpload]())
     /// Sessions rebuilt by re-hashing their stored bytes (for tests: a client's aborted request must not cause one).
@@ -77,11 +78,13 @@ public final class RocksObjectStore: ObjectStore {
         }
     }
 
+    /// - Parameter space: the reserve uploads leave free; nil checks none.
     public init(
         db: RocksDB, pool: BlockingPool, files: ExtentFiles, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30,
-        maxOpenUploads: Int = 10_000
+        maxOpenUploads: Int = 10_000, space: SpaceReserve? = nil
     ) throws {
         self.db = db
+        self.space = space
         self.maxOpenUploads = maxOpenUploads
         self.pool = pool
         self.files = files
@@ -342,6 +345,7 @@ public final class RocksObjectStore: ObjectStore {
 
     public func startUpload(bucket: String, owner: String) async throws -> UploadRecord {
         guard try db.get(.objects, Self.bucketKey(bucket)) != nil else { throw ObjectStoreError.bucketUnknown(bucket) }
+        try space?.check(writing: 0)
         let now = Date()
         let record = UploadRecord(
             id: UUID().uuidString.lowercased(), bucket: bucket, owner: owner,
@@ -454,6 +458,7 @@ public final class RocksObjectStore: ObjectStore {
                         var slice = buffer.readSlice(length: take)!
                         tail.writeBuffer(&slice)
                         if tail.readableBytes == chunkSize {
+                            try space?.check(writing: chunkSize)
                             storageFailed = true
                             try await writer.write(tail, at: index * Int64(chunkSize))
                             storageFailed = false
@@ -465,6 +470,7 @@ public final class RocksObjectStore: ObjectStore {
                 if let expectedLength, received < expectedLength {
                     throw ObjectStoreError.incomplete(expected: expectedLength, received: received)
                 }
+                try space?.check(writing: tail.readableBytes)
                 storageFailed = true
                 try await writer.finish()
                 if received == 0 {

@@ -65,6 +65,8 @@ struct Settings: ParsableArguments {
     @Option(help: "Seconds after its push before delete_untagged may delete an artifact (default 7200).")
     var untaggedGrace: String?
     @Option(help: "Garbage collection schedule, 5-field cron in UTC or 'off' (default '15 3 * * *').") var gcSchedule: String?
+    @Option(help: "Bytes uploads leave free on the data directory's file system, or 'auto' (2 % of it, 64 MiB to 1 GiB).")
+    var minFreeSpace: String?
     @Option(help: "Days the event log keeps events (default 30).") var eventRetentionDays: String?
     @Option(help: "Events the event log keeps at most (default 10000000).") var eventRetentionCount: String?
     @Option(help: "Days the audit log keeps entries (default 365).") var auditRetentionDays: String?
@@ -80,7 +82,8 @@ struct Settings: ParsableArguments {
                 ("private_https", privateHttps), ("public_host", publicHost), ("private_host", privateHost),
                 ("host_names", hostNames.isEmpty ? nil : hostNames.joined(separator: ",")),
                 ("tls_cert", tlsCert), ("tls_key", tlsKey),
-                ("http2_stream_window", http2StreamWindow), ("max_blob_size", maxBlobSize), ("direct_writes", directWrites),
+                ("http2_stream_window", http2StreamWindow), ("max_blob_size", maxBlobSize), ("min_free_space", minFreeSpace),
+                ("direct_writes", directWrites),
                 ("upload_timeout", uploadTimeout), ("read_timeout", readTimeout), ("token_ttl", tokenTtl),
                 ("auth_failure_limit", authFailureLimit), ("backup_dir", backupDir),
                 ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),
