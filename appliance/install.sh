@@ -8,7 +8,8 @@
 # (kept if present), the unit in /etc/systemd/system, creates the `berth` user
 # and /var/lib/berth (0700), runs the first-boot step and enables the unit.
 # With DESTDIR set, only files are written under it: no packages, users,
-# first boot or systemctl.
+# first boot or systemctl; the image's systemd creates the user and the data
+# directory at its first boot (sysusers.d, tmpfiles.d).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 binary=${1:-$here/../.build/release/berth}
@@ -25,6 +26,7 @@ if [ -z "$dest" ]; then
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
+        apt-get update -qq
         apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 fi
@@ -32,6 +34,9 @@ fi
 install -D -m 0755 "$binary" "$dest/usr/local/bin/berth"
 install -D -m 0644 "$here/berth.service" "$dest/etc/systemd/system/berth.service"
 install -D -m 0644 "$here/README.md" "$dest/usr/share/doc/berth/README.md"
+# For staged images: the user and the data directory at first boot (sysusers, tmpfiles).
+install -D -m 0644 "$here/berth.sysusers" "$dest/usr/lib/sysusers.d/berth.conf"
+install -D -m 0644 "$here/berth.tmpfiles" "$dest/usr/lib/tmpfiles.d/berth.conf"
 if [ ! -e "$dest/etc/berth/berth.yaml" ]; then
     install -D -m 0640 "$here/berth.yaml" "$dest/etc/berth/berth.yaml"
 fi

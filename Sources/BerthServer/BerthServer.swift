@@ -12,14 +12,12 @@ import ServiceLifecycle
 
 /// The running appliance: the store, the registry over it, and the listeners.
 public enum BerthServer {
-    /// Opens the store, binds the listeners and serves until SIGTERM or SIGINT,
-    /// then drains in-flight requests and closes the store.
     /// First boot, without serving: the store, the TLS certificate (unless the
     /// operator gives one) and the bootstrap admin. Keeps whatever exists.
     public static func initialize(_ configuration: ServerConfiguration, logger: Logger) async throws {
         let store = try openStore(configuration)
         if configuration.https != nil, configuration.tlsCertificatePath == nil {
-            _ = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames)
+            _ = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames, logger: logger)
         }
         try await bootstrap(try Identity(store: store), dataDir: configuration.dataDir, logger: logger)
         try await store.shutdown()
@@ -37,6 +35,8 @@ public enum BerthServer {
             reservedSpace: configuration.minFreeSpace)
     }
 
+    /// Opens the store, binds the listeners and serves until SIGTERM or SIGINT,
+    /// then drains in-flight requests and closes the store.
     public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {
         MemoryAllocator.tune()
         let store = try openStore(configuration)
@@ -75,7 +75,7 @@ public enum BerthServer {
                     dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory, readTimeout: readTimeout))
             let server: HTTPServerBuilder
             if spec.tls {
-                if tls == nil { tls = try tlsConfiguration(configuration) }
+                if tls == nil { tls = try tlsConfiguration(configuration, logger: logger) }
                 let tlsConfiguration = tls!
                 let tuning = HTTP2Tuning(streamWindow: configuration.http2StreamWindow)
                 server = HTTPServerBuilder {
@@ -84,12 +84,12 @@ public enum BerthServer {
             } else {
                 server = HTTPServerBuilder { BerthHTTP1Channel(responder: $0, readTimeout: readTimeout) }
             }
-            services.append(
-                Application(
-                    router: router, server: server,
-                    configuration: .init(address: .hostname(spec.listener.host, port: spec.listener.port), serverName: "Berth"),
-                    onServerRunning: { announce(spec, $0) },
-                    logger: logger))
+            let application = Application(
+                router: router, server: server,
+                configuration: .init(address: .hostname(spec.listener.host, port: spec.listener.port), serverName: "Berth"),
+                onServerRunning: { announce(spec, $0) },
+                logger: logger)
+            services.append(NamedListener(name: "\(spec.scheme) listener \(spec.listener.host):\(spec.listener.port)", service: application))
         }
         let objects = store.objects
         let audit = access.audit
@@ -134,16 +134,27 @@ public enum BerthServer {
     }
 
     /// The operator's certificate, or the generated one.
-    static func tlsConfiguration(_ configuration: ServerConfiguration) throws -> TLSConfiguration {
+    static func tlsConfiguration(_ configuration: ServerConfiguration, logger: Logger) throws -> TLSConfiguration {
         let identity: TLSIdentity
         if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
             identity = TLSIdentity(certificatePath: certificate, keyPath: key)
         } else {
-            identity = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames)
+            identity = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames, logger: logger)
         }
-        return TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(identity.certificatePath).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: identity.keyPath, format: .pem)))
+        // NIOSSL's errors name neither the file nor why (missing, unreadable, not PEM).
+        func loading<T>(_ what: String, _ path: String, _ load: () throws -> T) throws -> T {
+            do {
+                return try load()
+            } catch {
+                let access = FileManager.default.isReadableFile(atPath: path) ? "" : " (missing or not readable by this user)"
+                throw ConfigurationError(description: "cannot load the TLS \(what) '\(path)'\(access): \(error)")
+            }
+        }
+        let chain = try loading("certificate", identity.certificatePath) {
+            try NIOSSLCertificate.fromPEMFile(identity.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+        }
+        let key = try loading("key", identity.keyPath) { try NIOSSLPrivateKey(file: identity.keyPath, format: .pem) }
+        return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
     }
 
     static func makeRouter(
@@ -211,6 +222,21 @@ public enum BerthServer {
         let host = spec.listener.host.contains(":") ? "[\(spec.listener.host)]" : spec.listener.host
         let note = spec.exposure == .private ? " (private)" : ""
         FileHandle.standardOutput.write(Data("listening on \(spec.scheme)://\(host):\(port)\(note)\n".utf8))
+    }
+}
+
+/// A listener's service, whose failure (a port in use, an address this
+/// machine does not have) names the listener: the socket's error names neither.
+struct NamedListener<Listening: Service>: Service {
+    let name: String
+    let service: Listening
+
+    func run() async throws {
+        do {
+            try await service.run()
+        } catch {
+            throw ConfigurationError(description: "\(name): \(error)")
+        }
     }
 }
 

@@ -1,5 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Crypto
 import Foundation
+import Logging
 import SwiftASN1
 import X509
 
@@ -9,14 +13,28 @@ public struct TLSIdentity: Sendable {
     public var certificatePath: String
     public var keyPath: String
 
-    /// Returns the configured identity, or creates (once) a self-signed one
-    /// under `<dataDir>/tls` with SANs for localhost, 127.0.0.1, ::1 and `hostNames`.
-    public static func ensure(dataDir: String, hostNames: [String]) throws -> TLSIdentity {
+    /// Days before its expiry that a generated certificate is replaced.
+    static let renewalDays = 30
+
+    /// Returns the generated identity under `<dataDir>/tls`: a self-signed
+    /// certificate with SANs for localhost, 127.0.0.1, ::1 and `hostNames`.
+    /// The one there is kept unless it misses one of `hostNames` or expires
+    /// within ``renewalDays`` days: then it is moved to `cert.pem.replaced`
+    /// (its key to `key.pem.replaced`) and a new one is made, so adding a
+    /// host name to the configuration and restarting is enough.
+    public static func ensure(dataDir: String, hostNames: [String], logger: Logger? = nil) throws -> TLSIdentity {
         let directory = URL(fileURLWithPath: dataDir).appendingPathComponent("tls").path
         let identity = TLSIdentity(certificatePath: directory + "/cert.pem", keyPath: directory + "/key.pem")
         let files = FileManager.default
         if files.fileExists(atPath: identity.certificatePath), files.fileExists(atPath: identity.keyPath) {
-            return identity
+            let pem = try String(contentsOfFile: identity.certificatePath, encoding: .utf8)
+            guard let reason = try replacementReason(pem, hostNames: hostNames, now: Date()) else { return identity }
+            for path in [identity.certificatePath, identity.keyPath] {
+                _ = try? files.removeItem(atPath: path + ".replaced")
+                try files.moveItem(atPath: path, toPath: path + ".replaced")
+            }
+            logger?.notice(
+                "generated TLS certificate replaced", metadata: ["reason": "\(reason)", "old": "\(identity.certificatePath).replaced"])
         }
         try files.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let key = P256.Signing.PrivateKey()
@@ -27,7 +45,7 @@ public struct TLSIdentity: Sendable {
         var sans: [GeneralName] = [.dnsName("localhost"), .ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1])),
                                    .ipAddress(ASN1OctetString(contentBytes: ArraySlice(repeating: 0, count: 15) + [1]))]
         for host in hostNames where host != "localhost" {
-            if let address = IPv4Address(host) {
+            if let address = ipAddress(host) {
                 sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(address))))
             } else {
                 sans.append(.dnsName(host))
@@ -57,12 +75,36 @@ public struct TLSIdentity: Sendable {
         try Data(certificate.serializeAsPEM().pemString.utf8).write(to: URL(fileURLWithPath: identity.certificatePath))
         return identity
     }
+
+    /// Why a generated certificate must be replaced: a host name it does not
+    /// name, or its expiry within ``renewalDays`` days; nil when it serves.
+    static func replacementReason(_ pem: String, hostNames: [String], now: Date) throws -> String? {
+        let certificate = try Certificate(pemEncoded: pem)
+        if certificate.notValidAfter < now.addingTimeInterval(Double(renewalDays) * 86_400) {
+            return "it expires at \(certificate.notValidAfter)"
+        }
+        var dnsNames = Set<String>()
+        var addresses = Set<[UInt8]>()
+        for name in try certificate.extensions.subjectAlternativeNames ?? SubjectAlternativeNames([]) {
+            switch name {
+            case .dnsName(let host): dnsNames.insert(host.lowercased())
+            case .ipAddress(let bytes): addresses.insert(Array(bytes.bytes))
+            default: break
+            }
+        }
+        let missing = hostNames.filter { host in
+            if let address = ipAddress(host) { return !addresses.contains(address) }
+            return !dnsNames.contains(host.lowercased())
+        }
+        return missing.isEmpty ? nil : "it does not name \(missing.joined(separator: ", "))"
+    }
 }
 
-/// Parses a dotted-quad IPv4 address into its four bytes.
-private func IPv4Address(_ text: String) -> [UInt8]? {
-    let parts = text.split(separator: ".")
-    guard parts.count == 4 else { return nil }
-    let bytes = parts.compactMap { UInt8($0) }
-    return bytes.count == 4 ? bytes : nil
+/// The bytes of an IPv4 or IPv6 address; nil for a host name.
+private func ipAddress(_ text: String) -> [UInt8]? {
+    var v4 = in_addr()
+    if inet_pton(AF_INET, text, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
+    var v6 = in6_addr()
+    if inet_pton(AF_INET6, text, &v6) == 1 { return withUnsafeBytes(of: &v6) { Array($0) } }
+    return nil
 }

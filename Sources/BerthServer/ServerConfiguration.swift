@@ -112,13 +112,24 @@ extension ServerConfiguration {
         return specs
     }
 
-    /// The host clients use for `exposure`, or nil when no listener has it.
+    /// The host clients use for `exposure`, or nil when no listener has it. A
+    /// listener on every address (`0.0.0.0`, `::`) names no host a client can
+    /// use: then the first of `host_names`, else the machine's name.
     func endpoint(_ exposure: Exposure) -> String? {
         if let configured = exposure == .public ? publicHost : privateHost { return configured }
         let candidates = listeners.filter { $0.exposure == exposure }.sorted { $0.tls && !$1.tls }
         return candidates.first.map { spec in
-            let host = spec.listener.host.contains(":") ? "[\(spec.listener.host)]" : spec.listener.host
+            var host = spec.listener.host
+            if host == "0.0.0.0" || host == "::" { host = hostNames.first ?? Self.machineName() }
+            if host.contains(":") { host = "[\(host)]" }
             return "\(host):\(spec.listener.port)"
         }
+    }
+
+    /// This machine's host name (`gethostname`, no DNS lookup).
+    static func machineName() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        guard gethostname(&name, name.count - 1) == 0 else { return "localhost" }
+        return String(cString: name)
     }
 }

@@ -109,8 +109,10 @@ struct Initialize: AsyncParsableCommand {
     @OptionGroup var settings: Settings
 
     func run() async throws {
-        let (configuration, _) = try settings.load()
-        try await BerthServer.initialize(configuration, logger: Logger(label: "berth"))
+        let (configuration, logLevel) = try settings.load()
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        // JSON lines on standard error, as `serve` writes them (this runs as ExecStartPre: both reach the journal).
+        try await BerthServer.initialize(configuration, logger: Logger(label: "berth") { JSONLogHandler(label: $0, level: level) })
     }
 }
 

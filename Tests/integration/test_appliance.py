@@ -34,6 +34,10 @@ def test_install_into_destdir(tmp_path):
     assert _mode(stage / "etc/berth/berth.yaml") == 0o640
     assert (stage / "etc/systemd/system/berth.service").is_file()
     assert _mode(stage / "var/lib/berth") == 0o700
+    # The image's systemd makes the user, the data directory and the configuration's group at first boot.
+    assert "u berth " in (stage / "usr/lib/sysusers.d/berth.conf").read_text()
+    tmpfiles = (stage / "usr/lib/tmpfiles.d/berth.conf").read_text()
+    assert "d /var/lib/berth 0700 berth berth" in tmpfiles and "z /etc/berth/berth.yaml 0640 root berth" in tmpfiles
     # A second run keeps an operator's edited configuration.
     config = stage / "etc/berth/berth.yaml"
     config.write_text("log_level: debug\n")
@@ -61,6 +65,8 @@ def test_default_config_checks_clean():
     lines = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines())
     assert lines["data_dir"] == "/var/lib/berth"
     assert lines["https"] == "0.0.0.0:443"
+    # A listener on every address names no host a client can use: the machine's name instead.
+    assert lines["public_host"] == f"{os.uname().nodename}:443", lines
     assert lines["token_ttl"].startswith("43200")
 
 
@@ -88,3 +94,44 @@ def test_init_is_idempotent(tmp_path):
     subprocess.run(args, capture_output=True, check=True)
     assert json.loads(creds.read_text())["secret_key"] == secret
     assert (data / "tls/cert.pem").read_bytes() == cert
+
+
+def _sans(cert: Path) -> str:
+    return subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(cert)],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_init_replaces_a_generated_certificate_that_misses_a_host_name_or_expires(tmp_path):
+    data = tmp_path / "data"
+    tls = data / "tls"
+    base = [berth_binary(), "init", "--data-dir", str(data), "--host-name", "registry.example.internal"]
+    subprocess.run(base, capture_output=True, check=True)
+    first = (tls / "cert.pem").read_bytes()
+
+    # A host name added to the configuration: a new certificate naming it, the old one kept aside.
+    added = subprocess.run(base + ["--host-name", "10.0.0.5", "--host-name", "fd00::5"], capture_output=True, text=True,
+                           check=True)
+    sans = _sans(tls / "cert.pem")
+    assert "registry.example.internal" in sans and "10.0.0.5" in sans and "FD00:0:0:0:0:0:0:5" in sans.upper(), sans
+    assert (tls / "cert.pem.replaced").read_bytes() == first
+    assert (tls / "key.pem.replaced").is_file() and _mode(tls / "key.pem") == 0o600
+    # init logs JSON lines, as serve does; the reason is among them.
+    notes = [json.loads(line) for line in added.stderr.splitlines() if line.strip()]
+    assert any("does not name" in note.get("reason", "") for note in notes), added.stderr
+    second = (tls / "cert.pem").read_bytes()
+    subprocess.run(base + ["--host-name", "10.0.0.5"], capture_output=True, check=True)
+    assert (tls / "cert.pem").read_bytes() == second, "a certificate naming every host is kept"
+
+    # One that expires within 30 days is replaced.
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem"), "-days", "3", "-subj", "/CN=old",
+         "-addext", "subjectAltName=DNS:localhost,DNS:registry.example.internal"],
+        check=True, capture_output=True,
+    )
+    expiring = (tls / "cert.pem").read_bytes()
+    subprocess.run(base, capture_output=True, check=True)
+    assert (tls / "cert.pem").read_bytes() != expiring and (tls / "cert.pem.replaced").read_bytes() == expiring
+    end = subprocess.run(["openssl", "x509", "-noout", "-checkend", str(800 * 86400), "-in", str(tls / "cert.pem")],
+                         capture_output=True, text=True)
+    assert end.returncode == 0, "the new certificate is valid for 825 days"

@@ -174,3 +174,24 @@ def test_operator_certificate_is_served(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+def test_a_listener_that_cannot_bind_is_named(tmp_path):
+    (port,) = _free_ports(1)
+    proc = _serve(["--data-dir", str(tmp_path / "data"), "--http", f"127.0.0.1:{port}", "--https", "off",
+                   "--private-http", f"127.0.0.1:{port}"])
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1, out.decode()
+    assert f"http listener 127.0.0.1:{port}" in out.decode() and "in use" in out.decode(), out.decode()
+
+
+def test_a_certificate_that_cannot_be_loaded_is_named(tmp_path):
+    (port,) = _free_ports(1)
+    missing = tmp_path / "nowhere" / "cert.pem"
+    key = tmp_path / "key.pem"
+    key.write_text("not a key\n")
+    proc = _serve(["--data-dir", str(tmp_path / "data"), "--http", "off", "--https", f"127.0.0.1:{port}",
+                   "--tls-cert", str(missing), "--tls-key", str(key)])
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1, out.decode()
+    assert f"cannot load the TLS certificate '{missing}' (missing or not readable by this user)" in out.decode(), out.decode()
