@@ -39,6 +39,14 @@ public enum BerthServer {
     /// then drains in-flight requests and closes the store.
     public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {
         MemoryAllocator.tune()
+        let fileLimit = ConnectionLimits.raiseFileLimit()
+        let limits = ConnectionLimits(
+            configuredTotal: configuration.maxConnections, perAddress: configuration.maxConnectionsPerAddress, fileLimit: fileLimit)
+        if limits.total < configuration.maxConnections {
+            logger.warning(
+                "fewer connections than max_connections: the open-file limit is low (raise LimitNOFILE or ulimit -n)",
+                metadata: ["open_file_limit": "\(fileLimit)", "connections": "\(limits.total)"])
+        }
         let store = try openStore(configuration)
         let identity = try Identity(store: store)
         let jobLog = try JobLog(store: store)
@@ -79,14 +87,17 @@ public enum BerthServer {
                 let tlsConfiguration = tls!
                 let tuning = HTTP2Tuning(streamWindow: configuration.http2StreamWindow)
                 server = HTTPServerBuilder {
-                    try TLSChannel(tlsConfiguration: tlsConfiguration, tuning: tuning, readTimeout: readTimeout, responder: $0)
+                    try TLSChannel(
+                        tlsConfiguration: tlsConfiguration, tuning: tuning, readTimeout: readTimeout, limits: limits, responder: $0)
                 }
             } else {
-                server = HTTPServerBuilder { BerthHTTP1Channel(responder: $0, readTimeout: readTimeout) }
+                server = HTTPServerBuilder { BerthHTTP1Channel(responder: $0, readTimeout: readTimeout, limits: limits) }
             }
             let application = Application(
                 router: router, server: server,
-                configuration: .init(address: .hostname(spec.listener.host, port: spec.listener.port), serverName: "Berth"),
+                configuration: .init(
+                    address: .hostname(spec.listener.host, port: spec.listener.port), serverName: "Berth",
+                    availableConnectionsDelegate: .maximum(limits.perListener(configuration.listeners.count), logger: logger)),
                 onServerRunning: { announce(spec, $0) },
                 logger: logger)
             services.append(NamedListener(name: "\(spec.scheme) listener \(spec.listener.host):\(spec.listener.port)", service: application))

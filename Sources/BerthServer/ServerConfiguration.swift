@@ -48,6 +48,11 @@ public struct ServerConfiguration: Sendable {
     /// Bytes uploads leave available on the data directory's file system, for
     /// the store's own records; nil: 2 % of the file system, 64 MiB to 1 GiB.
     public var minFreeSpace: Int64? = nil
+    /// Connections the listeners accept in all (each listener its share),
+    /// lowered to what the open-file limit leaves the store.
+    public var maxConnections: Int = 10_000
+    /// Connections one client address may hold open.
+    public var maxConnectionsPerAddress: Int = 1_000
     /// Whether blob bytes bypass the page cache on their way to the disk
     /// (`O_DIRECT`; see ``ExtentFiles``).
     public var directWrites = true

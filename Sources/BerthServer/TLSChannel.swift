@@ -27,11 +27,15 @@ struct TLSChannel: HTTPChannelHandler {
     private let http1: BerthHTTP1Channel
     private let http2: NIOHTTP2Handler.Configuration
     private let readTimeout: TimeAmount
+    private let limits: ConnectionLimits
 
     /// `readTimeout`: see ``BerthHTTP1Channel``; over HTTP/2 it resets a stream
     /// whose request body stalls and closes a connection with no open stream;
     /// before either, it bounds the TLS handshake.
-    init(tlsConfiguration: TLSConfiguration, tuning: HTTP2Tuning, readTimeout: TimeAmount, responder: @escaping Responder) throws {
+    init(
+        tlsConfiguration: TLSConfiguration, tuning: HTTP2Tuning, readTimeout: TimeAmount, limits: ConnectionLimits,
+        responder: @escaping Responder
+    ) throws {
         var tls = tlsConfiguration
         tls.applicationProtocols = NIOHTTP2SupportedALPNProtocols
         // How long a close waits for the client's close_notify (default 5 s):
@@ -39,13 +43,15 @@ struct TLSChannel: HTTPChannelHandler {
         tls.shutdownTimeout = .seconds(1)
         self.sslContext = try NIOSSLContext(configuration: tls)
         self.responder = responder
-        self.http1 = BerthHTTP1Channel(responder: responder, readTimeout: readTimeout)
+        self.http1 = BerthHTTP1Channel(responder: responder, readTimeout: readTimeout, limits: nil)
         self.http2 = tuning.handlerConfiguration
         self.readTimeout = readTimeout
+        self.limits = limits
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         do {
+            try channel.pipeline.syncOperations.addHandler(AddressLimitHandler(limits: limits))
             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
         } catch {
             return channel.eventLoop.makeFailedFuture(error)

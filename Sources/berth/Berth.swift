@@ -56,6 +56,9 @@ struct Settings: ParsableArguments {
     @Option(help: "Seconds a registry token is valid, at most 43200 (default 43200).") var tokenTtl: String?
     @Option(help: "Failed authentications per minute from one source or key before 429 (default 10).")
     var authFailureLimit: String?
+    @Option(help: "Connections the listeners accept in all, lowered to what the open-file limit allows (default 10000).")
+    var maxConnections: String?
+    @Option(help: "Connections one client address may hold open (default 1000).") var maxConnectionsPerIp: String?
     @Option(help: "Where online backups go (default <data-dir>/backups).") var backupDir: String?
     @Option(help: "Seconds in-flight requests may run on after SIGTERM (default 30).") var shutdownTimeout: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
@@ -85,7 +88,8 @@ struct Settings: ParsableArguments {
                 ("http2_stream_window", http2StreamWindow), ("max_blob_size", maxBlobSize), ("min_free_space", minFreeSpace),
                 ("direct_writes", directWrites),
                 ("upload_timeout", uploadTimeout), ("read_timeout", readTimeout), ("token_ttl", tokenTtl),
-                ("auth_failure_limit", authFailureLimit), ("backup_dir", backupDir),
+                ("auth_failure_limit", authFailureLimit),
+                ("max_connections", maxConnections), ("max_connections_per_ip", maxConnectionsPerIp), ("backup_dir", backupDir),
                 ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),
                 ("untagged_grace", untaggedGrace),
                 ("event_retention_days", eventRetentionDays), ("event_retention_count", eventRetentionCount),

@@ -1,0 +1,135 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// How many connections the listeners hold open, in all and per client address.
+///
+/// Every connection is a file descriptor, and the store needs descriptors too
+/// (RocksDB's tables and log, an extent file per read or write in flight):
+/// without a bound, a client opening idle connections filled the table, and
+/// pushes failed with "Too many open files" while the accept loop spun on a
+/// core. The listeners stop accepting at their share of `total` (the kernel
+/// queues further connects), and a connection from an address that already
+/// has `perAddress` open is closed at once, so one client cannot take them all.
+final class ConnectionLimits: Sendable {
+    /// Connections all listeners together accept.
+    let total: Int
+    /// Connections one client address may hold open.
+    let perAddress: Int
+    private let open = NIOLockedValueBox([String: Int]())
+
+    /// `configuredTotal` is lowered to what the process's descriptor limit
+    /// leaves after a quarter of it (at least 256) is kept for the store.
+    init(configuredTotal: Int, perAddress: Int, fileLimit: Int) {
+        let reserve = max(256, fileLimit / 4)
+        self.total = max(16, min(configuredTotal, fileLimit - reserve))
+        self.perAddress = perAddress
+    }
+
+    /// What each of `listeners` listeners accepts.
+    func perListener(_ listeners: Int) -> Int { max(8, total / max(1, listeners)) }
+
+    /// Counts a connection from `address`; false when it has its share already.
+    func admit(_ address: String) -> Bool {
+        open.withLockedValue { open in
+            guard open[address, default: 0] < perAddress else { return false }
+            open[address, default: 0] += 1
+            return true
+        }
+    }
+
+    func release(_ address: String) {
+        open.withLockedValue { open in
+            let left = open[address, default: 1] - 1
+            open[address] = left > 0 ? left : nil
+        }
+    }
+
+    /// Raises the soft limit on open files to the hard one (what `ulimit -n`
+    /// or systemd's `LimitNOFILE` allows) and returns the limit in force.
+    static func raiseFileLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return Int(clamping: min(limit.rlim_cur, rlim_t(Int32.max)))  // RLIM_INFINITY is all ones
+    }
+}
+
+/// Closes a connection whose client address already holds its share
+/// (``ConnectionLimits/perAddress``), before anything is read from it.
+final class AddressLimitHandler: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    private let limits: ConnectionLimits
+    private var admitted: String?
+
+    init(limits: ConnectionLimits) { self.limits = limits }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { check(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        check(context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        release()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { release() }
+
+    private func check(_ context: ChannelHandlerContext) {
+        guard admitted == nil, let address = context.channel.remoteAddress?.ipAddress else { return }
+        if limits.admit(address) {
+            admitted = address
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    private func release() {
+        if let address = admitted { limits.release(address) }
+        admitted = nil
+    }
+}
+
+/// Closes an HTTP/1.1 connection whose socket stays unwritable for `timeout`:
+/// its client reads none of what the server sends (it pipelined requests and
+/// stopped reading). Otherwise the server waits in its write forever, holding
+/// the connection and megabytes of kernel socket buffers. A response's writer
+/// waits for writability before each write, so a client that takes one write
+/// (a blob chunk: 1 MiB) per `timeout` keeps its connection, as a blob GET's
+/// own stall rule does.
+final class WriteStallHandler: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    private let timeout: TimeAmount
+    private var stall: Scheduled<Void>?
+
+    init(timeout: TimeAmount) { self.timeout = timeout }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        stall?.cancel()
+        stall = nil
+        if !context.channel.isWritable {
+            let channel = context.channel
+            stall = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stall?.cancel()
+        stall = nil
+        context.fireChannelInactive()
+    }
+}

@@ -1,0 +1,121 @@
+"""Connections are bounded (docs/architecture.md, "Connections"): one client
+address holds at most `max_connections_per_ip`, the listeners accept at most
+`max_connections` (lowered to what the open-file limit leaves the store), and
+an HTTP/1.1 client that reads none of its responses for `read_timeout` is
+disconnected. Each test drives the real server with raw sockets."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+from conftest import BerthServer
+from helpers import MiB, assert_status, random_bytes, sha256_digest, with_query
+
+REG = "conn"
+
+
+def open_raw(port: int, count: int) -> list[socket.socket]:
+    sockets = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sockets.append(s)
+    return sockets
+
+
+def closed_by_server(sockets: list[socket.socket], wait: float = 2.0) -> list[socket.socket]:
+    """The sockets the server closed within `wait` seconds (readable, at EOF or reset)."""
+    readable, _, _ = select.select(sockets, [], [], wait)
+    time.sleep(0.2)
+    readable, _, _ = select.select(sockets, [], [], 0)
+    closed = []
+    for s in readable:
+        try:
+            if s.recv(1) == b"":
+                closed.append(s)
+        except ConnectionResetError:
+            closed.append(s)
+    return closed
+
+
+def test_one_address_holds_at_most_its_share(make_server):
+    srv = make_server(extra_args=["--max-connections-per-ip", "4"])
+    for port in (srv.http_port, srv.https_port):
+        raw = open_raw(port, 6)
+        try:
+            closed = closed_by_server(raw)
+            # The readiness probe may hold one more: 6 + 1 against 4 leaves 2 or 3 closed.
+            assert 2 <= len(closed) <= 3, (port, len(closed))
+        finally:
+            for s in raw:
+                s.close()
+    time.sleep(0.5)
+    assert_status(srv.client().get("/v2/"), 200)
+
+
+class LowFileLimitServer(BerthServer):
+    """A server whose process may open 512 files (`prlimit`)."""
+
+    def serve_command(self) -> list[str]:
+        return ["prlimit", "--nofile=512:512", "--", *super().serve_command()]
+
+
+def test_idle_connections_cannot_take_the_files_the_store_needs(berth_bin, tmp_path):
+    srv = LowFileLimitServer(berth_bin, tmp_path / "low", registries=[REG])
+    try:
+        srv.start()
+        c = srv.client()
+        assert_status(c.get("/v2/"), 200)  # this client's connection is open before the flood
+        flood = []
+        try:
+            for _ in range(600):  # more than the 512 files the server may open
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", srv.http_port))
+                flood.append(s)
+            time.sleep(1)
+            # 512 files, a quarter (at least 256) kept for the store: the listeners accept 256 between them.
+            data = random_bytes(3 * MiB)
+            started = c.start_upload(f"{REG}/app")
+            assert_status(started, 202)
+            r = c.put(with_query(c.abs_location(started), digest=sha256_digest(data)), data=data)
+            assert_status(r, 201)
+            assert c.get_blob(f"{REG}/app", sha256_digest(data)).content == data
+        finally:
+            for s in flood:
+                s.close()
+        assert "fewer connections than max_connections" in srv.log_text()
+        time.sleep(0.5)
+        assert_status(srv.client().get("/v2/"), 200)
+        srv.terminate()
+    finally:
+        srv.stop_quietly()
+
+
+def test_a_client_that_reads_no_responses_is_disconnected(make_server):
+    srv = make_server(extra_args=["--read-timeout", "2"])
+    request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{srv.http_port}\r\n\r\n".encode()
+    sample = srv.anon_client().get("/metrics")
+    assert_status(sample, 200)
+    # Far more response bytes than the socket buffers of both ends hold.
+    count = (48 * MiB) // len(sample.content) + 1
+    s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+    try:
+        s.sendall(request * count)
+        time.sleep(2 + 4)  # read_timeout, and some
+        s.settimeout(10)
+        received = bytearray()
+        while True:
+            try:
+                chunk = s.recv(1 << 20)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            received += chunk
+        answered = received.count(b"HTTP/1.1 200")
+        assert 0 < answered < count, f"{answered} of {count} responses: the server kept writing to a client that read none"
+    finally:
+        s.close()
+    assert_status(srv.client().get("/v2/"), 200)
