@@ -470,7 +470,8 @@ public final class RocksObjectStore: ObjectStore {
                 if let expectedLength, received < expectedLength {
                     throw ObjectStoreError.incomplete(expected: expectedLength, received: received)
                 }
-                try space?.check(writing: tail.readableBytes)
+                // An empty body (a final PUT after the last PATCH) writes nothing: it may commit below the reserve.
+                if received > 0 { try space?.check(writing: tail.readableBytes) }
                 storageFailed = true
                 try await writer.finish()
                 if received == 0 {

@@ -52,6 +52,12 @@ def test_uploads_are_refused_below_the_reserve_and_change_nothing(make_server):
     location = c.abs_location(started)
     r = c.patch(location, data=first, headers={"Content-Type": "application/octet-stream"})
     assert_status(r, 202)
+    # And one whose bytes are all sent: its final PUT writes nothing and commits below the reserve.
+    whole = random_bytes(MiB + 7)
+    sent = c.start_upload(f"{REG}/app")
+    assert_status(sent, 202)
+    sent_location = c.abs_location(sent)
+    assert_status(c.patch(sent_location, data=whole, headers={"Content-Type": "application/octet-stream"}), 202)
 
     srv.terminate()
     srv.extra_args += ["--min-free-space", NO_FILE_SYSTEM_HAS_THIS]
@@ -65,6 +71,9 @@ def test_uploads_are_refused_below_the_reserve_and_change_nothing(make_server):
     status = c.get(location)
     assert_status(status, 204)
     assert status.headers["Range"] == f"0-{len(first) - 1}", "the refused PATCH changed the upload"
+
+    assert_status(c.put(with_query(sent_location, digest=sha256_digest(whole))), 201)
+    assert c.get_blob(f"{REG}/app", sha256_digest(whole)).content == whole
 
     # Reads, manifest and tag writes, deletes and GC go on.
     assert c.get_manifest(f"{REG}/app", "v1").content == kept.manifest
