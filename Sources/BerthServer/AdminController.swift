@@ -68,7 +68,7 @@ struct AdminController {
         api.delete("registries/:registry") { request, context in
             try await support.run(request, context) { principal in
                 let name = try existingRegistry(context, principal, .delete, "delete")
-                // Roles on it go with it (`Identity.releaseRegistry`): a registry created later under this name starts with none.
+                // Its role bindings and job history go with it (`releaseRegistry`): a registry created later under this name starts with none.
                 try await registry.deleteRegistry(name, force: try AdminSupport.flag(request, "force"), actor: context.principal.user)
                 await support.audit(context, "registry.delete", name, registry: name)
                 return Response(status: .noContent)

@@ -27,8 +27,11 @@ struct BerthHTTP1Channel: HTTPChannelHandler {
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        if let limits, !limits.admit(channel) {
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(ConnectionLimits.AddressAtLimit())
+        }
         do {
-            if let limits { try channel.pipeline.syncOperations.addHandler(AddressLimitHandler(limits: limits), position: .first) }
             try channel.pipeline.syncOperations.addHandler(WriteStallHandler(timeout: readTimeout))
         } catch {
             return channel.eventLoop.makeFailedFuture(error)

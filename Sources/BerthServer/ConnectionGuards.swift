@@ -12,13 +12,17 @@ import NIOCore
 /// pushes failed with "Too many open files" while the accept loop spun on a
 /// core. The listeners stop accepting at their share of `total` (the kernel
 /// queues further connects), and a connection from an address that already
-/// has `perAddress` open is closed at once, so one client cannot take them all.
+/// has `perAddress` open is closed as it is set up (before a TLS handshake),
+/// so one client cannot take them all.
 final class ConnectionLimits: Sendable {
     /// Connections all listeners together accept.
     let total: Int
     /// Connections one client address may hold open.
     let perAddress: Int
     private let open = NIOLockedValueBox([String: Int]())
+
+    /// Why a connection was closed as it was set up.
+    struct AddressAtLimit: Error {}
 
     /// `configuredTotal` is lowered to what the process's descriptor limit
     /// leaves after a quarter of it (at least 256) is kept for the store.
@@ -31,16 +35,20 @@ final class ConnectionLimits: Sendable {
     /// What each of `listeners` listeners accepts.
     func perListener(_ listeners: Int) -> Int { max(8, total / max(1, listeners)) }
 
-    /// Counts a connection from `address`; false when it has its share already.
-    func admit(_ address: String) -> Bool {
-        open.withLockedValue { open in
+    /// Counts `channel` against its client address until it closes; false,
+    /// counting nothing, when that address holds its share already.
+    func admit(_ channel: any Channel) -> Bool {
+        guard let address = channel.remoteAddress?.ipAddress else { return true }
+        let admitted = open.withLockedValue { open in
             guard open[address, default: 0] < perAddress else { return false }
             open[address, default: 0] += 1
             return true
         }
+        if admitted { channel.closeFuture.whenComplete { _ in self.release(address) } }
+        return admitted
     }
 
-    func release(_ address: String) {
+    private func release(_ address: String) {
         open.withLockedValue { open in
             let left = open[address, default: 1] - 1
             open[address] = left > 0 ? left : nil
@@ -58,47 +66,6 @@ final class ConnectionLimits: Sendable {
             if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
         }
         return Int(clamping: min(limit.rlim_cur, rlim_t(Int32.max)))  // RLIM_INFINITY is all ones
-    }
-}
-
-/// Closes a connection whose client address already holds its share
-/// (``ConnectionLimits/perAddress``), before anything is read from it.
-final class AddressLimitHandler: ChannelInboundHandler {
-    typealias InboundIn = NIOAny
-
-    private let limits: ConnectionLimits
-    private var admitted: String?
-
-    init(limits: ConnectionLimits) { self.limits = limits }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { check(context) }
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        check(context)
-        context.fireChannelActive()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        release()
-        context.fireChannelInactive()
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) { release() }
-
-    private func check(_ context: ChannelHandlerContext) {
-        guard admitted == nil, let address = context.channel.remoteAddress?.ipAddress else { return }
-        if limits.admit(address) {
-            admitted = address
-        } else {
-            context.close(promise: nil)
-        }
-    }
-
-    private func release() {
-        if let address = admitted { limits.release(address) }
-        admitted = nil
     }
 }
 

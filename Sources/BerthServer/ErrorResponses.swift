@@ -53,5 +53,5 @@ enum ErrorResponses {
 private let titles: [Int: String] = [
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     409: "Conflict", 413: "Content Too Large", 416: "Range Not Satisfiable", 429: "Too Many Requests",
-    500: "Internal Server Error", 507: "Insufficient Storage",
+    500: "Internal Server Error",
 ]

@@ -50,8 +50,11 @@ struct TLSChannel: HTTPChannelHandler {
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        guard limits.admit(channel) else {
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(ConnectionLimits.AddressAtLimit())
+        }
         do {
-            try channel.pipeline.syncOperations.addHandler(AddressLimitHandler(limits: limits))
             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
         } catch {
             return channel.eventLoop.makeFailedFuture(error)

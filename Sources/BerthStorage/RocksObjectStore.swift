@@ -31,7 +31,7 @@ public final class RocksObjectStore: ObjectStore {
     let files: ExtentFiles
     let chunkSize: Int
     let maxObjectSize: Int64
-    let space: SpaceReserve?
+    let space: SpaceReserve
     private let locks = KeyedLocks()
     private let live = NIOLockedValueBox([String: LiveUpload]())
     /// Sessions rebuilt by re-hashing their stored bytes (for tests: a client's aborted request must not cause one).
@@ -78,10 +78,10 @@ public final class RocksObjectStore: ObjectStore {
         }
     }
 
-    /// - Parameter space: the reserve uploads leave free; nil checks none.
+    /// - Parameter space: the reserve uploads leave free.
     public init(
         db: RocksDB, pool: BlockingPool, files: ExtentFiles, chunkSize: Int = 1 << 20, maxObjectSize: Int64 = 64 << 30,
-        maxOpenUploads: Int = 10_000, space: SpaceReserve? = nil
+        maxOpenUploads: Int = 10_000, space: SpaceReserve
     ) throws {
         self.db = db
         self.space = space
@@ -345,7 +345,7 @@ public final class RocksObjectStore: ObjectStore {
 
     public func startUpload(bucket: String, owner: String) async throws -> UploadRecord {
         guard try db.get(.objects, Self.bucketKey(bucket)) != nil else { throw ObjectStoreError.bucketUnknown(bucket) }
-        try space?.check(writing: 0)
+        try space.check(writing: 0)
         let now = Date()
         let record = UploadRecord(
             id: UUID().uuidString.lowercased(), bucket: bucket, owner: owner,
@@ -458,7 +458,7 @@ public final class RocksObjectStore: ObjectStore {
                         var slice = buffer.readSlice(length: take)!
                         tail.writeBuffer(&slice)
                         if tail.readableBytes == chunkSize {
-                            try space?.check(writing: chunkSize)
+                            try space.check(writing: chunkSize)
                             storageFailed = true
                             try await writer.write(tail, at: index * Int64(chunkSize))
                             storageFailed = false
@@ -471,7 +471,7 @@ public final class RocksObjectStore: ObjectStore {
                     throw ObjectStoreError.incomplete(expected: expectedLength, received: received)
                 }
                 // An empty body (a final PUT after the last PATCH) writes nothing: it may commit below the reserve.
-                if received > 0 { try space?.check(writing: tail.readableBytes) }
+                if received > 0 { try space.check(writing: tail.readableBytes) }
                 storageFailed = true
                 try await writer.finish()
                 if received == 0 {

@@ -593,7 +593,7 @@ def test_unknown_run(http, new_registry):
     assert runs == []
 
 
-def test_runs_of_a_deleted_registry_stay_with_it(http, new_registry):
+def test_runs_of_a_deleted_registry_go_with_it(http, new_registry):
     # A registry created again under a deleted one's name does not show the old one's runs.
     reg = new_registry("cw")
     push_tags(http, f"{reg}/app", small_image(), "v1")

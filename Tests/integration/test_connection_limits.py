@@ -50,7 +50,7 @@ def test_one_address_holds_at_most_its_share(make_server):
         finally:
             for s in raw:
                 s.close()
-    time.sleep(0.5)
+            time.sleep(0.5)  # for the server to see them closed and count them off
     assert_status(srv.client().get("/v2/"), 200)
 
 
