@@ -49,6 +49,20 @@ public struct TagRecord: Sendable, Equatable {
 public struct PullRecord: Codable, Sendable, Equatable {
     public var count: Int64
     public var last: Date?
+    /// The flush that wrote this record (``PullStatistics``); nil in memory.
+    var flush: PullFlush?
+
+    public init(count: Int64, last: Date?) {
+        self.count = count
+        self.last = last
+    }
+}
+
+/// Which flush of which server run wrote a ``PullRecord``.
+struct PullFlush: Codable, Sendable, Equatable {
+    /// Random per server run, so a record from an earlier run reads as older than every flush of this one.
+    var run: String
+    var generation: UInt64
 }
 
 /// A stored manifest (an artifact); its bytes live beside it.

@@ -4,55 +4,104 @@ import NIOConcurrencyHelpers
 
 /// Pull counts and last-pulled times per artifact, counted in memory on each
 /// manifest GET and written in batches (``Registry/flushPulls()``), so a pull
-/// costs no write. Reads add what is pending to what is stored.
+/// costs no write. Reads add what is not stored yet to what is.
+///
+/// A flush moves the pending counts *in flight* and numbers itself; the records
+/// it writes carry that number. A reader that finds its artifact's record
+/// written by the flush in flight does not add the in-flight counts again, and
+/// one that finds a record from a later flush than it saw looks again: a count
+/// is never missing while its batch lands, nor counted twice once it has.
 public final class PullStatistics: Sendable {
-    /// Pending counts by `<name>\0<digest>`.
-    private let pending = NIOLockedValueBox([String: PullRecord]())
+    private struct State {
+        /// Counts not yet taken by a flush, by `<name>\0<digest>`.
+        var pending: [String: PullRecord] = [:]
+        /// Counts the latest flush took and has not finished writing.
+        var inFlight: [String: PullRecord] = [:]
+        /// The latest flush's number; 0 before the first.
+        var generation: UInt64 = 0
+    }
+
+    private let state = NIOLockedValueBox(State())
+    /// This server run's mark on the records it writes.
+    private let run = UUID().uuidString
 
     init() {}
 
     static func slot(_ name: String, _ digest: String) -> String { name + "\u{0}" + digest }
 
     func record(name: String, digest: String, at time: Date = Date()) {
-        pending.withLockedValue { table in
+        state.withLockedValue { state in
             let slot = Self.slot(name, digest)
-            var entry = table[slot] ?? PullRecord(count: 0, last: nil)
+            var entry = state.pending[slot] ?? PullRecord(count: 0, last: nil)
             entry.count += 1
             entry.last = time
-            table[slot] = entry
+            state.pending[slot] = entry
         }
     }
 
-    func pending(name: String, digest: String) -> PullRecord? {
-        pending.withLockedValue { $0[Self.slot(name, digest)] }
+    /// The artifact's statistics: what `stored` reads plus what it does not hold yet.
+    func total(name: String, digest: String, stored read: () throws -> PullRecord?) rethrows -> PullRecord {
+        let slot = Self.slot(name, digest)
+        var attempts = 0
+        while true {
+            let (generation, pending, inFlight) = state.withLockedValue { ($0.generation, $0.pending[slot], $0.inFlight[slot]) }
+            var stored = try read()
+            let writtenBy = stored?.flush.flatMap { $0.run == run ? $0.generation : nil } ?? 0
+            stored?.flush = nil
+            attempts += 1
+            // A flush that started after the snapshot has landed: the snapshot's
+            // pending counts may be stored now. Flushes are seconds apart, so the
+            // next look settles it.
+            if writtenBy > generation && attempts < 8 { continue }
+            let unstored = writtenBy >= generation ? pending : Self.merge(inFlight, pending)
+            return Self.merge(stored, unstored)
+        }
     }
 
     func forget(name: String, digest: String) {
-        pending.withLockedValue { _ = $0.removeValue(forKey: Self.slot(name, digest)) }
-    }
-
-    func forget(name: String) {
-        pending.withLockedValue { table in table = table.filter { !$0.key.hasPrefix(name + "\u{0}") } }
-    }
-
-    /// Takes what is pending, leaving nothing behind.
-    func drain() -> [(name: String, digest: String, record: PullRecord)] {
-        pending.withLockedValue { table in
-            defer { table.removeAll() }
-            return table.map { key, record in
-                let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
-                return (parts[0], parts[1], record)
-            }
+        let slot = Self.slot(name, digest)
+        state.withLockedValue { state in
+            state.pending.removeValue(forKey: slot)
+            state.inFlight.removeValue(forKey: slot)
         }
     }
 
-    /// Puts back records that could not be written.
-    func restore(_ records: [(name: String, digest: String, record: PullRecord)]) {
-        pending.withLockedValue { table in
-            for (name, digest, record) in records {
-                let slot = Self.slot(name, digest)
-                table[slot] = Self.merge(table[slot], record)
+    func forget(name: String) {
+        let prefix = name + "\u{0}"
+        state.withLockedValue { state in
+            state.pending = state.pending.filter { !$0.key.hasPrefix(prefix) }
+            state.inFlight = state.inFlight.filter { !$0.key.hasPrefix(prefix) }
+        }
+    }
+
+    /// A flush's take: the counts to add to the stored records, and the mark to write on them.
+    struct Flush {
+        var records: [(name: String, digest: String, record: PullRecord)]
+        var mark: PullFlush
+    }
+
+    /// Moves what is pending in flight under a new flush number. Flushes run one at a time.
+    func beginFlush() -> Flush {
+        state.withLockedValue { state in
+            precondition(state.inFlight.isEmpty, "a pull flush began before the previous one ended")
+            state.generation += 1
+            state.inFlight = state.pending
+            state.pending = [:]
+            let records = state.inFlight.map { key, record in
+                let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+                return (name: parts[0], digest: parts[1], record: record)
             }
+            return Flush(records: records, mark: PullFlush(run: run, generation: state.generation))
+        }
+    }
+
+    /// Ends the flush in flight: its counts are stored, or (`landed` false) pending again.
+    func endFlush(landed: Bool) {
+        state.withLockedValue { state in
+            if !landed {
+                for (slot, record) in state.inFlight { state.pending[slot] = Self.merge(state.pending[slot], record) }
+            }
+            state.inFlight = [:]
         }
     }
 
@@ -73,39 +122,44 @@ extension Registry {
 
     /// The stored plus pending statistics of one artifact.
     public func pullRecord(name: String, digest: String) throws -> PullRecord {
-        let stored = try read(PullRecord.self, CatalogKey.pulls(name, digest))
-        return PullStatistics.merge(stored, pulls.pending(name: name, digest: digest))
+        try pulls.total(name: name, digest: digest) { try read(PullRecord.self, CatalogKey.pulls(name, digest)) }
     }
 
     /// Writes pending pull counts in one synced batch. Counts of artifacts
     /// deleted since they were pulled are dropped.
     public func flushPulls() async throws {
         try await locks.withLock("pulls-flush") {
-            let drained = pulls.drain()
-            guard !drained.isEmpty else { return }
-            // Under the repositories' locks, which deletes of manifests and images
-            // hold, and the registries' shared locks: an artifact or registry
-            // deleted meanwhile has no manifest record left, so its counts are
-            // dropped here rather than written back as an orphan record that a
-            // later push of the same digest would inherit.
-            let registries = drained.compactMap { try? Names.splitRepository($0.name).registry }
-            let repositories = Set(drained.map { "repository:\($0.name)" })
+            let flush = pulls.beginFlush()
             do {
-                try await locks.withLocks(Array(repositories)) {
-                    try await registryLocks.withShared(registries) {
-                        var batch = WriteBatch()
-                        for (name, digest, record) in drained where try manifestRecord(name: name, digest: digest) != nil {
-                            let stored = try read(PullRecord.self, CatalogKey.pulls(name, digest))
-                            batch.put(
-                                .catalog, CatalogKey.pulls(name, digest).bytes,
-                                RecordCodec.encode(PullStatistics.merge(stored, record)))
-                        }
-                        try await write(batch)
-                    }
-                }
+                try await writePulls(flush)
+                pulls.endFlush(landed: true)
             } catch {
-                pulls.restore(drained)  // counted again by the next flush (at the latest, at shutdown)
+                pulls.endFlush(landed: false)  // counted again by the next flush (at the latest, at shutdown)
                 throw error
+            }
+        }
+    }
+
+    /// Adds a flush's counts to the stored records, marking each with the flush.
+    func writePulls(_ flush: PullStatistics.Flush) async throws {
+        guard !flush.records.isEmpty else { return }
+        // Under the repositories' locks, which deletes of manifests and images
+        // hold, and the registries' shared locks: an artifact or registry
+        // deleted meanwhile has no manifest record left, so its counts are
+        // dropped here rather than written back as an orphan record that a
+        // later push of the same digest would inherit.
+        let registries = flush.records.compactMap { try? Names.splitRepository($0.name).registry }
+        let repositories = Set(flush.records.map { "repository:\($0.name)" })
+        try await locks.withLocks(Array(repositories)) {
+            try await registryLocks.withShared(registries) {
+                var batch = WriteBatch()
+                for (name, digest, record) in flush.records where try manifestRecord(name: name, digest: digest) != nil {
+                    let stored = try read(PullRecord.self, CatalogKey.pulls(name, digest))
+                    var merged = PullStatistics.merge(stored, record)
+                    merged.flush = flush.mark
+                    batch.put(.catalog, CatalogKey.pulls(name, digest).bytes, RecordCodec.encode(merged))
+                }
+                try await write(batch)
             }
         }
     }
