@@ -77,10 +77,13 @@ struct AdminSupport: Sendable {
     func decode<T: Decodable>(_ type: T.Type, _ request: Request, optional: Bool = false) async throws -> T {
         var request = request
         let buffer: ByteBuffer
+        let tooLarge = Refusal(response: ErrorResponses.problem(status: 413, code: "TOO_LARGE", detail: "request bodies are limited to 1 MiB"))
+        // A declared length over the limit is refused unread (and the connection closes after the 413).
+        if let length = request.contentLength, length > 1 << 20 { throw tooLarge }
         do {
             buffer = try await request.collectBody(upTo: 1 << 20)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw Refusal(response: ErrorResponses.problem(status: 413, code: "TOO_LARGE", detail: "request bodies are limited to 1 MiB"))
+            throw tooLarge
         }
         if buffer.readableBytes == 0 && !optional { throw AdminInputError(message: "a JSON body is required") }
         let data = buffer.readableBytes == 0 ? Data("{}".utf8) : Data(buffer.readableBytesView)

@@ -21,7 +21,7 @@ struct BerthHTTP1Channel: HTTPChannelHandler {
     init(responder: @escaping Responder, readTimeout: TimeAmount, limits: ConnectionLimits?) {
         http1 = HTTP1Channel(
             responder: responder,
-            configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()], idleTimeout: readTimeout))
+            configuration: .init(additionalChannelHandlers: [ExpectContinueHandler(http1: true)], idleTimeout: readTimeout))
         self.readTimeout = readTimeout
         self.limits = limits
     }

@@ -175,6 +175,7 @@ public enum BerthServer {
         let router = Router(context: BerthRequestContext.self)
         let challenge = Challenge(scheme: settings.scheme)
         router.add(middleware: ObservabilityMiddleware(metrics: metrics, trimmer: trimmer))
+        router.add(middleware: ExpectContinueMiddleware())
         router.add(middleware: AuthMiddleware(access: access, challenge: challenge))
         router.add(
             middleware: DistributionController(

@@ -2,62 +2,108 @@ import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
 
-/// Answers `Expect: 100-continue` with an interim `100 Continue`, so a client
-/// that waits for it (curl does for bodies over 1 MiB) sends its body at once
-/// instead of after its own timeout (one second for curl). Hummingbird does not
-/// answer the expectation itself.
+/// Answers `Expect: 100-continue` with an interim `100 Continue` once the
+/// application reads the request's body (``ExpectContinueMiddleware`` sends
+/// ``ReadingBody`` then), so a client that waits for it (curl does for bodies
+/// over 1 MiB) sends its body at once instead of after its own timeout (one
+/// second for curl), and one whose request is refused (401, 404, 413 …) is
+/// told so before it sends anything. Hummingbird does not answer the
+/// expectation itself.
 ///
-/// The interim response goes out when the request's head arrives, unless the
-/// connection is still writing the response to an earlier (pipelined)
-/// request: then it goes out after that response's end, and not at all if the
-/// final response to this request has begun by then. A request that declares
-/// an empty body gets none. The handler sits after the HTTP/1.1 or HTTP/2
-/// codec, where the request's version is no longer known; an HTTP/1.0
-/// request's expectation, which RFC 9110 says to ignore, is removed in front
-/// of the codec (``HTTP10ExpectationFilter``).
+/// A request whose final response begins while its `100` is still withheld
+/// gets none: over HTTP/1.1 that response carries `Connection: close` and the
+/// connection closes after it (RFC 9110 §10.1.1, with a short linger), rather
+/// than reading and throwing away a body the client may still send. So does a
+/// `413` response, whose request's body is not read to its end. If the connection is still
+/// writing the response to an earlier (pipelined) request when the body is
+/// asked for, the `100` goes out after that response's end. A request that
+/// declares an empty body expects nothing. The handler sits after the
+/// HTTP/1.1 or HTTP/2 codec, where the request's version is no longer known;
+/// an HTTP/1.0 request's expectation, which RFC 9110 says to ignore, is
+/// removed in front of the codec (``HTTP10ExpectationFilter``).
 final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
+    /// The outbound user event that says the application reads the current request's body.
+    struct ReadingBody: Sendable {}
+
+    /// Whether this handler serves an HTTP/1.1 connection (else one HTTP/2 stream).
+    private let http1: Bool
     /// Request heads read so far; the first request is number 1.
     private var headsRead = 0
     /// Responses ended so far: the response being written answers request `ended + 1`.
     private var ended = 0
-    /// Requests, in order, whose `100 Continue` waits for the responses before them.
-    private var waiting: [Int] = []
+    /// Requests that expect a `100` not sent yet.
+    private var expecting: Set<Int> = []
+    /// Whether the connection closes once the current response ends.
+    private var closeAfterResponse = false
+
+    init(http1: Bool) {
+        self.http1 = http1
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head(let request) = unwrapInboundIn(data) {
             headsRead += 1
-            if Self.expectsContinue(request) {
-                if headsRead == ended + 1 {
-                    context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
-                } else {
-                    waiting.append(headsRead)
-                }
-            }
+            if Self.expectsContinue(request) { expecting.insert(headsRead) }
         }
         context.fireChannelRead(data)
     }
 
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is ReadingBody else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        // The application handles one request at a time, after the responses before it.
+        if expecting.remove(ended + 1) != nil {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+        }
+        promise?.succeed()
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
-        case .head(let response) where response.status.kind != .informational:
-            // The final response to this request begins: a `100` would be moot.
-            if waiting.first == ended + 1 { waiting.removeFirst() }
-            context.write(data, promise: promise)
+        case .head(var response) where response.status.kind != .informational:
+            let withheld = expecting.remove(ended + 1) != nil
+            if http1, withheld || response.status == .contentTooLarge {
+                // Answered without its body, or refusing the rest of it: the
+                // client sends none, or what it sends nobody reads.
+                response.headerFields[.connection] = "close"
+                closeAfterResponse = true
+                context.write(wrapOutboundOut(.head(response)), promise: promise)
+            } else {
+                context.write(data, promise: promise)
+            }
         case .end:
             ended += 1
-            context.write(data, promise: promise)
-            if waiting.first == ended + 1 {
-                waiting.removeFirst()
-                context.write(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+            guard closeAfterResponse else {
+                context.write(data, promise: promise)
+                return
             }
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { [channel = context.channel] _ in Self.lingeringClose(channel) }
+            written.futureResult.cascade(to: promise)
+            context.write(data, promise: written)
         default:
             context.write(data, promise: promise)
         }
+    }
+
+    /// How long a connection closing after a response keeps reading (and
+    /// dropping) what the client still sends before it closes.
+    static let lingerTime = TimeAmount.seconds(2)
+
+    /// Closes the connection's output, then the connection once the client
+    /// closes or after ``lingerTime``: closed at once, a connection whose
+    /// client is still sending would answer with a reset, and a reset can
+    /// discard the response before the client has read it.
+    static func lingeringClose(_ channel: any Channel) {
+        channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+        channel.eventLoop.scheduleTask(in: lingerTime) { channel.close(promise: nil) }
     }
 
     /// Whether `request` expects a `100 Continue` before sending its body.

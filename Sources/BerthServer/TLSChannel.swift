@@ -75,7 +75,7 @@ struct TLSChannel: HTTPChannelHandler {
                 ) { stream in
                     stream.eventLoop.makeCompletedFuture {
                         try stream.pipeline.syncOperations.addHandlers(
-                            HTTP2FramePayloadToHTTPServerCodec(), ExpectContinueHandler(),
+                            HTTP2FramePayloadToHTTPServerCodec(), ExpectContinueHandler(http1: false),
                             HTTPConnectionStateHandler(idleTimeout: streamTimeout, logger: logger))
                         return try Stream(wrappingChannelSynchronously: stream)
                     }

@@ -18,6 +18,9 @@ struct TokenController {
         }
         router.post("auth/token") { request, context in
             var request = request
+            if let length = request.contentLength, length > 64 << 10 {
+                throw HTTPError(.contentTooLarge, message: "token requests are limited to 64 KiB")
+            }
             let body = try await request.collectBody(upTo: 64 << 10)
             let form = Self.parseForm(String(buffer: body))
             switch form["grant_type"] {

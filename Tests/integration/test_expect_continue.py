@@ -1,13 +1,18 @@
 """`Expect: 100-continue`: a client that asks for it (curl does for bodies
 over 1 MiB) gets an interim `100 Continue` before it sends the body, over
 HTTP/1.1 and HTTP/2, and only once the responses to its earlier pipelined
-requests are written. Without it curl waits one second per upload."""
+requests are written. Without it curl waits one second per upload. A request
+refused before its body is read gets its final response without a `100`, and
+over HTTP/1.1 the connection closes after it, so nothing is sent in vain; so
+does one whose declared body is over a limit (413), without reading it."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 from urllib.parse import urlsplit
+
+import pytest
 
 from helpers import MiB, random_bytes, sha256_digest, with_query
 
@@ -40,15 +45,14 @@ def _upload_target(http, reg: str, data: bytes) -> str:
     return parts.path + "?" + parts.query
 
 
-def _put_head(server, http, target: str, length: int) -> bytes:
+def _put_head(server, http, target: str, length: int, auth: bool = True) -> bytes:
     headers = {"Host": server.host, "Content-Length": str(length), "Content-Type": "application/octet-stream",
-               "Expect": "100-continue", **http.auth_headers()}
+               "Expect": "100-continue", **(http.auth_headers() if auth else {})}
     return (f"PUT {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
 
 
-def test_http1_sends_100_continue_before_the_body(server, http, reg):
-    data = random_bytes(2 * MiB)
-    target = _upload_target(http, reg, data)
+def _put_after_100(server, http, target: str, data: bytes) -> None:
+    """PUTs `data` to `target`, sending the body only after the server's `100`; expects 201."""
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
         sock.sendall(_put_head(server, http, target, len(data)))
         # Nothing of the body has been sent: the server must speak first.
@@ -57,8 +61,46 @@ def test_http1_sends_100_continue_before_the_body(server, http, reg):
         sock.sendall(data)
         head, _ = _read_head(sock, rest)
         assert head.startswith(b"HTTP/1.1 201"), head
+
+
+def test_http1_sends_100_continue_before_the_body(server, http, reg):
+    data = random_bytes(2 * MiB)
+    target = _upload_target(http, reg, data)
+    _put_after_100(server, http, target, data)
     r = http.head(f"/v2/{reg}/expect/blobs/{sha256_digest(data)}")
     assert r.status_code == 200 and r.headers["Content-Length"] == str(len(data))
+
+
+def _refused_without_100(server, request: bytes) -> bytes:
+    """Sends a request head (and perhaps the start of its body); the final
+    response's head, which came first, after which the server closed the
+    connection."""
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+        sock.sendall(request)
+        head, rest = _read_head(sock)
+        assert not head.startswith(b"HTTP/1.1 100"), "the server invited a body it did not want"
+        assert b"\r\nconnection: close" in head.lower(), head
+        length = _content_length(head)
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed inside the response body"
+            rest += chunk
+        assert sock.recv(65536) == b"", "the connection stayed open with the body unsent"
+    return head
+
+
+def test_no_100_continue_for_a_request_refused_before_its_body(server, http, reg):
+    data = random_bytes(2 * MiB)
+    target = _upload_target(http, reg, data)
+    # No credentials: 401, before the body.
+    head = _refused_without_100(server, _put_head(server, http, target, len(data), auth=False))
+    assert head.startswith(b"HTTP/1.1 401"), head
+    # An upload that does not exist: 404, before the body.
+    missing = f"/v2/{reg}/expect/blobs/uploads/{'0' * 32}?digest={sha256_digest(data)}"
+    head = _refused_without_100(server, _put_head(server, http, missing, len(data)))
+    assert head.startswith(b"HTTP/1.1 404"), head
+    # The upload is untouched and takes its body afterwards.
+    _put_after_100(server, http, target, data)
 
 
 def test_http10_expectation_is_ignored(server, http, reg):
@@ -110,18 +152,18 @@ def test_no_100_continue_for_an_empty_body(server, http, reg):
     assert response.startswith(b"HTTP/1.1 202"), response
 
 
-def _curl_put(server, http, reg: str, version: str) -> str:
+def _curl_put(server, http, reg: str, version: str, auth: bool = True, expect: bytes = b"201") -> str:
     """A PUT of 3 MiB with curl over TLS; curl's verbose log."""
     data = random_bytes(3 * MiB)
     r = http.start_upload(f"{reg}/expect")
     url = with_query(http.abs_location(r), digest=sha256_digest(data)).replace(server.url, server.tls_url)
-    auth = [arg for k, v in http.auth_headers().items() for arg in ("-H", f"{k}: {v}")]
+    headers = [arg for k, v in http.auth_headers().items() for arg in ("-H", f"{k}: {v}")] if auth else []
     out = subprocess.run(
         ["curl", "--verbose", "--silent", "--show-error", "--noproxy", "*", f"--http{version}", "--cacert",
          server.cert_path, "-X", "PUT", "--data-binary", "@-", "-H", "Content-Type: application/octet-stream",
-         "-H", "Expect: 100-continue", *auth, "-o", "/dev/null", "-w", "%{http_code}", url],
+         "-H", "Expect: 100-continue", *headers, "-o", "/dev/null", "-w", "%{http_code}", url],
         input=data, capture_output=True, timeout=60)
-    assert out.stdout == b"201", out.stderr.decode(errors="replace")
+    assert out.stdout == expect, out.stderr.decode(errors="replace")
     return out.stderr.decode(errors="replace")
 
 
@@ -133,3 +175,36 @@ def test_tls_http1_sends_100_continue(server, http, reg):
 def test_http2_sends_100_continue(server, http, reg):
     log = _curl_put(server, http, reg, "2")
     assert "< HTTP/2 100" in log, log
+
+
+def test_http2_refused_request_gets_no_100(server, http, reg):
+    log = _curl_put(server, http, reg, "2", auth=False, expect=b"401")
+    assert "< HTTP/2 100" not in log, log
+
+
+def test_tls_http1_refused_request_gets_no_100(server, http, reg):
+    log = _curl_put(server, http, reg, "1.1", auth=False, expect=b"401")
+    assert "< HTTP/1.1 100" not in log, log
+
+
+@pytest.mark.parametrize("path,limit", [("/api/v1/registries", 1 << 20), ("/auth/token", 64 << 10)])
+def test_a_declared_body_over_the_limit_is_refused_unread(server, http, path, limit):
+    """A 10 GiB declared body is answered 413 at once and the connection
+    closes: the server neither reads 1 MiB of it first nor drains the rest."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: {server.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {10 << 30}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in http.auth_headers().items())
+            + "\r\n").encode()
+    response = _refused_without_100(server, head + b"{")
+    assert response.startswith(b"HTTP/1.1 413"), response
+
+
+def test_a_body_found_over_the_limit_closes_after_the_413(server, http, reg):
+    """A manifest sent without its length (chunked) is read until it passes
+    4 MiB; the 413 then closes the connection instead of reading on."""
+    chunk = b"x" * (1 << 20)
+    head = (f"PUT /v2/{reg}/expect/manifests/big HTTP/1.1\r\nHost: {server.host}\r\n"
+            "Content-Type: application/vnd.oci.image.manifest.v1+json\r\nTransfer-Encoding: chunked\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in http.auth_headers().items()) + "\r\n").encode()
+    body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(5))
+    response = _refused_without_100(server, head + body)
+    assert response.startswith(b"HTTP/1.1 413"), response
