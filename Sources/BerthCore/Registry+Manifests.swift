@@ -210,7 +210,7 @@ extension Registry {
                 guard Set(tags) == precondition.tags else {
                     throw LifecycleError.changed("its tags changed since the run decided (now: \(tags.sorted().joined(separator: ", ")))")
                 }
-                if precondition.unlisted, try isListedByIndex(name: name, digest: digest) {
+                if try isListedByIndex(name: name, digest: digest) {
                     throw LifecycleError.changed("an index of the image lists it now")
                 }
             }

@@ -396,6 +396,48 @@ def test_tag_outside_the_pattern_keeps_the_artifact(http, new_registry):
     assert http.get_manifest(name, a.digest).content == a.manifest
 
 
+def test_a_kept_index_keeps_the_platform_manifests_it_lists(http, new_registry):
+    """Three multi-arch releases, each a tagged manifest per platform and a
+    tagged index (`docker manifest create`). keep_last_pushed 5 keeps, newest
+    first, index 3, its two platforms, index 2 and its arm64 manifest; index 2's
+    amd64 manifest is the sixth newest but stays, or `v2` would be broken."""
+    reg = new_registry("cix")
+    name = f"{reg}/app"
+    releases = []
+    for n in (1, 2, 3):
+        amd, arm = small_image(arch="amd64"), small_image(arch="arm64")
+        push_tags(http, name, amd, f"v{n}-amd64")
+        time.sleep(GAP)
+        push_tags(http, name, arm, f"v{n}-arm64")
+        time.sleep(GAP)
+        index = push_index(
+            http, name,
+            [(amd, {"architecture": "amd64", "os": "linux"}), (arm, {"architecture": "arm64", "os": "linux"})],
+            tag=f"v{n}",
+        )
+        time.sleep(GAP)
+        releases.append((amd, arm, sha256_digest(index)))
+    cp = create_cleanup_policy(http, reg, "app", "keep_last_pushed", 5)["id"]
+    (amd1, arm1, index1), (amd2, _, index2), _ = releases
+
+    run = run_cleanup(http, reg)
+    assert summary(run) == {"artifacts_deleted": 3, "tags_deleted": 3, "artifacts_protected": 0, "errors": 0}
+    details = cleanup_run_details(http, reg, run["id"])
+    # The index goes before what it lists: no moment has it naming a deleted manifest.
+    assert [(d["digest"], d["action"]) for d in details] == [
+        (index1, "deleted"), (amd1.digest, "deleted"), (arm1.digest, "deleted"), (amd2.digest, "kept")], details
+    kept = details[3]
+    assert kept["policy"] == cp and index2 in kept["reason"], kept
+    for digest in (index1, amd1.digest, arm1.digest):
+        assert_status(http.get_manifest(name, digest), 404)
+    # v2 still resolves on every platform.
+    listed = http.get_manifest(name, "v2").json()["manifests"]
+    for entry in listed:
+        assert_status(http.get_manifest(name, entry["digest"]), 200)
+    assert dp_tags(http, name) == sorted(
+        f"v{n}{suffix}" for n in (2, 3) for suffix in ("", "-amd64", "-arm64"))
+
+
 def test_image_pattern_limits_the_images(http, new_registry):
     reg = new_registry("cim")
     pushed = {}

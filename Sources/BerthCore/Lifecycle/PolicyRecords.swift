@@ -54,10 +54,9 @@ public struct LifecycleError: Error, Sendable, CustomStringConvertible {
 }
 
 /// What a cleanup decided from, checked again under the repository's lock
-/// before the delete: the artifact's tags, and whether no index lists it.
+/// before the delete: the artifact's tags; and no index may list it then.
 struct DeletePrecondition: Sendable {
     var tags: Set<String>
-    var unlisted: Bool
     /// When the registry the decision was made in was created: a registry
     /// deleted and created again under its name is another one.
     var registryCreated: Date

@@ -50,7 +50,10 @@ extension Registry {
                 var detail = JobDetail(
                     image: image, digest: decision.record.digest, tags: decision.tags, action: .deleted,
                     policy: decision.policy.id, reason: decision.reason)
-                if let (protection, tag) = try protection(repository: name, digest: decision.record.digest) {
+                if let index = decision.listedBy {
+                    detail.action = .kept
+                    detail.reason = "kept: listed by index \(index), which stays; \(decision.reason)"
+                } else if let (protection, tag) = try protection(repository: name, digest: decision.record.digest) {
                     detail.action = .protected
                     detail.policy = protection.id
                     detail.reason = "kept: protected by \(protection.label) through tag '\(tag)'; \(decision.reason)"
@@ -61,9 +64,9 @@ extension Registry {
                     outcome.tagsDeleted += Int64(decision.tags.count)
                 } else {
                     do {
-                        // Deleted only if nothing the decision rests on changed meanwhile.
-                        let precondition = DeletePrecondition(
-                            tags: Set(decision.tags), unlisted: decision.policy.rule == .deleteUntagged, registryCreated: created)
+                        // Deleted only if nothing the decision rests on changed meanwhile,
+                        // and no index lists it (indexes the run deletes go before what they list).
+                        let precondition = DeletePrecondition(tags: Set(decision.tags), registryCreated: created)
                         try await deleteManifest(
                             name: name, reference: decision.record.digest, actor: actor, ifUnchanged: precondition)
                         outcome.artifactsDeleted += 1
@@ -92,9 +95,15 @@ extension Registry {
         var tags: [String]
         var policy: CleanupPolicy
         var reason: String
+        /// An index the run keeps that lists this artifact, which keeps it too.
+        var listedBy: String?
     }
 
-    /// The artifacts of one image the policies delete, oldest push first; the first policy deleting one names it.
+    /// The artifacts of one image the policies delete, each index before what
+    /// it lists and otherwise oldest push first; the first policy deleting one
+    /// names it. An artifact listed by an index that stays stays too (its
+    /// decision names the index): a policy that keeps the newest N tagged
+    /// artifacts must not take a platform manifest of a multi-arch image it keeps.
     func decide(name: String, image: String, policies: [CleanupPolicy], untaggedGrace: Double) throws -> [CleanupDecision] {
         var manifests: [ManifestRecord] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
@@ -152,6 +161,40 @@ extension Registry {
                 break
             }
         }
-        return decisions.values.sorted { ($0.record.created, $0.record.digest) < ($1.record.created, $1.record.digest) }
+        // What stays keeps what it lists, down nested indexes.
+        var kept = manifests.filter { decisions[$0.digest] == nil }
+        while let index = kept.popLast() {
+            for child in index.children where decisions[child]?.listedBy == nil {
+                guard let decision = decisions[child] else { continue }
+                decisions[child]?.listedBy = index.digest
+                kept.append(decision.record)
+            }
+        }
+        return Self.parentsFirst(decisions.values.sorted { ($0.record.created, $0.record.digest) < ($1.record.created, $1.record.digest) })
+    }
+
+    /// `decisions` (oldest first) reordered so that each index to delete comes
+    /// before the artifacts it lists that are deleted too; the order is
+    /// otherwise kept. Index listings form no cycles (an index names its
+    /// children by digest, so none can list itself, directly or not).
+    static func parentsFirst(_ decisions: [CleanupDecision]) -> [CleanupDecision] {
+        let deleted = Set(decisions.filter { $0.listedBy == nil }.map(\.record.digest))
+        var parents: [String: Int] = [:]  // for each artifact, the deleted indexes listing it not yet placed
+        for decision in decisions where decision.listedBy == nil {
+            for child in Set(decision.record.children) where deleted.contains(child) { parents[child, default: 0] += 1 }
+        }
+        var ordered: [CleanupDecision] = []
+        var pending = decisions
+        while !pending.isEmpty {
+            guard let next = pending.firstIndex(where: { parents[$0.record.digest, default: 0] == 0 }) else {
+                return ordered + pending  // unreachable without a cycle; the deletes' own check refuses a listed child
+            }
+            let decision = pending.remove(at: next)
+            if decision.listedBy == nil {
+                for child in Set(decision.record.children) where deleted.contains(child) { parents[child, default: 0] -= 1 }
+            }
+            ordered.append(decision)
+        }
+        return ordered
     }
 }
