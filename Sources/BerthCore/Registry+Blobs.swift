@@ -42,7 +42,7 @@ extension Registry {
     /// it cannot be mounted.
     public func mount(name: String, digest: String, from: String) async throws -> ObjectRecord? {
         let (registryName, _) = try Names.splitRepository(name)
-        _ = try requireRegistry(registryName)
+        let created = try requireRegistry(registryName).created
         guard let parsed = try? ContentDigest(parsing: digest).description,
             let (source, _) = try? Names.splitRepository(from),
             try registry(source) != nil,
@@ -53,7 +53,7 @@ extension Registry {
         // before, or starts after (and sees the touch).
         return try await locks.withLock("link:\(registryName)@\(parsed)") {
             touches.touch(registry: registryName, digest: parsed)
-            return try await whileExists(registryName) {
+            return try await whileExists(registryName, created: created) {
                 try await objects.copy(digest: parsed, from: source, to: registryName)
             }
         }
@@ -91,16 +91,18 @@ extension Registry {
     }
 
     public func completeUpload(name: String, id: String, digest: String) async throws -> ObjectRecord {
+        let (registryName, _) = try Names.splitRepository(name)
+        // The registry the upload belongs to (checked next): it commits only into that one.
+        let created = try requireRegistry(registryName).created
         _ = try upload(name: name, id: id)
         // A digest that does not parse changes nothing: the upload stays for a PUT with a good one.
         let parsed = try ContentDigest(parsing: digest).description
-        let (registryName, _) = try Names.splitRepository(name)
         // Under the blob's link lock: completing an upload of content the
         // registry already holds must not race GC deleting that object.
         // The touch (GC's grace for an object its manifest is not yet linked
         // to) follows the digest check: a client's made-up digests add none.
         return try await locks.withLock("link:\(registryName)@\(parsed)") {
-            let object = try await whileExists(registryName) {
+            let object = try await whileExists(registryName, created: created) {
                 try await mapStoreErrors { try await objects.complete(upload: id, digest: parsed) }
             }
             touches.touch(registry: registryName, digest: parsed)

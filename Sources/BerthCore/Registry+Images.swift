@@ -67,6 +67,12 @@ extension Registry {
         try summary(try requireImage(name))
     }
 
+    /// When the registry of repository `name` was created, or `NAME_UNKNOWN`:
+    /// what a write into it checks it still is (`write(_:events:into:created:)`).
+    func registryCreated(of name: String) throws -> Date {
+        try requireRegistry(try Names.splitRepository(name).registry).created
+    }
+
     /// The image's record, or `NAME_UNKNOWN`: an existence check that counts nothing.
     public func requireImage(_ name: String) throws -> RepositoryRecord {
         let (registryName, _) = try Names.splitRepository(name)
@@ -131,6 +137,7 @@ extension Registry {
         if let description, description.utf8.count > 64 << 10 {
             throw InvalidRequest(message: "'description' is longer than 64 KiB")
         }
+        let created = try registryCreated(of: name)
         return try await locks.withLock("repository:\(name)") {
             var record = try requireImage(name)
             if let shortDescription { record.shortDescription = shortDescription }
@@ -138,7 +145,7 @@ extension Registry {
             if let tagsImmutable { record.tagsImmutable = tagsImmutable }
             var batch = WriteBatch()
             batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(record))
-            try await write(batch, into: try Names.splitRepository(name).registry)
+            try await write(batch, into: try Names.splitRepository(name).registry, created: created)
             return try summary(record)
         }
     }
@@ -147,6 +154,7 @@ extension Registry {
     /// changing nothing, while a protection policy covers one of its tags.
     public func deleteImage(_ name: String, actor: String? = nil) async throws {
         let (registryName, _) = try Names.splitRepository(name)
+        let created = try registryCreated(of: name)
         _ = try requireImage(name)
         // One write under the image's lock and the link locks of all its blobs,
         // so a push landing meanwhile is either deleted with the rest or kept
@@ -178,7 +186,7 @@ extension Registry {
                 let events =
                     records.map { EventRecord("artifact.delete", repository: name, digest: $0.digest, actor: actor) }
                     + [EventRecord("image.delete", repository: name, actor: actor)]
-                try await write(batch, events: events, into: registryName)
+                try await write(batch, events: events, into: registryName, created: created)
                 return true
             }
             if done { break }
@@ -323,6 +331,7 @@ extension Registry {
     public func setTag(image name: String, tag: String, digest: String, actor: String? = nil) async throws -> TagRecord {
         try Names.validateTag(tag)
         let parsed = try ContentDigest(parsing: digest).description
+        let created = try registryCreated(of: name)
         _ = try requireImage(name)
         return try await locks.withLock("repository:\(name)") {
             guard try manifestRecord(name: name, digest: parsed) != nil else {
@@ -343,7 +352,7 @@ extension Registry {
             batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(updated))
             try await write(
                 batch, events: [EventRecord("tag.create", repository: name, digest: parsed, tag: tag, actor: actor)],
-                into: try Names.splitRepository(name).registry)
+                into: try Names.splitRepository(name).registry, created: created)
             return TagRecord(name: tag, digest: parsed, updated: now)
         }
     }

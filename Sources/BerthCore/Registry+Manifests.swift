@@ -8,7 +8,7 @@ extension Registry {
         name: String, reference: String, bytes: [UInt8], contentType: String?, actor: String? = nil
     ) async throws -> ParsedManifest {
         let (registryName, _) = try Names.splitRepository(name)
-        _ = try requireRegistry(registryName)
+        let created = try requireRegistry(registryName).created
         let manifest = try ParsedManifest(bytes: bytes, contentType: contentType)
         var tag: String?
         if ContentDigest.isDigest(reference) {
@@ -60,7 +60,7 @@ extension Registry {
             batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(repository))
             try await write(
                 batch, events: [EventRecord("artifact.push", repository: name, digest: manifest.digest, tag: tag, actor: actor)],
-                into: registryName)
+                into: registryName, created: created)
         }
         return manifest
     }
@@ -169,7 +169,9 @@ extension Registry {
     /// happens only if it still holds under the lock, else `CHANGED`.
     func deleteManifest(name: String, reference: String, actor: String?, ifUnchanged precondition: DeletePrecondition?) async throws {
         let (registryName, _) = try Names.splitRepository(name)
-        _ = try requireRegistry(registryName)
+        let current = try requireRegistry(registryName).created
+        // A cleanup's delete: into the registry the run started in.
+        let created = precondition?.registryCreated ?? current
         if !ContentDigest.isDigest(reference) {
             try await locks.withLock("repository:\(name)") {
                 let digest = try resolve(name: name, reference: reference)
@@ -178,7 +180,7 @@ extension Registry {
                 batch.delete(.catalog, CatalogKey.tag(name, reference).bytes)
                 try await write(
                     batch, events: [EventRecord("tag.delete", repository: name, digest: digest, tag: reference, actor: actor)],
-                    into: registryName)
+                    into: registryName, created: created)
             }
             return
         }
@@ -217,7 +219,7 @@ extension Registry {
             batch.delete(.catalog, CatalogKey.pulls(name, digest).bytes)
             var event = EventRecord("artifact.delete", repository: name, digest: digest, actor: actor)
             if !tags.isEmpty { event.detail = Self.jsonText(["tags": tags]) }
-            try await write(batch, events: [event], into: registryName, created: precondition?.registryCreated)
+            try await write(batch, events: [event], into: registryName, created: created)
             pulls.forget(name: name, digest: digest)
         }
     }

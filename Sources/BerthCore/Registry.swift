@@ -71,11 +71,11 @@ public final class Registry: Sendable {
         try await write(batch)
     }
 
-    /// Writes `batch` (with `events`) into registry `registry` only while the
-    /// registry exists, and with `created` only while it is the one created
-    /// then (see `whileExists`).
+    /// Writes `batch` (with `events`) into registry `registry` only while it is
+    /// the one created at `created` (see `whileExists`): the registry the
+    /// caller read when it began, not one deleted and created again since.
     func write(
-        _ batch: WriteBatch, events records: [EventRecord] = [], into registry: String, created: Date? = nil
+        _ batch: WriteBatch, events records: [EventRecord] = [], into registry: String, created: Date
     ) async throws {
         try await whileExists(registry, created: created) { try await write(batch, events: records) }
     }

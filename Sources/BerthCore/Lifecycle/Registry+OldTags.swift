@@ -71,7 +71,7 @@ extension Registry {
     /// Deletes a chosen set of tags in one write: all of them, or — when one
     /// is unknown or protected — none.
     public func deleteTags(registry registryName: String, _ tags: [(image: String, tag: String)], actor: String?) async throws -> Int {
-        _ = try requireRegistry(registryName)
+        let created = try requireRegistry(registryName).created
         let names = Set(tags.map { registryName + "/" + $0.image })
         return try await locks.withLocks(names.map { "repository:\($0)" }) {
             var batch = WriteBatch()
@@ -90,7 +90,7 @@ extension Registry {
                 events.append(
                     EventRecord("tag.delete", repository: name, digest: TagValue.decode(value).digest, tag: tag, actor: actor))
             }
-            try await write(batch, events: events, into: registryName)
+            try await write(batch, events: events, into: registryName, created: created)
             return events.count
         }
     }

@@ -187,6 +187,7 @@ extension Registry {
 
     /// Validates and writes a policy; call under the registry's `policies:` lock.
     private func save<P: RegistryPolicy>(_ policy: P, registry name: String, isNew: Bool) async throws {
+        let created = try requireRegistry(name).created
         try Self.validatePattern(policy.imagePattern, "image_pattern")
         try Self.validatePattern(policy.tagPattern, "tag_pattern")
         try policy.validateOwnFields()
@@ -199,15 +200,16 @@ extension Registry {
         }
         var batch = WriteBatch()
         batch.put(.catalog, CatalogKey.policy(P.self, name, policy.id).bytes, RecordCodec.encode(policy))
-        try await write(batch, into: name)
+        try await write(batch, into: name, created: created)
     }
 
     private func deletePolicy<P: RegistryPolicy>(_ type: P.Type, registry name: String, id: String) async throws {
         try await locks.withLock("policies:" + name) {
+            let created = try requireRegistry(name).created
             _ = try policy(type, registry: name, id: id)
             var batch = WriteBatch()
             batch.delete(.catalog, CatalogKey.policy(P.self, name, id).bytes)
-            try await write(batch, into: name)
+            try await write(batch, into: name, created: created)
         }
     }
 
