@@ -56,6 +56,9 @@ public struct ParsedManifest: Sendable {
     public var blobs: [String] { blobDescriptors.map(\.digest) }
     /// Manifests the index needs: its entries of a manifest or index media type.
     public var children: [Descriptor]
+    /// Foreign layers (with `urls`): not needed here, but linked like any layer
+    /// where the registry holds them (``Registry/putManifest(name:reference:bytes:contentType:actor:)``).
+    public var foreignLayers: [Descriptor]
 
     /// Validates `bytes` as a manifest sent with `contentType`.
     public init(bytes: [UInt8], contentType: String?) throws(RegistryError) {
@@ -92,6 +95,7 @@ public struct ParsedManifest: Sendable {
         }
         var blobs: [Descriptor] = []
         var children: [Descriptor] = []
+        var foreign: [Descriptor] = []
         if MediaType.isImage(type) {
             guard let config = document.config else {
                 throw RegistryError(.manifestInvalid, "image manifest has no config descriptor")
@@ -106,7 +110,7 @@ public struct ParsedManifest: Sendable {
                 // A foreign layer (with urls) lives elsewhere and is not required here; any other
                 // descriptor's urls are only hints, and its blob must be here (and is linked).
                 let isForeign = MediaType.isForeignLayer(layer.mediaType) && !(layer.urls?.isEmpty ?? true)
-                if !isForeign { blobs.append(layer) }
+                if isForeign { foreign.append(layer) } else { blobs.append(layer) }
             }
         } else if MediaType.isIndex(type) {
             guard let manifests = document.manifests else {
@@ -138,6 +142,7 @@ public struct ParsedManifest: Sendable {
         // 4 MiB, tens of thousands), and every check reads what it names.
         self.blobDescriptors = Self.distinct(blobs)
         self.children = Self.distinct(children)
+        self.foreignLayers = Self.distinct(foreign)
     }
 
     /// `descriptors` without repeats of a digest and size, in order (two sizes

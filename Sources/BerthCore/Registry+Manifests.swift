@@ -9,7 +9,16 @@ extension Registry {
     ) async throws -> ParsedManifest {
         let (registryName, _) = try Names.splitRepository(name)
         let created = try requireRegistry(registryName).created
-        let manifest = try ParsedManifest(bytes: bytes, contentType: contentType)
+        var manifest = try ParsedManifest(bytes: bytes, contentType: contentType)
+        // A foreign layer pushed anyway (dockerd's and crane's
+        // allow-nondistributable-artifacts) is needed and linked like any
+        // layer, or GC would take it; one not here is left to its urls.
+        let needed = Set(manifest.blobDescriptors.map { "\($0.digest) \($0.size)" })
+        for layer in manifest.foreignLayers where !needed.contains("\(layer.digest) \(layer.size)") {
+            if try objects.object(bucket: registryName, digest: layer.digest)?.size == layer.size {
+                manifest.blobDescriptors.append(layer)
+            }
+        }
         var tag: String?
         if ContentDigest.isDigest(reference) {
             let claimed = try ContentDigest(parsing: reference)

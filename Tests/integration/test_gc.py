@@ -25,6 +25,7 @@ Readings of the contract these tests rely on:
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import threading
@@ -274,6 +275,38 @@ def test_orphan_blob_deleted_after_grace_and_a_read_keeps_it(make_server):
     # Deleted content can be pushed again.
     assert c.upload_blob(f"{REG}/up", stale) == stale_digest
     assert_blob_served(c, f"{REG}/up", stale_digest, len(stale))
+
+
+def test_a_pushed_foreign_layer_is_kept_like_any_layer(make_server):
+    """A foreign layer (Windows base layers; `urls` name where it lives) that
+    the client pushed anyway (dockerd's and crane's
+    allow-nondistributable-artifacts) is what an air-gapped pull gets: GC
+    keeps it while a manifest lists it, and takes it once none does."""
+    srv = make_server(registries=[REG], extra_args=gc_args(grace=0), label="gc-foreign")
+    c = srv.client()
+    name = f"{REG}/win"
+    config, layer = b'{"architecture":"amd64","os":"windows"}', random_bytes(3 * KiB)
+    c.upload_blobs(name, [config, layer])
+    absent = random_bytes(KiB)  # another foreign layer, left to its urls
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": sha256_digest(config), "size": len(config)},
+        "layers": [
+            {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": sha256_digest(blob),
+             "size": len(blob), "urls": ["https://mcr.microsoft.com/v2/windows/blobs/" + sha256_digest(blob)]}
+            for blob in (layer, absent)],
+    }).encode()
+    assert_status(c.put_manifest(name, "ltsc", manifest, "application/vnd.docker.distribution.manifest.v2+json"), 201)
+
+    assert_succeeded(run_gc(c))
+    assert_blob_served(c, name, sha256_digest(layer), len(layer))
+    assert_status(c.head_blob(name, sha256_digest(absent)), 404)
+
+    assert_status(c.delete(api_image_path(REG, "win")), 204)
+    summary = assert_succeeded(run_gc(c))
+    assert summary["blobs_deleted"] == 2, summary  # the config and the pushed foreign layer
+    assert_blob_gone(c, name, sha256_digest(layer))
 
 
 # ---------------------------------------------------------------------------
