@@ -66,12 +66,21 @@ public final class PullStatistics: Sendable {
         }
     }
 
-    func forget(name: String) {
-        let prefix = name + "\u{0}"
+    func forget(name: String) { forget(prefix: name + "\u{0}") }
+
+    func forget(registry: String) { forget(prefix: registry + "/") }
+
+    private func forget(prefix: String) {
         state.withLockedValue { state in
             state.pending = state.pending.filter { !$0.key.hasPrefix(prefix) }
             state.inFlight = state.inFlight.filter { !$0.key.hasPrefix(prefix) }
         }
+    }
+
+    /// Whether the flush in flight still holds counts of the artifact: not
+    /// when it was deleted (``forget(name:digest:)``) since the flush took them.
+    func inFlight(name: String, digest: String) -> Bool {
+        state.withLockedValue { $0.inFlight[Self.slot(name, digest)] != nil }
     }
 
     /// A flush's take: the counts to add to the stored records, and the mark to write on them.
@@ -153,7 +162,10 @@ extension Registry {
         try await locks.withLocks(Array(repositories)) {
             try await registryLocks.withShared(registries) {
                 var batch = WriteBatch()
-                for (name, digest, record) in flush.records where try manifestRecord(name: name, digest: digest) != nil {
+                // An artifact deleted since the flush took its counts (and perhaps pushed
+                // again) is forgotten: its counts must not pass to the new push.
+                for (name, digest, record) in flush.records
+                where try pulls.inFlight(name: name, digest: digest) && manifestRecord(name: name, digest: digest) != nil {
                     let stored = try read(PullRecord.self, CatalogKey.pulls(name, digest))
                     var merged = PullStatistics.merge(stored, record)
                     merged.flush = flush.mark

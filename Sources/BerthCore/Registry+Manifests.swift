@@ -9,16 +9,7 @@ extension Registry {
     ) async throws -> ParsedManifest {
         let (registryName, _) = try Names.splitRepository(name)
         let created = try requireRegistry(registryName).created
-        var manifest = try ParsedManifest(bytes: bytes, contentType: contentType)
-        // A foreign layer pushed anyway (dockerd's and crane's
-        // allow-nondistributable-artifacts) is needed and linked like any
-        // layer, or GC would take it; one not here is left to its urls.
-        let needed = Set(manifest.blobDescriptors.map { "\($0.digest) \($0.size)" })
-        for layer in manifest.foreignLayers where !needed.contains("\(layer.digest) \(layer.size)") {
-            if try objects.object(bucket: registryName, digest: layer.digest)?.size == layer.size {
-                manifest.blobDescriptors.append(layer)
-            }
-        }
+        let manifest = try ParsedManifest(bytes: bytes, contentType: contentType)
         var tag: String?
         if ContentDigest.isDigest(reference) {
             let claimed = try ContentDigest(parsing: reference)
@@ -31,23 +22,32 @@ extension Registry {
             tag = reference
         }
         try requireContent(of: manifest, name: name, registry: registryName)
+        let foreign = try presentForeignLayers(of: manifest, registry: registryName)
         let lockNames = ["manifest:\(name)@\(manifest.digest)", "repository:\(name)"]
-            + manifest.blobs.map { "link:\(registryName)@\($0)" }
+            + (manifest.blobs + foreign).map { "link:\(registryName)@\($0)" }
         try await locks.withLocks(lockNames) {
             // Again under the link locks, which garbage collection takes too.
             try requireContent(of: manifest, name: name, registry: registryName)
+            let linked = try presentForeignLayers(of: manifest, registry: registryName).filter(foreign.contains)
             var batch = WriteBatch()
             let now = Date()
-            let isNew = try read(ManifestRecord.self, CatalogKey.manifest(name, manifest.digest)) == nil
-            if isNew {
+            if var record = try read(ManifestRecord.self, CatalogKey.manifest(name, manifest.digest)) {
+                // Pushed again, now with foreign layers it went without: link those.
+                let added = linked.filter { !record.blobs.contains($0) }
+                if !added.isEmpty {
+                    record.blobs += added
+                    batch.put(.catalog, CatalogKey.manifest(name, manifest.digest).bytes, RecordCodec.encode(record))
+                    for blob in added { try adjustLink(registry: registryName, blob: blob, by: 1, in: &batch) }
+                }
+            } else {
                 let record = ManifestRecord(
                     digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.size,
                     artifactType: manifest.artifactType, subject: manifest.subject?.digest,
-                    annotations: manifest.annotations, blobs: manifest.blobs,
+                    annotations: manifest.annotations, blobs: manifest.blobs + linked,
                     children: manifest.children.map(\.digest), created: now)
                 batch.put(.catalog, CatalogKey.manifest(name, manifest.digest).bytes, RecordCodec.encode(record))
                 batch.put(.catalog, CatalogKey.manifestBytes(name, manifest.digest).bytes, bytes)
-                for blob in Set(manifest.blobs) {
+                for blob in Set(record.blobs) {
                     try adjustLink(registry: registryName, blob: blob, by: 1, in: &batch)
                 }
                 if let subject = manifest.subject {
@@ -137,6 +137,19 @@ extension Registry {
     /// A descriptor's size must match its content (image-spec, "Descriptors"); one
     /// that lies makes every client's pull fail its size check, and the admin
     /// API's image sizes are sums of these.
+    /// The digests of the manifest's foreign layers that the registry holds
+    /// (as large as described) and that it does not need anyway. A foreign
+    /// layer pushed regardless (dockerd's and crane's
+    /// allow-nondistributable-artifacts) is linked like any layer, or GC would
+    /// take it; one not here is left to its urls, and one gone by the time the
+    /// push holds its locks is simply not linked.
+    private func presentForeignLayers(of manifest: ParsedManifest, registry registryName: String) throws -> [String] {
+        let needed = Set(manifest.blobs)
+        return try manifest.foreignLayers.filter { layer in
+            try !needed.contains(layer.digest) && objects.object(bucket: registryName, digest: layer.digest)?.size == layer.size
+        }.map(\.digest)
+    }
+
     private func requireContent(of manifest: ParsedManifest, name: String, registry registryName: String) throws {
         for descriptor in manifest.blobDescriptors {
             guard let object = try objects.object(bucket: registryName, digest: descriptor.digest) else {

@@ -188,6 +188,7 @@ public final class Registry: Sendable {
                 return true
             }
             try await write(batch, events: deletedImages)
+            pulls.forget(registry: name)  // not to be written into a registry created again under the name
             try await releaseRegistry(name)
             try await objects.deleteBucket(name)
             logger.info("registry deleted", metadata: ["registry": "\(name)", "force": "\(force)"])

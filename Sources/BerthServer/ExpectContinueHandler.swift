@@ -40,6 +40,8 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var expecting: Set<Int> = []
     /// Whether the connection closes once the current response ends.
     private var closeAfterResponse = false
+    /// Whether what the client sends is dropped: requests after the one whose response closes the connection.
+    private var discarding = false
 
     init(http1: Bool) {
         self.http1 = http1
@@ -47,10 +49,13 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head(let request) = unwrapInboundIn(data) {
+            // The connection closes after the response begun: a request sent
+            // after it would run with no way to answer it.
+            if closeAfterResponse { discarding = true }
             headsRead += 1
             if Self.expectsContinue(request) { expecting.insert(headsRead) }
         }
-        context.fireChannelRead(data)
+        if !discarding { context.fireChannelRead(data) }
     }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {

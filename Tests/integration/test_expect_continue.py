@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from urllib.parse import urlsplit
 
 import pytest
 
-from helpers import MiB, random_bytes, sha256_digest, with_query
+from helpers import MiB, random_bytes, sha256_digest, small_image, with_query
 
 
 def _read_head(sock: socket.socket, buffered: bytes = b"") -> tuple[bytes, bytes]:
@@ -71,10 +72,10 @@ def test_http1_sends_100_continue_before_the_body(server, http, reg):
     assert r.status_code == 200 and r.headers["Content-Length"] == str(len(data))
 
 
-def _refused_without_100(server, request: bytes) -> bytes:
+def _refused_without_100(server, request: bytes, hold: float = 0) -> bytes:
     """Sends a request head (and perhaps the start of its body); the final
     response's head, which came first, after which the server closed the
-    connection."""
+    connection. The client's side stays open `hold` seconds more."""
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
         sock.sendall(request)
         head, rest = _read_head(sock)
@@ -86,6 +87,7 @@ def _refused_without_100(server, request: bytes) -> bytes:
             assert chunk, "connection closed inside the response body"
             rest += chunk
         assert sock.recv(65536) == b"", "the connection stayed open with the body unsent"
+        time.sleep(hold)
     return head
 
 
@@ -208,3 +210,19 @@ def test_a_body_found_over_the_limit_closes_after_the_413(server, http, reg):
     body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(5))
     response = _refused_without_100(server, head + body)
     assert response.startswith(b"HTTP/1.1 413"), response
+
+
+def test_a_request_pipelined_after_a_413_is_not_run(server, http, reg):
+    """The connection closes after a 413: a request the client pipelined
+    behind the refused one would run with nobody to answer, so it does not run."""
+    img = small_image()
+    http.upload_blobs(f"{reg}/expect", img.blobs)
+    auth = "".join(f"{k}: {v}\r\n" for k, v in http.auth_headers().items())
+    refused = (f"PUT /v2/{reg}/expect/manifests/big HTTP/1.1\r\nHost: {server.host}\r\n"
+               f"Content-Type: {img.media_type}\r\nContent-Length: {5 * MiB}\r\n{auth}\r\n").encode()
+    behind = (f"PUT /v2/{reg}/expect/manifests/behind HTTP/1.1\r\nHost: {server.host}\r\n"
+              f"Content-Type: {img.media_type}\r\nContent-Length: {len(img.manifest)}\r\n{auth}\r\n").encode()
+    # The client keeps its side open for as long as the server lingers.
+    head = _refused_without_100(server, refused + b"x" * (5 * MiB) + behind + img.manifest, hold=1.5)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert http.get_manifest(f"{reg}/expect", "behind").status_code == 404

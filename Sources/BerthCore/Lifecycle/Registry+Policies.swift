@@ -88,22 +88,24 @@ extension Registry {
 
     public func createProtectionPolicy(registry name: String, changes: PolicyChanges) async throws -> ProtectionPolicy {
         try await locks.withLock("policies:" + name) {
+            let created = try requireRegistry(name).created
             guard let imagePattern = changes.imagePattern else { throw InvalidRequest(message: "'image_pattern' is required") }
             let policy = ProtectionPolicy(
                 id: Self.policyID("pp"), imagePattern: imagePattern, tagPattern: changes.tagPattern ?? "**",
                 enabled: changes.enabled ?? true, created: Date())
-            try await save(policy, registry: name, isNew: true)
+            try await save(policy, registry: name, created: created, isNew: true)
             return policy
         }
     }
 
     public func updateProtectionPolicy(registry name: String, id: String, changes: PolicyChanges) async throws -> ProtectionPolicy {
         try await locks.withLock("policies:" + name) {
+            let created = try requireRegistry(name).created
             var policy = try protectionPolicy(registry: name, id: id)
             if let value = changes.imagePattern { policy.imagePattern = value }
             if let value = changes.tagPattern { policy.tagPattern = value }
             if let value = changes.enabled { policy.enabled = value }
-            try await save(policy, registry: name, isNew: false)
+            try await save(policy, registry: name, created: created, isNew: false)
             return policy
         }
     }
@@ -124,18 +126,20 @@ extension Registry {
 
     public func createCleanupPolicy(registry name: String, changes: PolicyChanges) async throws -> CleanupPolicy {
         try await locks.withLock("policies:" + name) {
+            let created = try requireRegistry(name).created
             guard let imagePattern = changes.imagePattern else { throw InvalidRequest(message: "'image_pattern' is required") }
             guard let rule = changes.rule else { throw InvalidRequest(message: "'rule' is required") }
             let policy = CleanupPolicy(
                 id: Self.policyID("cp"), imagePattern: imagePattern, tagPattern: changes.tagPattern ?? "**", rule: rule,
                 value: changes.value ?? nil, enabled: changes.enabled ?? true, created: Date())
-            try await save(policy, registry: name, isNew: true)
+            try await save(policy, registry: name, created: created, isNew: true)
             return policy
         }
     }
 
     public func updateCleanupPolicy(registry name: String, id: String, changes: PolicyChanges) async throws -> CleanupPolicy {
         try await locks.withLock("policies:" + name) {
+            let created = try requireRegistry(name).created
             var policy = try cleanupPolicy(registry: name, id: id)
             if let value = changes.imagePattern { policy.imagePattern = value }
             if let value = changes.tagPattern { policy.tagPattern = value }
@@ -149,7 +153,7 @@ extension Registry {
                 throw InvalidRequest(message: "'value' changes together with 'rule': send both")
             }
             if let value = changes.enabled { policy.enabled = value }
-            try await save(policy, registry: name, isNew: false)
+            try await save(policy, registry: name, created: created, isNew: false)
             return policy
         }
     }
@@ -185,9 +189,9 @@ extension Registry {
         return policy
     }
 
-    /// Validates and writes a policy; call under the registry's `policies:` lock.
-    private func save<P: RegistryPolicy>(_ policy: P, registry name: String, isNew: Bool) async throws {
-        let created = try requireRegistry(name).created
+    /// Validates and writes a policy into the registry created at `created`,
+    /// read before anything the change rests on; call under the registry's `policies:` lock.
+    private func save<P: RegistryPolicy>(_ policy: P, registry name: String, created: Date, isNew: Bool) async throws {
         try Self.validatePattern(policy.imagePattern, "image_pattern")
         try Self.validatePattern(policy.tagPattern, "tag_pattern")
         try policy.validateOwnFields()
