@@ -132,11 +132,6 @@ extension Registry {
         return ManifestContent(digest: digest, mediaType: record.mediaType, bytes: bytes)
     }
 
-    /// Every blob and child manifest `manifest` names is here, as large as its descriptor says.
-    ///
-    /// A descriptor's size must match its content (image-spec, "Descriptors"); one
-    /// that lies makes every client's pull fail its size check, and the admin
-    /// API's image sizes are sums of these.
     /// The digests of the manifest's foreign layers that the registry holds
     /// (as large as described) and that it does not need anyway. A foreign
     /// layer pushed regardless (dockerd's and crane's
@@ -150,6 +145,11 @@ extension Registry {
         }.map(\.digest)
     }
 
+    /// Every blob and child manifest `manifest` names is here, as large as its descriptor says.
+    ///
+    /// A descriptor's size must match its content (image-spec, "Descriptors"); one
+    /// that lies makes every client's pull fail its size check, and the admin
+    /// API's image sizes are sums of these.
     private func requireContent(of manifest: ParsedManifest, name: String, registry registryName: String) throws {
         for descriptor in manifest.blobDescriptors {
             guard let object = try objects.object(bucket: registryName, digest: descriptor.digest) else {

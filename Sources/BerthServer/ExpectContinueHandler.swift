@@ -13,14 +13,15 @@ import NIOHTTPTypes
 /// A request whose final response begins while its `100` is still withheld
 /// gets none: over HTTP/1.1 that response carries `Connection: close` and the
 /// connection closes after it (RFC 9110 §10.1.1, with a short linger), rather
-/// than reading and throwing away a body the client may still send. So does a
-/// `413` response, whose request's body is not read to its end. If the connection is still
-/// writing the response to an earlier (pipelined) request when the body is
-/// asked for, the `100` goes out after that response's end. A request that
-/// declares an empty body expects nothing. The handler sits after the
-/// HTTP/1.1 or HTTP/2 codec, where the request's version is no longer known;
-/// an HTTP/1.0 request's expectation, which RFC 9110 says to ignore, is
-/// removed in front of the codec (``HTTP10ExpectationFilter``).
+/// than reading and throwing away a body the client may still send; so does
+/// a `413`, whose request's body is not read to its end. Requests pipelined
+/// behind such a response are dropped. The application reads a request's body
+/// only after writing the responses to the requests before it, so a `100`
+/// always follows those. A request that declares an empty body expects
+/// nothing. The handler sits after the HTTP/1.1 or HTTP/2 codec, where the
+/// request's version is no longer known; an HTTP/1.0 request's expectation,
+/// which RFC 9110 says to ignore, is removed in front of the codec
+/// (``HTTP10ExpectationFilter``).
 final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
