@@ -77,15 +77,16 @@ public final class PullStatistics: Sendable {
         }
     }
 
-    /// Whether the flush in flight still holds counts of the artifact: not
-    /// when it was deleted (``forget(name:digest:)``) since the flush took them.
-    func inFlight(name: String, digest: String) -> Bool {
-        state.withLockedValue { $0.inFlight[Self.slot(name, digest)] != nil }
+    /// The artifact's counts the flush in flight holds: none once the
+    /// artifact was deleted (``forget(name:digest:)``) after the flush took them.
+    func inFlight(name: String, digest: String) -> PullRecord? {
+        state.withLockedValue { $0.inFlight[Self.slot(name, digest)] }
     }
 
-    /// A flush's take: the counts to add to the stored records, and the mark to write on them.
+    /// A flush's take: the artifacts whose in-flight counts it adds to the
+    /// stored records, and the mark to write on them.
     struct Flush {
-        var records: [(name: String, digest: String, record: PullRecord)]
+        var artifacts: [(name: String, digest: String)]
         var mark: PullFlush
     }
 
@@ -96,11 +97,11 @@ public final class PullStatistics: Sendable {
             state.generation += 1
             state.inFlight = state.pending
             state.pending = [:]
-            let records = state.inFlight.map { key, record in
+            let artifacts = state.inFlight.keys.map { key in
                 let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
-                return (name: parts[0], digest: parts[1], record: record)
+                return (name: parts[0], digest: parts[1])
             }
-            return Flush(records: records, mark: PullFlush(run: run, generation: state.generation))
+            return Flush(artifacts: artifacts, mark: PullFlush(run: run, generation: state.generation))
         }
     }
 
@@ -151,21 +152,23 @@ extension Registry {
 
     /// Adds a flush's counts to the stored records, marking each with the flush.
     func writePulls(_ flush: PullStatistics.Flush) async throws {
-        guard !flush.records.isEmpty else { return }
+        guard !flush.artifacts.isEmpty else { return }
         // Under the repositories' locks, which deletes of manifests and images
         // hold, and the registries' shared locks: an artifact or registry
         // deleted meanwhile has no manifest record left, so its counts are
         // dropped here rather than written back as an orphan record that a
         // later push of the same digest would inherit.
-        let registries = flush.records.compactMap { try? Names.splitRepository($0.name).registry }
-        let repositories = Set(flush.records.map { "repository:\($0.name)" })
+        let registries = flush.artifacts.compactMap { try? Names.splitRepository($0.name).registry }
+        let repositories = Set(flush.artifacts.map { "repository:\($0.name)" })
         try await locks.withLocks(Array(repositories)) {
             try await registryLocks.withShared(registries) {
                 var batch = WriteBatch()
-                // An artifact deleted since the flush took its counts (and perhaps pushed
-                // again) is forgotten: its counts must not pass to the new push.
-                for (name, digest, record) in flush.records
-                where try pulls.inFlight(name: name, digest: digest) && manifestRecord(name: name, digest: digest) != nil {
+                for (name, digest) in flush.artifacts {
+                    // Forgotten when the artifact was deleted since the flush took its
+                    // counts (and perhaps pushed again): they must not pass to the new push.
+                    guard let record = pulls.inFlight(name: name, digest: digest),
+                        try manifestRecord(name: name, digest: digest) != nil
+                    else { continue }
                     let stored = try read(PullRecord.self, CatalogKey.pulls(name, digest))
                     var merged = PullStatistics.merge(stored, record)
                     merged.flush = flush.mark

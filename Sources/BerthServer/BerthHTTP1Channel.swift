@@ -27,10 +27,7 @@ struct BerthHTTP1Channel: HTTPChannelHandler {
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        if let limits, !limits.admit(channel) {
-            channel.close(promise: nil)
-            return channel.eventLoop.makeFailedFuture(ConnectionLimits.AddressAtLimit())
-        }
+        if let refusal: EventLoopFuture<Value> = limits?.refusal(channel) { return refusal }
         do {
             try channel.pipeline.syncOperations.addHandler(WriteStallHandler(timeout: readTimeout))
         } catch {

@@ -37,7 +37,7 @@ final class ConnectionLimits: Sendable {
 
     /// Counts `channel` against its client address until it closes; false,
     /// counting nothing, when that address holds its share already.
-    func admit(_ channel: any Channel) -> Bool {
+    private func admit(_ channel: any Channel) -> Bool {
         guard let address = channel.remoteAddress?.ipAddress else { return true }
         let admitted = open.withLockedValue { open in
             guard open[address, default: 0] < perAddress else { return false }
@@ -46,6 +46,14 @@ final class ConnectionLimits: Sendable {
         }
         if admitted { channel.closeFuture.whenComplete { _ in self.release(address) } }
         return admitted
+    }
+
+    /// A listener's setup of `channel` when its address holds its share: the
+    /// channel closed and the setup failed. Nil, counting the channel, otherwise.
+    func refusal<Value>(_ channel: any Channel) -> EventLoopFuture<Value>? {
+        guard !admit(channel) else { return nil }
+        channel.close(promise: nil)
+        return channel.eventLoop.makeFailedFuture(AddressAtLimit())
     }
 
     private func release(_ address: String) {

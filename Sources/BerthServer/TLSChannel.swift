@@ -50,10 +50,7 @@ struct TLSChannel: HTTPChannelHandler {
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        guard limits.admit(channel) else {
-            channel.close(promise: nil)
-            return channel.eventLoop.makeFailedFuture(ConnectionLimits.AddressAtLimit())
-        }
+        if let refusal: EventLoopFuture<Value> = limits.refusal(channel) { return refusal }
         do {
             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
         } catch {

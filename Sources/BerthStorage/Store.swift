@@ -28,7 +28,7 @@ public final class Store: Sendable {
     /// which holds every acknowledged write: a flush that fails on a full
     /// disk aborts this RocksDB build.
     public func shutdown() async throws {
-        let roomToFlush = ((try? SpaceReserve.measure(db.path).available) ?? 0) >= SpaceReserve.minimumToOpen
+        let roomToFlush = ((try? objects.space.available()) ?? 0) >= SpaceReserve.minimumToOpen
         if roomToFlush {
             try? await pool.run { [db] in
                 for family in ColumnFamily.allCases { try db.flush(family) }

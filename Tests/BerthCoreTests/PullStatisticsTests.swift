@@ -107,7 +107,7 @@ import Testing
             reads += 1
             if reads == 1 {
                 let flush = statistics.beginFlush()
-                stored = flush.records[0].record
+                stored = statistics.inFlight(name: "ps/app", digest: "d")
                 stored?.flush = flush.mark
                 statistics.endFlush(landed: true)
             }
