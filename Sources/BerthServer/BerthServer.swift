@@ -47,7 +47,13 @@ public enum BerthServer {
                 "fewer connections than max_connections: the open-file limit is low (raise LimitNOFILE or ulimit -n)",
                 metadata: ["open_file_limit": "\(fileLimit)", "connections": "\(limits.total)"])
         }
+        // An operator's certificate is loaded before anything is created, so a
+        // bad path or key fails the start with the data directory untouched. The
+        // generated one lives in the data directory: it waits for the store's lock.
+        let servesTLS = configuration.listeners.contains(where: \.tls)
+        let operatorTLS = servesTLS && configuration.tlsCertificatePath != nil ? try tlsConfiguration(configuration, logger: logger) : nil
         let store = try openStore(configuration)
+        let tls = servesTLS ? try operatorTLS ?? tlsConfiguration(configuration, logger: logger) : nil
         let identity = try Identity(store: store)
         let jobLog = try JobLog(store: store)
         let registry = try Registry(store: store, logger: logger) { name in
@@ -73,7 +79,6 @@ public enum BerthServer {
 
         var services: [any Service] = []
         let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))
-        var tls: TLSConfiguration?
         let readTimeout = TimeAmount.nanoseconds(Int64(configuration.readTimeout * 1e9))
         for spec in configuration.listeners {
             let router = makeRouter(
@@ -83,7 +88,6 @@ public enum BerthServer {
                     dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory, readTimeout: readTimeout))
             let server: HTTPServerBuilder
             if spec.tls {
-                if tls == nil { tls = try tlsConfiguration(configuration, logger: logger) }
                 let tlsConfiguration = tls!
                 let tuning = HTTP2Tuning(streamWindow: configuration.http2StreamWindow)
                 server = HTTPServerBuilder {
@@ -165,8 +169,37 @@ public enum BerthServer {
             try NIOSSLCertificate.fromPEMFile(identity.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
         }
         let key = try loading("key", identity.keyPath) { try NIOSSLPrivateKey(file: identity.keyPath, format: .pem) }
-        return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        // A context is what checks that the key belongs to the certificate.
+        do {
+            _ = try NIOSSLContext(configuration: tls)
+        } catch {
+            throw ConfigurationError(
+                description: "the TLS key '\(identity.keyPath)' cannot serve the certificate '\(identity.certificatePath)' (not its key?): \(error)")
+        }
+        return tls
     }
+
+    /// What `berth config check` finds beyond the file's keys: an operator's
+    /// certificate or key that does not load (thrown), and settings at odds
+    /// with the appliance's systemd unit (returned as warnings).
+    public static func check(_ configuration: ServerConfiguration) throws -> [String] {
+        if configuration.listeners.contains(where: \.tls), configuration.tlsCertificatePath != nil {
+            _ = try tlsConfiguration(configuration, logger: Logger(label: "berth.config-check"))
+        }
+        var warnings: [String] = []
+        // Stopping takes up to shutdown_timeout for requests, 5 s to cancel them, then the store's close.
+        if configuration.shutdownTimeout + 5 >= applianceStopTimeout {
+            warnings.append(
+                "shutdown_timeout \(Int(configuration.shutdownTimeout)) s: the appliance's systemd unit kills the server "
+                    + "\(Int(applianceStopTimeout)) s after asking it to stop (TimeoutStopSec in berth.service), before its "
+                    + "requests and the store's close are done; raise TimeoutStopSec to shutdown_timeout + 15 s or more")
+        }
+        return warnings
+    }
+
+    /// `TimeoutStopSec` in `appliance/berth.service`.
+    static let applianceStopTimeout: Double = 60
 
     static func makeRouter(
         _ registry: Registry, _ access: AccessControl, _ jobs: JobRunner, metrics: ServerMetrics, trimmer: MemoryTrimmer,

@@ -134,7 +134,9 @@ struct ConfigCommand: AsyncParsableCommand {
             do {
                 try loader.apply(file: file)
                 try loader.apply(environment: ProcessInfo.processInfo.environment)
-                _ = try loader.validated()
+                for warning in try BerthServer.check(try loader.validated()) {
+                    FileHandle.standardError.write(Data("warning: \(warning)\n".utf8))
+                }
             } catch let error as ConfigurationError {
                 throw ValidationError(error.description)
             }

@@ -68,6 +68,7 @@ def test_default_config_checks_clean():
     # A listener on every address names no host a client can use: the machine's name instead.
     assert lines["public_host"] == f"{os.uname().nodename}:443", lines
     assert lines["token_ttl"].startswith("43200")
+    assert out.stderr == "", "the shipped configuration draws no warning"
 
 
 def test_config_check_reports_key_and_line(tmp_path):
@@ -76,6 +77,43 @@ def test_config_check_reports_key_and_line(tmp_path):
     out = subprocess.run([berth_binary(), "config", "check", str(bad)], capture_output=True, text=True)
     assert out.returncode != 0
     assert "bad.yaml:3" in out.stderr and "token_ttl" in out.stderr
+
+
+def test_config_check_warns_when_the_unit_would_kill_a_stopping_server(tmp_path):
+    """Stopping takes up to shutdown_timeout, 5 s to cancel what is left and
+    the store's close: at the unit's TimeoutStopSec less 5 s, systemd would
+    kill the server before it is done."""
+    unit = (APPLIANCE / "berth.service").read_text()
+    stop = int(next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("TimeoutStopSec=")))
+    config = tmp_path / "berth.yaml"
+    for timeout, warned in ((stop - 5, True), (stop - 6, False)):
+        config.write_text(f"shutdown_timeout: {timeout}\n")
+        out = subprocess.run([berth_binary(), "config", "check", str(config)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert ("warning: shutdown_timeout" in out.stderr and "TimeoutStopSec" in out.stderr) == warned, (timeout, out.stderr)
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_config_check_loads_the_operator_certificate(tmp_path):
+    """A certificate and key that cannot serve together fail the check (the
+    server would fail at start), named; a matching pair passes."""
+    cert, key = _certificate(tmp_path, "a")
+    _, other_key = _certificate(tmp_path, "b")
+    config = tmp_path / "berth.yaml"
+    for key_path, ok in ((key, True), (other_key, False), (tmp_path / "missing.pem", False)):
+        config.write_text(f"data_dir: {tmp_path / 'data'}\nhttps: 127.0.0.1:8443\ntls_cert: {cert}\ntls_key: {key_path}\n")
+        out = subprocess.run([berth_binary(), "config", "check", str(config)], capture_output=True, text=True)
+        assert (out.returncode == 0) == ok, (key_path, out.stderr)
+        if not ok:
+            assert str(key_path) in out.stderr, out.stderr
+    assert not (tmp_path / "data").exists(), "a check creates nothing"
 
 
 def test_init_is_idempotent(tmp_path):

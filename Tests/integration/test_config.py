@@ -195,3 +195,21 @@ def test_a_certificate_that_cannot_be_loaded_is_named(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1, out.decode()
     assert f"cannot load the TLS certificate '{missing}' (missing or not readable by this user)" in out.decode(), out.decode()
+    assert not (tmp_path / "data").exists(), "the operator's certificate is loaded before anything is created"
+
+
+def test_a_key_that_is_not_the_certificates_is_named(tmp_path):
+    keys = []
+    for name in ("a", "b"):
+        cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}"],
+                       check=True, capture_output=True)
+        keys.append(key)
+    (port,) = _free_ports(1)
+    proc = _serve(["--data-dir", str(tmp_path / "data"), "--http", "off", "--https", f"127.0.0.1:{port}",
+                   "--tls-cert", str(tmp_path / "a-cert.pem"), "--tls-key", str(keys[1])])
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1, out.decode()
+    assert f"the TLS key '{keys[1]}' cannot serve the certificate" in out.decode(), out.decode()
+    assert not (tmp_path / "data").exists()
