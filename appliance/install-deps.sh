@@ -8,7 +8,7 @@ packages=(librocksdb-dev)
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
     packages+=(skopeo umoci jq openssl curl systemd python3-pip)
-    python_packages=(pytest:pytest requests:requests h2:h2 oras:oras openapi_spec_validator:openapi-spec-validator schemathesis:schemathesis)
+    python_packages=(pytest:pytest requests:requests h2:h2 oras:oras openapi_spec_validator:openapi-spec-validator schemathesis:schemathesis yaml:pyyaml)
 fi
 
 missing=()
