@@ -102,17 +102,18 @@ struct AdminSupport: Sendable {
     }
 
     func json(_ object: Any, status: HTTPResponse.Status = .ok, location: String? = nil) -> Response {
-        let body = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        let body = JSONText.bytes(object)
         var headers: HTTPFields = [.contentType: "application/json"]
         if let location { headers[.location] = location }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
+    /// An RFC 3339 date-time in UTC, whole seconds (`2026-11-23T10:00:00Z`), or null.
     static func timestamp(_ date: Date?) -> Any {
         guard let date else { return NSNull() }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: date)
+        // Not ISO8601DateFormatter: it sets up ICU on every call (70 µs, half
+        // of an image listing's time).
+        return date.formatted(.iso8601)
     }
 
     /// An RFC 3339 date-time, with or without fractional seconds.

@@ -393,7 +393,7 @@ struct DistributionController: RouterMiddleware {
     // MARK: Bodies
 
     private func json(_ object: [String: Any], head: Bool = false) -> Response {
-        let body = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        let body = JSONText.bytes(object)
         return Response(
             status: .ok, headers: [.contentType: "application/json", .contentLength: String(body.count)],
             body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: body)))

@@ -9,7 +9,7 @@ enum ErrorResponses {
     static func oci(_ error: RegistryError, head: Bool = false) -> Response {
         var entry: [String: String] = ["code": error.code.rawValue, "message": error.message]
         if let detail = error.detail { entry["detail"] = detail }
-        let body = try! JSONSerialization.data(withJSONObject: ["errors": [entry]], options: [.sortedKeys])
+        let body = JSONText.bytes(["errors": [entry]])
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         headers[.contentLength] = String(body.count)
@@ -31,7 +31,7 @@ enum ErrorResponses {
             "title": titles[status] ?? "Error",
             "status": status, "code": code, "detail": detail,
         ]
-        let body = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        let body = JSONText.bytes(object)
         var headers = HTTPFields()
         headers[.contentType] = "application/problem+json"
         return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))

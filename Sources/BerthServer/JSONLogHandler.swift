@@ -21,30 +21,39 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        let level = event.level
-        let message = event.message
-        let explicit = event.metadata
+        let bytes = line(event, time: Date())
+        Self.output.withLockedValue { try? $0.write(contentsOf: bytes) }
+    }
+
+    /// One log line: a JSON object, keys in order, and a newline.
+    ///
+    /// With Foundation's ISO8601DateFormatter and JSONSerialization, which
+    /// set up ICU on every call (170 µs a line), logged requests ran at a
+    /// quarter of their unlogged rate.
+    func line(_ event: LogEvent, time: Date) -> [UInt8] {
         var object: [String: Any] = [
-            "time": ISO8601DateFormatter.string(from: Date(), timeZone: .gmt, formatOptions: [.withInternetDateTime, .withFractionalSeconds]),
-            "level": level.rawValue, "message": message.description, "logger": label,
+            "time": time.formatted(Self.timeStyle),
+            "level": event.level.rawValue, "message": event.message.description, "logger": label,
         ]
-        for (key, value) in metadata.merging(explicit ?? [:], uniquingKeysWith: { $1 }) {
+        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
             object[key] = Self.plain(value)
         }
         if let error = event.error { object["error"] = "\(error)" }
-        guard var data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
-            return
-        }
-        data.append(0x0A)
-        Self.output.withLockedValue { $0.write(data) }
+        var bytes = JSONText.bytes(object)
+        bytes.append(UInt8(ascii: "\n"))
+        return bytes
     }
 
+    private static let timeStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    /// Integers and finite floating-point numbers given as such are JSON
+    /// numbers; anything else given as text is a string.
     private static func plain(_ value: Logger.Metadata.Value) -> Any {
         switch value {
         case .string(let text): return text
         case .stringConvertible(let convertible):
             if let number = convertible as? Int { return number }
-            if let number = convertible as? Double { return number }
+            if let number = convertible as? Double, number.isFinite { return number }
             return "\(convertible)"
         case .array(let values): return values.map(plain)
         case .dictionary(let values): return values.mapValues(plain)

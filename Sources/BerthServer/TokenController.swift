@@ -74,9 +74,9 @@ struct TokenController {
             }
             let object: [String: Any] = [
                 "token": issued.token, "access_token": issued.token, "expires_in": issued.expiresIn,
-                "issued_at": ISO8601DateFormatter().string(from: issued.issuedAt),
+                "issued_at": AdminSupport.timestamp(issued.issuedAt),
             ]
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            let data = JSONText.bytes(object)
             return Response(
                 status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
                 body: .init(byteBuffer: ByteBuffer(bytes: data)))
@@ -86,7 +86,7 @@ struct TokenController {
     }
 
     static func error(_ status: Int, _ code: String, _ description: String) -> Response {
-        let data = try! JSONSerialization.data(withJSONObject: ["error": code, "error_description": description], options: [.sortedKeys])
+        let data = JSONText.bytes(["error": code, "error_description": description])
         return Response(
             status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
