@@ -103,21 +103,45 @@ extension Registry {
     /// at a time. The cursor is an offset into the ordered list.
     public func images(registry name: String, query: String?, order: ImageOrder, cursor: String?, limit: Int) throws -> Page<ImageSummary> {
         _ = try requireRegistry(name)
-        var records: [RepositoryRecord] = []
-        try db.scan(.catalog, prefix: Key("I", name + "/").bytes) { _, value in
-            let record = try RecordCodec.decode(RepositoryRecord.self, value)
-            let image = record.name.dropFirst(name.count + 1)
-            if query.map({ $0.isEmpty || image.contains($0) }) ?? true { records.append(record) }
-            return true
+        let prefix = Key("I", name + "/").bytes
+        func matches(_ key: UnsafeRawBufferPointer) -> Bool {
+            guard let query, !query.isEmpty else { return true }
+            return String(decoding: key[prefix.count...], as: UTF8.self).contains(query)
         }
         let offset = try Self.offset(cursor)
-        let page: [ImageSummary]
+        var records: [RepositoryRecord] = []
         switch order {
-        case .name, .updated:
-            // The records hold what these orders need: only the page is summarised.
-            if order == .updated { records.sort { ($0.updated, $1.name) > ($1.updated, $0.name) } }
+        case .name:
+            // Keys are in name order and hold the names: the images before the
+            // page are skipped undecoded, and the scan stops one past the page.
+            var skipped = 0
+            var more = false
+            try db.scan(.catalog, prefix: prefix) { key, value in
+                guard matches(key) else { return true }
+                guard skipped == offset else {
+                    skipped += 1
+                    return true
+                }
+                guard records.count < limit else {
+                    more = true
+                    return false
+                }
+                records.append(try RecordCodec.decode(RepositoryRecord.self, value))
+                return true
+            }
+            return Page(items: try records.map(summary), next: more ? String(offset + records.count) : nil)
+        case .updated, .pulls:
+            try db.scan(.catalog, prefix: prefix) { key, value in
+                if matches(key) { records.append(try RecordCodec.decode(RepositoryRecord.self, value)) }
+                return true
+            }
+        }
+        let page: [ImageSummary]
+        if order == .updated {
+            // The records hold what this order needs: only the page is summarised.
+            records.sort { ($0.updated, $1.name) > ($1.updated, $0.name) }
             page = try records.dropFirst(offset).prefix(limit).map(summary)
-        case .pulls:
+        } else {
             // Pulls are summed over each image's artifacts: every image is summarised to order them.
             let summaries = try records.map(summary).sorted {
                 ($0.pulls.count, $1.record.name) > ($1.pulls.count, $0.record.name)
