@@ -14,9 +14,12 @@ import ServiceLifecycle
 public enum BerthServer {
     /// First boot, without serving: the store, the TLS certificate (unless the
     /// operator gives one) and the bootstrap admin. Keeps whatever exists.
+    /// An operator's certificate that does not load fails it before anything is created.
     public static func initialize(_ configuration: ServerConfiguration, logger: Logger) async throws {
+        let servesTLS = configuration.listeners.contains(where: \.tls)
+        if servesTLS, configuration.tlsCertificatePath != nil { _ = try tlsConfiguration(configuration, logger: logger) }
         let store = try openStore(configuration)
-        if configuration.https != nil, configuration.tlsCertificatePath == nil {
+        if servesTLS, configuration.tlsCertificatePath == nil {
             _ = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames, logger: logger)
         }
         try await bootstrap(try Identity(store: store), dataDir: configuration.dataDir, logger: logger)
@@ -188,18 +191,21 @@ public enum BerthServer {
             _ = try tlsConfiguration(configuration, logger: Logger(label: "berth.config-check"))
         }
         var warnings: [String] = []
-        // Stopping takes up to shutdown_timeout for requests, 5 s to cancel them, then the store's close.
-        if configuration.shutdownTimeout + 5 >= applianceStopTimeout {
+        // Stopping takes up to shutdown_timeout for requests, 5 s to cancel
+        // them, then the store's close: 15 s past shutdown_timeout leaves room.
+        if configuration.shutdownTimeout + stopMargin > applianceStopTimeout {
             warnings.append(
                 "shutdown_timeout \(Int(configuration.shutdownTimeout)) s: the appliance's systemd unit kills the server "
                     + "\(Int(applianceStopTimeout)) s after asking it to stop (TimeoutStopSec in berth.service), before its "
-                    + "requests and the store's close are done; raise TimeoutStopSec to shutdown_timeout + 15 s or more")
+                    + "requests and the store's close are done; give it shutdown_timeout + \(Int(stopMargin)) s or more")
         }
         return warnings
     }
 
     /// `TimeoutStopSec` in `appliance/berth.service`.
     static let applianceStopTimeout: Double = 60
+    /// What stopping needs past `shutdown_timeout`: 5 s to cancel requests, then the store's close.
+    static let stopMargin: Double = 15
 
     static func makeRouter(
         _ registry: Registry, _ access: AccessControl, _ jobs: JobRunner, metrics: ServerMetrics, trimmer: MemoryTrimmer,

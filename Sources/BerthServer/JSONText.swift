@@ -59,8 +59,12 @@ enum JSONText {
         case let number as Double where type(of: value) == Double.self:
             bytes += Array((number.isFinite ? String(number) : "null").utf8)
         default:
-            let fragment = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes])
-            bytes += fragment.map(Array.init) ?? Array("null".utf8)
+            if let fragment = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes]) {
+                bytes += Array(fragment)
+            } else {
+                assertionFailure("no JSON for a \(type(of: value))")
+                bytes += Array("null".utf8)
+            }
         }
     }
 

@@ -81,12 +81,12 @@ def test_config_check_reports_key_and_line(tmp_path):
 
 def test_config_check_warns_when_the_unit_would_kill_a_stopping_server(tmp_path):
     """Stopping takes up to shutdown_timeout, 5 s to cancel what is left and
-    the store's close: at the unit's TimeoutStopSec less 5 s, systemd would
-    kill the server before it is done."""
+    the store's close: within 15 s of the unit's TimeoutStopSec, systemd
+    could kill the server before it is done."""
     unit = (APPLIANCE / "berth.service").read_text()
     stop = int(next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("TimeoutStopSec=")))
     config = tmp_path / "berth.yaml"
-    for timeout, warned in ((stop - 5, True), (stop - 6, False)):
+    for timeout, warned in ((stop - 14, True), (stop - 15, False)):
         config.write_text(f"shutdown_timeout: {timeout}\n")
         out = subprocess.run([berth_binary(), "config", "check", str(config)], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
@@ -114,6 +114,17 @@ def test_config_check_loads_the_operator_certificate(tmp_path):
         if not ok:
             assert str(key_path) in out.stderr, out.stderr
     assert not (tmp_path / "data").exists(), "a check creates nothing"
+
+
+def test_init_with_a_key_that_is_not_the_certificates_creates_nothing(tmp_path):
+    """`berth init` runs first on the appliance (ExecStartPre): a certificate
+    and key that cannot serve together fail it before anything is created."""
+    cert, _ = _certificate(tmp_path, "a")
+    _, other_key = _certificate(tmp_path, "b")
+    out = subprocess.run([berth_binary(), "init", "--data-dir", str(tmp_path / "data"), "--https", "127.0.0.1:8443",
+                          "--tls-cert", str(cert), "--tls-key", str(other_key)], capture_output=True, text=True)
+    assert out.returncode != 0 and f"the TLS key '{other_key}' cannot serve the certificate" in out.stderr, out.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_init_is_idempotent(tmp_path):
