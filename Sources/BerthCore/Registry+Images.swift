@@ -110,8 +110,7 @@ extension Registry {
         }
         let offset = try Self.offset(cursor)
         var records: [RepositoryRecord] = []
-        switch order {
-        case .name:
+        if order == .name {
             // Keys are in name order and hold the names: the images before the
             // page are skipped undecoded, and the scan stops one past the page.
             var skipped = 0
@@ -130,11 +129,10 @@ extension Registry {
                 return true
             }
             return Page(items: try records.map(summary), next: more ? String(offset + records.count) : nil)
-        case .updated, .pulls:
-            try db.scan(.catalog, prefix: prefix) { key, value in
-                if matches(key) { records.append(try RecordCodec.decode(RepositoryRecord.self, value)) }
-                return true
-            }
+        }
+        try db.scan(.catalog, prefix: prefix) { key, value in
+            if matches(key) { records.append(try RecordCodec.decode(RepositoryRecord.self, value)) }
+            return true
         }
         let page: [ImageSummary]
         if order == .updated {

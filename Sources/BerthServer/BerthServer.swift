@@ -16,12 +16,9 @@ public enum BerthServer {
     /// operator gives one) and the bootstrap admin. Keeps whatever exists.
     /// An operator's certificate that does not load fails it before anything is created.
     public static func initialize(_ configuration: ServerConfiguration, logger: Logger) async throws {
-        let servesTLS = configuration.listeners.contains(where: \.tls)
-        if servesTLS, configuration.tlsCertificatePath != nil { _ = try tlsConfiguration(configuration, logger: logger) }
+        _ = try operatorTLS(configuration)
         let store = try openStore(configuration)
-        if servesTLS, configuration.tlsCertificatePath == nil {
-            _ = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames, logger: logger)
-        }
+        _ = try generatedTLS(configuration, logger: logger)
         try await bootstrap(try Identity(store: store), dataDir: configuration.dataDir, logger: logger)
         try await store.shutdown()
     }
@@ -53,10 +50,9 @@ public enum BerthServer {
         // An operator's certificate is loaded before anything is created, so a
         // bad path or key fails the start with the data directory untouched. The
         // generated one lives in the data directory: it waits for the store's lock.
-        let servesTLS = configuration.listeners.contains(where: \.tls)
-        let operatorTLS = servesTLS && configuration.tlsCertificatePath != nil ? try tlsConfiguration(configuration, logger: logger) : nil
+        let operatorCertificate = try operatorTLS(configuration)
         let store = try openStore(configuration)
-        let tls = servesTLS ? try operatorTLS ?? tlsConfiguration(configuration, logger: logger) : nil
+        let tls = try operatorCertificate ?? generatedTLS(configuration, logger: logger)
         let identity = try Identity(store: store)
         let jobLog = try JobLog(store: store)
         let registry = try Registry(store: store, logger: logger) { name in
@@ -151,14 +147,25 @@ public enum BerthServer {
         logger.info("stopped")
     }
 
-    /// The operator's certificate, or the generated one.
-    static func tlsConfiguration(_ configuration: ServerConfiguration, logger: Logger) throws -> TLSConfiguration {
-        let identity: TLSIdentity
-        if let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath {
-            identity = TLSIdentity(certificatePath: certificate, keyPath: key)
-        } else {
-            identity = try TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames, logger: logger)
-        }
+    /// The operator's certificate and key, loaded and checked, when a listener
+    /// serves TLS with them; nil otherwise. Reads only their files.
+    static func operatorTLS(_ configuration: ServerConfiguration) throws -> TLSConfiguration? {
+        guard configuration.listeners.contains(where: \.tls), let certificate = configuration.tlsCertificatePath,
+            let key = configuration.tlsKeyPath
+        else { return nil }
+        return try tlsConfiguration(TLSIdentity(certificatePath: certificate, keyPath: key))
+    }
+
+    /// The generated certificate (made or replaced as needed) when a listener
+    /// serves TLS and the operator gives none; nil otherwise.
+    static func generatedTLS(_ configuration: ServerConfiguration, logger: Logger) throws -> TLSConfiguration? {
+        guard configuration.listeners.contains(where: \.tls), configuration.tlsCertificatePath == nil else { return nil }
+        return try tlsConfiguration(
+            TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames, logger: logger))
+    }
+
+    /// `identity`'s certificate and key, loaded and checked to belong together.
+    static func tlsConfiguration(_ identity: TLSIdentity) throws -> TLSConfiguration {
         // NIOSSL's errors name neither the file nor why (missing, unreadable, not PEM).
         func loading<T>(_ what: String, _ path: String, _ load: () throws -> T) throws -> T {
             do {
@@ -187,9 +194,7 @@ public enum BerthServer {
     /// certificate or key that does not load (thrown), and settings at odds
     /// with the appliance's systemd unit (returned as warnings).
     public static func check(_ configuration: ServerConfiguration) throws -> [String] {
-        if configuration.listeners.contains(where: \.tls), configuration.tlsCertificatePath != nil {
-            _ = try tlsConfiguration(configuration, logger: Logger(label: "berth.config-check"))
-        }
+        _ = try operatorTLS(configuration)
         var warnings: [String] = []
         // Stopping takes up to shutdown_timeout for requests, 5 s to cancel
         // them, then the store's close: 15 s past shutdown_timeout leaves room.
