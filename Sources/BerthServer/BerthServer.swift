@@ -139,11 +139,21 @@ public enum BerthServer {
         // In-flight requests get this long after SIGTERM; then they are cancelled.
         groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.shutdownTimeout * 1000))
         groupConfiguration.maximumCancellationDuration = .seconds(5)
-        try await ServiceGroup(configuration: groupConfiguration).run()
-        await jobs.shutdown()
-        try await registry.flushPulls()
-        try await registry.events.flushQueued()
-        try await store.shutdown()
+        func stop() async throws {
+            await jobs.shutdown()
+            try await registry.flushPulls()
+            try await registry.events.flushQueued()
+            try await store.shutdown()
+        }
+        do {
+            try await ServiceGroup(configuration: groupConfiguration).run()
+        } catch {
+            // A listener that cannot bind, or a service that failed: the rest
+            // stops as on a signal before the error is reported.
+            try? await stop()
+            throw error
+        }
+        try await stop()
         logger.info("stopped")
     }
 

@@ -25,7 +25,17 @@ struct Serve: AsyncParsableCommand {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         // JSON lines on standard error; no global logging bootstrap.
         let logger = Logger(label: "berth") { JSONLogHandler(label: $0, level: level) }
-        try await BerthServer.run(configuration, logger: logger)
+        do {
+            try await BerthServer.run(configuration, logger: logger)
+        } catch {
+            // The store is flushed and its pool stopped. A listener that had
+            // bound still releases the server's objects on its event loop,
+            // the store's last reference among them: its RocksDB close would
+            // race exit's static destructors (a crash, seen after a failed
+            // bind). Leave as a kill would; every acknowledged write is synced.
+            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            _exit(1)
+        }
     }
 }
 
