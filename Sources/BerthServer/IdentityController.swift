@@ -158,7 +158,7 @@ struct IdentityController {
                 let filter = AuditLog.Filter(
                     actor: request.query("actor"), action: request.query("action"), registry: request.query("registry"),
                     since: try date(request, "since"), until: try date(request, "until"))
-                let page = try access.audit.entries(filter, before: request.query("cursor"), limit: try AdminSupport.limit(request))
+                let page = try await access.audit.entries(filter, before: request.query("cursor"), limit: try AdminSupport.limit(request))
                 return support.json(["items": page.items.map(describe), "next_cursor": page.next.map { $0 as Any } ?? NSNull()])
             }
         }

@@ -152,9 +152,42 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
                 await audit.record(actor: "a", source: "s", action: "login", target: "\(Int(days))", now: now.addingTimeInterval(-days * 86_400))
             }
             #expect(try await audit.trim(olderThan: now.addingTimeInterval(-365 * 86_400)))
-            let kept = try audit.entries(.init(), before: nil, limit: 10).items.map(\.target)
+            let kept = try await audit.entries(.init(), before: nil, limit: 10).items.map(\.target)
             #expect(kept == ["0", "30"])
             #expect(try await audit.trim(olderThan: now.addingTimeInterval(-365 * 86_400)) == false)
+        }
+    }
+
+    /// A narrow filter over a long log reads a bounded stretch per page and
+    /// pages on from the last entry it read, so it finds every match once.
+    @Test func aFilteredPageReadsAtMostTheScanLimit() async throws {
+        try await withScratchRegistry { _, store in
+            let audit = AuditLog(store: store)
+            let base = Date().addingTimeInterval(-3600)
+            for i in 0..<40 {
+                let actor = i % 7 == 0 ? "rare" : "common"
+                await audit.record(actor: actor, source: "s", action: "login", target: "\(i)", now: base.addingTimeInterval(Double(i)))
+            }
+            var cursor: String?
+            var found: [String] = []
+            var pages = 0
+            repeat {
+                let page = try await audit.entries(.init(actor: "rare"), before: cursor, limit: 2, scanLimit: 5)
+                #expect(page.items.count <= 2)
+                found += page.items.map(\.target)
+                cursor = page.next
+                pages += 1
+            } while cursor != nil && pages < 100
+            #expect(found == ["35", "28", "21", "14", "7", "0"])
+            #expect(pages >= 8)  // 40 entries, at most 5 read per page
+
+            // `until` seeks: the first page starts at the newest entry at or before it.
+            let until = try await audit.entries(.init(until: base.addingTimeInterval(20.5)), before: nil, limit: 3, scanLimit: 3)
+            #expect(until.items.map(\.target) == ["20", "19", "18"])
+            // Whichever is older of the cursor and `until` is where a page starts.
+            let both = try await audit.entries(
+                .init(until: base.addingTimeInterval(20.5)), before: until.next, limit: 2, scanLimit: 3)
+            #expect(both.items.map(\.target) == ["17", "16"])
         }
     }
 }

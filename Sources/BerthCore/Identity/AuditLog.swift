@@ -45,7 +45,7 @@ public final class AuditLog: Sendable {
         let key = Self.timeKey(now) + seq.bigEndianBytes
         // Targets and details can carry a client's text (a claimed key id, requested scopes): bounded.
         let entry = AuditEntry(
-            id: key.map { String(format: "%02x", $0) }.joined(), time: now, actor: actor, source: source, action: action,
+            id: Self.hex(key), time: now, actor: actor, source: source, action: action,
             target: Self.clipped(target, to: Self.maxTarget), registry: registry, outcome: outcome,
             detail: detail.map { Self.clipped($0, to: Self.maxDetail) })
         var batch = WriteBatch()
@@ -89,10 +89,17 @@ public final class AuditLog: Sendable {
         }
     }
 
-    /// Entries matching `filter`, newest first, starting before the cursor (an entry id).
-    public func entries(_ filter: Filter, before cursor: String?, limit: Int) throws -> Page<AuditEntry> {
-        var items: [AuditEntry] = []
-        var more = false
+    /// Entries matching `filter`, newest first, starting before the cursor (an
+    /// entry id). One call reads at most `scanLimit` entries, so a page of a
+    /// narrow filter may hold fewer than `limit` (even none) with a `next` to
+    /// go on from; `until` is a seek, not a scan. Runs on the blocking pool.
+    public func entries(
+        _ filter: Filter, before cursor: String?, limit: Int, scanLimit: Int = 10_000
+    ) async throws -> Page<AuditEntry> {
+        try await store.pool.run { try self.scan(filter, before: cursor, limit: limit, scanLimit: scanLimit) }
+    }
+
+    private func scan(_ filter: Filter, before cursor: String?, limit: Int, scanLimit: Int) throws -> Page<AuditEntry> {
         var start: [UInt8]?
         if let cursor {
             // Not silently the newest page: a client paging on would see entries again.
@@ -101,22 +108,51 @@ public final class AuditLog: Sendable {
             }
             start = bytes
         }
-        try store.db.scanReverse(.audit, before: start) { _, value in
-            let entry = try RecordCodec.decode(AuditEntry.self, value)
-            if let since = filter.since, entry.time < since { return false }
-            if let until = filter.until, entry.time > until { return true }
-            guard filter.actor.map({ $0 == entry.actor }) ?? true,
-                filter.action.map({ $0 == entry.action }) ?? true,
-                filter.registry.map({ $0 == entry.registry }) ?? true
-            else { return true }
-            if items.count == limit {
-                more = true
+        if let until = filter.until {
+            // Keys hold whole milliseconds: every entry at or before `until` is before the next one's first key.
+            let milliseconds = min(max(0, (until.timeIntervalSince1970 * 1000).rounded(.down)), 1e15)
+            let end = (UInt64(milliseconds) + 1).bigEndianBytes
+                + UInt32(0).bigEndianBytes
+            if start.map({ end.lexicographicallyPrecedes($0) }) ?? true { start = end }
+        }
+        var items: [AuditEntry] = []
+        var next: String?
+        var scanned = 0
+        var lastRead: [UInt8] = []
+        try store.db.scanReverse(.audit, before: start) { key, value in
+            if scanned == scanLimit {
+                next = Self.hex(lastRead)
                 return false
             }
-            items.append(entry)
+            scanned += 1
+            let entry = try RecordCodec.decode(AuditEntry.self, value)
+            if let since = filter.since, entry.time < since { return false }
+            let matches =
+                filter.until.map { entry.time <= $0 } ?? true
+                && filter.actor.map { $0 == entry.actor } ?? true
+                && filter.action.map { $0 == entry.action } ?? true
+                && filter.registry.map { $0 == entry.registry } ?? true
+            if matches {
+                if items.count == limit {
+                    next = items.last?.id
+                    return false
+                }
+                items.append(entry)
+            }
+            lastRead = Array(key)
             return true
         }
-        return Page(items: items, next: more ? items.last?.id : nil)
+        return Page(items: items, next: next)
+    }
+
+    static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     static func bytes(hex: String) -> [UInt8]? {
