@@ -172,6 +172,19 @@ def test_refresh_token_grant_is_refused(server):
     assert "unsupported_grant_type" in r.text, describe(r)
 
 
+def test_an_oversized_token_request_gets_an_oauth_error(server):
+    """A form over 64 KiB, with its length declared (refused unread) and sent
+    chunked (refused once read past the limit), gets 413 in the token
+    endpoint's own error form, not a bare status."""
+    body = b"grant_type=password&username=x&password=" + b"y" * (64 << 10)
+    for label, data in (("declared", body), ("chunked", iter([body[: 1 << 15], body[1 << 15:]]))):
+        r = _session().post(server.url + "/auth/token", data=data, timeout=HTTP_TIMEOUT,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 413, (label, describe(r))
+        assert r.headers["Content-Type"] == "application/json", label
+        assert r.json()["error"] == "invalid_request" and "64 KiB" in r.json()["error_description"], (label, r.text)
+
+
 @pytest.mark.parametrize("how", ["wrong-secret", "unknown-key", "malformed-basic"])
 def test_bad_credentials_get_no_token(server, http, treg, how):
     if how == "wrong-secret":
