@@ -83,6 +83,31 @@ import Testing
         }
     }
 
+    /// A cleanup run that finishes after its registry was deleted leaves
+    /// nothing behind: not its record (reachable by id), not its details.
+    @Test func aRunFinishingAfterItsRegistryWentLeavesNothing() async throws {
+        try await withScratchRegistry { _, store in
+            let log = try JobLog(store: store)
+            var run = try await log.begin(kind: .cleanup, registry: "gone", trigger: .schedule, dryRun: false)
+            let detail = JobDetail(image: "app", digest: "sha256:" + String(repeating: "0", count: 64), tags: [], action: .deleted)
+            try await log.appendDetails(run.id, from: 0, [detail, detail])
+            try await log.dropHistory(registry: "gone")
+            try await log.appendDetails(run.id, from: 2, [detail])
+            run.status = .succeeded
+            run.finished = Date()
+            run.details = 3
+            try await log.finish(run)
+
+            #expect(try log.run(run.id) == nil)
+            #expect(try log.details(run.id, from: 0, limit: 10).items.isEmpty)
+            #expect(try ids(log, .cleanup, "gone").isEmpty)
+            #expect(try await log.markInterrupted() == 0)
+            // A run of a registry that still exists is kept as before.
+            let kept = try await record(log, .cleanup, "here", details: 1)
+            #expect(try log.run(kept.id)?.status == .succeeded)
+        }
+    }
+
     @Test func runsWrittenBeforeTheIndexAreListed() async throws {
         try await withScratchRegistry { _, store in
             // As an earlier version stored them: run records only.

@@ -64,6 +64,9 @@ public final class JobLog: Sendable {
     let db: RocksDB
     let pool: BlockingPool
     private let nextID: NIOLockedValueBox<Int64>
+    /// Held (on the pool) while a run is finished or a registry's history
+    /// dropped, so a run cannot be written back after its history went.
+    private let historyLock = NIOLock()
     /// Runs of one job older than its newest this many are dropped with their details.
     static let retainedRuns = 200
     private static let lastIDKey = Array("n".utf8)
@@ -141,13 +144,21 @@ public final class JobLog: Sendable {
 
     /// Writes the finished run (its details are written) and drops its job's
     /// runs past the retention. One run of a job runs at a time, so the
-    /// dropped ones have all finished.
+    /// dropped ones have all finished. A run whose registry was deleted while
+    /// it ran (its history dropped) is not written back: what it wrote goes.
     func finish(_ run: JobRun) async throws {
-        try await pool.run { [db] in
-            var batch = WriteBatch()
-            batch.put(.jobs, Self.runKey(run.id), RecordCodec.encode(run))
-            try Self.drop(Self.jobPrefix(run.kind, run.registry), keepingNewest: Self.retainedRuns, db: db, into: &batch)
-            try db.write(batch, .synced)
+        try await pool.run { [db, historyLock] in
+            try historyLock.withLock {
+                var batch = WriteBatch()
+                if try db.get(.jobs, Self.indexKey(run.kind, run.registry, run.id)) == nil {
+                    batch.delete(.jobs, Self.runKey(run.id))
+                    batch.deleteRange(.jobs, from: Self.detailKey(run.id, 0), to: Self.detailKey(run.id + 1, 0))
+                } else {
+                    batch.put(.jobs, Self.runKey(run.id), RecordCodec.encode(run))
+                    try Self.drop(Self.jobPrefix(run.kind, run.registry), keepingNewest: Self.retainedRuns, db: db, into: &batch)
+                }
+                try db.write(batch, .synced)
+            }
         }
     }
 
@@ -155,10 +166,12 @@ public final class JobLog: Sendable {
     /// later under its name starts with none. `Registry` calls this as part
     /// of its `releaseRegistry`.
     @Sendable public func dropHistory(registry: String) async throws {
-        try await pool.run { [db] in
-            var batch = WriteBatch()
-            try Self.drop(Self.jobPrefix(.cleanup, registry), keepingNewest: 0, db: db, into: &batch)
-            if !batch.isEmpty { try db.write(batch, .synced) }
+        try await pool.run { [db, historyLock] in
+            try historyLock.withLock {
+                var batch = WriteBatch()
+                try Self.drop(Self.jobPrefix(.cleanup, registry), keepingNewest: 0, db: db, into: &batch)
+                if !batch.isEmpty { try db.write(batch, .synced) }
+            }
         }
     }
 
