@@ -76,18 +76,9 @@ struct AdminSupport: Sendable {
     /// body reads as `{}` only where the body is optional.
     func decode<T: Decodable>(_ type: T.Type, _ request: Request, optional: Bool = false) async throws -> T {
         var request = request
-        let buffer: ByteBuffer
-        func tooLarge() -> Refusal {
-            Refusal(response: ErrorResponses.problem(status: 413, code: "TOO_LARGE", detail: "request bodies are limited to 1 MiB"))
-        }
-        // A declared length over the limit is refused unread (and the connection closes after the 413).
-        if let length = request.contentLength, length > 1 << 20 { throw tooLarge() }
-        do {
-            buffer = try await request.collectBody(upTo: 1 << 20)
-        } catch is NIOTooManyBytesError {
-            // Read past the limit (a body without a declared length). Left to
-            // Hummingbird, this was a bare 413 without the problem.
-            throw tooLarge()
+        // Refused unread when its declared length is over (the connection closes after the 413).
+        guard let buffer = try await request.collectBody(atMost: 1 << 20) else {
+            throw Refusal(response: ErrorResponses.problem(status: 413, code: "TOO_LARGE", detail: "request bodies are limited to 1 MiB"))
         }
         if buffer.readableBytes == 0 && !optional { throw AdminInputError(message: "a JSON body is required") }
         let data = buffer.readableBytes == 0 ? Data("{}".utf8) : Data(buffer.readableBytesView)

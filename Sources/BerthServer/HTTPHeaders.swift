@@ -1,5 +1,6 @@
 import HTTPTypes
 import Hummingbird
+import NIOCore
 
 extension HTTPField.Name {
     static let dockerContentDigest = Self("Docker-Content-Digest")!
@@ -17,6 +18,17 @@ extension Request {
     /// The declared body length, when the request has a `Content-Length`.
     var contentLength: Int64? {
         headers[.contentLength].flatMap { Int64($0) }.flatMap { $0 >= 0 ? $0 : nil }
+    }
+
+    /// The whole body when it holds at most `limit` bytes; nil when it declares
+    /// more (refused unread) or sends more without declaring its length.
+    mutating func collectBody(atMost limit: Int) async throws -> ByteBuffer? {
+        if let length = contentLength, length > limit { return nil }
+        do {
+            return try await collectBody(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            return nil
+        }
     }
 
     func query(_ name: String) -> String? {

@@ -18,15 +18,8 @@ struct TokenController {
         }
         router.post("auth/token") { request, context in
             var request = request
-            let tooLarge = { Self.error(413, "invalid_request", "token requests are limited to 64 KiB") }
-            // A declared length over the limit is refused unread; one read past it
-            // (no declared length) too, in the same OAuth error form.
-            if let length = request.contentLength, length > 64 << 10 { return tooLarge() }
-            let body: ByteBuffer
-            do {
-                body = try await request.collectBody(upTo: 64 << 10)
-            } catch is NIOTooManyBytesError {
-                return tooLarge()
+            guard let body = try await request.collectBody(atMost: 64 << 10) else {
+                return Self.error(413, "invalid_request", "token requests are limited to 64 KiB")
             }
             let form = Self.parseForm(String(buffer: body))
             switch form["grant_type"] {

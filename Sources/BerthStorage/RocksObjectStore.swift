@@ -646,17 +646,17 @@ public final class RocksObjectStore: ObjectStore {
     }
 }
 
-extension Digest {
-    /// Lowercase hexadecimal form of the digest.
+extension Sequence<UInt8> {
+    /// Lowercase hexadecimal form of the bytes (a digest, a key).
     public var hexString: String {
-        var out = ""
-        out.reserveCapacity(Self.byteCount * 2)
+        var out: [UInt8] = []
+        out.reserveCapacity(underestimatedCount * 2)
         for byte in self {
             out.append(hexDigits[Int(byte >> 4)])
             out.append(hexDigits[Int(byte & 0x0f)])
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 }
 
-private let hexDigits: [Character] = Array("0123456789abcdef")
+private let hexDigits = Array("0123456789abcdef".utf8)

@@ -45,7 +45,7 @@ public final class AuditLog: Sendable {
         let key = Self.timeKey(now) + seq.bigEndianBytes
         // Targets and details can carry a client's text (a claimed key id, requested scopes): bounded.
         let entry = AuditEntry(
-            id: Self.hex(key), time: now, actor: actor, source: source, action: action,
+            id: key.hexString, time: now, actor: actor, source: source, action: action,
             target: Self.clipped(target, to: Self.maxTarget), registry: registry, outcome: outcome,
             detail: detail.map { Self.clipped($0, to: Self.maxDetail) })
         var batch = WriteBatch()
@@ -111,19 +111,13 @@ public final class AuditLog: Sendable {
         if let until = filter.until {
             // Keys hold whole milliseconds: every entry at or before `until` is before the next one's first key.
             let milliseconds = min(max(0, (until.timeIntervalSince1970 * 1000).rounded(.down)), 1e15)
-            let end = (UInt64(milliseconds) + 1).bigEndianBytes
-                + UInt32(0).bigEndianBytes
+            let end = (UInt64(milliseconds) + 1).bigEndianBytes + UInt32(0).bigEndianBytes
             if start.map({ end.lexicographicallyPrecedes($0) }) ?? true { start = end }
         }
         var items: [AuditEntry] = []
         var next: String?
         var scanned = 0
-        var lastRead: [UInt8] = []
         try store.db.scanReverse(.audit, before: start) { key, value in
-            if scanned == scanLimit {
-                next = Self.hex(lastRead)
-                return false
-            }
             scanned += 1
             let entry = try RecordCodec.decode(AuditEntry.self, value)
             if let since = filter.since, entry.time < since { return false }
@@ -139,20 +133,13 @@ public final class AuditLog: Sendable {
                 }
                 items.append(entry)
             }
-            lastRead = Array(key)
+            if scanned == scanLimit {
+                next = key.hexString  // the last entry read
+                return false
+            }
             return true
         }
         return Page(items: items, next: next)
-    }
-
-    static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0f)])
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 
     static func bytes(hex: String) -> [UInt8]? {
