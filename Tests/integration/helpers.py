@@ -67,6 +67,14 @@ MiB = 1024 * 1024
 # --------------------------------------------------------------------------
 
 
+def self_signed(cert, key, name: str, days: int = 2, san: str | None = None) -> None:
+    """Writes a P-256 self-signed certificate for CN=`name` and its key with openssl."""
+    extra = ["-addext", f"subjectAltName={san}"] if san else []
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", f"/CN={name}", *extra],
+                   check=True, capture_output=True)
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

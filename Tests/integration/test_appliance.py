@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import berth_binary
+from helpers import self_signed
 
 REPO = Path(__file__).resolve().parents[2]
 APPLIANCE = REPO / "appliance"
@@ -95,9 +96,7 @@ def test_config_check_warns_when_the_unit_would_kill_a_stopping_server(tmp_path)
 
 def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
     cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}"],
-                   check=True, capture_output=True)
+    self_signed(cert, key, name)
     return cert, key
 
 
@@ -172,12 +171,7 @@ def test_init_replaces_a_generated_certificate_that_misses_a_host_name_or_expire
     assert (tls / "cert.pem").read_bytes() == second, "a certificate naming every host is kept"
 
     # One that expires within 30 days is replaced.
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem"), "-days", "3", "-subj", "/CN=old",
-         "-addext", "subjectAltName=DNS:localhost,DNS:registry.example.internal"],
-        check=True, capture_output=True,
-    )
+    self_signed(tls / "cert.pem", tls / "key.pem", "old", days=3, san="DNS:localhost,DNS:registry.example.internal")
     expiring = (tls / "cert.pem").read_bytes()
     subprocess.run(base, capture_output=True, check=True)
     assert (tls / "cert.pem").read_bytes() != expiring and (tls / "cert.pem.replaced").read_bytes() == expiring

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from conftest import _free_ports, berth_binary
-from helpers import read_bootstrap_creds
+from helpers import read_bootstrap_creds, self_signed
 
 
 def _serve(args, env=None, cwd=None, timeout=30):
@@ -149,12 +149,7 @@ def test_certificate_and_key_go_together(tmp_path):
 
 def test_operator_certificate_is_served(tmp_path):
     cert, key = tmp_path / "op-cert.pem", tmp_path / "op-key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=berth-operator-test",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
+    self_signed(cert, key, "berth-operator-test", san="IP:127.0.0.1")
     (port,) = _free_ports(1)
     proc = _serve(["--data-dir", str(tmp_path / "data"), "--http", "off", "--https", f"127.0.0.1:{port}",
                    "--tls-cert", str(cert), "--tls-key", str(key)])
@@ -201,11 +196,8 @@ def test_a_certificate_that_cannot_be_loaded_is_named(tmp_path):
 def test_a_key_that_is_not_the_certificates_is_named(tmp_path):
     keys = []
     for name in ("a", "b"):
-        cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}"],
-                       check=True, capture_output=True)
-        keys.append(key)
+        self_signed(tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem", name)
+        keys.append(tmp_path / f"{name}-key.pem")
     (port,) = _free_ports(1)
     proc = _serve(["--data-dir", str(tmp_path / "data"), "--http", "off", "--https", f"127.0.0.1:{port}",
                    "--tls-cert", str(tmp_path / "a-cert.pem"), "--tls-key", str(keys[1])])
