@@ -19,25 +19,16 @@ enum TagListBody {
     }
 
     /// A JSON string. Names and tags never need escaping (their grammar
-    /// allows no quote, backslash or control character); escape anyway.
+    /// allows no quote, backslash or control character); escaped anyway, by JSONText.
     static func writeString(_ string: String, into buffer: inout ByteBuffer) {
-        buffer.writeInteger(UInt8(ascii: "\""))
         if string.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            buffer.writeInteger(UInt8(ascii: "\""))
             buffer.writeString(string)
+            buffer.writeInteger(UInt8(ascii: "\""))
         } else {
-            for byte in string.utf8 {
-                switch byte {
-                case UInt8(ascii: "\""): buffer.writeStaticString(#"\""#)
-                case UInt8(ascii: "\\"): buffer.writeStaticString(#"\\"#)
-                case 0..<0x20:
-                    let hex = Array("0123456789abcdef".utf8)
-                    buffer.writeStaticString(#"\u00"#)
-                    buffer.writeInteger(hex[Int(byte >> 4)])
-                    buffer.writeInteger(hex[Int(byte & 0xF)])
-                default: buffer.writeInteger(byte)
-                }
-            }
+            var bytes: [UInt8] = []
+            JSONText.write(string: string, into: &bytes)
+            buffer.writeBytes(bytes)
         }
-        buffer.writeInteger(UInt8(ascii: "\""))
     }
 }
