@@ -113,6 +113,8 @@ let package = Package(
         ),
         .testTarget(name: "BerthStorageTests", dependencies: ["BerthStorage"]),
         .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "BerthServerTests", dependencies: ["BerthServer"]),
+        .testTarget(
+            name: "BerthServerTests",
+            dependencies: ["BerthServer", .product(name: "NIOEmbedded", package: "swift-nio")]),
     ]
 )

@@ -67,6 +67,7 @@ struct TLSChannel: HTTPChannelHandler {
             channel.eventLoop.makeCompletedFuture {
                 let closer = HTTP2GracefulClose(idleTimeout: readTimeout)
                 try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
+                try channel.pipeline.syncOperations.addHandler(InboundSlicer())
                 let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
                     mode: .server, streamDelegate: closer.delegate(on: channel.eventLoop), configuration: http2
                 ) { stream in
