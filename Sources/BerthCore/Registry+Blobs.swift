@@ -61,6 +61,11 @@ extension Registry {
 
     // MARK: Uploads
 
+    /// The smallest chunk an upload should be sent in (`OCI-Chunk-Min-Length`):
+    /// each append rewrites the upload's partial last chunk, so smaller ones
+    /// cost that rewrite per request.
+    public var minimumChunkLength: Int { objects.chunkSize }
+
     public func startUpload(name: String) async throws -> UploadRecord {
         let (registryName, _) = try Names.splitRepository(name)
         return try await whileExists(registryName) {

@@ -342,7 +342,9 @@ struct DistributionController: RouterMiddleware {
                 throw error
             }
         }
-        return uploadStatus(name, upload, status: .accepted)
+        var response = uploadStatus(name, upload, status: .accepted)
+        response.headers[.ociChunkMinLength] = String(registry.minimumChunkLength)
+        return response
     }
 
     /// Appends a request's body to an upload, then tells the trimmer.

@@ -29,7 +29,8 @@ public final class RocksObjectStore: ObjectStore {
     let db: RocksDB
     let pool: BlockingPool
     let files: ExtentFiles
-    let chunkSize: Int
+    /// The size of a blob's chunks; an upload's partial last chunk is rewritten on each append.
+    public let chunkSize: Int
     let maxObjectSize: Int64
     let space: SpaceReserve
     private let locks = KeyedLocks()
