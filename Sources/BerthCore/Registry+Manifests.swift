@@ -271,17 +271,39 @@ extension Registry {
         return page
     }
 
-    /// Manifests whose subject is `digest`, optionally only those of `artifactType`.
-    public func referrers(name: String, digest: String, artifactType: String?) throws -> [Descriptor] {
+    /// Manifests whose subject is `digest`, optionally only those of
+    /// `artifactType`, in digest order after the referrer `after`.
+    ///
+    /// A page ends once its descriptors' stored bytes reach `pageBytes` (one
+    /// always fits) or `scanLimit` referrers were read, with `next` to go on
+    /// from: each descriptor carries its manifest's annotations, so a subject
+    /// with many large referrers would otherwise be answered from gigabytes
+    /// held at once. A filtered page may be short, even empty, and still have a `next`.
+    public func referrers(
+        name: String, digest: String, artifactType: String?, after: String? = nil, pageBytes: Int = 4 << 20,
+        scanLimit: Int = 10_000
+    ) throws -> Page<Descriptor> {
         let (registryName, _) = try Names.splitRepository(name)
         _ = try requireRegistry(registryName)
         let subject = try ContentDigest(parsing: digest, forLookup: true).description
-        var result: [Descriptor] = []
-        try db.scan(.catalog, prefix: Key("F", name, subject).childPrefix) { _, value in
+        var items: [Descriptor] = []
+        var (lastRead, more) = (String?.none, false)
+        var (bytes, scanned) = (0, 0)
+        try db.scan(.catalog, prefix: Key("F", name, subject).childPrefix, after: after.map { Key("F", name, subject, $0).bytes }) {
+            _, value in
+            if bytes >= pageBytes || scanned == scanLimit {
+                more = true
+                return false
+            }
+            scanned += 1
             let descriptor = try RecordCodec.decode(Descriptor.self, value)
-            if artifactType == nil || descriptor.artifactType == artifactType { result.append(descriptor) }
+            lastRead = descriptor.digest
+            if artifactType == nil || descriptor.artifactType == artifactType {
+                items.append(descriptor)
+                bytes += value.count
+            }
             return true
         }
-        return result
+        return Page(items: items, next: more ? lastRead : nil)
     }
 }

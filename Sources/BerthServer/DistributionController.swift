@@ -159,7 +159,7 @@ struct DistributionController: RouterMiddleware {
             try await registry.cancelUpload(name: name, id: id)
             return Response(status: .noContent)
         case (.referrers(let name, let digest), .get):
-            return try referrers(name, digest, request)
+            return try await referrers(name, digest, request)
         default:
             let error = RegistryError(.unsupported, "\(request.method) is not supported on \(request.uri.path)").with(status: 405)
             var response = ErrorResponses.oci(error, head: request.method == .head)
@@ -177,9 +177,14 @@ struct DistributionController: RouterMiddleware {
     }
 
     private func link(path: String, last: String, n: Int?) -> String {
+        link(path: path, query: [URLQueryItem(name: "last", value: last)] + (n.map { [URLQueryItem(name: "n", value: String($0))] } ?? []))
+    }
+
+    /// A `Link` header's value naming the next page (RFC 8288).
+    private func link(path: String, query: [URLQueryItem]) -> String {
         var components = URLComponents()
         components.path = path
-        components.queryItems = [URLQueryItem(name: "last", value: last)] + (n.map { [URLQueryItem(name: "n", value: String($0))] } ?? [])
+        components.queryItems = query
         return "<\(components.string ?? path)>; rel=\"next\""
     }
 
@@ -215,13 +220,21 @@ struct DistributionController: RouterMiddleware {
         return response
     }
 
-    private func referrers(_ name: String, _ digest: String, _ request: Request) throws -> Response {
+    /// Pages end at 4 MiB of descriptors; `last` (a referrer's digest, from the `Link` header) goes on after one.
+    private func referrers(_ name: String, _ digest: String, _ request: Request) async throws -> Response {
         let artifactType = request.query("artifactType")
-        let descriptors = try registry.referrers(name: name, digest: digest, artifactType: artifactType)
-        let index = ReferrersIndex(manifests: descriptors)
-        let body = try JSONEncoder.registry.encode(index)
+        let last = request.query("last")
+        if let last { _ = try ContentDigest(parsing: last, forLookup: true) }
+        let page = try await registry.store.pool.run { [registry] in
+            try registry.referrers(name: name, digest: digest, artifactType: artifactType, after: last)
+        }
+        let body = try JSONEncoder.registry.encode(ReferrersIndex(manifests: page.items))
         var headers: HTTPFields = [.contentType: MediaType.ociIndex, .contentLength: String(body.count)]
         if artifactType != nil { headers[.ociFiltersApplied] = "artifactType" }
+        if let next = page.next {
+            let query = [URLQueryItem(name: "last", value: next)] + (artifactType.map { [URLQueryItem(name: "artifactType", value: $0)] } ?? [])
+            headers[.link] = link(path: "/v2/\(name)/referrers/\(digest)", query: query)
+        }
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 

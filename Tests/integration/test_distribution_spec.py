@@ -8,6 +8,7 @@ Most tests share the session server (`http`) and one registry per module
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -1216,6 +1217,41 @@ def test_referrers_follow_deletion(http, reg):
     r = http.get(f"/v2/{name}/referrers/{subject_img.digest}")
     assert_status(r, 200)
     assert [d["digest"] for d in r.json()["manifests"]] == [b.digest]
+
+
+def test_referrers_are_paged_by_size(http, reg):
+    """Each descriptor carries its manifest's annotations, so a page ends at
+    4 MiB of them with a Link to the next, which an artifactType filter keeps."""
+    name = img_name(reg, "refpages")
+    subject_img = make_image(n_layers=1, layer_size=100)
+    http.push_image(name, subject_img, "v1")
+    big = "x" * (1100 * KiB)  # four of these pass 4 MiB
+    sboms = [make_artifact(SBOM, subject_img.descriptor(), annotations={"org.example.note": big, "org.example.i": str(i)})
+             for i in range(5)]
+    others = [make_artifact("application/vnd.example.other", subject_img.descriptor()) for _ in range(3)]
+    for art in sboms + others:
+        http.push_image(name, art)
+
+    def pages(query: str) -> list[list[str]]:
+        url, seen = f"/v2/{name}/referrers/{subject_img.digest}{query}", []
+        while url:
+            r = http.get(url)
+            assert_status(r, 200)
+            seen.append([d["digest"] for d in r.json()["manifests"]])
+            link = r.headers.get("Link")
+            url = re.match(r'<([^>]+)>; rel="next"', link).group(1) if link else None
+            assert len(seen) < 10, seen
+        return seen
+
+    every = sorted(a.digest for a in sboms + others)
+    big_ones = sorted(a.digest for a in sboms)
+    cut = every.index(big_ones[3]) + 1  # the page ends with the fourth large descriptor
+    assert pages("") == [every[:cut], every[cut:]]
+    assert pages(f"?artifactType={SBOM}") == [big_ones[:4], big_ones[4:]]
+
+    r = http.get(f"/v2/{name}/referrers/{subject_img.digest}?last=notadigest")
+    assert_status(r, 400)
+    assert r.json()["errors"][0]["code"] == "DIGEST_INVALID", describe(r)
 
 
 def test_referrer_pushed_before_subject(http, reg):
