@@ -26,20 +26,23 @@ struct EventsController {
                     throw InvalidRequest(message: "'type' must be one of \(EventRecord.types.sorted().joined(separator: ", ")), got '\(typeFilter)'")
                 }
                 let rights = principal.rights
-                // A role on a registry covers the registry created under that
-                // name last, not a deleted one of the same name before it.
-                var created: [String: Date] = [:]
-                func current(_ name: String) -> Date? {
-                    if let known = created[name] { return known }
-                    created[name] = try? registry.registry(name)?.created
-                    return created[name]
-                }
-                let page = try registry.events.events(after: after, limit: limit) { event in
-                    if let registryFilter, event.registry != registryFilter { return false }
-                    if let typeFilter, event.type != typeFilter { return false }
-                    if rights.isGlobalReader { return true }
-                    guard let name = event.registry, rights.canView(name), let since = current(name) else { return false }
-                    return event.time >= since
+                // Up to 10,000 events read and decoded: on the blocking pool, not a cooperative thread.
+                let page = try await registry.store.pool.run { [registry, after] in
+                    // A role on a registry covers the registry created under that
+                    // name last, not a deleted one of the same name before it.
+                    var created: [String: Date] = [:]
+                    func current(_ name: String) -> Date? {
+                        if let known = created[name] { return known }
+                        created[name] = try? registry.registry(name)?.created
+                        return created[name]
+                    }
+                    return try registry.events.events(after: after, limit: limit) { event in
+                        if let registryFilter, event.registry != registryFilter { return false }
+                        if let typeFilter, event.type != typeFilter { return false }
+                        if rights.isGlobalReader { return true }
+                        guard let name = event.registry, rights.canView(name), let since = current(name) else { return false }
+                        return event.time >= since
+                    }
                 }
                 return support.json(["items": page.items.map(describe), "next_cursor": page.next.map { $0 as Any } ?? NSNull()])
             }
