@@ -157,7 +157,7 @@ def test_create_returns_the_policy_and_its_location(http, new_registry):
     assert_status(r, 201)
     p = r.json()
     assert POLICY_FIELDS <= set(p), p
-    assert isinstance(p["id"], str) and p["id"].startswith("cp-"), p
+    assert isinstance(p["id"], str) and re.fullmatch(r"cp-[0-9a-f]{12}", p["id"]), p
     assert {k: p[k] for k in ("image_pattern", "tag_pattern", "rule", "value", "enabled")} == {
         "image_pattern": "**", "tag_pattern": "*", "rule": "keep_last_pushed", "value": 5, "enabled": True,
     }, p

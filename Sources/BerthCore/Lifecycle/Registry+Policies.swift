@@ -270,7 +270,7 @@ extension Registry {
 
     /// `pp-` or `cp-` and 12 random hexadecimal digits.
     static func policyID(_ prefix: String) -> String {
-        prefix + "-" + (0..<6).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        prefix + "-" + (0..<6).map { _ in UInt8.random(in: 0...255) }.hexString
     }
 }
 
