@@ -286,6 +286,7 @@ extension Registry {
         let (registryName, _) = try Names.splitRepository(name)
         _ = try requireRegistry(registryName)
         let subject = try ContentDigest(parsing: digest, forLookup: true).description
+        let after = try after.map { try ContentDigest(parsing: $0, forLookup: true).description }
         var items: [Descriptor] = []
         var (lastRead, more) = (String?.none, false)
         var (bytes, scanned) = (0, 0)

@@ -224,7 +224,6 @@ struct DistributionController: RouterMiddleware {
     private func referrers(_ name: String, _ digest: String, _ request: Request) async throws -> Response {
         let artifactType = request.query("artifactType")
         let last = request.query("last")
-        if let last { _ = try ContentDigest(parsing: last, forLookup: true) }
         let page = try await registry.store.pool.run { [registry] in
             try registry.referrers(name: name, digest: digest, artifactType: artifactType, after: last)
         }

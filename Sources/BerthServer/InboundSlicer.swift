@@ -25,10 +25,6 @@ final class InboundSlicer: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
-        guard bytes.readableBytes > limit else {
-            context.fireChannelRead(data)
-            return
-        }
         while bytes.readableBytes > limit, let slice = bytes.readSlice(length: limit) {
             context.fireChannelRead(wrapInboundOut(slice))
         }
