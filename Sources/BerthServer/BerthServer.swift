@@ -74,7 +74,10 @@ public enum BerthServer {
             throttle: AuthThrottle(limit: configuration.authFailureLimit), audit: AuditLog(store: store))
         try await bootstrap(identity, dataDir: configuration.dataDir, logger: logger)
         let metrics = ServerMetrics(store: store)
-        let trimmer = MemoryTrimmer()
+        let trimmer = MemoryTrimmer { [buffers = store.objects.buffers] in
+            buffers.release()
+            MemoryAllocator.trim()
+        }
 
         var services: [any Service] = []
         let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))

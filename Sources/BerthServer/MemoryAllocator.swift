@@ -5,12 +5,16 @@ import Glibc
 /// glibc's malloc serves every block of 128 KiB or more with a fresh mmap and
 /// returns it on free, so each 1 MiB chunk a pull reads (and each one a push
 /// collects) cost page faults and zeroed pages: an eighth of a pull's CPU,
-/// measured. Served from the heap instead, the blocks are reused; the heap
-/// keeps up to `trimThreshold` free before it gives memory back, in each of
-/// at most `arenas` arenas (glibc's default is 8 per core). `trim` gives the
-/// free pages back when asked (`MemoryTrimmer`).
+/// measured. Served from the heap instead, and reused (`ChunkBuffers`), they
+/// cost neither. The heap gives free memory at its top back once it exceeds
+/// `trimThreshold`, in each of at most `arenas` arenas (glibc's default is 8
+/// per core). That is the only way memory leaves an arena other than the
+/// main one (`malloc_trim` frees the pages of free blocks inside every arena,
+/// but a secondary arena's top only here), so the threshold is low: with
+/// 16 MiB, up to 16 MiB stayed resident after every transfer. `trim` gives
+/// the rest back when asked (`MemoryTrimmer`).
 enum MemoryAllocator {
-    static func tune(mmapThreshold: Int32 = 4 << 20, trimThreshold: Int32 = 16 << 20, arenas: Int32 = 2) {
+    static func tune(mmapThreshold: Int32 = 4 << 20, trimThreshold: Int32 = 2 << 20, arenas: Int32 = 2) {
         typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
         guard let mallopt = glibcFunction("mallopt", as: Mallopt.self) else { return }
         // The parameter numbers are glibc's ABI.

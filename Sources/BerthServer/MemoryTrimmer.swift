@@ -3,12 +3,13 @@ import Synchronization
 
 /// Gives memory back once a burst of requests or a large transfer is over.
 ///
-/// `MemoryAllocator.tune` keeps 1 MiB chunk buffers in the heap so that a
-/// transfer reuses them instead of faulting in fresh pages for each, and the
-/// heap does not shrink while a free block sits below a used one. So after a
-/// blob push or pull the process held 20–70 MiB it no longer used until the
-/// next one (measured: 35 → 15 MiB anon after one `malloc_trim`), and after
-/// a request load 20 MiB (47 → 26 MiB).
+/// The object store keeps a few chunk buffers for the next transfer
+/// (`ChunkBuffers`), and the heap does not shrink while a free block sits
+/// below a used one. So after a blob push or pull the process held 20–70 MiB
+/// it no longer used until the next one (measured, before the buffers were
+/// reused: 35 → 15 MiB anon after one `malloc_trim`), and after a request
+/// load 20 MiB (47 → 26 MiB). `trim` frees the kept buffers and the heap's
+/// free pages.
 ///
 /// Every `idleCheck` the trimmer looks at how much activity has ended: each
 /// request counts one, a transfer of `largeTransfer` bytes or more counts

@@ -10,6 +10,7 @@ import NIOCore
 struct ChunkWriter {
     private let files: ExtentFiles
     private let pool: BlockingPool
+    private let buffers: ChunkBuffers
     private let extent: UInt64
     private let syncingEntry: Bool
     /// The extent file, once the first write has opened it.
@@ -21,9 +22,11 @@ struct ChunkWriter {
 
     /// `syncingEntry`: sync the file's directory entry when opening it (see
     /// `ExtentFiles.openForAppend`).
-    init(files: ExtentFiles, pool: BlockingPool, extent: UInt64, syncingEntry: Bool) {
+    /// `buffers`: where each chunk's buffer goes back once written.
+    init(files: ExtentFiles, pool: BlockingPool, buffers: ChunkBuffers, extent: UInt64, syncingEntry: Bool) {
         self.files = files
         self.pool = pool
+        self.buffers = buffers
         self.extent = extent
         self.syncingEntry = syncingEntry
     }
@@ -36,9 +39,10 @@ struct ChunkWriter {
             handle = try await pool.run { try files.openForAppend(extent, syncingEntry: syncingEntry) }
         }
         while inFlight.count >= Self.depth { try await inFlight.removeFirst().value }
-        let (handle, pool) = (handle!, pool)
+        let (handle, pool, buffers) = (handle!, pool, buffers)
         inFlight.append(
             Task {
+                defer { buffers.recycle(chunk) }
                 try await pool.run {
                     try chunk.withUnsafeReadableBytes { try handle.write($0, at: offset) }
                     // Buffered handles: keep this upload's dirty pages bounded and the final sync short.

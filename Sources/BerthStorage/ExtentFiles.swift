@@ -88,12 +88,19 @@ public struct ExtentFiles: Sendable {
     /// nil when the extent has no file (it predates extent files and keeps its
     /// chunks in RocksDB).
     public func read(_ extent: UInt64, offset: Int64, count: Int) throws -> ByteBuffer? {
+        var buffer = ByteBufferAllocator().buffer(capacity: count)
+        return try read(extent, offset: offset, count: count, appendingTo: &buffer) ? buffer : nil
+    }
+
+    /// Reads `count` bytes at `offset` of an extent's file onto the end of
+    /// `buffer` (which should have room for them: pass a buffer nothing else
+    /// holds, or it is copied); false when the extent has no file.
+    public func read(_ extent: UInt64, offset: Int64, count: Int, appendingTo buffer: inout ByteBuffer) throws -> Bool {
         let path = path(extent)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0, errno == ENOENT { return nil }
+        if fd < 0, errno == ENOENT { return false }
         guard fd >= 0 else { throw Self.error("open", path) }
         defer { close(fd) }
-        var buffer = ByteBufferAllocator().buffer(capacity: count)
         let read = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
             var done = 0
             while done < count {
@@ -108,7 +115,7 @@ public struct ExtentFiles: Sendable {
         guard read == count else {
             throw StorageError("extent file \(path) is short: \(read) of \(count) bytes at \(offset)")
         }
-        return buffer
+        return true
     }
 
     /// Removes an extent's file; a missing file is not an error.
@@ -136,17 +143,6 @@ public struct ExtentFiles: Sendable {
     /// The alignment of address, offset and length that a direct write needs
     /// (the largest logical block size Linux file systems use).
     public static let directAlignment = 4096
-
-    /// An empty buffer for a chunk of `size` bytes whose bytes start at an
-    /// address a direct write accepts.
-    public static func chunkBuffer(size: Int) -> ByteBuffer {
-        var buffer = ByteBufferAllocator().buffer(capacity: size + directAlignment)
-        let address = buffer.withUnsafeMutableWritableBytes { Int(bitPattern: $0.baseAddress!) }
-        let padding = (directAlignment - address % directAlignment) % directAlignment
-        buffer.moveWriterIndex(forwardBy: padding)
-        buffer.moveReaderIndex(forwardBy: padding)
-        return buffer
-    }
 
     /// Opens `path` for writing, directly if asked and the file system allows it.
     private func openWritable(_ path: String, flags: CInt) -> CInt {

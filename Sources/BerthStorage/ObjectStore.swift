@@ -41,9 +41,15 @@ public protocol ObjectStore: Sendable {
 }
 
 /// Streams an object's bytes, fetching one chunk per step on the blocking pool.
+///
+/// Each step hands the buffer it returned two steps before back to `recycle`:
+/// a consumer that writes a chunk and asks for the next once the one before
+/// it is written (`ResponseBody.paced`) is done with it by then. One that is
+/// not loses nothing (see `ChunkBuffers`).
 public struct ObjectReader: AsyncSequence, Sendable {
     public typealias Element = ByteBuffer
     let fetch: @Sendable (_ chunk: Int64) async throws -> ByteBuffer
+    let recycle: @Sendable (ByteBuffer) -> Void
     let object: ObjectRecord
     let range: Range<Int64>
 
@@ -51,8 +57,11 @@ public struct ObjectReader: AsyncSequence, Sendable {
         let reader: ObjectReader
         var position: Int64
         var prefetch: Task<ByteBuffer, any Error>?
+        /// The last two buffers returned, oldest first.
+        var handedOut: [ByteBuffer] = []
 
         public mutating func next() async throws -> ByteBuffer? {
+            if handedOut.count == 2 { reader.recycle(handedOut.removeFirst()) }
             guard position < reader.range.upperBound else { return nil }
             let chunkSize = Int64(reader.object.chunkSize)
             let index = position / chunkSize
@@ -69,6 +78,7 @@ public struct ObjectReader: AsyncSequence, Sendable {
             buffer.moveReaderIndex(to: offsetInChunk)
             buffer.moveWriterIndex(to: Int(end))
             position = index * chunkSize + end
+            handedOut.append(buffer)
             return buffer
         }
 

@@ -31,6 +31,8 @@ public final class RocksObjectStore: ObjectStore {
     let files: ExtentFiles
     /// The size of a blob's chunks; an upload's partial last chunk is rewritten on each append.
     public let chunkSize: Int
+    /// Chunk buffers that pushes and pulls reuse; `release()` them once transfers are over.
+    public let buffers: ChunkBuffers
     let maxObjectSize: Int64
     let space: SpaceReserve
     private let locks = KeyedLocks()
@@ -90,6 +92,7 @@ public final class RocksObjectStore: ObjectStore {
         self.pool = pool
         self.files = files
         self.chunkSize = chunkSize
+        self.buffers = ChunkBuffers(chunkSize: chunkSize)
         self.maxObjectSize = maxObjectSize
         var counters = Counters()
         var known = Set<UInt64>()
@@ -203,13 +206,13 @@ public final class RocksObjectStore: ObjectStore {
     /// when the chunk is full (and the extent has a file), else from `chunks`.
     /// Blocks: call on the pool.
     private static func readChunk(
-        _ index: Int64, extent: UInt64, size: Int64, chunkSize: Int, db: RocksDB, files: ExtentFiles
+        _ index: Int64, extent: UInt64, size: Int64, chunkSize: Int, db: RocksDB, files: ExtentFiles,
+        buffers: ChunkBuffers
     ) throws -> ByteBuffer {
         let start = index * Int64(chunkSize)
-        if start + Int64(chunkSize) <= size,
-            let buffer = try files.read(extent, offset: start, count: chunkSize)
-        {
-            return buffer
+        if start + Int64(chunkSize) <= size {
+            var buffer = buffers.take(aligned: false)
+            if try files.read(extent, offset: start, count: chunkSize, appendingTo: &buffer) { return buffer }
         }
         return try db.withValue(.chunks, chunkKey(extent, index)) { bytes in
             guard let bytes else { throw StorageError("extent \(extent) is missing chunk \(index)") }
@@ -272,13 +275,16 @@ public final class RocksObjectStore: ObjectStore {
         let db = self.db
         let files = self.files
         let pool = self.pool
+        let buffers = self.buffers
         return ObjectReader(
             fetch: { index in
                 try await pool.run {
                     try Self.readChunk(
-                        index, extent: object.extent, size: object.size, chunkSize: object.chunkSize, db: db, files: files)
+                        index, extent: object.extent, size: object.size, chunkSize: object.chunkSize, db: db, files: files,
+                        buffers: buffers)
                 }
             },
+            recycle: { buffers.recycle($0) },
             object: object, range: range)
     }
 
@@ -387,13 +393,16 @@ public final class RocksObjectStore: ObjectStore {
         sessionRebuilds.withLockedValue { $0 += 1 }
         let db = self.db
         let files = self.files
+        let buffers = self.buffers
         let hasher = try await pool.run { () -> SHA256 in
             var hasher = SHA256()
             var remaining = record.size
             var index: Int64 = 0
             while remaining > 0 {
                 let chunk = try Self.readChunk(
-                    index, extent: record.extent, size: record.size, chunkSize: record.chunkSize, db: db, files: files)
+                    index, extent: record.extent, size: record.size, chunkSize: record.chunkSize, db: db, files: files,
+                    buffers: buffers)
+                defer { buffers.recycle(chunk) }
                 let take = Int(min(Int64(record.chunkSize), remaining))
                 guard chunk.readableBytes >= take else { throw StorageError("upload \(id): chunk \(index) is short") }
                 chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<take])) }
@@ -421,7 +430,7 @@ public final class RocksObjectStore: ObjectStore {
             let chunkSize = record.chunkSize
             let extent = record.extent
             var writer = ChunkWriter(
-                files: files, pool: pool, extent: extent, syncingEntry: record.size < Int64(chunkSize))
+                files: files, pool: pool, buffers: buffers, extent: extent, syncingEntry: record.size < Int64(chunkSize))
             // The session changes only once an append is durable, so a request the
             // client cut short (or sent too much or too little) leaves it matching
             // the store. Only a failure in storage drops it, to be rebuilt from what
@@ -432,7 +441,8 @@ public final class RocksObjectStore: ObjectStore {
                 var hasher = session.hasher
                 var size = record.size
                 var index = size / Int64(chunkSize)
-                var tail = ExtentFiles.chunkBuffer(size: chunkSize)
+                var tail = buffers.take(aligned: true)
+                defer { buffers.recycle(tail) }
                 let carried = Int(size % Int64(chunkSize))
                 if carried > 0 {
                     try db.withValue(.chunks, Self.chunkKey(extent, index)) { bytes in
@@ -464,7 +474,7 @@ public final class RocksObjectStore: ObjectStore {
                             try await writer.write(tail, at: index * Int64(chunkSize))
                             storageFailed = false
                             index += 1
-                            tail = ExtentFiles.chunkBuffer(size: chunkSize)  // the write in flight holds the old one
+                            tail = buffers.take(aligned: true)  // the write in flight holds the old one
                         }
                     }
                 }

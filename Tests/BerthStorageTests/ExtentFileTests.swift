@@ -66,7 +66,7 @@ import Testing
         let bytes = random(5 * 4096 + 100)
         let handle = try files.openForAppend(7)
         let openedDirect = handle.isDirect
-        var aligned = ExtentFiles.chunkBuffer(size: 8192)
+        var aligned = ChunkBuffers(chunkSize: 8192).take(aligned: true)
         aligned.writeBytes(bytes[0..<8192])
         try aligned.withUnsafeReadableBytes { try handle.write($0, at: 0) }
         // Memory 16 bytes past a page boundary: copied, still written directly.
