@@ -8,9 +8,9 @@ import NIOCore
 /// (a high trim threshold: up to that much stays resident in each malloc
 /// arena after a transfer, which `malloc_trim` does not reach outside the
 /// main one) or gives them back and faults in and zeroes fresh pages for each
-/// chunk (an eighth of a pull's CPU, measured). With reuse it can do neither:
-/// the buffers in use come back here, and the rest of the heap shrinks as it
-/// frees.
+/// chunk (an eighth of a pull's CPU, measured). With reuse it need do
+/// neither: the chunk buffers come back here, and the heap can give back
+/// what is freed at once (`MemoryAllocator`'s low trim threshold).
 ///
 /// A buffer handed back may still be referenced elsewhere (a write queued on
 /// a socket). `take` clears it, and `ByteBuffer.clear()` gives a buffer whose

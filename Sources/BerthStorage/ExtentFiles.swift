@@ -84,17 +84,10 @@ public struct ExtentFiles: Sendable {
         access(path(extent), F_OK) == 0
     }
 
-    /// Reads `count` bytes at `offset` of an extent's file into a new buffer;
-    /// nil when the extent has no file (it predates extent files and keeps its
-    /// chunks in RocksDB).
-    public func read(_ extent: UInt64, offset: Int64, count: Int) throws -> ByteBuffer? {
-        var buffer = ByteBufferAllocator().buffer(capacity: count)
-        return try read(extent, offset: offset, count: count, appendingTo: &buffer) ? buffer : nil
-    }
-
     /// Reads `count` bytes at `offset` of an extent's file onto the end of
     /// `buffer` (which should have room for them: pass a buffer nothing else
-    /// holds, or it is copied); false when the extent has no file.
+    /// holds, or it is copied); false when the extent has no file (it
+    /// predates extent files and keeps its chunks in RocksDB).
     public func read(_ extent: UInt64, offset: Int64, count: Int, appendingTo buffer: inout ByteBuffer) throws -> Bool {
         let path = path(extent)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
