@@ -107,14 +107,23 @@ class Server:
 
     def start_anon_sampler(self) -> None:
         """Samples RssAnon every 50 ms (the kernel keeps no high-water mark for it)."""
-        self.anon_peak_kib = self.anon_kib()
+        self.anon_peak_kib = self.step_peak_kib = self.anon_kib()
+        self.step_peaks: dict[str, int] = {}
 
         def sample() -> None:
             while all(proc.poll() is None for proc in self.processes()):
-                self.anon_peak_kib = max(self.anon_peak_kib, self.anon_kib())
+                anon = self.anon_kib()
+                self.anon_peak_kib = max(self.anon_peak_kib, anon)
+                self.step_peak_kib = max(self.step_peak_kib, anon)
                 time.sleep(0.05)
 
         threading.Thread(target=sample, daemon=True).start()
+
+    def step_done(self, label: str) -> None:
+        """Files the peak sampled RssAnon since the previous step under `label`
+        (the largest over repeats): which workload sets a phase's peak."""
+        peak, self.step_peak_kib = self.step_peak_kib, self.anon_kib()
+        self.step_peaks[label] = max(self.step_peaks.get(label, 0), peak)
 
     def phase_peak_anon_mib(self) -> float:
         """Peak sampled RssAnon since the previous call."""
@@ -592,13 +601,16 @@ def main() -> int:
                 mono, chunked, pulls, pulls_again = [], [], [], []
                 for _ in range(args.runs):
                     mono.append(mb / push_monolithic(server, blob, digest))
+                    server.step_done("push")
                     # Right after the push (the blob is in the page cache if the
                     # push left it there), then once more (it is, either way).
                     pulls.append(mb / pull(server, digest))
                     pulls_again.append(mb / pull(server, digest))
+                    server.step_done("pull")
                     delete_blob(server, digest)
                     chunked.append(mb / push_chunked(server, blob, digest, 8 << 20))
                     delete_blob(server, digest)
+                    server.step_done("chunked push")
                 r["blob push monolithic MB/s"] = statistics.median(mono)
                 r["blob push chunked 8 MiB MB/s"] = statistics.median(chunked)
                 r["blob pull MB/s"] = statistics.median(pulls)
@@ -616,16 +628,22 @@ def main() -> int:
                     for _ in range(args.runs):
                         runs.append(mb / push())
                         delete_blob(server, digest)
+                        server.step_done(f"TLS push {label}")
                     r[f"blob push TLS {label} MB/s"] = statistics.median(runs)
                 push_monolithic(server, blob, digest)
+                server.step_done("push")
                 r["blob pull TLS h1 MB/s"] = statistics.median(mb / pull(server, digest, tls="1.1") for _ in range(args.runs))
+                server.step_done("TLS pull")
                 lean = [pull_tls_lean(server, digest, args.blob_mib << 20) for _ in range(args.runs)]
+                server.step_done("TLS pull (BIO client)")
                 r["blob pull TLS h1 (BIO client) MB/s"] = statistics.median(mb / seconds for seconds, _ in lean)
                 r["  its client CPU s per GiB"] = statistics.median(cpu * 1024 / args.blob_mib for _, cpu in lean)
                 delete_blob(server, digest)
                 # Keep one copy for the HEAD workload.
                 push_monolithic(server, blob, digest)
                 phase_peaks("blob push/pull")
+                for label, kib in server.step_peaks.items():
+                    r[f"  peak anon MiB: {label}"] = kib / 1024
             if "small" in workloads:
                 r["small images/s (c=16)"] = small_images(server, args.images, 16)
                 phase_peaks("small images")
