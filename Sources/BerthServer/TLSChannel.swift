@@ -61,8 +61,13 @@ struct TLSChannel: HTTPChannelHandler {
         // connects and never finishes its handshake is closed after `readTimeout`.
         let handshakeDeadline = channel.eventLoop.scheduleTask(in: readTimeout) { channel.close(promise: nil) }
         channel.closeFuture.whenComplete { _ in handshakeDeadline.cancel() }
-        return channel.configureHTTP2AsyncSecureUpgrade { channel in
-            http1.setup(channel: channel, logger: logger)
+        return channel.configureHTTP2AsyncSecureUpgrade { channel -> EventLoopFuture<BerthHTTP1Channel.Value> in
+            do {
+                try channel.pipeline.syncOperations.addHandler(PlaintextCompactor())
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+            return http1.setup(channel: channel, logger: logger)
         } http2ConnectionInitializer: { channel in
             channel.eventLoop.makeCompletedFuture {
                 let closer = HTTP2GracefulClose(idleTimeout: readTimeout)
