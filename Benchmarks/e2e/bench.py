@@ -631,7 +631,7 @@ def main() -> int:
                         server.step_done(f"TLS push {label}")
                     r[f"blob push TLS {label} MB/s"] = statistics.median(runs)
                 push_monolithic(server, blob, digest)
-                server.step_done("push")
+                server.step_done("push after the TLS pushes")
                 r["blob pull TLS h1 MB/s"] = statistics.median(mb / pull(server, digest, tls="1.1") for _ in range(args.runs))
                 server.step_done("TLS pull")
                 lean = [pull_tls_lean(server, digest, args.blob_mib << 20) for _ in range(args.runs)]
@@ -667,24 +667,24 @@ def main() -> int:
         results[server.name] = r
 
     keys = list(results["berth"].keys())
-    print(f"\n{'workload':<34} {'berth':>12} {'distribution':>14} {'ratio':>8}")
+    print(f"\n{'workload':<44} {'berth':>12} {'distribution':>14} {'ratio':>8}")
     for key in keys:
         b = results["berth"].get(key)
         d = results.get("distribution", {}).get(key)
         ratio = f"{b / d:8.2f}" if b is not None and d else "       -"
         ds = f"{d:14.1f}" if d is not None else f"{'-':>14}"
-        print(f"{key:<34} {b:12.1f} {ds} {ratio}")
+        print(f"{key:<44} {b:12.1f} {ds} {ratio}")
     print()
     for key, value in limits.items():
-        print(f"{key:<34} {value:12.1f}")
+        print(f"{key:<44} {value:12.1f}")
     floor = min((v for k, v in limits.items() if not k.startswith("loopback")), default=0)
     if floor:
         if "blob push monolithic MB/s" in results["berth"]:
-            print(f"{'berth push / min(sha256, disk)':<34} {results['berth']['blob push monolithic MB/s'] / floor:12.2f}")
+            print(f"{'berth push / min(sha256, disk)':<44} {results['berth']['blob push monolithic MB/s'] / floor:12.2f}")
     disk = results["berth"].get("disk durable write MB/s, before blobs")
     if disk:
         for kind in ("monolithic", "chunked 8 MiB"):
-            print(f"{f'berth {kind} push / its dd':<34} {results['berth'][f'blob push {kind} MB/s'] / disk:12.2f}")
+            print(f"{f'berth {kind} push / its dd':<44} {results['berth'][f'blob push {kind} MB/s'] / disk:12.2f}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -213,6 +213,7 @@ public final class RocksObjectStore: ObjectStore {
         if start + Int64(chunkSize) <= size {
             var buffer = buffers.take(aligned: false)
             if try files.read(extent, offset: start, count: chunkSize, appendingTo: &buffer) { return buffer }
+            buffers.recycle(buffer)  // no file: the chunk is in RocksDB
         }
         return try db.withValue(.chunks, chunkKey(extent, index)) { bytes in
             guard let bytes else { throw StorageError("extent \(extent) is missing chunk \(index)") }
