@@ -17,7 +17,7 @@ import Testing
     func moveFileIntoRocksDB(_ store: Store, _ extent: UInt64, size: Int, chunkSize: Int = 1024) throws {
         for index in 0..<(size / chunkSize) {
             var chunk = ByteBuffer()
-            #expect(try store.files.read(extent, offset: Int64(index * chunkSize), count: chunkSize, appendingTo: &chunk))
+            try #require(try store.files.read(extent, offset: Int64(index * chunkSize), count: chunkSize, appendingTo: &chunk))
             try chunk.withUnsafeReadableBytes {
                 try store.db.put(.chunks, RocksObjectStore.chunkKey(extent, Int64(index)), $0, .synced)
             }
@@ -83,7 +83,7 @@ import Testing
         try handle.sync()
         handle.close()
         var read = ByteBuffer()
-        #expect(try files.read(7, offset: 0, count: bytes.count, appendingTo: &read))
+        try #require(try files.read(7, offset: 0, count: bytes.count, appendingTo: &read))
         #expect(Array(read.readableBytesView) == bytes)
     }
 
