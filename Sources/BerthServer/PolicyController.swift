@@ -52,8 +52,12 @@ struct PolicyController {
         struct Item: Decodable {
             var image: String
             var tag: String
+            /// The digest the tag must still point to (as listed), if given.
+            var digest: String?
         }
         var tags: [Item]
+        /// The tags must have been last changed before this RFC 3339 time, if given.
+        var before: String?
     }
 
     func register(on router: Router<BerthRequestContext>) {
@@ -103,8 +107,22 @@ struct PolicyController {
                 guard (1...1000).contains(body.tags.count) else {
                     throw InvalidRequest(message: "'tags' must list 1 to 1000 tags, got \(body.tags.count)")
                 }
+                var before: Date?
+                if let text = body.before {
+                    guard let date = AdminSupport.parseTimestamp(text) else {
+                        throw InvalidRequest(message: "'before' must be an RFC 3339 date-time, got '\(text)'")
+                    }
+                    before = date
+                }
+                for item in body.tags {
+                    guard let digest = item.digest else { continue }
+                    do throws(RegistryError) { _ = try ContentDigest(parsing: digest) } catch {
+                        throw InvalidRequest(message: "'digest' of tag '\(item.tag)': \(error.message)")
+                    }
+                }
                 let deleted = try await registry.deleteTags(
-                    registry: name, body.tags.map { ($0.image, $0.tag) }, actor: context.principal.user)
+                    registry: name, body.tags.map { TagDeletion(image: $0.image, tag: $0.tag, digest: $0.digest) },
+                    changedBefore: before, actor: context.principal.user)
                 await support.audit(context, "tag.delete-old", "\(deleted) tags", registry: name)
                 return support.json(["deleted": deleted])
             }

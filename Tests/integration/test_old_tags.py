@@ -274,6 +274,47 @@ def test_protected_tag_deletes_nothing(http, new_registry):
     assert _listed(http, reg) == {("app", "keep"), ("team/web", "y")}
 
 
+def test_delete_refuses_a_tag_that_moved_since_it_was_listed(http, new_registry):
+    """With the listed digests, a tag pushed to another artifact between the
+    listing and the delete is refused (409 CHANGED) and nothing is deleted;
+    without them the delete takes the tags as they are."""
+    reg, a, c = _setup(http, new_registry, "om")
+    listed = {(i["image"], i["tag"]): i["digest"] for i in list_old_tags(http, reg, future())}
+    assert listed[("app", "v1")] == a.digest and listed[("team/web", "x")] == c.digest
+    moved = small_image()
+    push_tags(http, f"{reg}/app", moved, "v1")
+    chosen = [("team/web", "x"), ("app", "v2"), ("app", "v1")]
+    body = {"tags": [{"image": i, "tag": t, "digest": listed[(i, t)]} for i, t in chosen]}
+    problem = assert_problem(http.post(delete_path(reg), json=body), 409, "CHANGED")
+    assert "'v1'" in problem["detail"] and moved.digest in problem["detail"] and a.digest in problem["detail"], problem
+    assert _listed(http, reg) == ALL
+    assert http.get_manifest(f"{reg}/app", "v1").content == moved.manifest
+    # The tags that did not move go with their digests; the moved one with its new digest.
+    r = http.post(delete_path(reg), json={"tags": body["tags"][:2] + [{"image": "app", "tag": "v1", "digest": moved.digest}]})
+    assert_status(r, 200)
+    assert r.json()["deleted"] == 3
+    assert _listed(http, reg) == {("app", "keep"), ("team/web", "y")}
+
+
+def test_delete_refuses_a_tag_pushed_again_after_before(http, new_registry):
+    """With the listing's `before`, a tag pushed again since (even to the same
+    artifact) is refused (409 CHANGED) and nothing is deleted."""
+    reg, a, c = _setup(http, new_registry, "ob")
+    time.sleep(math.ceil(time.time()) - time.time() + 0.05)
+    before = rfc3339(math.floor(time.time()))
+    listed = {(i["image"], i["tag"]) for i in list_old_tags(http, reg, before)}
+    assert listed == ALL, listed
+    push_tags(http, f"{reg}/app", a, "v2")  # the same artifact, pushed again
+    body = {"tags": [{"image": "app", "tag": "v1"}, {"image": "app", "tag": "v2"}], "before": before}
+    problem = assert_problem(http.post(delete_path(reg), json=body), 409, "CHANGED")
+    assert "'v2'" in problem["detail"], problem
+    assert _listed(http, reg) == ALL
+    r = http.post(delete_path(reg), json={"tags": [{"image": "app", "tag": "v1"}, {"image": "team/web", "tag": "x"}], "before": before})
+    assert_status(r, 200)
+    assert r.json()["deleted"] == 2
+    assert _listed(http, reg) == {("app", "v2"), ("app", "keep"), ("team/web", "y")}
+
+
 def test_delete_body_validation(http, new_registry):
     reg, a, c = _setup(http, new_registry, "ov")
     for body in (
@@ -285,6 +326,11 @@ def test_delete_body_validation(http, new_registry):
         {"tags": [{"image": "app", "tag": 1}]},
         {"tags": {"image": "app", "tag": "v1"}},
         {"tags": [{"image": "app", "tag": "v1"}] + [{"image": "app", "tag": f"t{i}"} for i in range(1000)]},
+        {"tags": [{"image": "app", "tag": "v1", "digest": "sha256:abc"}]},
+        {"tags": [{"image": "app", "tag": "v1", "digest": "v1"}]},
+        {"tags": [{"image": "app", "tag": "v1", "digest": 5}]},
+        {"tags": [{"image": "app", "tag": "v1"}], "before": "yesterday"},
+        {"tags": [{"image": "app", "tag": "v1"}], "before": 5},
     ):
         assert_problem(http.post(delete_path(reg), json=body), 400)
     assert _listed(http, reg) == ALL

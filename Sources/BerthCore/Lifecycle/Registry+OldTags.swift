@@ -69,15 +69,23 @@ extension Registry {
     }
 
     /// Deletes a chosen set of tags in one write: all of them, or — when one
-    /// is unknown or protected — none.
-    public func deleteTags(registry registryName: String, _ tags: [(image: String, tag: String)], actor: String?) async throws -> Int {
+    /// is unknown, protected or no longer as the caller saw it — none.
+    ///
+    /// The conditions are checked under the images' locks, against the tags'
+    /// values at that moment: a tag pushed again after it was listed (moved to
+    /// another artifact, or pushed again anywhere after `before`) is refused
+    /// with `CHANGED` rather than deleted.
+    public func deleteTags(
+        registry registryName: String, _ tags: [TagDeletion], changedBefore before: Date? = nil, actor: String?
+    ) async throws -> Int {
         let created = try requireRegistry(registryName).created
         let names = Set(tags.map { registryName + "/" + $0.image })
         return try await locks.withLocks(names.map { "repository:\($0)" }) {
             var batch = WriteBatch()
             var events: [EventRecord] = []
             var seen = Set<String>()
-            for (image, tag) in tags {
+            for deletion in tags {
+                let (image, tag) = (deletion.image, deletion.tag)
                 let name = registryName + "/" + image
                 guard seen.insert(name + ":" + tag).inserted else { continue }
                 guard (try? Names.splitRepository(name)) != nil, (try? Names.validateTag(tag)) != nil,
@@ -85,13 +93,39 @@ extension Registry {
                 else {
                     throw RegistryError(.manifestUnknown, "tag '\(tag)' of image '\(image)' does not exist")
                 }
+                let current = TagValue.decode(value)
+                if let expected = deletion.digest, current.digest != expected {
+                    throw LifecycleError.changed(
+                        "tag '\(tag)' of image '\(image)' points to \(current.digest) now, not \(expected): it changed since it was listed")
+                }
+                if let before, let updated = current.updated, updated >= before {
+                    throw LifecycleError.changed(
+                        "tag '\(tag)' of image '\(image)' was changed at \(Self.rfc3339(updated)), not before \(Self.rfc3339(before))")
+                }
                 try requireUnprotected(repository: name, tag: tag)
                 batch.delete(.catalog, CatalogKey.tag(name, tag).bytes)
-                events.append(
-                    EventRecord("tag.delete", repository: name, digest: TagValue.decode(value).digest, tag: tag, actor: actor))
+                events.append(EventRecord("tag.delete", repository: name, digest: current.digest, tag: tag, actor: actor))
             }
             try await write(batch, events: events, into: registryName, created: created)
             return events.count
         }
+    }
+
+    private static func rfc3339(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+}
+
+/// A tag to delete and, optionally, the artifact it must still point to.
+public struct TagDeletion: Sendable, Equatable {
+    public var image: String
+    public var tag: String
+    /// When set, the tag is deleted only if it still points to this digest.
+    public var digest: String?
+
+    public init(image: String, tag: String, digest: String? = nil) {
+        self.image = image
+        self.tag = tag
+        self.digest = digest
     }
 }
