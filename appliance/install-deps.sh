@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(librocksdb-dev)
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
-    packages+=(skopeo umoci jq openssl curl systemd python3-pip)
+    packages+=(skopeo umoci jq openssl curl systemd python3-pip faketime)
     python_packages=(pytest:pytest requests:requests h2:h2 oras:oras openapi_spec_validator:openapi-spec-validator schemathesis:schemathesis yaml:pyyaml)
 fi
 

@@ -40,6 +40,11 @@ public final class RocksObjectStore: ObjectStore {
     /// Sessions rebuilt by re-hashing their stored bytes (for tests: a client's aborted request must not cause one).
     let sessionRebuilds = NIOLockedValueBox(0)
     private let counters: NIOLockedValueBox<Counters>
+    /// When extents let go in this process became unreferenced, on the
+    /// monotonic clock. `unreferencedSince` is on the wall clock, which can
+    /// jump forward; the sweep also waits out the grace on this one, so a pull
+    /// that began before a delete keeps its chunks whatever the wall clock does.
+    private let released = NIOLockedValueBox([UInt64: ContinuousClock.Instant]())
 
     struct Counters {
         var buckets: [String: BucketUsage] = [:]
@@ -303,6 +308,7 @@ public final class RocksObjectStore: ObjectStore {
             batch.put(.objects, Self.extentKey(source.extent), RecordCodec.encode(extent))
             batch.put(.objects, Self.objectKey(to, digest), RecordCodec.encode(source))
             try await write(batch)
+            _ = released.withLockedValue { $0.removeValue(forKey: source.extent) }
             let size = source.size
             counters.withLockedValue {
                 $0.buckets[to, default: .init()].objects += 1
@@ -318,15 +324,18 @@ public final class RocksObjectStore: ObjectStore {
             guard let object = try object(bucket: bucket, digest: digest) else { return false }
             var batch = WriteBatch()
             batch.delete(.objects, Self.objectKey(bucket, digest))
+            var lastReference = false
             if var extent = try extent(object.extent) {
                 extent.references = max(0, extent.references - 1)
                 if extent.references == 0 {
+                    lastReference = true
                     extent.unreferencedSince = Date()
                     batch.put(.objects, Self.unreferencedKey(object.extent), [])
                 }
                 batch.put(.objects, Self.extentKey(object.extent), RecordCodec.encode(extent))
             }
             try await write(batch)
+            if lastReference { released.withLockedValue { $0[object.extent] = .now } }
             counters.withLockedValue {
                 $0.buckets[bucket, default: .init()].objects -= 1
                 $0.buckets[bucket, default: .init()].bytes -= object.size
@@ -570,6 +579,7 @@ public final class RocksObjectStore: ObjectStore {
         batch.put(.objects, Self.objectKey(upload.bucket, digest), RecordCodec.encode(object))
         try await write(batch, removingFilesOf: dropped)
         forget(upload.id)
+        if !dropped.isEmpty { _ = released.withLockedValue { $0.removeValue(forKey: object.extent) } }
         let size = object.size
         counters.withLockedValue {
             $0.buckets[upload.bucket, default: .init()].objects += 1
@@ -627,6 +637,10 @@ public final class RocksObjectStore: ObjectStore {
 
     public func sweepExtents(grace: Double) async throws -> SweepResult {
         let cutoff = Date().addingTimeInterval(-grace)
+        /// Unreferenced for `grace` on the monotonic clock too, when that happened in this process.
+        func releasedLongAgo(_ id: UInt64) -> Bool {
+            released.withLockedValue { $0[id].map { $0.duration(to: .now) >= .seconds(grace) } ?? true }
+        }
         var unreferenced: [UInt64] = []
         try db.scan(.objects, prefix: Array("z".utf8)) { key, _ in
             unreferenced.append(UInt64(bigEndianBytes: key.dropFirst()))
@@ -634,7 +648,9 @@ public final class RocksObjectStore: ObjectStore {
         }
         var candidates: [(UInt64, ExtentRecord)] = []
         for id in unreferenced {
-            if let record = try extent(id), record.references == 0, let since = record.unreferencedSince, since < cutoff {
+            if let record = try extent(id), record.references == 0, let since = record.unreferencedSince, since < cutoff,
+                releasedLongAgo(id)
+            {
                 candidates.append((id, record))
             }
         }
@@ -644,11 +660,12 @@ public final class RocksObjectStore: ObjectStore {
                 // Re-checked in full under the lock: the extent may have been shared
                 // and let go again since the scan, which restarts its grace.
                 guard let current = try extent(id), current.references == 0,
-                    let since = current.unreferencedSince, since < cutoff
+                    let since = current.unreferencedSince, since < cutoff, releasedLongAgo(id)
                 else { return }
                 var batch = WriteBatch()
                 try Self.dropUnreferencedExtent(id, digest: record.digest, db: db, in: &batch)
                 try await write(batch, removingFilesOf: [id])
+                _ = released.withLockedValue { $0.removeValue(forKey: id) }
                 counters.withLockedValue { $0.physicalBytes -= current.size }
                 swept.extents += 1
                 swept.bytes += current.size

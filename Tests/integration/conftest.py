@@ -81,6 +81,8 @@ class BerthServer:
         registries: tuple[str, ...] | list[str] = (),
         extra_args: tuple[str, ...] | list[str] = (),
         label: str = "berth",
+        env: dict[str, str] | None = None,
+        launcher: tuple[str, ...] | list[str] = (),
     ):
         self.binary = binary
         self.workdir = Path(workdir)
@@ -91,6 +93,8 @@ class BerthServer:
         self.log_path.touch()
         self.extra_args = list(extra_args)
         self.label = label
+        self.env = {**os.environ, **env} if env else None  # None: inherit ours
+        self.launcher = list(launcher)  # a command that execs berth (same pid)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.admin_creds: Creds | None = None  # read from the bootstrap file at start()
@@ -170,6 +174,7 @@ class BerthServer:
 
     def serve_command(self) -> list[str]:
         return [
+            *self.launcher,
             self.binary,
             "serve",
             "--data-dir",
@@ -194,6 +199,7 @@ class BerthServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=str(self.workdir),
+                env=self.env,
                 start_new_session=True,
             )
         finally:
@@ -418,9 +424,10 @@ def make_server(berth_bin, tmp_path_factory):
     make_server(registries=[...], extra_args=[...], start=True)."""
     made: list[BerthServer] = []
 
-    def make(registries=(), extra_args=(), start=True, label="extra") -> BerthServer:
+    def make(registries=(), extra_args=(), start=True, label="extra", env=None, launcher=()) -> BerthServer:
         srv = BerthServer(
-            berth_bin, tmp_path_factory.mktemp("berth-extra"), registries=registries, extra_args=extra_args, label=label
+            berth_bin, tmp_path_factory.mktemp("berth-extra"), registries=registries, extra_args=extra_args, label=label,
+            env=env, launcher=launcher,
         )
         made.append(srv)
         if start:

@@ -8,39 +8,46 @@ import NIOConcurrencyHelpers
 /// grace period after any of these, so the manifest finds its layers.
 /// After a restart GC waits a grace period before deleting anything.
 ///
+/// Ages are measured on the monotonic clock (which counts time suspended, as
+/// the grace should): a wall clock stepped forward (NTP, a VM resumed, an
+/// operator's `date -s`) does not age a blob used a moment ago.
+///
 /// A touch and GC's decision to delete are one atomic step: a blob GC has
 /// begun to delete answers its readers "gone", so no client is told a blob
 /// exists that is deleted a moment later.
 final class BlobTouches: Sendable {
     private struct State {
-        var touched: [String: Date] = [:]
+        var touched: [String: ContinuousClock.Instant] = [:]
         var deleting: Set<String> = []
     }
     private let state = NIOLockedValueBox(State())
-    let started = Date()
+    private let started = ContinuousClock.now
 
     /// Records a use of the blob; false when GC is deleting it.
     @discardableResult
     func touch(registry: String, digest: String) -> Bool {
         let key = registry + "\u{0}" + digest
         return state.withLockedValue { state in
-            state.touched[key] = Date()
+            state.touched[key] = .now
             return !state.deleting.contains(key)
         }
     }
 
-    func touched(registry: String, digest: String, since cutoff: Date) -> Bool {
-        if started > cutoff { return true }
-        return state.withLockedValue { ($0.touched[registry + "\u{0}" + digest] ?? .distantPast) > cutoff }
+    /// Whether the blob was used less than `grace` ago (or the server started less than `grace` ago).
+    func touched(registry: String, digest: String, within grace: Duration) -> Bool {
+        let now = ContinuousClock.now
+        if started.duration(to: now) < grace { return true }
+        return state.withLockedValue { $0.touched[registry + "\u{0}" + digest].map { $0.duration(to: now) < grace } ?? false }
     }
 
-    /// Marks the blob as being deleted unless it was used since `cutoff`;
-    /// false (and no mark) when it was. `endDelete` removes the mark.
-    func beginDelete(registry: String, digest: String, unusedSince cutoff: Date) -> Bool {
-        if started > cutoff { return false }
+    /// Marks the blob as being deleted unless it was used less than `grace`
+    /// ago; false (and no mark) when it was. `endDelete` removes the mark.
+    func beginDelete(registry: String, digest: String, unusedFor grace: Duration) -> Bool {
+        let now = ContinuousClock.now
+        if started.duration(to: now) < grace { return false }
         let key = registry + "\u{0}" + digest
         return state.withLockedValue { state in
-            guard (state.touched[key] ?? .distantPast) <= cutoff else { return false }
+            if let used = state.touched[key], used.duration(to: now) < grace { return false }
             state.deleting.insert(key)
             return true
         }
@@ -53,11 +60,12 @@ final class BlobTouches: Sendable {
     /// How many uses are on record.
     var count: Int { state.withLockedValue { $0.touched.count } }
 
-    /// Forgets touches older than `cutoff`: collections do it, and so does the
+    /// Forgets uses `grace` or more ago: collections do it, and so does the
     /// maintenance service, so that mounts of digests nobody has (each one
     /// touched) cannot grow the record while no collection runs.
-    func prune(before cutoff: Date) {
-        state.withLockedValue { $0.touched = $0.touched.filter { $0.value > cutoff } }
+    func prune(olderThan grace: Duration) {
+        let now = ContinuousClock.now
+        state.withLockedValue { $0.touched = $0.touched.filter { $0.value.duration(to: now) < grace } }
     }
 }
 
@@ -81,7 +89,7 @@ extension Registry {
     /// Forgets the blob uses older than `grace` seconds, which no collection
     /// with that grace looks at (see ``BlobTouches/prune(before:)``).
     public func forgetBlobUses(olderThan grace: Double) {
-        touches.prune(before: Date().addingTimeInterval(-grace))
+        touches.prune(olderThan: .seconds(grace))
     }
 
     /// Online garbage collection: deletes every blob no manifest of its
@@ -93,8 +101,10 @@ extension Registry {
     /// both win. Pushes and pulls go on meanwhile.
     public func collectGarbage(grace: Double, details: JobDetails) async throws -> CollectionOutcome {
         var outcome = CollectionOutcome()
+        // The records' creation times are on the wall clock; whether a blob was
+        // used within the grace is decided on the monotonic one (BlobTouches).
         let cutoff = Date().addingTimeInterval(-grace)
-        touches.prune(before: cutoff)
+        touches.prune(olderThan: .seconds(grace))
         var registryNames: [String] = []
         try db.scan(.catalog, prefix: Key("R").childPrefix) { key, _ in
             registryNames.append(Key.lastComponent(key))
@@ -109,7 +119,7 @@ extension Registry {
                 after = last.digest
                 for object in page where object.created < cutoff {
                     try Task.checkCancellation()
-                    try await collect(object, registry: registryName, cutoff: cutoff, into: &outcome, details: details)
+                    try await collect(object, registry: registryName, grace: .seconds(grace), into: &outcome, details: details)
                 }
             }
         }
@@ -122,17 +132,17 @@ extension Registry {
         return outcome
     }
 
-    /// Deletes one blob if nothing references it and nobody used it since `cutoff`.
+    /// Deletes one blob if nothing references it and nobody used it within `grace`.
     private func collect(
-        _ object: ObjectRecord, registry registryName: String, cutoff: Date, into outcome: inout CollectionOutcome, details: JobDetails
+        _ object: ObjectRecord, registry registryName: String, grace: Duration, into outcome: inout CollectionOutcome, details: JobDetails
     ) async throws {
         guard try linkCount(registry: registryName, blob: object.digest) == 0,
-            !touches.touched(registry: registryName, digest: object.digest, since: cutoff)
+            !touches.touched(registry: registryName, digest: object.digest, within: grace)
         else { return }
         do {
             let deleted = try await locks.withLock("link:\(registryName)@\(object.digest)") { () -> Bool in
                 guard try linkCount(registry: registryName, blob: object.digest) == 0,
-                    touches.beginDelete(registry: registryName, digest: object.digest, unusedSince: cutoff)
+                    touches.beginDelete(registry: registryName, digest: object.digest, unusedFor: grace)
                 else { return false }
                 defer { touches.endDelete(registry: registryName, digest: object.digest) }
                 return try await objects.delete(bucket: registryName, digest: object.digest)
