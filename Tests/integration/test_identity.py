@@ -385,6 +385,28 @@ def test_rotate_with_overlap_keeps_the_old_key_for_a_while(server, http):
     assert _me(server.client(creds=new)) == 200
 
 
+def test_enabling_a_key_in_its_overlap_keeps_its_retirement(server, http):
+    """The listing shows a key in its rotation's overlap as enabled; a PATCH
+    {"disabled": false} on it changes nothing (it used to cancel the
+    retirement, leaving the old key valid forever). Once retired, the same
+    PATCH enables it again, for good."""
+    user, old = new_principal(http, "viewer", prefix="roe")
+    old_client = server.client(creds=old)
+    r = http.post(f"/api/v1/users/{user}/access-keys/{old[0]}/rotate", json={"overlap_seconds": 2})
+    assert_status(r, 201)
+    path = f"/api/v1/users/{user}/access-keys/{old[0]}"
+    assert _keys(http, user)[old[0]]["disabled"] is False
+    r = http.patch(path, json={"disabled": False})
+    assert_status(r, 200)
+    assert r.json()["disabled"] is False, r.json()
+    wait_until(lambda: _me(old_client) == 401, timeout=6, message="the old key to stop working after the 2 s overlap")
+    assert _keys(http, user)[old[0]]["disabled"] is True
+    assert_status(http.patch(path, json={"disabled": False}), 200)
+    assert _me(old_client) == 200
+    time.sleep(2.5)
+    assert _me(old_client) == 200, "a key enabled again after its retirement stays enabled"
+
+
 @pytest.mark.parametrize("body", [{"overlap_seconds": -1}, {"overlap_seconds": "soon"}], ids=["negative", "string"])
 def test_rotate_with_bad_overlap_is_400(server, http, body):
     user, old = new_principal(http, "viewer", prefix="rob")

@@ -206,9 +206,13 @@ public final class Identity: Sendable {
         return key
     }
 
+    /// Disables a key, or enables one that does not work (disabled, or past a
+    /// rotation's overlap). Enabling a key that works changes nothing: a key in
+    /// its rotation's overlap keeps its retirement time.
     public func setKeyDisabled(user: String, id: String, _ disabled: Bool) async throws -> AccessKeyRecord {
         try await change {
             var key = try ownedKey(user: user, id: id)
+            if !disabled, key.isActive(at: Date()) { return key }
             key.disabled = disabled
             if !disabled { key.expires = nil }
             try await put([key])
