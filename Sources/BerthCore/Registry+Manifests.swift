@@ -208,41 +208,51 @@ extension Registry {
         }
         // As for a GET: a well-formed digest of an algorithm not stored here names nothing (404).
         let digest = try ContentDigest(parsing: reference, forLookup: true).description
-        guard let record = try manifestRecord(name: name, digest: digest) else {
+        guard var blobs = try manifestRecord(name: name, digest: digest).map({ Set($0.blobs) }) else {
             throw RegistryError(.manifestUnknown, "manifest \(digest) is not in repository '\(name)'", detail: digest)
         }
-        let lockNames = ["manifest:\(name)@\(digest)", "repository:\(name)"] + record.blobs.map { "link:\(registryName)@\($0)" }
-        try await locks.withLocks(lockNames) {
-            guard try manifestRecord(name: name, digest: digest) != nil else { return }
-            try requireUnprotected(repository: name, digest: digest)
-            var batch = WriteBatch()
-            batch.delete(.catalog, CatalogKey.manifest(name, digest).bytes)
-            batch.delete(.catalog, CatalogKey.manifestBytes(name, digest).bytes)
-            for blob in Set(record.blobs) { try adjustLink(registry: registryName, blob: blob, by: -1, in: &batch) }
-            if let subject = record.subject {
-                batch.delete(.catalog, CatalogKey.referrer(name, subject: subject, digest).bytes)
-            }
-            var tags: [String] = []
-            try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
-                if TagValue.decode(value).digest == digest {
-                    batch.delete(.catalog, Array(key))
-                    tags.append(Key.lastComponent(key))
+        // The links to drop are those of the record as it is under the locks: a
+        // push of the same digest meanwhile may have changed its blobs (a foreign
+        // layer present now), and then their link locks are taken too.
+        while true {
+            let locked = blobs
+            let lockNames = ["manifest:\(name)@\(digest)", "repository:\(name)"] + locked.map { "link:\(registryName)@\($0)" }
+            let done = try await locks.withLocks(lockNames) { () -> Bool in
+                guard let record = try manifestRecord(name: name, digest: digest) else { return true }
+                blobs = Set(record.blobs)
+                guard blobs.isSubset(of: locked) else { return false }
+                try requireUnprotected(repository: name, digest: digest)
+                var batch = WriteBatch()
+                batch.delete(.catalog, CatalogKey.manifest(name, digest).bytes)
+                batch.delete(.catalog, CatalogKey.manifestBytes(name, digest).bytes)
+                for blob in blobs { try adjustLink(registry: registryName, blob: blob, by: -1, in: &batch) }
+                if let subject = record.subject {
+                    batch.delete(.catalog, CatalogKey.referrer(name, subject: subject, digest).bytes)
                 }
+                var tags: [String] = []
+                try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
+                    if TagValue.decode(value).digest == digest {
+                        batch.delete(.catalog, Array(key))
+                        tags.append(Key.lastComponent(key))
+                    }
+                    return true
+                }
+                if let precondition {
+                    guard Set(tags) == precondition.tags else {
+                        throw LifecycleError.changed("its tags changed since the run decided (now: \(tags.sorted().joined(separator: ", ")))")
+                    }
+                    if try isListedByIndex(name: name, digest: digest) {
+                        throw LifecycleError.changed("an index of the image lists it now")
+                    }
+                }
+                batch.delete(.catalog, CatalogKey.pulls(name, digest).bytes)
+                var event = EventRecord("artifact.delete", repository: name, digest: digest, actor: actor)
+                if !tags.isEmpty { event.detail = Self.jsonText(["tags": tags]) }
+                try await write(batch, events: [event], into: registryName, created: created)
+                pulls.forget(name: name, digest: digest)
                 return true
             }
-            if let precondition {
-                guard Set(tags) == precondition.tags else {
-                    throw LifecycleError.changed("its tags changed since the run decided (now: \(tags.sorted().joined(separator: ", ")))")
-                }
-                if try isListedByIndex(name: name, digest: digest) {
-                    throw LifecycleError.changed("an index of the image lists it now")
-                }
-            }
-            batch.delete(.catalog, CatalogKey.pulls(name, digest).bytes)
-            var event = EventRecord("artifact.delete", repository: name, digest: digest, actor: actor)
-            if !tags.isEmpty { event.detail = Self.jsonText(["tags": tags]) }
-            try await write(batch, events: [event], into: registryName, created: created)
-            pulls.forget(name: name, digest: digest)
+            if done { return }
         }
     }
 
