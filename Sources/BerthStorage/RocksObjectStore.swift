@@ -125,9 +125,10 @@ public final class RocksObjectStore: ObjectStore {
         for upload in uploads {
             do {
                 try moveChunksToFile(upload)
-            } catch {
+            } catch is MissingChunk {
                 // One unreadable upload must not keep the store from opening: drop it (its
-                // client gets BLOB_UPLOAD_UNKNOWN and starts over).
+                // client gets BLOB_UPLOAD_UNKNOWN and starts over). Any other error (a full
+                // disk) fails the open instead: the chunks are still there to move next time.
                 var batch = WriteBatch()
                 Self.dropUpload(upload, in: &batch)
                 try db.write(batch, .synced)
@@ -143,12 +144,13 @@ public final class RocksObjectStore: ObjectStore {
     private func moveChunksToFile(_ upload: UploadRecord) throws {
         let full = upload.size / Int64(upload.chunkSize)
         guard full > 0, try db.get(.chunks, Self.chunkKey(upload.extent, 0)) != nil else { return }
-        let file = try files.openForAppend(upload.extent)
+        // The entry is synced even if an earlier, interrupted move created the file.
+        let file = try files.openForAppend(upload.extent, syncingEntry: true)
         defer { file.close() }
         for index in 0..<full {
             try db.withValue(.chunks, Self.chunkKey(upload.extent, index)) { bytes in
                 guard let bytes, bytes.count == upload.chunkSize else {
-                    throw StorageError("upload \(upload.id): chunk \(index) is missing")
+                    throw MissingChunk(message: "upload \(upload.id): chunk \(index) is missing")
                 }
                 try file.write(bytes, at: index * Int64(upload.chunkSize))
             }
@@ -157,6 +159,12 @@ public final class RocksObjectStore: ObjectStore {
         var batch = WriteBatch()
         batch.deleteRange(.chunks, from: Self.chunkKey(upload.extent, 0), to: Self.chunkKey(upload.extent, full))
         try db.write(batch, .synced)
+    }
+
+    /// An upload of the layout before extent files whose chunks cannot be moved.
+    private struct MissingChunk: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
     }
 
     // MARK: Keys

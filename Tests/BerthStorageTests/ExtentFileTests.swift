@@ -227,6 +227,35 @@ import Testing
         try await store.shutdown()
     }
 
+    @Test func anUploadWhoseMoveFailsIsKeptAndTheOpenFails() async throws {
+        let directory = scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let bytes = random(3000)
+        var upload: UploadRecord
+        let fanout: String
+        do {
+            let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
+            try await store.objects.createBucket("a")
+            upload = try await startUpload(store, "a", Array(bytes[0..<2600]))
+            try moveFileIntoRocksDB(store, upload.extent, size: 2600)
+            fanout = (store.files.path(upload.extent) as NSString).deletingLastPathComponent
+            try await store.shutdown()
+        }
+        // The file cannot be created (as on a full disk): the store refuses to open
+        // rather than drop bytes its client was told are stored.
+        try FileManager.default.removeItem(atPath: fanout)
+        FileManager.default.createFile(atPath: fanout, contents: Data())
+        #expect(throws: (any Error).self) { _ = try Store(directory: directory, chunkSize: 1024, threads: 2) }
+        try FileManager.default.removeItem(atPath: fanout)
+        try FileManager.default.createDirectory(atPath: fanout, withIntermediateDirectories: false)
+        let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
+        #expect(fileSize(store, upload.extent) == 2048)
+        _ = try await store.objects.append(upload: upload.id, start: 2600, expectedLength: nil, body: body(Array(bytes[2600...])))
+        let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
+        #expect(try await readAll(store, object) == bytes)
+        try await store.shutdown()
+    }
+
     @Test func aCheckpointGetsTheFilesItsRecordsName() async throws {
         let backup = scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: backup) }
