@@ -45,6 +45,10 @@ public final class RocksObjectStore: ObjectStore {
     /// jump forward; the sweep also waits out the grace on this one, so a pull
     /// that began before a delete keeps its chunks whatever the wall clock does.
     private let released = NIOLockedValueBox([UInt64: ContinuousClock.Instant]())
+    /// Extents being read, with how many readers: the sweep leaves them alone
+    /// however long ago they were let go (a pull longer than the grace, or a
+    /// grace of 0).
+    private let reading = NIOLockedValueBox([UInt64: Int]())
 
     struct Counters {
         var buckets: [String: BucketUsage] = [:]
@@ -159,6 +163,26 @@ public final class RocksObjectStore: ObjectStore {
         var batch = WriteBatch()
         batch.deleteRange(.chunks, from: Self.chunkKey(upload.extent, 0), to: Self.chunkKey(upload.extent, full))
         try db.write(batch, .synced)
+    }
+
+    /// One reader of an extent, counted in `reading` from its creation until
+    /// the last copy of the reader (and its iterators) is gone.
+    private final class ReadLease: Sendable {
+        let extent: UInt64
+        let reading: NIOLockedValueBox<[UInt64: Int]>
+
+        init(extent: UInt64, reading: NIOLockedValueBox<[UInt64: Int]>) {
+            self.extent = extent
+            self.reading = reading
+            reading.withLockedValue { $0[extent, default: 0] += 1 }
+        }
+
+        deinit {
+            reading.withLockedValue { readers in
+                let left = (readers[extent] ?? 1) - 1
+                readers[extent] = left > 0 ? left : nil
+            }
+        }
     }
 
     /// An upload of the layout before extent files whose chunks cannot be moved.
@@ -290,9 +314,11 @@ public final class RocksObjectStore: ObjectStore {
         let files = self.files
         let pool = self.pool
         let buffers = self.buffers
+        let lease = ReadLease(extent: object.extent, reading: reading)
         return ObjectReader(
             fetch: { index in
-                try await pool.run {
+                _ = lease  // held by every copy of the reader and its iterators
+                return try await pool.run {
                     try Self.readChunk(
                         index, extent: object.extent, size: object.size, chunkSize: object.chunkSize, db: db, files: files,
                         buffers: buffers)
@@ -645,9 +671,11 @@ public final class RocksObjectStore: ObjectStore {
 
     public func sweepExtents(grace: Double) async throws -> SweepResult {
         let cutoff = Date().addingTimeInterval(-grace)
-        /// Unreferenced for `grace` on the monotonic clock too, when that happened in this process.
+        /// Unreferenced for `grace` on the monotonic clock too, when that happened in this
+        /// process, and nobody reading it.
         func releasedLongAgo(_ id: UInt64) -> Bool {
-            released.withLockedValue { $0[id].map { $0.duration(to: .now) >= .seconds(grace) } ?? true }
+            reading.withLockedValue { $0[id] == nil }
+                && released.withLockedValue { $0[id].map { $0.duration(to: .now) >= .seconds(grace) } ?? true }
         }
         var unreferenced: [UInt64] = []
         try db.scan(.objects, prefix: Array("z".utf8)) { key, _ in

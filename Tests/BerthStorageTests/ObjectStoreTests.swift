@@ -164,6 +164,26 @@ func put(_ store: Store, _ bucket: String, _ bytes: [UInt8]) async throws -> Obj
         }
     }
 
+    @Test func theSweepLeavesAnExtentBeingReadAlone() async throws {
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            let bytes = random(4000)
+            let object = try await put(store, "a", bytes)
+            var read: [UInt8] = []
+            do {
+                var chunks = store.objects.read(object, range: 0..<object.size).makeAsyncIterator()
+                let first = try #require(try await chunks.next())
+                read.append(contentsOf: first.readableBytesView)
+                #expect(try await store.objects.delete(bucket: "a", digest: object.digest))
+                // Let go, past a grace of 0, but still being read.
+                #expect(try await store.objects.sweepExtents(grace: 0).extents == 0)
+                while let chunk = try await chunks.next() { read.append(contentsOf: chunk.readableBytesView) }
+            }
+            #expect(read == bytes)
+            #expect(try await store.objects.sweepExtents(grace: 0).extents == 1)
+        }
+    }
+
     @Test func uploadsSurviveReopenAndExpire() async throws {
         let directory = scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
