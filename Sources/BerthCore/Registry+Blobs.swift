@@ -143,6 +143,10 @@ extension Registry {
                 .digestInvalid, "content digest is \(actual), not \(expected); the upload was discarded", detail: expected)
         case .tooLarge(let limit):
             return RegistryError(.sizeInvalid, "blob exceeds the size limit of \(limit) bytes", detail: "\(limit)", status: 413)
+        case .overlong(let expected):
+            return RegistryError(
+                .sizeInvalid, "body goes on past the \(expected) bytes its Content-Length or Content-Range declares",
+                detail: "\(expected)")
         case .incomplete(let expected, let received):
             return RegistryError(
                 .sizeInvalid, "body ended after \(received) of \(expected) declared bytes", detail: "\(received)")

@@ -222,7 +222,8 @@ struct DistributionController: RouterMiddleware {
 
     /// Pages end at 4 MiB of descriptors; `last` (a referrer's digest, from the `Link` header) goes on after one.
     private func referrers(_ name: String, _ digest: String, _ request: Request) async throws -> Response {
-        let artifactType = request.query("artifactType")
+        // Empty is no filter: a pushed manifest's empty artifactType is stored as none.
+        let artifactType = request.query("artifactType").flatMap { $0.isEmpty ? nil : $0 }
         let last = request.query("last")
         let page = try await registry.store.pool.run { [registry] in
             try registry.referrers(name: name, digest: digest, artifactType: artifactType, after: last)
@@ -359,22 +360,28 @@ struct DistributionController: RouterMiddleware {
         return response
     }
 
-    /// Appends a request's body to an upload, then tells the trimmer.
-    private func append(_ name: String, _ id: String, start: Int64?, _ request: Request) async throws -> UploadRecord {
+    /// Appends a request's body to an upload, then tells the trimmer. The body
+    /// must be `length` bytes long when given, else its `Content-Length` if any.
+    private func append(
+        _ name: String, _ id: String, start: Int64?, length: Int64? = nil, _ request: Request
+    ) async throws -> UploadRecord {
         defer { trimmer.transferEnded(bytes: request.contentLength.map(Int.init)) }
         return try await registry.appendUpload(
-            name: name, id: id, start: start, expectedLength: request.contentLength, body: request.body)
+            name: name, id: id, start: start, expectedLength: length ?? request.contentLength, body: request.body)
     }
 
     private func patchUpload(_ name: String, _ id: String, _ request: Request) async throws -> Response {
-        let upload = try await append(name, id, start: try chunkStart(name, id, request), request)
+        let range = try chunkRange(name, id, request)
+        let upload = try await append(name, id, start: range?.start, length: range?.length, request)
         return uploadStatus(name, upload, status: .accepted)
     }
 
-    /// Where a chunk's `Content-Range` says it starts (nil without one). One
-    /// that does not parse is 416 with the upload's current `Range`, before
-    /// the body is read, so the client can resume; the upload is unchanged.
-    private func chunkStart(_ name: String, _ id: String, _ request: Request) throws -> Int64? {
+    /// Where a chunk's `Content-Range` says it starts and how long it is (nil
+    /// without one): a body of another length, with or without a
+    /// `Content-Length`, changes nothing. One that does not parse is 416 with
+    /// the upload's current `Range`, before the body is read, so the client
+    /// can resume; the upload is unchanged.
+    private func chunkRange(_ name: String, _ id: String, _ request: Request) throws -> (start: Int64, length: Int64)? {
         guard let header = request.headers[.contentRange] else { return nil }
         guard let range = ByteRange.parseChunk(header) else {
             let size = try registry.upload(name: name, id: id).size
@@ -385,7 +392,9 @@ struct DistributionController: RouterMiddleware {
         if let length = request.contentLength, length - 1 != range.end - range.start {
             throw RegistryError(.sizeInvalid, "Content-Range \(header) does not cover the Content-Length of \(length) bytes")
         }
-        return range.start
+        let (length, overflow) = (range.end - range.start).addingReportingOverflow(1)
+        guard !overflow else { throw RegistryError(.sizeInvalid, "Content-Range \(header) is longer than any blob") }
+        return (range.start, length)
     }
 
     private func finishUpload(_ name: String, _ id: String, _ request: Request) async throws -> Response {

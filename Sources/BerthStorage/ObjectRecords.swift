@@ -78,6 +78,8 @@ public enum ObjectStoreError: Error, Sendable, Equatable {
     case tooLarge(limit: Int64)
     /// The request body ended before its declared length.
     case incomplete(expected: Int64, received: Int64)
+    /// The request body went on past its declared length.
+    case overlong(expected: Int64)
     case unsupportedDigest(String)
     /// The bucket has as many uploads open as it may.
     case tooManyUploads(limit: Int)

@@ -501,7 +501,7 @@ public final class RocksObjectStore: ObjectStore {
                 for try await var buffer in body {
                     received += Int64(buffer.readableBytes)
                     if let expectedLength, received > expectedLength {
-                        throw ObjectStoreError.tooLarge(limit: expectedLength)
+                        throw ObjectStoreError.overlong(expected: expectedLength)
                     }
                     if size + Int64(buffer.readableBytes) > maxObjectSize {
                         throw ObjectStoreError.tooLarge(limit: maxObjectSize)

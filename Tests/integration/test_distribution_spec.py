@@ -292,6 +292,16 @@ def test_out_of_order_patch_is_416_and_session_survives(http, reg):
     assert_status(bad, 416)
     assert bad.headers.get("Range") == "0-99", describe(bad)
 
+    # A chunk longer than its Content-Range, sent without a Content-Length
+    # (chunked transfer encoding): refused, and nothing of it is kept.
+    bad = http.patch(loc, data=iter([data[100:150], data[150:250]]), headers={**OCTET, "Content-Range": "100-149"})
+    assert_status(bad, 400)
+    assert bad.json()["errors"][0]["code"] == "SIZE_INVALID", describe(bad)
+    # And one shorter than it.
+    bad = http.patch(loc, data=iter([data[100:120]]), headers={**OCTET, "Content-Range": "100-149"})
+    assert_status(bad, 400)
+    assert bad.json()["errors"][0]["code"] == "SIZE_INVALID", describe(bad)
+
     # The session is unharmed and still at 100 bytes.
     st = http.get(loc)
     assert_status(st, 204)
@@ -1189,6 +1199,14 @@ def test_referrers_filter(http, referrers_setup):
     assert_status(r, 200)
     assert r.headers.get("OCI-Filters-Applied") == "artifactType", describe(r)
     assert r.json()["manifests"] == []
+
+    # An empty artifactType is no filter (a pushed manifest's empty one is stored as none).
+    everything = http.get(f"/v2/{name}/referrers/{subject_img.digest}").json()["manifests"]
+    assert len(everything) == 2
+    r = http.get(f"/v2/{name}/referrers/{subject_img.digest}?artifactType=")
+    assert_status(r, 200)
+    assert "OCI-Filters-Applied" not in r.headers, describe(r)
+    assert r.json()["manifests"] == everything
 
 
 @pytest.mark.parametrize("which", ["existing_without_referrers", "unknown_digest"])
