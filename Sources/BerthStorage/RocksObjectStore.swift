@@ -673,7 +673,7 @@ public final class RocksObjectStore: ObjectStore {
         let cutoff = Date().addingTimeInterval(-grace)
         /// Unreferenced for `grace` on the monotonic clock too, when that happened in this
         /// process, and nobody reading it.
-        func releasedLongAgo(_ id: UInt64) -> Bool {
+        func sweepable(_ id: UInt64) -> Bool {
             reading.withLockedValue { $0[id] == nil }
                 && released.withLockedValue { $0[id].map { $0.duration(to: .now) >= .seconds(grace) } ?? true }
         }
@@ -685,7 +685,7 @@ public final class RocksObjectStore: ObjectStore {
         var candidates: [(UInt64, ExtentRecord)] = []
         for id in unreferenced {
             if let record = try extent(id), record.references == 0, let since = record.unreferencedSince, since < cutoff,
-                releasedLongAgo(id)
+                sweepable(id)
             {
                 candidates.append((id, record))
             }
@@ -696,7 +696,7 @@ public final class RocksObjectStore: ObjectStore {
                 // Re-checked in full under the lock: the extent may have been shared
                 // and let go again since the scan, which restarts its grace.
                 guard let current = try extent(id), current.references == 0,
-                    let since = current.unreferencedSince, since < cutoff, releasedLongAgo(id)
+                    let since = current.unreferencedSince, since < cutoff, sweepable(id)
                 else { return }
                 var batch = WriteBatch()
                 try Self.dropUnreferencedExtent(id, digest: record.digest, db: db, in: &batch)
