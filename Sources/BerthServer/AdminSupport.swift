@@ -118,6 +118,14 @@ struct AdminSupport: Sendable {
         return formatter.date(from: text)
     }
 
+    /// `text` as an RFC 3339 date-time; anything else is refused, naming `field`.
+    static func parseTimestamp(_ text: String, field: String) throws -> Date {
+        guard let date = parseTimestamp(text) else {
+            throw InvalidRequest(message: "'\(field)' must be an RFC 3339 date-time, got '\(text)'")
+        }
+        return date
+    }
+
     /// The `limit` query parameter: 1–1000, default 100; anything else is refused.
     static func limit(_ request: Request) throws -> Int {
         guard let text = request.query("limit") else { return 100 }

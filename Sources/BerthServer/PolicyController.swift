@@ -84,9 +84,7 @@ struct PolicyController {
         base.get("old-tags") { request, context in
             try await gate.read(request, context) { name in
                 guard let text = request.query("before") else { throw InvalidRequest(message: "'before' is required (RFC 3339)") }
-                guard let before = AdminSupport.parseTimestamp(text) else {
-                    throw InvalidRequest(message: "'before' must be an RFC 3339 date-time, got '\(text)'")
-                }
+                let before = try AdminSupport.parseTimestamp(text, field: "before")
                 let page = try registry.oldTags(
                     registry: name, before: before, excludeLatest: try AdminSupport.flag(request, "exclude_latest"),
                     cursor: request.query("cursor"), limit: try AdminSupport.limit(request))
@@ -107,19 +105,7 @@ struct PolicyController {
                 guard (1...1000).contains(body.tags.count) else {
                     throw InvalidRequest(message: "'tags' must list 1 to 1000 tags, got \(body.tags.count)")
                 }
-                var before: Date?
-                if let text = body.before {
-                    guard let date = AdminSupport.parseTimestamp(text) else {
-                        throw InvalidRequest(message: "'before' must be an RFC 3339 date-time, got '\(text)'")
-                    }
-                    before = date
-                }
-                for item in body.tags {
-                    guard let digest = item.digest else { continue }
-                    do throws(RegistryError) { _ = try ContentDigest(parsing: digest) } catch {
-                        throw InvalidRequest(message: "'digest' of tag '\(item.tag)': \(error.message)")
-                    }
-                }
+                let before = try body.before.map { try AdminSupport.parseTimestamp($0, field: "before") }
                 let deleted = try await registry.deleteTags(
                     registry: name, body.tags.map { TagDeletion(image: $0.image, tag: $0.tag, digest: $0.digest) },
                     changedBefore: before, actor: context.principal.user)

@@ -205,25 +205,34 @@ import Testing
         }
     }
 
+    /// Leaves in `directory` a store with one upload of `bytes[0..<2600]` kept
+    /// as stores before extent files kept it; returns it and its file's path.
+    func oldLayoutUpload(in directory: String, _ bytes: [UInt8]) async throws -> (UploadRecord, path: String) {
+        let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
+        try await store.objects.createBucket("a")
+        let upload = try await startUpload(store, "a", Array(bytes[0..<2600]))
+        try moveFileIntoRocksDB(store, upload.extent, size: 2600)
+        try await store.shutdown()
+        return (upload, store.files.path(upload.extent))
+    }
+
+    /// Appends the rest of `bytes` to the upload, completes it and reads it back.
+    func completeAndReadBack(_ store: Store, _ upload: UploadRecord, _ bytes: [UInt8]) async throws {
+        _ = try await store.objects.append(upload: upload.id, start: 2600, expectedLength: nil, body: body(Array(bytes[2600...])))
+        let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
+        #expect(try await readAll(store, object) == bytes)
+    }
+
     @Test func uploadsFromBeforeExtentFilesMoveIntoAFileAtStart() async throws {
         let directory = scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let bytes = random(5000)
-        var upload: UploadRecord
-        do {
-            let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
-            try await store.objects.createBucket("a")
-            upload = try await startUpload(store, "a", Array(bytes[0..<2600]))
-            try moveFileIntoRocksDB(store, upload.extent, size: 2600)
-            try await store.shutdown()
-        }
+        let (upload, _) = try await oldLayoutUpload(in: directory, bytes)
         let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
         #expect(fileSize(store, upload.extent) == 2048)
         #expect(try storedChunk(store, upload.extent, 0) == nil)
         #expect(try storedChunk(store, upload.extent, 2)?.count == 2600 - 2048)
-        _ = try await store.objects.append(upload: upload.id, start: 2600, expectedLength: nil, body: body(Array(bytes[2600...])))
-        let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
-        #expect(try await readAll(store, object) == bytes)
+        try await completeAndReadBack(store, upload, bytes)
         try await store.shutdown()
     }
 
@@ -231,16 +240,8 @@ import Testing
         let directory = scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let bytes = random(3000)
-        var upload: UploadRecord
-        let fanout: String
-        do {
-            let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
-            try await store.objects.createBucket("a")
-            upload = try await startUpload(store, "a", Array(bytes[0..<2600]))
-            try moveFileIntoRocksDB(store, upload.extent, size: 2600)
-            fanout = (store.files.path(upload.extent) as NSString).deletingLastPathComponent
-            try await store.shutdown()
-        }
+        let (upload, path) = try await oldLayoutUpload(in: directory, bytes)
+        let fanout = (path as NSString).deletingLastPathComponent
         // The file cannot be created (as on a full disk): the store refuses to open
         // rather than drop bytes its client was told are stored.
         try FileManager.default.removeItem(atPath: fanout)
@@ -250,9 +251,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: fanout, withIntermediateDirectories: false)
         let store = try Store(directory: directory, chunkSize: 1024, threads: 2)
         #expect(fileSize(store, upload.extent) == 2048)
-        _ = try await store.objects.append(upload: upload.id, start: 2600, expectedLength: nil, body: body(Array(bytes[2600...])))
-        let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
-        #expect(try await readAll(store, object) == bytes)
+        try await completeAndReadBack(store, upload, bytes)
         try await store.shutdown()
     }
 

@@ -87,7 +87,7 @@ public struct CollectionOutcome: Sendable {
 
 extension Registry {
     /// Forgets the blob uses older than `grace` seconds, which no collection
-    /// with that grace looks at (see ``BlobTouches/prune(before:)``).
+    /// with that grace looks at (see ``BlobTouches/prune(olderThan:)``).
     public func forgetBlobUses(olderThan grace: Double) {
         touches.prune(olderThan: .seconds(grace))
     }

@@ -79,6 +79,7 @@ extension Registry {
         registry registryName: String, _ tags: [TagDeletion], changedBefore before: Date? = nil, actor: String?
     ) async throws -> Int {
         let created = try requireRegistry(registryName).created
+        for deletion in tags { _ = try deletion.digest.map { try ContentDigest(parsing: $0) } }  // before any lock
         let names = Set(tags.map { registryName + "/" + $0.image })
         return try await locks.withLocks(names.map { "repository:\($0)" }) {
             var batch = WriteBatch()
