@@ -83,11 +83,6 @@ struct DistributionController: RouterMiddleware {
         }
         // A malformed name is answered by the handler with NAME_INVALID; it reveals nothing.
         guard let (registryName, _) = try? Names.splitRepository(name) else { return nil }
-        if exposure == .public, let record = try? registry.registry(registryName), !record.publicURIEnabled {
-            return ErrorResponses.oci(
-                RegistryError(.denied, "registry \(registryName) is not reachable through its public URI"),
-                head: request.method == .head)
-        }
         let actions: String
         switch permission {
         case .push: actions = "pull,push"
@@ -96,6 +91,13 @@ struct DistributionController: RouterMiddleware {
         }
         switch access.decide(principal, permission, registry: registryName, repository: name) {
         case .allow:
+            // Only a caller who may use the registry learns that it is private-only:
+            // to anyone else it answers as a registry that does not exist.
+            if exposure == .public, let record = try? registry.registry(registryName), !record.publicURIEnabled {
+                return ErrorResponses.oci(
+                    RegistryError(.denied, "registry \(registryName) is not reachable through its public URI"),
+                    head: request.method == .head)
+            }
             return nil
         case .challenge(let insufficientScope):
             return challenge.registry(

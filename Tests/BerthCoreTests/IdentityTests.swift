@@ -98,6 +98,23 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
         }
     }
 
+    /// Rotating again never extends the old key: a retiring key keeps the
+    /// earlier retirement, and a disabled one stays disabled.
+    @Test func rotationNeverRevivesOrExtendsTheOldKey() async throws {
+        try await withIdentity { identity, _ in
+            _ = try await identity.createUser("bob")
+            let key = try await identity.createKey(user: "bob")
+            let id = key.record.id
+            _ = try await identity.rotateKey(user: "bob", id: id, overlap: 60)
+            _ = try await identity.rotateKey(user: "bob", id: id, overlap: 30 * 86_400)
+            #expect(identity.principal(forKey: id, now: Date().addingTimeInterval(61)) == nil)
+            _ = try await identity.setKeyDisabled(user: "bob", id: id, true)
+            _ = try await identity.rotateKey(user: "bob", id: id, overlap: 30 * 86_400)
+            #expect(identity.principal(forKey: id) == nil)
+            #expect(identity.key(id)?.disabled == true)
+        }
+    }
+
     @Test func stateSurvivesReopen() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-id-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -133,6 +150,35 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
         #expect(throttle.retryAfter(source: "10.0.0.2", accessKey: "AKX", now: now.addingTimeInterval(10)) == 50)
         #expect(throttle.retryAfter(source: "10.0.0.2", accessKey: "AKY", now: now) == nil)
         #expect(throttle.retryAfter(source: "10.0.0.1", accessKey: nil, now: now.addingTimeInterval(61)) == nil)
+    }
+
+    /// A flood of failures from more sources than the table keeps does not lift a key's lockout.
+    @Test func aSourceFloodKeepsKeyLockouts() {
+        let throttle = AuthThrottle(limit: 3, window: 60, sourceCapacity: 100)
+        let now = Date()
+        for _ in 0..<3 { throttle.recordFailure(source: "10.0.0.1", accessKey: "AKX", now: now) }
+        for i in 0..<250 { throttle.recordFailure(source: "10.1.\(i / 256).\(i % 256)", accessKey: nil, now: now) }
+        #expect(throttle.retryAfter(source: "10.9.9.9", accessKey: "AKX", now: now) == 60)
+        // A source whose failures aged out makes room before any live one is dropped.
+        let later = now.addingTimeInterval(61)
+        let fresh = AuthThrottle(limit: 3, window: 60, sourceCapacity: 2)
+        fresh.recordFailure(source: "10.0.0.1", accessKey: nil, now: now)
+        for _ in 0..<3 { fresh.recordFailure(source: "10.0.0.2", accessKey: nil, now: later) }
+        fresh.recordFailure(source: "10.0.0.3", accessKey: nil, now: later)
+        #expect(fresh.retryAfter(source: "10.0.0.2", accessKey: nil, now: later) == 60)
+    }
+
+    /// IPv6 clients are counted per /64; an IPv4-mapped address is its IPv4 client.
+    @Test func anIPv6SourceIsItsSlash64() {
+        #expect(AuthThrottle.sourceName("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64")
+        #expect(AuthThrottle.sourceName("2001:db8:1:2:bbbb:cccc:dddd:eeee") == "2001:db8:1:2::/64")
+        #expect(AuthThrottle.sourceName("::ffff:10.0.0.1") == "::ffff:10.0.0.1")
+        #expect(AuthThrottle.sourceName("10.0.0.1") == "10.0.0.1")
+        let throttle = AuthThrottle(limit: 3, window: 60)
+        let now = Date()
+        for i in 1...3 { throttle.recordFailure(source: "2001:db8:1:2::\(i)", accessKey: nil, now: now) }
+        #expect(throttle.retryAfter(source: "2001:db8:1:2:ffff::9", accessKey: nil, now: now) == 60)
+        #expect(throttle.retryAfter(source: "2001:db8:1:3::1", accessKey: nil, now: now) == nil)
     }
 
     @Test func constantTimeComparison() {

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from conftest import _free_ports, berth_binary
+from helpers import Registry, new_principal
 
 
 @pytest.fixture
@@ -78,6 +79,17 @@ def test_public_uri_switched_off(two_listeners):
 
     assert requests.get(private + "/v2/vpconly/app/manifests/v1", auth=auth).status_code == 200
     assert requests.get(private + "/v2/_catalog", auth=auth).json()["repositories"] == ["open/app", "vpconly/app"]
+
+    # To a caller who may not use it, it answers as a registry that does not exist:
+    # anonymous callers get the same challenge, a user without a role the same denial.
+    for path in ("/v2/vpconly/app/manifests/v1", "/v2/nosuch/app/manifests/v1"):
+        r = requests.get(public + path)
+        assert r.status_code == 401 and "WWW-Authenticate" in r.headers, (path, r.status_code, r.text)
+    _, stranger = new_principal(Registry(public, creds=auth), role="viewer", registry="open", prefix="x")
+    answers = [requests.get(public + f"/v2/{reg}/app/manifests/v1", auth=stranger) for reg in ("vpconly", "nosuch")]
+    assert [r.status_code for r in answers] == [403, 403]
+    assert [r.json()["errors"][0]["message"].replace("vpconly", "nosuch") for r in answers] == [
+        answers[1].json()["errors"][0]["message"]] * 2
 
     # Switched back on, it is served publicly again.
     requests.patch(public + "/api/v1/registries/vpconly", json={"public_uri_enabled": True}, auth=auth).raise_for_status()

@@ -565,6 +565,19 @@ def test_anonymous_pull_opens_only_pulls_of_that_registry(server, http, new_regi
         assert_status(bearer.get_manifest(name, "v1"), 200)
         assert_status(bearer.start_upload(name), 401)
         assert_status(bearer.get_manifest(f"{closed_reg}/app", "v1"), 401)
+
+        # A signed-in user with no role there reads what anyone may (`docker login`
+        # must not take pulls away), by Basic and by token, and nothing more.
+        _, creds = new_principal(http, "viewer", closed_reg, prefix="pu")
+        user = server.client(creds=creds)
+        assert_status(user.get_manifest(name, "v1"), 200)
+        assert_status(user.get_blob(name, layer), 200)
+        assert_status(user.start_upload(name), 403)
+        r = user.fetch_token(f"repository:{name}:pull,push,delete")
+        assert_status(r, 200)
+        _, claims = jwt_decode(r.json()["token"])
+        assert [a["actions"] for a in claims["access"] if a.get("name") == name] == [["pull"]], claims
+        assert_status(server.client(token=r.json()["token"]).get_manifest(name, "v1"), 200)
     finally:
         assert_status(http.patch(f"/api/v1/registries/{open_reg}", json={"anonymous_pull": False}), 200)
     assert_status(anon.get_manifest(name, "v1"), 401)

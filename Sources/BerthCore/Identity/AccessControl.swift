@@ -108,10 +108,11 @@ public final class AccessControl: Sendable {
             }
             // Rights may have changed since the token was issued.
             if principal.user == nil { return readOnly && anonymousPull() ? .allow : .challenge(insufficientScope: true) }
-            return principal.rights.allows(permission, on: registryName) ? .allow : .deny
+            return principal.rights.allows(permission, on: registryName) || readOnly && anonymousPull() ? .allow : .deny
         }
         if principal.user != nil {
-            return principal.rights.allows(permission, on: registryName) ? .allow : .deny
+            // A signed-in user may read whatever anyone may: `docker login` must not take pulls away.
+            return principal.rights.allows(permission, on: registryName) || readOnly && anonymousPull() ? .allow : .deny
         }
         if readOnly && principal.tokenAccess == nil && anonymousPull() { return .allow }
         return .challenge(insufficientScope: false)

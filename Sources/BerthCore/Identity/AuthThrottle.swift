@@ -2,39 +2,72 @@ import Foundation
 import NIOConcurrencyHelpers
 
 /// Slows down guessing: more than `limit` failed authentications within the
-/// window from one source address, or against one access key, and further
-/// attempts from it or on it are refused until the window has passed.
+/// window from one source, or against one access key, and further attempts
+/// from it or on it are refused until the window has passed.
+///
+/// A source is an IPv4 address or an IPv6 /64, the block one client is
+/// usually given: counted per IPv6 address, one client could spread its
+/// guesses over 2^64 sources.
 public final class AuthThrottle: Sendable {
     public let limit: Int
     public let window: Double
-    private let failures = NIOLockedValueBox([String: [Date]]())
+    /// The most sources remembered at once. Keys are never dropped: only keys
+    /// that exist are counted, so their number is bounded already.
+    public let sourceCapacity: Int
+    private let failures = NIOLockedValueBox(Failures())
 
-    public init(limit: Int, window: Double = 60) {
+    /// Recent failure times, per source and per access key.
+    private struct Failures {
+        var sources: [String: [Date]] = [:]
+        var keys: [String: [Date]] = [:]
+    }
+
+    public init(limit: Int, window: Double = 60, sourceCapacity: Int = 100_000) {
         self.limit = limit
         self.window = window
+        self.sourceCapacity = sourceCapacity
     }
 
     /// Seconds to wait, when `source` or `accessKey` is throttled now.
     public func retryAfter(source: String, accessKey: String?, now: Date = Date()) -> Int? {
-        let names = ["source:" + source] + (accessKey.map { ["key:" + $0] } ?? [])
+        let sourceName = Self.sourceName(source)
         return failures.withLockedValue { table -> Int? in
-            var wait: Double = 0
-            for name in names {
-                let recent = (table[name] ?? []).filter { now.timeIntervalSince($0) < window }
-                table[name] = recent.isEmpty ? nil : recent
-                if recent.count >= limit, let oldest = recent.first {
-                    wait = max(wait, window - now.timeIntervalSince(oldest))
-                }
-            }
+            var wait = self.wait(&table.sources, sourceName, now: now)
+            if let accessKey { wait = max(wait, self.wait(&table.keys, accessKey, now: now)) }
             return wait > 0 ? Int(wait.rounded(.up)) : nil
         }
     }
 
+    /// Drops `name`'s aged-out failures; seconds until it may try again.
+    private func wait(_ table: inout [String: [Date]], _ name: String, now: Date) -> Double {
+        let recent = (table[name] ?? []).filter { now.timeIntervalSince($0) < window }
+        table[name] = recent.isEmpty ? nil : recent
+        guard recent.count >= limit, let oldest = recent.first else { return 0 }
+        return window - now.timeIntervalSince(oldest)
+    }
+
     public func recordFailure(source: String, accessKey: String?, now: Date = Date()) {
+        let sourceName = Self.sourceName(source)
         failures.withLockedValue { table in
-            table["source:" + source, default: []].append(now)
-            if let accessKey { table["key:" + accessKey, default: []].append(now) }
-            if table.count > 100_000 { table.removeAll() }  // bound memory under a flood of random keys
+            if table.sources[sourceName] == nil, table.sources.count >= sourceCapacity {
+                // Aged-out sources go first; if that is not enough, all of them (a flood
+                // from that many addresses is not slowed by remembering each). Keys stay,
+                // so a key's lockout holds.
+                table.sources = table.sources.filter { $0.value.contains { now.timeIntervalSince($0) < window } }
+                if table.sources.count >= sourceCapacity { table.sources = [:] }
+            }
+            table.sources[sourceName, default: []].append(now)
+            if let accessKey { table.keys[accessKey, default: []].append(now) }
         }
+    }
+
+    /// The table's name for a remote address: IPv6 addresses by their /64.
+    public static func sourceName(_ address: String) -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        guard address.contains(":"), inet_pton(AF_INET6, address, &bytes) == 1 else { return address }
+        // An IPv4-mapped address (::ffff:a.b.c.d) is one IPv4 client.
+        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff { return address }
+        let prefix = stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
+        return prefix.joined(separator: ":") + "::/64"
     }
 }

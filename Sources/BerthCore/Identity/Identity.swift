@@ -231,13 +231,19 @@ public final class Identity: Sendable {
     }
 
     /// Issues a new key and retires the old one, at once or after `overlap` seconds.
+    ///
+    /// A rotation never extends the old key's life: one that no longer works
+    /// stays so, and one already retiring keeps the earlier of the two times.
     public func rotateKey(user: String, id: String, overlap: Double) async throws -> NewAccessKey {
         try await change {
             var old = try ownedKey(user: user, id: id)
-            if overlap <= 0 {
-                old.disabled = true
-            } else {
-                old.expires = Date().addingTimeInterval(overlap)
+            let now = Date()
+            if old.isActive(at: now) {
+                if overlap <= 0 {
+                    old.disabled = true
+                } else {
+                    old.expires = min(old.expires ?? .distantFuture, now.addingTimeInterval(overlap))
+                }
             }
             // One write: retiring the old key and storing its successor apart
             // could leave a user with neither after a crash.
