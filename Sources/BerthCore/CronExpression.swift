@@ -3,8 +3,9 @@ import Foundation
 /// A five-field cron expression evaluated in UTC: minute, hour, day of month,
 /// month (1–12 or JAN–DEC), day of week (0–6 or SUN–SAT). Fields take `*`,
 /// values, ranges `a-b`, steps `*/n`, `a-b/n`, `a/n`, comma lists, and `?`
-/// ("any") in the day fields. When both day fields are restricted, a day
-/// matching either one matches (as in Vixie cron).
+/// ("any") in the day fields. When both day fields are restricted (neither
+/// starts with `*` or is `?`), a day matching either one matches; otherwise
+/// a day must match both (as in Vixie cron).
 public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
     public let source: String
     let minutes: Set<Int>
@@ -91,12 +92,11 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
     }
 
     private func dayMatches(day: Int, weekday: Int) -> Bool {
-        switch (dayOfMonthRestricted, dayOfWeekRestricted) {
-        case (true, true): daysOfMonth.contains(day) || daysOfWeek.contains(weekday)
-        case (true, false): daysOfMonth.contains(day)
-        case (false, true): daysOfWeek.contains(weekday)
-        case (false, false): true
+        // An unrestricted field holds every day (`*`, `?`) or some (`*/2`): "and" then.
+        if dayOfMonthRestricted && dayOfWeekRestricted {
+            return daysOfMonth.contains(day) || daysOfWeek.contains(weekday)
         }
+        return daysOfMonth.contains(day) && daysOfWeek.contains(weekday)
     }
 
     static let calendar: Calendar = {
@@ -141,7 +141,9 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
             }
             values.formUnion(stride(from: range.lowerBound, through: range.upperBound, by: step))
         }
-        return (values, true)
+        // As in Vixie cron, a field that starts with `*` (`*/2`) counts as unrestricted
+        // for the day rule: with the other day field it is "and", not "or".
+        return (values, !text.hasPrefix("*"))
     }
 
     private static func value(_ text: Substring, _ field: Field) throws(CronError) -> Int {

@@ -109,6 +109,19 @@ import Testing
         }
     }
 
+    /// An artifact someone else deleted since the decision is reported as changed,
+    /// not as deleted by the run (nor as a failure).
+    @Test func reportsAnArtifactDeletedMeanwhileAsChanged() async throws {
+        try await withRegistry { registry in
+            let digest = try await push(registry, "e", as: "v1")
+            let decided = try precondition(registry, tags: ["v1"])
+            try await registry.deleteManifest(name: "cd/app", reference: digest, actor: nil)
+            await expectChanged {
+                try await registry.deleteManifest(name: "cd/app", reference: digest, actor: nil, ifUnchanged: decided)
+            }
+        }
+    }
+
     /// A decision made in a registry deleted since deletes nothing in one created again under its name.
     @Test func leavesARegistryCreatedAgainUnderTheName() async throws {
         try await withRegistry { registry in

@@ -23,6 +23,8 @@ import Testing
         ("10/20 * * * *", "2026-11-23T10:31:00Z", "2026-11-23T10:50:00Z"),
         // Both day fields restricted: either matches (the 1st, or a Friday).
         ("0 0 1 * FRI", "2026-11-23T00:00:00Z", "2026-11-27T00:00:00Z"),
+        // A day field starting with '*' restricts nothing for that rule: a Monday on an odd day.
+        ("0 4 */2 * MON", "2026-11-23T10:00:00Z", "2026-12-07T04:00:00Z"),
     ])
     func nextRun(_ expression: String, _ after: String, _ next: String) throws {
         let cron = try CronExpression(expression)

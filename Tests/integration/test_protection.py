@@ -10,12 +10,14 @@ permission cases (one module registry).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
 import pytest
 
 from helpers import (
+    MT_OCI_INDEX,
     small_image,
     ANON,
     OADMIN,
@@ -458,6 +460,23 @@ def test_protected_index_protects_its_platform_manifests(http, new_registry):
     assert_status(http.delete(api_image_path(reg, "app", f"/artifacts/{sha256_digest(other_index)}")), 204)
     assert_status(http.get_manifest(name, "dev"), 404)
     assert tag_map(http, reg, "app") == {"v1": idx}
+
+
+def test_protection_reaches_down_nested_indexes(http, new_registry):
+    """An index a protected index lists is protected, and so is what it lists."""
+    reg = new_registry("pn")
+    name = f"{reg}/app"
+    amd = small_image(arch="amd64")
+    inner = push_index(http, name, [(amd, {"architecture": "amd64", "os": "linux"})])
+    inner_digest = sha256_digest(inner)
+    outer = json.dumps({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [
+        {"mediaType": MT_OCI_INDEX, "digest": inner_digest, "size": len(inner)}]}).encode()
+    assert_status(http.put_manifest(name, "v1", outer, MT_OCI_INDEX), 201)
+    pid = create_protection_policy(http, reg, "app", "v1")["id"]
+    for digest in (amd.digest, inner_digest):
+        assert_protected(http.delete(api_image_path(reg, "app", f"/artifacts/{digest}")), pid)
+        assert_denied(http.delete(f"/v2/{name}/manifests/{digest}"), pid)
+    assert http.get_manifest(name, amd.digest).content == amd.manifest
 
 
 def test_the_same_platform_manifest_in_another_image_is_not_protected(http, new_registry):

@@ -84,7 +84,7 @@ def _field(text: str, lo: int, hi: int, names, day_field: bool) -> tuple[set[int
             b = hi if step else a
         assert lo <= a <= b <= hi and step_n > 0, f"reference evaluator: bad field {text!r}"
         values |= set(range(a, b + 1, step_n))
-    return values, True
+    return values, not text.startswith("*")  # Vixie cron: `*/n` leaves the day rule at "and"
 
 
 def next_fire(expr: str, after: float) -> float:
@@ -299,6 +299,7 @@ VALID = [
     "0 12 * * *",
     "30 6 1 * *",
     "0 0 1 * mon",  # both day fields restricted: either matches
+    "0 4 */2 * mon",  # a day field starting with '*' restricts nothing: odd days that are Mondays
     "10/20 * * * *",
     "0 9-17/4 * * 1-5",
     "59 23 31 dec *",

@@ -32,24 +32,28 @@ extension Registry {
 
     /// The policy protecting artifact `digest` of repository `name` and the
     /// tag through which it does: a protected tag on the artifact, or on an
-    /// index listing it.
+    /// index listing it (directly or through nested indexes).
     public func protection(repository name: String, digest: String) throws -> (ProtectionPolicy, tag: String)? {
         let policies = try protections(repository: name).policies
         guard !policies.isEmpty else { return nil }
         var found: (ProtectionPolicy, String)?
-        var checked: [String: Bool] = [:]
+        var reached: [String: Bool] = [:]
+        /// Whether `target` is the artifact or lists it, down nested indexes
+        /// (an index a protected index lists is protected, and so is what it lists).
+        func reaches(_ target: String) throws -> Bool {
+            if let known = reached[target] { return known }
+            reached[target] = false  // digests name their content: no index lists itself, even through others
+            var result = target == digest
+            for child in try manifestRecord(name: name, digest: target)?.children ?? [] where !result {
+                result = try reaches(child)
+            }
+            reached[target] = result
+            return result
+        }
         try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
             let tag = Key.lastComponent(key)
             guard let protection = policies.first(where: { $0.covers(tag: tag) }) else { return true }
-            let target = TagValue.decode(value).digest
-            let covers: Bool
-            if let known = checked[target] {
-                covers = known
-            } else {
-                covers = try target == digest || (manifestRecord(name: name, digest: target)?.children.contains(digest) ?? false)
-                checked[target] = covers
-            }
-            if covers {
+            if try reaches(TagValue.decode(value).digest) {
                 found = (protection.policy, tag)
                 return false
             }
