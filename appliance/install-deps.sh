@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing Berth needs on Debian, if missing.
-#   appliance/install-deps.sh          build + run (librocksdb-dev)
+#   appliance/install-deps.sh          build + run (librocksdb-dev; jq for the README's examples)
 #   appliance/install-deps.sh --test   also the real clients the tests drive
 set -euo pipefail
 
-packages=(librocksdb-dev)
+packages=(librocksdb-dev jq)
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
     packages+=(skopeo umoci jq openssl curl systemd python3-pip faketime)

@@ -174,8 +174,14 @@ public enum BerthServer {
     static func generatedTLS(_ configuration: ServerConfiguration, logger: Logger) throws -> TLSConfiguration? {
         guard configuration.listeners.contains(where: \.tls), configuration.tlsCertificatePath == nil else { return nil }
         return try tlsConfiguration(
-            TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.hostNames, logger: logger))
+            TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.certificateNames, logger: logger))
     }
+
+    /// The TLS 1.2 suites served: ECDHE key exchange with AES-GCM or ChaCha20-Poly1305.
+    static let tls12CipherSuites = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    ].joined(separator: ":")
 
     /// `identity`'s certificate and key, loaded and checked to belong together.
     static func tlsConfiguration(_ identity: TLSIdentity) throws -> TLSConfiguration {
@@ -192,7 +198,12 @@ public enum BerthServer {
             try NIOSSLCertificate.fromPEMFile(identity.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
         }
         let key = try loading("key", identity.keyPath) { try NIOSSLPrivateKey(file: identity.keyPath, format: .pem) }
-        let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        // NIOSSL's defaults still take TLS 1.0 and CBC/SHA-1 suites and key
+        // exchange without forward secrecy; HTTP/2 needs TLS 1.2 with AEAD
+        // (RFC 9113 §9.2). TLS 1.3's suites are all AEAD and not configurable.
+        tls.minimumTLSVersion = .tlsv12
+        tls.cipherSuites = tls12CipherSuites
         // A context is what checks that the key belongs to the certificate.
         do {
             _ = try NIOSSLContext(configuration: tls)

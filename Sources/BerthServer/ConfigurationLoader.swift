@@ -104,7 +104,13 @@ public struct ConfigurationLoader {
         case "public_host": configuration.publicHost = value.isEmpty ? nil : value
         case "private_host": configuration.privateHost = value.isEmpty ? nil : value
         case "host_names":
-            configuration.hostNames = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let names = value.isEmpty
+                ? [] : value.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            if let bad = names.first(where: { !ServerConfiguration.isCertificateName($0) }) {
+                throw ConfigurationError(
+                    description: "'host_names' entries must be host names or IP addresses, without a port, got '\(bad)'")
+            }
+            configuration.hostNames = names
         case "tls_cert": configuration.tlsCertificatePath = value
         case "tls_key": configuration.tlsKeyPath = value
         case "http2_stream_window":
@@ -114,7 +120,9 @@ public struct ConfigurationLoader {
             }
             configuration.http2StreamWindow = window
         case "max_blob_size": configuration.maxBlobSize = try number(Int64.self, minimum: 1)
-        case "min_free_space": configuration.minFreeSpace = value == "auto" ? nil : try number(Int64.self, minimum: 0)
+        case "min_free_space":
+            // Below 64 MiB (auto's floor) a full disk could leave the store too little to open again.
+            configuration.minFreeSpace = value == "auto" ? nil : try number(Int64.self, minimum: 64 << 20)
         case "direct_writes":
             switch value {
             case "true": configuration.directWrites = true
@@ -188,10 +196,15 @@ public struct ConfigurationLoader {
         return Self.keys.map { ($0, values[$0] ?? "") }
     }
 
-    /// Checks what single keys cannot: the certificate and key come together.
+    /// Checks what single keys cannot: the certificate and key come together,
+    /// and some listener is on.
     public func validated() throws -> ServerConfiguration {
         if (configuration.tlsCertificatePath == nil) != (configuration.tlsKeyPath == nil) {
             throw ConfigurationError(description: "'tls_cert' and 'tls_key' must be set together")
+        }
+        if configuration.listeners.isEmpty {
+            throw ConfigurationError(
+                description: "every listener is off ('http', 'https', 'private_http', 'private_https'): nothing would be served")
         }
         var configuration = configuration
         configuration.maintenanceInterval = min(30, max(1, configuration.uploadTimeout / 2))

@@ -17,7 +17,8 @@ public struct TLSIdentity: Sendable {
     static let renewalDays = 30
 
     /// Returns the generated identity under `<dataDir>/tls`: a self-signed
-    /// certificate with SANs for localhost, 127.0.0.1, ::1 and `hostNames`.
+    /// certificate with SANs for localhost, 127.0.0.1, ::1 and `hostNames`,
+    /// and name constraints to the same names.
     /// The one there is kept unless it misses one of `hostNames` or expires
     /// within ``renewalDays`` days: then it is moved to `cert.pem.replaced`
     /// (its key to `key.pem.replaced`) and a new one is made, so adding a
@@ -42,15 +43,23 @@ public struct TLSIdentity: Sendable {
             OrganizationName("Berth")
             CommonName("Berth self-signed certificate")
         }
-        var sans: [GeneralName] = [.dnsName("localhost"), .ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1])),
-                                   .ipAddress(ASN1OctetString(contentBytes: ArraySlice(repeating: 0, count: 15) + [1]))]
-        for host in hostNames where host != "localhost" {
-            if let address = ipAddress(host) {
-                sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(address))))
-            } else {
-                sans.append(.dnsName(host))
+        // The loopback names, then each of `hostNames` once.
+        var dnsNames = ["localhost"]
+        var addresses: [[UInt8]] = [[127, 0, 0, 1], Array(repeating: 0, count: 15) + [1]]
+        for host in hostNames {
+            if let address = ipAddressBytes(host) {
+                if !addresses.contains(address) { addresses.append(address) }
+            } else if !dnsNames.contains(host.lowercased()) {
+                dnsNames.append(host.lowercased())
             }
         }
+        let sans = dnsNames.map { GeneralName.dnsName($0) } + addresses.map { .ipAddress(ASN1OctetString(contentBytes: ArraySlice($0))) }
+        // The certificate is its own CA (clients are told to trust it as one),
+        // so it may sign for nothing but these names: its key, which backups
+        // hold too, cannot mint a certificate that clients trust for any other site.
+        let constraints = NameConstraints(
+            permittedDNSDomains: dnsNames.map { $0.hasPrefix("*.") ? String($0.dropFirst(2)) : $0 },
+            permittedIPRanges: addresses.map { ASN1OctetString(contentBytes: ArraySlice($0 + Array(repeating: 0xff, count: $0.count))) })
         let now = Date()
         let certificate = try Certificate(
             version: .v3,
@@ -66,6 +75,7 @@ public struct TLSIdentity: Sendable {
                 Critical(KeyUsage(digitalSignature: true, keyCertSign: true))
                 try ExtendedKeyUsage([.serverAuth])
                 SubjectAlternativeNames(sans)
+                Critical(constraints)
             },
             issuerPrivateKey: .init(key))
         let keyData = Data(key.pemRepresentation.utf8)
@@ -93,7 +103,7 @@ public struct TLSIdentity: Sendable {
             }
         }
         let missing = hostNames.filter { host in
-            if let address = ipAddress(host) { return !addresses.contains(address) }
+            if let address = ipAddressBytes(host) { return !addresses.contains(address) }
             return !dnsNames.contains(host.lowercased())
         }
         return missing.isEmpty ? nil : "it does not name \(missing.joined(separator: ", "))"
@@ -101,7 +111,7 @@ public struct TLSIdentity: Sendable {
 }
 
 /// The bytes of an IPv4 or IPv6 address; nil for a host name.
-private func ipAddress(_ text: String) -> [UInt8]? {
+func ipAddressBytes(_ text: String) -> [UInt8]? {
     var v4 = in_addr()
     if inet_pton(AF_INET, text, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
     var v6 = in6_addr()

@@ -131,6 +131,47 @@ extension ServerConfiguration {
         }
     }
 
+    /// The names the generated certificate carries besides localhost and the
+    /// loopback addresses: `host_names`, the hosts of `public_host` and
+    /// `private_host`, each TLS listener's own address, and, for a TLS listener
+    /// on every address with no `host_names`, the machine's name (the host
+    /// ``endpoint(_:)`` advertises then).
+    var certificateNames: [String] {
+        var names = hostNames
+        names += [publicHost, privateHost].compactMap { $0.map(Self.hostPart) }
+        for spec in listeners where spec.tls {
+            let host = spec.listener.host
+            if host == "0.0.0.0" || host == "::" {
+                if hostNames.isEmpty { names.append(Self.machineName()) }
+            } else {
+                names.append(host)
+            }
+        }
+        var seen = Set<String>()
+        return names.filter { Self.isCertificateName($0) && seen.insert($0.lowercased()).inserted }
+    }
+
+    /// The host of `host[:port]` or `[v6]:port`.
+    static func hostPart(_ text: String) -> String {
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            return String(text[text.index(after: text.startIndex)..<close])
+        }
+        let colons = text.count { $0 == ":" }
+        return colons == 1 ? String(text.prefix { $0 != ":" }) : text
+    }
+
+    /// Whether `name` can stand in a certificate: an IP address, or a DNS name
+    /// (letters, digits and hyphens in dot-separated labels, a leading `*.` allowed).
+    public static func isCertificateName(_ name: String) -> Bool {
+        if ipAddressBytes(name) != nil { return true }
+        let labels = (name.hasPrefix("*.") ? String(name.dropFirst(2)) : name).split(separator: ".", omittingEmptySubsequences: false)
+        return name.utf8.count <= 253 && !labels.isEmpty
+            && labels.allSatisfy { label in
+                (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+                    && label.allSatisfy { $0 == "-" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
+            }
+    }
+
     /// This machine's host name (`gethostname`, no DNS lookup).
     static func machineName() -> String {
         var name = [CChar](repeating: 0, count: 256)

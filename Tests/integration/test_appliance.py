@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import stat
+import socket
 import subprocess
 from pathlib import Path
 
@@ -147,6 +148,45 @@ def test_init_is_idempotent(tmp_path):
 def _sans(cert: Path) -> str:
     return subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(cert)],
                           capture_output=True, text=True, check=True).stdout
+
+
+def test_generated_certificate_names_what_clients_are_told_and_signs_for_nothing_else(tmp_path):
+    """The SANs hold the hosts of public_host and private_host and each TLS
+    listener's own address (for one on every address with no host_names, the
+    machine's name, which the registry detail advertises); name constraints
+    keep the certificate, trusted as a CA, from vouching for other sites."""
+    data = tmp_path / "data"
+    subprocess.run([berth_binary(), "init", "--data-dir", str(data), "--https", "192.0.2.7:5443",
+                    "--private-https", "[fd00::7]:8443", "--public-host", "registry.example.com:443",
+                    "--private-host", "registry.vpc.internal"], capture_output=True, check=True)
+    cert = data / "tls/cert.pem"
+    sans = _sans(cert)
+    for name in ("localhost", "registry.example.com", "registry.vpc.internal", "192.0.2.7", "127.0.0.1"):
+        assert name in sans, sans
+    assert "FD00:0:0:0:0:0:0:7" in sans.upper(), sans
+    constraints = subprocess.run(["openssl", "x509", "-noout", "-ext", "nameConstraints", "-in", str(cert)],
+                                 capture_output=True, text=True, check=True).stdout
+    assert "critical" in constraints and "Permitted" in constraints, constraints
+    assert "DNS:registry.example.com" in constraints and "IP:192.0.2.7/255.255.255.255" in constraints, constraints
+    # A certificate this key signs for another site does not verify against it;
+    # one for a name it carries does (so it is the constraint that refuses).
+    def signed_for(name: str) -> subprocess.CompletedProcess:
+        key, csr, ext, leaf = (tmp_path / f"{name}.{suffix}" for suffix in ("key", "csr", "cnf", "pem"))
+        subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"], check=True, capture_output=True)
+        ext.write_text(f"subjectAltName=DNS:{name}\n")
+        subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(cert), "-CAkey", str(data / "tls/key.pem"),
+                        "-out", str(leaf), "-days", "1", "-extfile", str(ext)], check=True, capture_output=True)
+        return subprocess.run(["openssl", "verify", "-CAfile", str(cert), str(leaf)], capture_output=True, text=True)
+
+    forged = signed_for("bank.example")
+    assert forged.returncode != 0 and "permitted subtree violation" in forged.stdout + forged.stderr, forged
+    assert signed_for("registry.example.com").returncode == 0
+
+    wildcard = tmp_path / "wildcard"
+    subprocess.run([berth_binary(), "init", "--data-dir", str(wildcard), "--https", "0.0.0.0:5443"],
+                   capture_output=True, check=True)
+    assert socket.gethostname().lower() in _sans(wildcard / "tls/cert.pem").lower()
 
 
 def test_init_replaces_a_generated_certificate_that_misses_a_host_name_or_expires(tmp_path):

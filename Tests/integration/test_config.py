@@ -89,6 +89,15 @@ def test_bad_value_names_key_and_line(tmp_path):
         _refused(tmp_path, f"{key}: inf\n", f"'{key}' must be a number from 0.0 to 31536000.0", "bad.yaml:1")
     _refused(tmp_path, "upload_timeout: 1e20\n", "'upload_timeout' must be a number from 1.0 to 2592000.0", "bad.yaml:1")
     _refused(tmp_path, "event_retention_days: 99999999999\n", "'event_retention_days' must be a number from 1 to 36500")
+    # A disk reserve below what the store needs to open again after a full disk.
+    _refused(tmp_path, "min_free_space: 0\n", "'min_free_space' must be a number ≥ 67108864", "bad.yaml:1")
+    # A certificate name with a port, or a blank one, would be a SAN no client matches.
+    _refused(tmp_path, "host_names: [reg.example:443]\n", "'host_names' entries must be host names or IP addresses")
+    _refused(tmp_path, "host_names: [reg.example, ' ']\n", "'host_names' entries must be host names or IP addresses")
+
+
+def test_every_listener_off_is_refused(tmp_path):
+    _refused(tmp_path, "http: off\nhttps: off\n", "every listener is off")
 
 
 @pytest.mark.parametrize("direct", ["true", "false"])
@@ -205,3 +214,33 @@ def test_a_key_that_is_not_the_certificates_is_named(tmp_path):
     assert proc.returncode == 1, out.decode()
     assert f"the TLS key '{keys[1]}' cannot serve the certificate" in out.decode(), out.decode()
     assert not (tmp_path / "data").exists()
+
+
+def _handshake(port: int, *args: str) -> str:
+    """openssl s_client's report of a handshake with the given options."""
+    return subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-alpn", "h2,http/1.1", *args],
+                          input="", capture_output=True, text=True, timeout=30).stdout
+
+
+def test_tls_takes_only_tls12_with_aead_and_newer(tmp_path):
+    """No TLS 1.0 or 1.1, no CBC or static-RSA suites; TLS 1.2 with ECDHE and
+    AES-GCM, and TLS 1.3, both agree on h2 (RFC 9113 §9.2)."""
+    (port,) = _free_ports(1)
+    proc = _serve(["--data-dir", str(tmp_path / "data"), "--http", "off", "--https", f"127.0.0.1:{port}"])
+    try:
+        deadline = time.time() + 30
+        while "BEGIN CERTIFICATE" not in _handshake(port, "-tls1_3"):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        weak = "DEFAULT:@SECLEVEL=0"
+        for refused in (["-tls1", "-cipher", weak], ["-tls1_1", "-cipher", weak],
+                        ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0"],
+                        ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-SHA384"]):
+            out = _handshake(port, *refused)
+            assert "BEGIN CERTIFICATE" not in out and "Cipher is (NONE)" in out, (refused, out)
+        for accepted, cipher in ((["-tls1_2"], "ECDHE-ECDSA-AES"), (["-tls1_3"], "TLS_AES_")):
+            out = _handshake(port, *accepted)
+            assert "ALPN protocol: h2" in out and f"Cipher is {cipher}" in out, (accepted, out)
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
