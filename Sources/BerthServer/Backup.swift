@@ -49,11 +49,19 @@ public enum Backup {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
-        try encoder.encode(summary).write(to: URL(fileURLWithPath: destination + "/backup.json"))
-        // The checkpoint and its extent files are synced; the rest of the copy, and its directory entries, now.
+        let manifest = try encoder.encode(summary)
+        // `backup.json` says the backup is whole, so it comes last: the checkpoint and
+        // its extent files are synced, the TLS copy is synced now, and the manifest is
+        // written aside, synced and renamed into place, so no power cut leaves a
+        // manifest beside a short copy, or a short manifest.
         try await store.pool.run {
             try FileSync.syncTree(destination + "/tls")
-            try FileSync.sync(destination + "/backup.json")
+            let partial = destination + "/backup.json.partial"
+            try manifest.write(to: URL(fileURLWithPath: partial))
+            try FileSync.sync(partial)
+            guard rename(partial, destination + "/backup.json") == 0 else {
+                throw BackupError("cannot rename \(partial) into place: \(String(cString: strerror(errno)))")
+            }
             try FileSync.sync(destination)
             try FileSync.syncParent(of: destination)
         }
@@ -64,7 +72,12 @@ public enum Backup {
     public static func restore(from source: String, into dataDir: String) throws {
         let files = FileManager.default
         guard files.fileExists(atPath: source + "/backup.json"), files.fileExists(atPath: source + "/db") else {
-            throw BackupError("\(source) is not a Berth backup (no backup.json and db/)")
+            throw BackupError("\(source) is not a whole Berth backup (no backup.json and db/)")
+        }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        guard let data = files.contents(atPath: source + "/backup.json"), (try? decoder.decode(Summary.self, from: data)) != nil else {
+            throw BackupError("\(source)/backup.json is not a Berth backup's manifest: the backup is not whole")
         }
         if files.fileExists(atPath: dataDir), !(try files.contentsOfDirectory(atPath: dataDir)).isEmpty {
             throw BackupError("data directory \(dataDir) is not empty; restore only into an empty directory")

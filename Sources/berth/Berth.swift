@@ -161,12 +161,13 @@ struct RegistryCommand: AsyncParsableCommand {
         subcommands: [Create.self])
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a registry.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create a registry.", discussion: "Before the first start too: the data directory is created if missing.")
         @Argument(help: "Registry name.") var name: String
-        @Option(help: "Data directory.") var dataDir: String = "./berth-data"
+        @OptionGroup var location: DataDirectoryOptions
 
         func run() async throws {
-            let store = try Store(directory: URL(fileURLWithPath: dataDir).appendingPathComponent("db").path)
+            let store = try location.openStore(creating: true)
             let registry = try Registry(store: store, releaseRegistry: try Identity(store: store).releaseRegistry)
             do {
                 let record = try await registry.createRegistry(name)
@@ -180,18 +181,55 @@ struct RegistryCommand: AsyncParsableCommand {
     }
 }
 
+/// Where the offline commands find the data directory: `--data-dir`, else
+/// the configuration's (`--config` file, then `BERTH_DATA_DIR`), else ./berth-data,
+/// as `serve` would find it.
+struct DataDirectoryOptions: ParsableArguments {
+    @Option(help: "YAML configuration file whose data_dir to use.") var config: String?
+    @Option(help: "Data directory (default: the configuration's, else ./berth-data).") var dataDir: String?
+
+    func resolved() throws -> String {
+        var loader = ConfigurationLoader()
+        do {
+            if let config { try loader.apply(file: config) }
+            try loader.apply(environment: ProcessInfo.processInfo.environment)
+            if let dataDir { try loader.set("data_dir", dataDir) }
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.description)
+        }
+        return loader.configuration.dataDir
+    }
+
+    /// The data directory's store. Without `creating`, a directory that holds
+    /// none is an error rather than a new, empty store.
+    func openStore(creating: Bool) throws -> Store {
+        let directory = try resolved()
+        let db = URL(fileURLWithPath: directory).appendingPathComponent("db").path
+        if !FileManager.default.fileExists(atPath: db + "/CURRENT") {
+            guard creating else {
+                throw ValidationError("no Berth store in '\(directory)' (no db/ there): give --data-dir or --config of an installation")
+            }
+            // As `berth init` makes it: the data directory is the service's alone.
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        return try Store(directory: db)
+    }
+}
+
 struct BackupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backup",
         abstract: "Back up a data directory whose server is stopped.",
         discussion: "While the server runs, the data directory is locked: take an online backup with POST /api/v1/system/backups.")
-    @Option(help: "Data directory.") var dataDir: String = "./berth-data"
+    @OptionGroup var location: DataDirectoryOptions
     @Option(help: "Destination directory (must not exist).") var to: String
 
     func run() async throws {
-        let store = try Store(directory: URL(fileURLWithPath: dataDir).appendingPathComponent("db").path)
+        // A backup of a store made up on the spot would be an empty one reported as a success.
+        let store = try location.openStore(creating: false)
         do {
-            let summary = try await Backup.create(store: store, dataDir: dataDir, destination: to)
+            let summary = try await Backup.create(store: store, dataDir: try location.resolved(), destination: to)
             print("backed up \(summary.artifacts.count) artifacts and \(summary.tags) tags to \(summary.path)")
         } catch let error as BackupError {
             try await store.shutdown()

@@ -195,6 +195,44 @@ def test_online_backup_while_pushing_then_restore(tmp_path):
         assert copy.stop() == 0
 
 
+def test_offline_commands_find_the_data_directory_as_serve_does(tmp_path):
+    """`backup` never makes up an empty store to back up; `registry create` and
+    `backup` take the data directory from --config or BERTH_DATA_DIR, as `serve`."""
+    def berth(*args, cwd=tmp_path, env=None):
+        return subprocess.run([berth_binary(), *args], cwd=cwd, capture_output=True, text=True,
+                              env={**os.environ, **(env or {})})
+
+    # In a directory with no store, the default ./berth-data: refused, nothing created.
+    r = berth("backup", "--to", str(tmp_path / "b0"))
+    assert r.returncode != 0 and "no Berth store" in r.stderr, r
+    assert not (tmp_path / "b0").exists() and not (tmp_path / "berth-data").exists()
+
+    data = tmp_path / "appliance-data"
+    config = tmp_path / "berth.yaml"
+    config.write_text(f"data_dir: {data}\n")
+    r = berth("registry", "create", "fromconfig", "--config", str(config))
+    assert r.returncode == 0, r
+    assert (data / "db" / "CURRENT").exists() and (data.stat().st_mode & 0o777) == 0o700
+    r = berth("registry", "create", "fromenv", env={"BERTH_DATA_DIR": str(data)})
+    assert r.returncode == 0, r
+    r = berth("backup", "--config", str(config), "--to", str(tmp_path / "b1"))
+    assert r.returncode == 0 and "backed up" in r.stdout, r
+    assert not (tmp_path / "berth-data").exists()
+
+    # A backup whose manifest is not whole (a power cut mid-write) is not restored.
+    (tmp_path / "b1" / "backup.json").write_text('{"createdAt": ')
+    r = berth("restore", "--from", str(tmp_path / "b1"), "--data-dir", str(tmp_path / "restored"))
+    assert r.returncode != 0 and "not whole" in r.stderr, r
+    assert not (tmp_path / "restored").exists()
+
+    server = Server(data)
+    try:
+        names = [x["name"] for x in requests.get(server.url + "/api/v1/registries", auth=server.auth).json()["items"]]
+        assert {"fromconfig", "fromenv"} <= set(names), names
+    finally:
+        assert server.stop() == 0
+
+
 def test_metrics_and_json_logs(tmp_path):
     server = Server(tmp_path / "data", "--upload-timeout", "2")  # maintenance runs every second
     try:
