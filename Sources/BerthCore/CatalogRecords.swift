@@ -109,6 +109,10 @@ enum CatalogKey {
     static func policy<P: RegistryPolicy>(_ type: P.Type, _ registry: String, _ id: String) -> Key { Key(P.keyKind, registry, id) }
     /// The parent of a registry's policies of one kind.
     static func policies<P: RegistryPolicy>(_ type: P.Type, _ registry: String) -> Key { Key(P.keyKind, registry) }
+    /// A registry whose deletion has committed and whose bucket and roles may
+    /// still be to release: what tells a deletion cut short from a creation
+    /// cut short, whose bucket is all it left.
+    static func deletion(_ registry: String) -> Key { Key("D", registry) }
     /// A job schedule of the appliance (`gc`).
     static func schedule(_ job: String) -> Key { Key("S", job) }
     /// Record kinds keyed by registry name as their first component.

@@ -28,10 +28,11 @@ public final class Registry: Sendable {
     let releaseRegistry: @Sendable (String) async throws -> Void
 
     /// - Parameter releaseRegistry: removes what lives outside the catalog and
-    ///   belongs to a registry, such as role bindings scoped to it. A deletion
-    ///   calls it after the registry's records are gone and before its bucket
-    ///   is emptied, and a deletion cut short (its bucket left without a
-    ///   registry) calls it again when it is finished, so a crash at any point
+    ///   belongs to a registry, such as role bindings scoped to it (see
+    ///   ``release(identity:jobLog:)``). A deletion calls it after the
+    ///   registry's records are gone (with a deletion mark in the same batch)
+    ///   and before its bucket is emptied, and a deletion cut short (the mark
+    ///   left) calls it again when it is finished, so a crash at any point
     ///   cannot leave it undone for a registry created later under the name.
     public init(
         store: Store, logger: Logger = Logger(label: "berth.registry"),
@@ -43,6 +44,15 @@ public final class Registry: Sendable {
         self.logger = logger
         self.events = try EventLog(store: store)
         self.releaseRegistry = releaseRegistry
+    }
+
+    /// What deleting a registry releases outside the catalog: the roles bound
+    /// to it and its job history. The server and the offline commands both use it.
+    public static func release(identity: Identity, jobLog: JobLog) -> @Sendable (String) async throws -> Void {
+        { name in
+            try await identity.releaseRegistry(name)
+            try await jobLog.dropHistory(registry: name)
+        }
     }
 
     // MARK: Records
@@ -106,12 +116,10 @@ public final class Registry: Sendable {
                 throw RegistryError(.conflict, "registry '\(name)' already exists")
             }
             let record = RegistryRecord(name: name, created: Date())
-            // A deletion of a registry of this name cut short may have left its bucket: finish it
-            // first, so none of the old registry's blobs or roles shows up in the new one.
-            if try objects.buckets().contains(name) {
-                try await releaseRegistry(name)
-                try await objects.deleteBucket(name)
-            }
+            // A deletion of a registry of this name cut short may have left its bucket and
+            // roles: finish it first, so none of the old registry's blobs or roles shows up
+            // in the new one. (A creation cut short left only an empty bucket.)
+            try await finishLeftovers(of: name)
             try await objects.createBucket(name)
             var batch = WriteBatch()
             batch.put(.catalog, CatalogKey.registry(name).bytes, RecordCodec.encode(record))
@@ -182,6 +190,7 @@ public final class Registry: Sendable {
                 batch.deleteRange(.catalog, from: Key(kind, name).childPrefix, to: Key(kind, name).bytes + [1])
             }
             batch.delete(.catalog, CatalogKey.registry(name).bytes)
+            batch.put(.catalog, CatalogKey.deletion(name).bytes, [])
             var deletedImages: [EventRecord] = []
             try db.scan(.catalog, prefix: Key("I", name + "/").bytes) { key, _ in
                 deletedImages.append(EventRecord("image.delete", repository: Key.lastComponent(key), actor: actor))
@@ -189,27 +198,47 @@ public final class Registry: Sendable {
             }
             try await write(batch, events: deletedImages)
             pulls.forget(registry: name)  // not to be written into a registry created again under the name
-            try await releaseRegistry(name)
-            try await objects.deleteBucket(name)
+            try await finishLeftovers(of: name)
             logger.info("registry deleted", metadata: ["registry": "\(name)", "force": "\(force)"])
         }
     }
 
     /// Finishes deletions of registries cut short (by a crash, say) after
-    /// their records went: releases each bucket no registry owns (see `init`)
-    /// and empties it. Returns their names.
+    /// their records went: releases each one's roles and empties its bucket.
+    /// Also empties the bucket a creation cut short left, releasing nothing:
+    /// roles bound to a name before its registry exists stay. Returns the
+    /// names of the deletions finished.
     public func finishInterruptedDeletions() async throws -> [String] {
+        var names = Set(try objects.buckets())
+        try db.scan(.catalog, prefix: Key("D").childPrefix) { key, _ in
+            names.insert(Key.lastComponent(key))
+            return true
+        }
         var finished: [String] = []
-        for bucket in try objects.buckets() where try registry(bucket) == nil {
-            try await locks.withLock("registry:" + bucket) {
+        for name in names.sorted() where try registry(name) == nil {
+            try await locks.withLock("registry:" + name) {
                 // A registry being created makes its bucket first, under this lock.
-                guard try registry(bucket) == nil else { return }
-                try await releaseRegistry(bucket)
-                try await objects.deleteBucket(bucket)
-                finished.append(bucket)
+                guard try registry(name) == nil else { return }
+                if try await finishLeftovers(of: name) { finished.append(name) }
             }
         }
         return finished
+    }
+
+    /// Releases and empties what a registry named `name` that is gone left:
+    /// after its deletion, its roles and bucket; after a creation cut short,
+    /// the empty bucket only. Returns whether it finished a deletion.
+    /// Runs under the registry's name lock.
+    @discardableResult
+    private func finishLeftovers(of name: String) async throws -> Bool {
+        let deleted = try db.get(.catalog, CatalogKey.deletion(name).bytes) != nil
+        if deleted { try await releaseRegistry(name) }
+        if try objects.buckets().contains(name) { try await objects.deleteBucket(name) }
+        guard deleted else { return false }
+        var batch = WriteBatch()
+        batch.delete(.catalog, CatalogKey.deletion(name).bytes)
+        try await write(batch)
+        return true
     }
 
     // MARK: Images

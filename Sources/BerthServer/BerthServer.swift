@@ -55,10 +55,8 @@ public enum BerthServer {
         let tls = try operatorCertificate ?? generatedTLS(configuration, logger: logger)
         let identity = try Identity(store: store)
         let jobLog = try JobLog(store: store)
-        let registry = try Registry(store: store, logger: logger) { name in
-            try await identity.releaseRegistry(name)
-            try await jobLog.dropHistory(registry: name)
-        }
+        let registry = try Registry(
+            store: store, logger: logger, releaseRegistry: Registry.release(identity: identity, jobLog: jobLog))
         let jobs = JobRunner(
             registry: registry, log: jobLog,
             settings: JobSettings(

@@ -168,7 +168,8 @@ struct RegistryCommand: AsyncParsableCommand {
 
         func run() async throws {
             let store = try location.openStore(creating: true)
-            let registry = try Registry(store: store, releaseRegistry: try Identity(store: store).releaseRegistry)
+            let registry = try Registry(
+                store: store, releaseRegistry: Registry.release(identity: try Identity(store: store), jobLog: try JobLog(store: store)))
             do {
                 let record = try await registry.createRegistry(name)
                 print("created registry \(record.name)")

@@ -29,8 +29,10 @@ import Testing
                 _ = try await registry.appendUpload(name: name, id: upload.id, start: nil, expectedLength: nil, body: body)
                 _ = try await registry.completeUpload(name: name, id: upload.id, digest: Self.digest)
             }
+            // The deletion's catalog batch, as `deleteRegistry` writes it: the record goes, the mark comes.
             var batch = WriteBatch()
             batch.delete(.catalog, CatalogKey.registry("gone").bytes)
+            batch.put(.catalog, CatalogKey.deletion("gone").bytes, [])
             try store.db.write(batch, .synced)
             #expect(try registry.registry("gone") == nil)
             #expect(store.objects.usage(bucket: "gone").objects == 1)
@@ -45,6 +47,26 @@ import Testing
             #expect(throws: RegistryError.self) { try registry.blob(name: "gone/app", digest: Self.digest) }
             #expect(store.objects.usage(bucket: "gone").objects == 0)
             #expect(try registry.blob(name: "kept/app", digest: Self.digest).size == Int64(Self.bytes.count))
+        }
+    }
+
+    /// A creation cut short between its bucket and its record leaves an empty
+    /// bucket and no deletion mark: it is emptied, and roles bound to the name
+    /// ahead of the registry stay, for maintenance and for a creation alike.
+    @Test func aCreationCutShortReleasesNothing() async throws {
+        try await withScratchRegistry { _, store in
+            let identity = try Identity(store: store)
+            let registry = try Registry(store: store, releaseRegistry: identity.releaseRegistry)
+            _ = try await identity.createUser("bob")
+            _ = try await identity.addBinding(user: "bob", RoleBinding(role: .uploader, registry: "team"))
+            _ = try await identity.addBinding(user: "bob", RoleBinding(role: .viewer, registry: "later"))
+            for name in ["team", "later"] { try await store.objects.createBucket(name) }
+            let finished: [String] = try await registry.finishInterruptedDeletions()
+            #expect(finished.isEmpty)
+            #expect(try store.objects.buckets().isEmpty)
+            try await store.objects.createBucket("team")
+            _ = try await registry.createRegistry("team")
+            #expect(identity.bindings(user: "bob").map(\.id).sorted() == ["uploader@team", "viewer@later"])
         }
     }
 
