@@ -75,6 +75,7 @@ public struct ManifestRecord: Codable, Sendable, Equatable {
     public var annotations: [String: String]?
     public var blobs: [String]
     public var children: [String]
+    /// When it was last pushed (`pushed_at`): a push of the same digest again moves it.
     public var created: Date
 }
 

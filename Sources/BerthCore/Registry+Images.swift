@@ -153,7 +153,7 @@ extension Registry {
     public func updateImage(
         _ name: String, shortDescription: String?, description: String?, tagsImmutable: Bool?
     ) async throws -> ImageSummary {
-        if let shortDescription, shortDescription.count > 100 {
+        if let shortDescription, shortDescription.unicodeScalars.count > 100 {  // as JSON Schema's maxLength counts
             throw InvalidRequest(message: "'short_description' is longer than 100 characters")
         }
         if let description, description.utf8.count > 64 << 10 {
@@ -209,11 +209,11 @@ extension Registry {
                     records.map { EventRecord("artifact.delete", repository: name, digest: $0.digest, actor: actor) }
                     + [EventRecord("image.delete", repository: name, actor: actor)]
                 try await write(batch, events: events, into: registryName, created: created)
+                pulls.forget(name: name)  // under the locks, before a push of the name again can count pulls
                 return true
             }
             if done { break }
         }
-        pulls.forget(name: name)
     }
 
     // MARK: Artifacts

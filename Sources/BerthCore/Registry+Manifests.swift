@@ -32,13 +32,14 @@ extension Registry {
             var batch = WriteBatch()
             let now = Date()
             if var record = try read(ManifestRecord.self, CatalogKey.manifest(name, manifest.digest)) {
-                // Pushed again, now with foreign layers it went without: link those.
+                // Pushed again: its push time is now's (cleanup's grace and keep rules
+                // go by the last push, as a rebuild that re-pushes a platform manifest
+                // expects), and foreign layers it went without are linked now.
                 let added = linked.filter { !record.blobs.contains($0) }
-                if !added.isEmpty {
-                    record.blobs += added
-                    batch.put(.catalog, CatalogKey.manifest(name, manifest.digest).bytes, RecordCodec.encode(record))
-                    for blob in added { try adjustLink(registry: registryName, blob: blob, by: 1, in: &batch) }
-                }
+                record.blobs += added
+                record.created = now
+                batch.put(.catalog, CatalogKey.manifest(name, manifest.digest).bytes, RecordCodec.encode(record))
+                for blob in added { try adjustLink(registry: registryName, blob: blob, by: 1, in: &batch) }
             } else {
                 let record = ManifestRecord(
                     digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.size,
@@ -247,9 +248,15 @@ extension Registry {
                     guard Set(tags) == precondition.tags else {
                         throw LifecycleError.changed("its tags changed since the run decided (now: \(tags.sorted().joined(separator: ", ")))")
                     }
-                    if try isListedByIndex(name: name, digest: digest) {
+                    if try index(listing: digest, in: name) != nil {
                         throw LifecycleError.changed("an index of the image lists it now")
                     }
+                } else if let index = try index(listing: digest, in: name) {
+                    // Deleting a platform manifest an index still lists would break
+                    // every pull of that platform through the index.
+                    throw RegistryError(
+                        .conflict, "manifest \(digest) is listed by index \(index) of '\(name)': delete the index first",
+                        detail: digest)
                 }
                 batch.delete(.catalog, CatalogKey.pulls(name, digest).bytes)
                 var event = EventRecord("artifact.delete", repository: name, digest: digest, actor: actor)
@@ -262,14 +269,15 @@ extension Registry {
         }
     }
 
-    /// Whether a manifest of repository `name` lists `digest` as a child.
-    func isListedByIndex(name: String, digest: String) throws -> Bool {
-        var listed = false
+    /// A manifest of repository `name` that lists `digest` as a child, if any.
+    func index(listing digest: String, in name: String) throws -> String? {
+        var index: String?
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
-            listed = try RecordCodec.decode(ManifestRecord.self, value).children.contains(digest)
-            return !listed
+            let record = try RecordCodec.decode(ManifestRecord.self, value)
+            if record.children.contains(digest) { index = record.digest }
+            return index == nil
         }
-        return listed
+        return index
     }
 
     /// Tags of a repository in lexical order, `n` at most, after `last`.

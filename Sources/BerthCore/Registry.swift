@@ -109,13 +109,16 @@ public final class Registry: Sendable {
 
     // MARK: Registries
 
-    public func createRegistry(_ name: String) async throws -> RegistryRecord {
+    /// Creates a registry, with its settings in the same write (nil: the default).
+    public func createRegistry(_ name: String, anonymousPull: Bool? = nil, publicURIEnabled: Bool? = nil) async throws -> RegistryRecord {
         try Names.validateRegistry(name)
         return try await locks.withLock("registry:" + name) {
             if try read(RegistryRecord.self, CatalogKey.registry(name)) != nil {
                 throw RegistryError(.conflict, "registry '\(name)' already exists")
             }
-            let record = RegistryRecord(name: name, created: Date())
+            var record = RegistryRecord(name: name, created: Date())
+            if let anonymousPull { record.anonymousPull = anonymousPull }
+            if let publicURIEnabled { record.publicURIEnabled = publicURIEnabled }
             // A deletion of a registry of this name cut short may have left its bucket and
             // roles: finish it first, so none of the old registry's blobs or roles shows up
             // in the new one. (A creation cut short left only an empty bucket.)

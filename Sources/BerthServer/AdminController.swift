@@ -31,11 +31,8 @@ struct AdminController {
             try await support.run(request, context) { principal in
                 try support.requireGlobalAdmin(principal, "create registries")
                 let input = try await support.decode(RegistryCreate.self, request)
-                var record = try await registry.createRegistry(input.name)
-                if input.anonymous_pull != nil || input.public_uri_enabled != nil {
-                    record = try await registry.updateRegistry(
-                        input.name, anonymousPull: input.anonymous_pull, publicURIEnabled: input.public_uri_enabled)
-                }
+                let record = try await registry.createRegistry(
+                    input.name, anonymousPull: input.anonymous_pull, publicURIEnabled: input.public_uri_enabled)
                 await support.audit(context, "registry.create", input.name, registry: input.name)
                 return support.json(describe(record), status: .created, location: "/api/v1/registries/\(input.name)")
             }

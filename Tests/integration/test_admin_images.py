@@ -31,6 +31,7 @@ from helpers import (
     make_image,
     make_layer,
     parse_rfc3339,
+    push_index,
     push_tags,
     sha256_digest,
     unique,
@@ -250,6 +251,40 @@ def test_artifacts_newest_push_first(http, timeline):
     assert [i["digest"] for i in paged] == [img.digest for img in newest_first]
 
 
+def test_a_push_again_moves_pushed_at(http, new_registry):
+    """Pushing a digest again (by digest, or under another tag) makes it the
+    newest push: cleanup's grace and keep rules go by the last push."""
+    reg = new_registry("rp")
+    first, second = small_image(), small_image()
+    push_tags(http, f"{reg}/app", first, "v1")
+    push_tags(http, f"{reg}/app", second, "v2")
+    before = {i["digest"]: parse_rfc3339(i["pushed_at"]) for i in api_list_all(http, api_image_path(reg, "app", "/artifacts"))[0]}
+    time.sleep(1.1)  # pushed_at has second precision
+    assert_status(http.put_manifest(f"{reg}/app", first.digest, first.manifest, first.media_type), 201)
+    items, _ = api_list_all(http, api_image_path(reg, "app", "/artifacts"))
+    assert [i["digest"] for i in items] == [first.digest, second.digest], items
+    assert parse_rfc3339(items[0]["pushed_at"]) > before[first.digest], (before, items)
+    assert parse_rfc3339(items[1]["pushed_at"]) == before[second.digest], (before, items)
+
+
+def test_a_platform_manifest_an_index_lists_is_not_deleted_alone(http, new_registry):
+    """Deleting it would break every pull of its platform through the index:
+    409 until the index goes (data plane and admin API alike)."""
+    reg = new_registry("ci")
+    name = f"{reg}/app"
+    amd, arm = small_image(arch="amd64"), small_image(arch="arm64")
+    index = push_index(http, name, [(amd, {"architecture": "amd64", "os": "linux"}),
+                                    (arm, {"architecture": "arm64", "os": "linux"})], tag="v1")
+    r = http.delete(f"/v2/{name}/manifests/{arm.digest}")
+    assert_status(r, 409)
+    assert r.json()["errors"][0]["code"] == "CONFLICT" and sha256_digest(index) in r.json()["errors"][0]["message"], r.text
+    assert_problem(http.delete(api_image_path(reg, "app", f"/artifacts/{arm.digest}")), 409)
+    assert http.get_manifest(name, arm.digest).content == arm.manifest
+    assert_status(http.delete(f"/v2/{name}/manifests/{sha256_digest(index)}"), 202)
+    assert_status(http.delete(f"/v2/{name}/manifests/{arm.digest}"), 202)
+    assert_status(http.delete(api_image_path(reg, "app", f"/artifacts/{amd.digest}")), 204)
+
+
 def test_images_bad_sort_is_400(http, new_registry):
     reg = new_registry("bs")
     push_tags(http, f"{reg}/app", small_image(), "v1")
@@ -333,6 +368,9 @@ def test_patch_short_description(http, new_registry):
     wide = "é" * 100
     r = http.patch(path, json={"short_description": wide})
     assert_status(r, 200)
+    assert api_get_json(http, path)["short_description"] == wide
+    # Code points, as the spec's maxLength counts: 100 'é' written as e + combining accent are 200.
+    assert_problem(http.patch(path, json={"short_description": "e\u0301" * 100}), 400)
     assert api_get_json(http, path)["short_description"] == wide
 
 
