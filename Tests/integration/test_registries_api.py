@@ -30,6 +30,10 @@ RULE_VIOLATIONS = [
     pytest.param("UPPER", ("lowercase", "uppercase", "upper", "lower"), id="uppercase"),
     pytest.param("-leading", ("start", "begin", "lead", "first"), id="leading-dash"),
     pytest.param("a" * 256, ("255", "256", "long", "length", "characters", "exceed", "at most", "max"), id="256-chars"),
+    # Names no Docker or OCI client can parse as a path component.
+    pytest.param("team-", ("path component",), id="trailing-dash"),
+    pytest.param("a..b", ("path component",), id="double-dot"),
+    pytest.param("a._b", ("path component",), id="mixed-separators"),
 ]
 
 
