@@ -100,7 +100,8 @@ extension Registry {
     }
 
     /// Images of a registry whose name contains `query`, in `order`, one page
-    /// at a time. The cursor is an offset into the ordered list.
+    /// at a time. The cursor (``ListCursor``) names the last image listed, so
+    /// images deleted or added between pages shift nothing.
     public func images(registry name: String, query: String?, order: ImageOrder, cursor: String?, limit: Int) throws -> Page<ImageSummary> {
         _ = try requireRegistry(name)
         let prefix = Key("I", name + "/").bytes
@@ -108,19 +109,16 @@ extension Registry {
             guard let query, !query.isEmpty else { return true }
             return String(decoding: key[prefix.count...], as: UTF8.self).contains(query)
         }
-        let offset = try Self.offset(cursor)
+        let after = try ListCursor(parsing: cursor)
         var records: [RepositoryRecord] = []
         if order == .name {
-            // Keys are in name order and hold the names: the images before the
-            // page are skipped undecoded, and the scan stops one past the page.
-            var skipped = 0
+            // Keys are in name order and hold the names: the images up to the
+            // cursor are skipped undecoded, and the scan stops one past the page.
+            let start = after.map { CatalogKey.repository("\(name)/\($0.name)").bytes }
             var more = false
             try db.scan(.catalog, prefix: prefix) { key, value in
+                if let start, !start.lexicographicallyPrecedes(key) { return true }
                 guard matches(key) else { return true }
-                guard skipped == offset else {
-                    skipped += 1
-                    return true
-                }
                 guard records.count < limit else {
                     more = true
                     return false
@@ -128,26 +126,32 @@ extension Registry {
                 records.append(try RecordCodec.decode(RepositoryRecord.self, value))
                 return true
             }
-            return Page(items: try records.map(summary), next: more ? String(offset + records.count) : nil)
+            let next = more ? records.last.map { ListCursor(value: 0, name: Self.imageName($0)).text } : nil
+            return Page(items: try records.map(summary), next: next)
         }
         try db.scan(.catalog, prefix: prefix) { key, value in
             if matches(key) { records.append(try RecordCodec.decode(RepositoryRecord.self, value)) }
             return true
         }
-        let page: [ImageSummary]
         if order == .updated {
             // The records hold what this order needs: only the page is summarised.
-            records.sort { ($0.updated, $1.name) > ($1.updated, $0.name) }
-            page = try records.dropFirst(offset).prefix(limit).map(summary)
-        } else {
-            // Pulls are summed over each image's artifacts: every image is summarised to order them.
-            let summaries = try records.map(summary).sorted {
-                ($0.pulls.count, $1.record.name) > ($1.pulls.count, $0.record.name)
-            }
-            page = Array(summaries.dropFirst(offset).prefix(limit))
+            let ordered = records.map { (ListCursor(value: ListCursor.milliseconds($0.updated), name: Self.imageName($0)), $0) }
+                .sorted { $0.0.precedes($1.0) }
+            let rest = ordered.drop { entry in after.map { !$0.precedes(entry.0) } ?? false }
+            let page = rest.prefix(limit)
+            return Page(items: try page.map { try summary($0.1) }, next: rest.count > limit ? page.last?.0.text : nil)
         }
-        let next = offset + page.count < records.count ? String(offset + page.count) : nil
-        return Page(items: page, next: next)
+        // Pulls are summed over each image's artifacts: every image is summarised to order them.
+        let ordered = try records.map(summary).map { (ListCursor(value: $0.pulls.count, name: Self.imageName($0.record)), $0) }
+            .sorted { $0.0.precedes($1.0) }
+        let rest = ordered.drop { entry in after.map { !$0.precedes(entry.0) } ?? false }
+        let page = rest.prefix(limit)
+        return Page(items: page.map(\.1), next: rest.count > limit ? page.last?.0.text : nil)
+    }
+
+    /// The image's name within its registry (`team/app` of `reg/team/app`).
+    static func imageName(_ record: RepositoryRecord) -> String {
+        String(record.name[record.name.index(after: record.name.firstIndex(of: "/")!)...])
     }
 
     public func updateImage(
@@ -218,19 +222,24 @@ extension Registry {
 
     // MARK: Artifacts
 
-    /// An image's artifacts, newest push first; the cursor is an offset.
+    /// An image's artifacts, newest push first; the cursor (``ListCursor``)
+    /// names the last artifact listed.
     public func artifacts(image name: String, cursor: String?, limit: Int) throws -> Page<ArtifactSummary> {
         _ = try requireImage(name)
-        var records: [ManifestRecord] = []
+        let after = try ListCursor(parsing: cursor)
+        var ordered: [(ListCursor, ManifestRecord)] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
-            records.append(try RecordCodec.decode(ManifestRecord.self, value))
+            let record = try RecordCodec.decode(ManifestRecord.self, value)
+            ordered.append((ListCursor(value: ListCursor.milliseconds(record.created), name: record.digest), record))
             return true
         }
-        records.sort { ($0.created, $1.digest) > ($1.created, $0.digest) }
+        ordered.sort { $0.0.precedes($1.0) }
+        let rest = ordered.drop { entry in after.map { !$0.precedes(entry.0) } ?? false }
+        let page = rest.prefix(limit)
         let tags = try tagsByDigest(name)
-        let offset = try Self.offset(cursor)
-        let page = try records.dropFirst(offset).prefix(limit).map { try summary(name, $0, tags: tags[$0.digest] ?? []) }
-        return Page(items: page, next: offset + page.count < records.count ? String(offset + page.count) : nil)
+        return Page(
+            items: try page.map { try summary(name, $0.1, tags: tags[$0.1.digest] ?? []) },
+            next: rest.count > limit ? page.last?.0.text : nil)
     }
 
     public func artifact(image name: String, digest: String) async throws -> (ArtifactSummary, ManifestContent, ConfigSummary?, [Descriptor]) {
@@ -295,15 +304,6 @@ extension Registry {
     static func saturatingSum(_ a: Int64, _ b: Int64) -> Int64 {
         let (sum, overflow) = a.addingReportingOverflow(b)
         return overflow ? (b < 0 ? .min : .max) : sum
-    }
-
-    /// An offset cursor of a listing: none is the start; anything but a non-negative integer is refused.
-    static func offset(_ cursor: String?) throws -> Int {
-        guard let cursor else { return 0 }
-        guard let offset = Int(cursor), offset >= 0 else {
-            throw InvalidRequest(message: "'cursor' must be a cursor this listing returned, got '\(cursor)'")
-        }
-        return offset
     }
 
     static let configSummaryLimit: Int64 = 1 << 20

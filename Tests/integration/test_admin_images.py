@@ -200,10 +200,54 @@ def test_images_pagination(http, new_registry):
     items, _ = api_list_all(http, api_image_path(reg), {"q": "img"}, limit=2)
     assert [i["name"] for i in items] == names
     # A cursor the server never returned is refused (a negative one used to kill the server).
-    for bad in ("-1", "x", "1.5"):
+    for bad in ("-1", "x", "1.5", "-1~img0", "1~", "99999999999999999999~img0"):
         assert_problem(http.get(api_image_path(reg), params={"cursor": bad}), 400, "INVALID_REQUEST")
         assert_problem(http.get(api_image_path(reg, "img0", "/artifacts"), params={"cursor": bad}), 400, "INVALID_REQUEST")
-    assert http.get(api_image_path(reg), params={"cursor": str(2**62)}).json()["items"] == []
+    assert http.get(api_image_path(reg), params={"cursor": "0~zzz"}).json()["items"] == []
+
+
+@pytest.mark.parametrize("sort", ["name", "updated", "pulls"])
+def test_images_deleted_between_pages_skip_nothing(http, new_registry, sort):
+    """The cursor names the last image listed: deleting a page's images before
+    asking for the next (a list-and-delete script) skips none of the rest."""
+    reg = new_registry("id")
+    names = [f"img{i}" for i in range(5)]
+    for n in names:
+        push_tags(http, f"{reg}/{n}", small_image(), "v1")
+    listed = []
+    cursor = None
+    while True:
+        r = http.get(api_image_path(reg), params={"limit": "2", "sort": sort, **({"cursor": cursor} if cursor else {})})
+        assert_status(r, 200)
+        page = [i["name"] for i in r.json()["items"]]
+        listed += page
+        for name in page:
+            assert_status(http.delete(api_image_path(reg, name)), 204)
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(listed) == names, listed
+
+
+def test_artifacts_deleted_between_pages_skip_nothing(http, new_registry):
+    reg = new_registry("ad")
+    images = [small_image() for _ in range(5)]
+    for i, img in enumerate(images):
+        push_tags(http, f"{reg}/app", img, f"v{i}")
+    listed = []
+    cursor = None
+    while True:
+        path = api_image_path(reg, "app", "/artifacts")
+        r = http.get(path, params={"limit": "2", **({"cursor": cursor} if cursor else {})})
+        assert_status(r, 200)
+        page = [i["digest"] for i in r.json()["items"]]
+        listed += page
+        for digest in page:
+            assert_status(http.delete(api_image_path(reg, "app", f"/artifacts/{digest}")), 204)
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(listed) == sorted(img.digest for img in images), listed
 
 
 @pytest.fixture(scope="module")

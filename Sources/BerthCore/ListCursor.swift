@@ -1,0 +1,40 @@
+import Foundation
+
+/// Where a listing resumes: after the item with this sort value and name.
+/// Orders run by value, highest first (a push or update time in
+/// milliseconds, a pull count), then by name; name order ignores the value.
+/// Its text form, `<value>~<name>`, is the `next_cursor` of image and
+/// artifact listings: it names the last item listed, so items deleted or
+/// added between pages shift nothing, unlike an offset.
+struct ListCursor: Sendable, Equatable {
+    var value: Int64
+    var name: String
+
+    init(value: Int64, name: String) {
+        self.value = value
+        self.name = name
+    }
+
+    /// Parses a cursor a listing returned; nil for none.
+    init?(parsing text: String?) throws(InvalidRequest) {
+        guard let text else { return nil }
+        guard let tilde = text.firstIndex(of: "~"), let value = Int64(text[..<tilde]), value >= 0,
+            text.index(after: tilde) < text.endIndex
+        else {
+            throw InvalidRequest(message: "'cursor' must be a cursor this listing returned, got '\(text)'")
+        }
+        self.init(value: value, name: String(text[text.index(after: tilde)...]))
+    }
+
+    var text: String { "\(value)~\(name)" }
+
+    /// Whether an item at `self` comes before one at `other`: higher value first, then name.
+    func precedes(_ other: ListCursor) -> Bool {
+        value != other.value ? value > other.value : name < other.name
+    }
+
+    /// A time as a cursor value: whole milliseconds since 1970.
+    static func milliseconds(_ date: Date) -> Int64 {
+        Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+    }
+}
