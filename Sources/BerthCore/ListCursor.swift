@@ -4,8 +4,10 @@ import Foundation
 /// Orders run by value, highest first (a push or update time in
 /// milliseconds, a pull count), then by name; name order ignores the value.
 /// Its text form, `<value>~<name>`, is the `next_cursor` of image and
-/// artifact listings: it names the last item listed, so items deleted or
-/// added between pages shift nothing, unlike an offset.
+/// artifact listings: it names the last item listed, so items deleted
+/// between pages skip nothing, unlike an offset. (In a value order an item
+/// whose value changes meanwhile, by a push or a pull, moves, and may be
+/// listed twice or not at all; a cursor goes back with the sort it came from.)
 struct ListCursor: Sendable, Equatable {
     var value: Int64
     var name: String
@@ -33,8 +35,9 @@ struct ListCursor: Sendable, Equatable {
         value != other.value ? value > other.value : name < other.name
     }
 
-    /// A time as a cursor value: whole milliseconds since 1970.
+    /// A time as a cursor value: whole milliseconds since 1970, clamped to
+    /// what a cursor holds (a clock set before 1970 is 0).
     static func milliseconds(_ date: Date) -> Int64 {
-        Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        Int64(min(max(0, (date.timeIntervalSince1970 * 1000).rounded(.down)), 1e17))
     }
 }

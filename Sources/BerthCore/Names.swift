@@ -1,8 +1,8 @@
 /// Validation of the names in DESIGN §1. Each failure says which rule was broken.
 public enum Names {
-    /// A registry name: `^[a-z0-9][a-z0-9._-]*$`, 1–255 characters, and an
-    /// OCI path component (`[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`): the first
-    /// component of every image name in it, which Docker and OCI clients parse.
+    /// A registry name: `^[a-z0-9][a-z0-9._-]*$`, 1–255 characters. What a
+    /// lookup checks; a new name must also be an OCI path component
+    /// (``validateNewRegistry(_:)``).
     public static func validateRegistry(_ name: String) throws(RegistryError) {
         let bytes = Array(name.utf8)
         guard !bytes.isEmpty else { throw RegistryError(.nameInvalid, "registry name is empty") }
@@ -17,7 +17,15 @@ public enum Names {
                 .nameInvalid,
                 "registry name '\(name)' may contain only lowercase letters, digits, '.', '_' and '-' (found '\(Character(Unicode.Scalar(byte)))')")
         }
-        guard isPathComponent(bytes) else {
+    }
+
+    /// The name of a registry to create: a registry
+    /// name that is also an OCI path component (`[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`),
+    /// since it is the first component of every image name in it, which Docker
+    /// and OCI clients parse. Registries made before this rule keep working.
+    public static func validateNewRegistry(_ name: String) throws(RegistryError) {
+        try validateRegistry(name)
+        guard isPathComponent(Array(name.utf8)) else {
             throw RegistryError(
                 .nameInvalid,
                 "registry name '\(name)' must end with a lowercase letter or digit and separate them only by '.', '_', '__' or '-' (an OCI path component: clients refuse others)")

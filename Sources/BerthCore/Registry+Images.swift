@@ -101,7 +101,7 @@ extension Registry {
 
     /// Images of a registry whose name contains `query`, in `order`, one page
     /// at a time. The cursor (``ListCursor``) names the last image listed, so
-    /// images deleted or added between pages shift nothing.
+    /// images deleted between pages skip nothing.
     public func images(registry name: String, query: String?, order: ImageOrder, cursor: String?, limit: Int) throws -> Page<ImageSummary> {
         _ = try requireRegistry(name)
         let prefix = Key("I", name + "/").bytes
@@ -151,7 +151,8 @@ extension Registry {
 
     /// The image's name within its registry (`team/app` of `reg/team/app`).
     static func imageName(_ record: RepositoryRecord) -> String {
-        String(record.name[record.name.index(after: record.name.firstIndex(of: "/")!)...])
+        guard let slash = record.name.firstIndex(of: "/") else { return record.name }
+        return String(record.name[record.name.index(after: slash)...])
     }
 
     public func updateImage(

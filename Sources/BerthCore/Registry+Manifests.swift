@@ -248,6 +248,9 @@ extension Registry {
                     guard Set(tags) == precondition.tags else {
                         throw LifecycleError.changed("its tags changed since the run decided (now: \(tags.sorted().joined(separator: ", ")))")
                     }
+                    if let pushed = precondition.pushed, record.created != pushed {
+                        throw LifecycleError.changed("it was pushed again since the run decided")
+                    }
                     if try index(listing: digest, in: name) != nil {
                         throw LifecycleError.changed("an index of the image lists it now")
                     }

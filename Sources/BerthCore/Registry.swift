@@ -111,7 +111,7 @@ public final class Registry: Sendable {
 
     /// Creates a registry, with its settings in the same write (nil: the default).
     public func createRegistry(_ name: String, anonymousPull: Bool? = nil, publicURIEnabled: Bool? = nil) async throws -> RegistryRecord {
-        try Names.validateRegistry(name)
+        try Names.validateNewRegistry(name)
         return try await locks.withLock("registry:" + name) {
             if try read(RegistryRecord.self, CatalogKey.registry(name)) != nil {
                 throw RegistryError(.conflict, "registry '\(name)' already exists")
@@ -234,9 +234,13 @@ public final class Registry: Sendable {
     /// Runs under the registry's name lock.
     @discardableResult
     private func finishLeftovers(of name: String) async throws -> Bool {
+        let bucket = try objects.buckets().contains(name)
+        // A bucket that holds blobs is a deletion's too, mark or not (one cut short
+        // by a version before the marks): a creation cut short left it empty.
         let deleted = try db.get(.catalog, CatalogKey.deletion(name).bytes) != nil
+            || bucket && objects.usage(bucket: name).objects > 0
         if deleted { try await releaseRegistry(name) }
-        if try objects.buckets().contains(name) { try await objects.deleteBucket(name) }
+        if bucket { try await objects.deleteBucket(name) }
         guard deleted else { return false }
         var batch = WriteBatch()
         batch.delete(.catalog, CatalogKey.deletion(name).bytes)

@@ -172,7 +172,9 @@ public enum BerthServer {
     static func generatedTLS(_ configuration: ServerConfiguration, logger: Logger) throws -> TLSConfiguration? {
         guard configuration.listeners.contains(where: \.tls), configuration.tlsCertificatePath == nil else { return nil }
         return try tlsConfiguration(
-            TLSIdentity.ensure(dataDir: configuration.dataDir, hostNames: configuration.certificateNames, logger: logger))
+            TLSIdentity.ensure(
+                dataDir: configuration.dataDir, hostNames: configuration.certificateNames,
+                derivedNames: configuration.derivedCertificateNames, logger: logger))
     }
 
     /// The TLS 1.2 suites served: ECDHE key exchange with AES-GCM or ChaCha20-Poly1305.

@@ -104,8 +104,8 @@ public struct ConfigurationLoader {
         case "public_host": configuration.publicHost = value.isEmpty ? nil : value
         case "private_host": configuration.privateHost = value.isEmpty ? nil : value
         case "host_names":
-            let names = value.isEmpty
-                ? [] : value.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            // Blank entries (a trailing comma) are skipped, as they always were.
+            let names = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             if let bad = names.first(where: { !ServerConfiguration.isCertificateName($0) }) {
                 throw ConfigurationError(
                     description: "'host_names' entries must be host names or IP addresses, without a port, got '\(bad)'")

@@ -23,7 +23,11 @@ public struct TLSIdentity: Sendable {
     /// within ``renewalDays`` days: then it is moved to `cert.pem.replaced`
     /// (its key to `key.pem.replaced`) and a new one is made, so adding a
     /// host name to the configuration and restarting is enough.
-    public static func ensure(dataDir: String, hostNames: [String], logger: Logger? = nil) throws -> TLSIdentity {
+    /// `derivedNames` go into a new certificate as well, but one that misses
+    /// them is kept.
+    public static func ensure(
+        dataDir: String, hostNames: [String], derivedNames: [String] = [], logger: Logger? = nil
+    ) throws -> TLSIdentity {
         let directory = URL(fileURLWithPath: dataDir).appendingPathComponent("tls").path
         let identity = TLSIdentity(certificatePath: directory + "/cert.pem", keyPath: directory + "/key.pem")
         let files = FileManager.default
@@ -46,7 +50,7 @@ public struct TLSIdentity: Sendable {
         // The loopback names, then each of `hostNames` once.
         var dnsNames = ["localhost"]
         var addresses: [[UInt8]] = [[127, 0, 0, 1], Array(repeating: 0, count: 15) + [1]]
-        for host in hostNames {
+        for host in hostNames + derivedNames {
             if let address = ipAddressBytes(host) {
                 if !addresses.contains(address) { addresses.append(address) }
             } else if !dnsNames.contains(host.lowercased()) {

@@ -131,14 +131,21 @@ extension ServerConfiguration {
         }
     }
 
-    /// The names the generated certificate carries besides localhost and the
-    /// loopback addresses: `host_names`, the hosts of `public_host` and
-    /// `private_host`, each TLS listener's own address, and, for a TLS listener
-    /// on every address with no `host_names`, the machine's name (the host
-    /// ``endpoint(_:)`` advertises then).
+    /// The names a generated certificate must carry besides localhost and the
+    /// loopback addresses, those the operator configured: `host_names` and the
+    /// hosts of `public_host` and `private_host`. One that misses any is
+    /// replaced at start.
     var certificateNames: [String] {
-        var names = hostNames
-        names += [publicHost, privateHost].compactMap { $0.map(Self.hostPart) }
+        Self.unique(hostNames + [publicHost, privateHost].compactMap { $0.map(Self.hostPart) })
+    }
+
+    /// Names a new certificate carries too, derived rather than configured:
+    /// each TLS listener's own address and, for a TLS listener on every address
+    /// with no `host_names`, the machine's name (the host ``endpoint(_:)``
+    /// advertises then). A certificate missing one is kept (a renamed machine
+    /// must not invalidate what clients trust).
+    var derivedCertificateNames: [String] {
+        var names: [String] = []
         for spec in listeners where spec.tls {
             let host = spec.listener.host
             if host == "0.0.0.0" || host == "::" {
@@ -147,8 +154,12 @@ extension ServerConfiguration {
                 names.append(host)
             }
         }
+        return Self.unique(names)
+    }
+
+    private static func unique(_ names: [String]) -> [String] {
         var seen = Set<String>()
-        return names.filter { Self.isCertificateName($0) && seen.insert($0.lowercased()).inserted }
+        return names.filter { isCertificateName($0) && seen.insert($0.lowercased()).inserted }
     }
 
     /// The host of `host[:port]` or `[v6]:port`.

@@ -109,6 +109,21 @@ import Testing
         }
     }
 
+    /// A push of the artifact again since the decision moves its push time: kept.
+    @Test func keepsAnArtifactPushedAgainMeanwhile() async throws {
+        try await withRegistry { registry in
+            let digest = try await push(registry, "f", as: "v1")
+            var decided = try precondition(registry, tags: ["v1"])
+            decided.pushed = try registry.manifestRecord(name: "cd/app", digest: digest)?.created
+            try await Task.sleep(for: .milliseconds(5))  // a later push time
+            #expect(try await push(registry, "f", as: "v1") == digest)
+            await expectChanged {
+                try await registry.deleteManifest(name: "cd/app", reference: digest, actor: nil, ifUnchanged: decided)
+            }
+            #expect(exists(registry, digest))
+        }
+    }
+
     /// An artifact someone else deleted since the decision is reported as changed,
     /// not as deleted by the run (nor as a failure).
     @Test func reportsAnArtifactDeletedMeanwhileAsChanged() async throws {

@@ -108,10 +108,14 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
             _ = try await identity.rotateKey(user: "bob", id: id, overlap: 60)
             _ = try await identity.rotateKey(user: "bob", id: id, overlap: 30 * 86_400)
             #expect(identity.principal(forKey: id, now: Date().addingTimeInterval(61)) == nil)
-            _ = try await identity.setKeyDisabled(user: "bob", id: id, true)
-            _ = try await identity.rotateKey(user: "bob", id: id, overlap: 30 * 86_400)
-            #expect(identity.principal(forKey: id) == nil)
-            #expect(identity.key(id)?.disabled == true)
+            // Retired by its overlap running out, then rotated again: it stays retired.
+            _ = try await identity.createUser("carol")
+            let short = try await identity.createKey(user: "carol")
+            _ = try await identity.rotateKey(user: "carol", id: short.record.id, overlap: 0.01)
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(identity.principal(forKey: short.record.id) == nil)
+            _ = try await identity.rotateKey(user: "carol", id: short.record.id, overlap: 30 * 86_400)
+            #expect(identity.principal(forKey: short.record.id) == nil)
         }
     }
 

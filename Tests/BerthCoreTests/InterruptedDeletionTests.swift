@@ -14,7 +14,8 @@ import Testing
 
     /// A registry `gone` holding one blob whose record, alone, was deleted;
     /// user `alice` held roles on `gone` and on `planned`, which was never created.
-    private func withCutShortDelete(_ body: (Registry, Store, Identity) async throws -> Void) async throws {
+    /// `marked: false` is a deletion cut short by a version that wrote no deletion mark.
+    private func withCutShortDelete(marked: Bool = true, _ body: (Registry, Store, Identity) async throws -> Void) async throws {
         try await withScratchRegistry { _, store in
             let identity = try Identity(store: store)
             let registry = try Registry(store: store, releaseRegistry: identity.releaseRegistry)
@@ -32,7 +33,7 @@ import Testing
             // The deletion's catalog batch, as `deleteRegistry` writes it: the record goes, the mark comes.
             var batch = WriteBatch()
             batch.delete(.catalog, CatalogKey.registry("gone").bytes)
-            batch.put(.catalog, CatalogKey.deletion("gone").bytes, [])
+            if marked { batch.put(.catalog, CatalogKey.deletion("gone").bytes, []) }
             try store.db.write(batch, .synced)
             #expect(try registry.registry("gone") == nil)
             #expect(store.objects.usage(bucket: "gone").objects == 1)
@@ -70,8 +71,9 @@ import Testing
         }
     }
 
-    @Test func maintenanceEmptiesBucketsNoRegistryOwns() async throws {
-        try await withCutShortDelete { registry, store, identity in
+    @Test(arguments: [true, false])
+    func maintenanceEmptiesBucketsNoRegistryOwns(marked: Bool) async throws {
+        try await withCutShortDelete(marked: marked) { registry, store, identity in
             #expect(identity.bindings(user: "alice").count == 2)
             let finished: [String] = try await registry.finishInterruptedDeletions()
             #expect(finished == ["gone"])

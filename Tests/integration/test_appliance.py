@@ -183,6 +183,17 @@ def test_generated_certificate_names_what_clients_are_told_and_signs_for_nothing
     assert forged.returncode != 0 and "permitted subtree violation" in forged.stdout + forged.stderr, forged
     assert signed_for("registry.example.com").returncode == 0
 
+    # A derived name (a new listener address) missing from it does not replace it,
+    # a configured one (public_host) does.
+    kept = cert.read_bytes()
+    subprocess.run([berth_binary(), "init", "--data-dir", str(data), "--https", "192.0.2.8:5443",
+                    "--private-https", "[fd00::7]:8443", "--public-host", "registry.example.com:443",
+                    "--private-host", "registry.vpc.internal"], capture_output=True, check=True)
+    assert cert.read_bytes() == kept
+    subprocess.run([berth_binary(), "init", "--data-dir", str(data), "--https", "192.0.2.7:5443",
+                    "--public-host", "other.example.com"], capture_output=True, check=True)
+    assert cert.read_bytes() != kept and "other.example.com" in _sans(cert)
+
     wildcard = tmp_path / "wildcard"
     subprocess.run([berth_binary(), "init", "--data-dir", str(wildcard), "--https", "0.0.0.0:5443"],
                    capture_output=True, check=True)

@@ -50,11 +50,12 @@ public final class AuthThrottle: Sendable {
         let sourceName = Self.sourceName(source)
         failures.withLockedValue { table in
             if table.sources[sourceName] == nil, table.sources.count >= sourceCapacity {
-                // Aged-out sources go first; if that is not enough, all of them (a flood
-                // from that many addresses is not slowed by remembering each). Keys stay,
-                // so a key's lockout holds.
+                // Aged-out sources go first; unless that frees a tenth of the table, all
+                // of them (a flood from that many addresses is not slowed by remembering
+                // each, and this scan then runs once per tenth of the table at most).
+                // Keys stay, so a key's lockout holds.
                 table.sources = table.sources.filter { $0.value.contains { now.timeIntervalSince($0) < window } }
-                if table.sources.count >= sourceCapacity { table.sources = [:] }
+                if table.sources.count >= sourceCapacity - sourceCapacity / 10 { table.sources = [:] }
             }
             table.sources[sourceName, default: []].append(now)
             if let accessKey { table.keys[accessKey, default: []].append(now) }

@@ -54,10 +54,14 @@ public struct LifecycleError: Error, Sendable, CustomStringConvertible {
 }
 
 /// What a cleanup decided from, checked again under the repository's lock
-/// before the delete: the artifact's tags; and no index may list it then.
+/// before the delete: the artifact's tags and last push; and no index may
+/// list it then.
 struct DeletePrecondition: Sendable {
     var tags: Set<String>
     /// When the registry the decision was made in was created: a registry
     /// deleted and created again under its name is another one.
     var registryCreated: Date
+    /// The artifact's last push the decision saw (nil: not checked); a push
+    /// again since moves it, and the keep rules and grace would see it anew.
+    var pushed: Date? = nil
 }

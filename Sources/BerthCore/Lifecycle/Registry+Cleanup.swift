@@ -66,7 +66,8 @@ extension Registry {
                     do {
                         // Deleted only if nothing the decision rests on changed meanwhile,
                         // and no index lists it (indexes the run deletes go before what they list).
-                        let precondition = DeletePrecondition(tags: Set(decision.tags), registryCreated: created)
+                        let precondition = DeletePrecondition(
+                            tags: Set(decision.tags), registryCreated: created, pushed: decision.record.created)
                         try await deleteManifest(
                             name: name, reference: decision.record.digest, actor: actor, ifUnchanged: precondition)
                         outcome.artifactsDeleted += 1

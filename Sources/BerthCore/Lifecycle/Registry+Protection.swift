@@ -37,18 +37,18 @@ extension Registry {
         let policies = try protections(repository: name).policies
         guard !policies.isEmpty else { return nil }
         var found: (ProtectionPolicy, String)?
-        var reached: [String: Bool] = [:]
-        /// Whether `target` is the artifact or lists it, down nested indexes
-        /// (an index a protected index lists is protected, and so is what it lists).
+        // Manifests seen from the protected tags so far, down nested indexes (an
+        // index a protected index lists is protected, and so is what it lists):
+        // a walk with a list of its own, as an uploader may nest indexes deep.
+        var seen = Set<String>()
         func reaches(_ target: String) throws -> Bool {
-            if let known = reached[target] { return known }
-            reached[target] = false  // digests name their content: no index lists itself, even through others
-            var result = target == digest
-            for child in try manifestRecord(name: name, digest: target)?.children ?? [] where !result {
-                result = try reaches(child)
+            var pending = [target]
+            while let next = pending.popLast() {
+                if next == digest { return true }
+                guard seen.insert(next).inserted else { continue }
+                pending += try manifestRecord(name: name, digest: next)?.children ?? []
             }
-            reached[target] = result
-            return result
+            return false
         }
         try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
             let tag = Key.lastComponent(key)
