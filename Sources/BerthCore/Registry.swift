@@ -154,6 +154,16 @@ public final class Registry: Sendable {
         }
     }
 
+    /// The registries open to anonymous pull, whose images anyone may read.
+    public func anonymousPullRegistries() throws -> [String] {
+        var names: [String] = []
+        try db.scan(.catalog, prefix: Key("R").childPrefix) { key, value in
+            if try RecordCodec.decode(RegistryRecord.self, value).anonymousPull { names.append(Key.lastComponent(key)) }
+            return true
+        }
+        return names
+    }
+
     /// Changes a registry's settings; nil leaves a setting as it is.
     public func updateRegistry(_ name: String, anonymousPull: Bool?, publicURIEnabled: Bool?) async throws -> RegistryRecord {
         try await locks.withLock("registry:" + name) {

@@ -198,13 +198,18 @@ struct DistributionController: RouterMiddleware {
     private func catalog(_ request: Request, _ principal: Principal) throws -> Response {
         let n = try limit(request)
         let (last, limit) = (request.query("last"), min(n ?? 1000, 10_000))
+        // What the caller may pull: registries it has a role on, and those open to anonymous pull.
+        let open = Set(try registry.anonymousPullRegistries())
         let visible = { (name: String) in
             let registryName = String(name.prefix { $0 != "/" })
-            return principal.rights.canView(registryName) && (exposure == .private || isPublic(registryName))
+            return (principal.rights.canView(registryName) || open.contains(registryName))
+                && (exposure == .private || isPublic(registryName))
         }
-        // A caller with roles on some registries reads those registries' images only.
+        // A caller with roles on some registries reads those registries' images only (and the open ones').
         let page =
-            try principal.rights.scopedRegistries.map { try registry.repositories(inRegistries: $0, after: last, limit: limit, visible: visible) }
+            try principal.rights.scopedRegistries.map {
+                try registry.repositories(inRegistries: $0 + open, after: last, limit: limit, visible: visible)
+            }
             ?? registry.repositories(after: last, limit: limit, visible: visible)
         var response = json(["repositories": page.items.map(\.name)])
         if let next = page.next { response.headers[.link] = link(path: "/v2/_catalog", last: next, n: n) }

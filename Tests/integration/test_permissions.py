@@ -578,6 +578,9 @@ def test_anonymous_pull_opens_only_pulls_of_that_registry(server, http, new_regi
         _, claims = jwt_decode(r.json()["token"])
         assert [a["actions"] for a in claims["access"] if a.get("name") == name] == [["pull"]], claims
         assert_status(server.client(token=r.json()["token"]).get_manifest(name, "v1"), 200)
+        # And its catalog lists what it may pull: its own registry's images and the open one's.
+        catalog = user.get("/v2/_catalog").json()["repositories"]
+        assert name in catalog and f"{closed_reg}/app" in catalog, catalog
     finally:
         assert_status(http.patch(f"/api/v1/registries/{open_reg}", json={"anonymous_pull": False}), 200)
     assert_status(anon.get_manifest(name, "v1"), 401)
