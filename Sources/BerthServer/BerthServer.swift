@@ -64,7 +64,7 @@ public enum BerthServer {
                 untaggedGrace: configuration.untaggedGrace,
                 defaultGCSchedule: configuration.gcSchedule.flatMap { try? CronExpression($0) }),
             logger: logger)
-        let interrupted = try await jobs.log.markInterrupted()
+        let interrupted = try await jobs.log.markInterrupted(events: registry.events)
         if interrupted > 0 { logger.notice("job runs interrupted by the last stop", metadata: ["runs": "\(interrupted)"]) }
         let access = AccessControl(
             registry: registry, identity: identity,

@@ -108,6 +108,25 @@ import Testing
         }
     }
 
+    /// A finished run and its event are one write, and so are an interrupted
+    /// run and its: the event feed never misses how a run ended.
+    @Test func aRunsEndAndItsEventAreOneWrite() async throws {
+        try await withScratchRegistry { registry, store in
+            let log = try JobLog(store: store)
+            var run = try await log.begin(kind: .gc, registry: nil, trigger: .api, dryRun: false)
+            run.status = .succeeded
+            run.finished = Date()
+            try await log.finish(run, events: registry.events)
+            let left = try await log.begin(kind: .cleanup, registry: "r", trigger: .schedule, dryRun: true)
+            #expect(try await log.markInterrupted(events: registry.events) == 1)
+            let events = try registry.events.events(after: 0, limit: 10) { _ in true }.items
+            #expect(events.map(\.type) == ["gc.run", "cleanup.run"])
+            #expect(events[0].detail?.contains("\"status\":\"succeeded\"") == true)
+            #expect(events[1].registry == "r" && events[1].detail?.contains("\"status\":\"interrupted\"") == true)
+            #expect(events[1].detail?.contains("\"run\":\"\(left.id)\"") == true)
+        }
+    }
+
     @Test func runsWrittenBeforeTheIndexAreListed() async throws {
         try await withScratchRegistry { _, store in
             // As an earlier version stored them: run records only.

@@ -35,6 +35,18 @@ public struct JobRun: Codable, Sendable, Equatable {
     public var actor: String? = nil
 }
 
+extension JobRun {
+    /// The event that records how the run ended (`gc.run`, `cleanup.run`).
+    var event: EventRecord {
+        var detail: [String: Any] = [
+            "run": String(id), "status": status.rawValue, "summary": summary, "trigger": trigger.rawValue,
+        ]
+        if dryRun { detail["dry_run"] = true }
+        return EventRecord(
+            type: kind == .gc ? "gc.run" : "cleanup.run", registry: registry, actor: actor, detail: Registry.jsonText(detail))
+    }
+}
+
 /// What a run did to one artifact or blob.
 public struct JobDetail: Codable, Sendable, Equatable {
     public enum Action: String, Codable, Sendable {
@@ -146,10 +158,16 @@ public final class JobLog: Sendable {
     /// runs past the retention. One run of a job runs at a time, so the
     /// dropped ones have all finished. A run whose registry was deleted while
     /// it ran (its history dropped) is not written back: what it wrote goes.
-    func finish(_ run: JobRun) async throws {
-        try await pool.run { [db, historyLock] in
+    ///
+    /// With `events`, the run's `gc.run` or `cleanup.run` event goes in the
+    /// same batch: a crash cannot leave a finished run without its event.
+    func finish(_ run: JobRun, events: EventLog? = nil) async throws {
+        var staged = WriteBatch()
+        let ids = events?.stage([run.event], into: &staged) ?? []
+        defer { events?.settle(ids) }
+        try await pool.run { [db, historyLock, staged] in
             try historyLock.withLock {
-                var batch = WriteBatch()
+                var batch = staged
                 if try db.get(.jobs, Self.indexKey(run.kind, run.registry, run.id)) == nil {
                     batch.delete(.jobs, Self.runKey(run.id))
                     batch.deleteRange(.jobs, from: Self.detailKey(run.id, 0), to: Self.detailKey(run.id + 1, 0))
@@ -192,21 +210,25 @@ public final class JobLog: Sendable {
     }
 
     /// Marks runs left running by an earlier process as interrupted.
-    public func markInterrupted() async throws -> Int {
+    public func markInterrupted(events: EventLog? = nil) async throws -> Int {
         var batch = WriteBatch()
-        var count = 0
+        var interrupted: [JobRun] = []
         try db.scan(.jobs, prefix: Array("r".utf8)) { key, value in
             var run = try RecordCodec.decode(JobRun.self, value)
             if run.status == .running {
                 run.status = .interrupted
                 run.error = "the server stopped before the run finished"
                 batch.put(.jobs, Array(key), RecordCodec.encode(run))
-                count += 1
+                interrupted.append(run)
             }
             return true
         }
-        if count > 0 { try await write(batch) }
-        return count
+        guard !interrupted.isEmpty else { return 0 }
+        // Their events too, in the same batch, as a finished run's.
+        let ids = events?.stage(interrupted.map(\.event), into: &batch) ?? []
+        defer { events?.settle(ids) }
+        try await write(batch)
+        return interrupted.count
     }
 
     public func run(_ id: Int64) throws -> JobRun? {

@@ -167,16 +167,7 @@ public final class JobRunner: Sendable {
 
     private func record(_ run: JobRun) async {
         do {
-            try await log.finish(run)
-            var detail: [String: Any] = [
-                "run": String(run.id), "status": run.status.rawValue, "summary": run.summary, "trigger": run.trigger.rawValue,
-            ]
-            if run.dryRun { detail["dry_run"] = true }
-            try await registry.events.append([
-                EventRecord(
-                    type: run.kind == .gc ? "gc.run" : "cleanup.run", registry: run.registry, actor: run.actor,
-                    detail: Registry.jsonText(detail))
-            ])
+            try await log.finish(run, events: registry.events)
         } catch {
             logger.error("could not record a job run", metadata: ["run": "\(run.id)", "error": "\(error)"])
         }
