@@ -127,7 +127,15 @@ public final class JobRunner: Sendable {
         }
         let run: JobRun
         do {
-            run = try await log.begin(kind: kind, registry: name, trigger: trigger, dryRun: dryRun, actor: actor)
+            let begin = { [log] in try await log.begin(kind: kind, registry: name, trigger: trigger, dryRun: dryRun, actor: actor) }
+            if let name {
+                // Within the registry's life: a delete meanwhile drops its history
+                // before or after this run's record, never leaving it to a registry
+                // created again under the name.
+                run = try await registry.whileExists(name, begin)
+            } else {
+                run = try await begin()
+            }
         } catch {
             state.withLockedValue { _ = $0.running.removeValue(forKey: key) }
             throw error
