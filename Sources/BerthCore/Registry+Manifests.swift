@@ -251,12 +251,11 @@ extension Registry {
                     if let pushed = precondition.pushed, record.created != pushed {
                         throw LifecycleError.changed("it was pushed again since the run decided")
                     }
-                    if try index(listing: digest, in: name) != nil {
-                        throw LifecycleError.changed("an index of the image lists it now")
-                    }
-                } else if let index = try index(listing: digest, in: name) {
-                    // Deleting a platform manifest an index still lists would break
-                    // every pull of that platform through the index.
+                }
+                // Deleting a platform manifest an index still lists would break
+                // every pull of that platform through the index.
+                if let index = try index(listing: digest, in: name) {
+                    if precondition != nil { throw LifecycleError.changed("an index of the image lists it now") }
                     throw RegistryError(
                         .conflict, "manifest \(digest) is listed by index \(index) of '\(name)': delete the index first",
                         detail: digest)

@@ -16,12 +16,7 @@ import Testing
     /// user `alice` held roles on `gone` and on `planned`, which was never created.
     /// `marked: false` is a deletion cut short by a version that wrote no deletion mark.
     private func withCutShortDelete(marked: Bool = true, _ body: (Registry, Store, Identity) async throws -> Void) async throws {
-        try await withScratchRegistry { _, store in
-            let identity = try Identity(store: store)
-            let registry = try Registry(store: store, releaseRegistry: identity.releaseRegistry)
-            _ = try await identity.createUser("alice")
-            _ = try await identity.addBinding(user: "alice", RoleBinding(role: .admin, registry: "gone"))
-            _ = try await identity.addBinding(user: "alice", RoleBinding(role: .viewer, registry: "planned"))
+        try await withRoles(user: "alice", [(.admin, "gone"), (.viewer, "planned")]) { registry, store, identity in
             _ = try await registry.createRegistry("gone")
             _ = try await registry.createRegistry("kept")
             for name in ["gone/app", "kept/app"] {
@@ -41,6 +36,19 @@ import Testing
         }
     }
 
+    /// A registry whose deletion releases `user`'s roles, each `(role, registry)` bound to them.
+    private func withRoles(
+        user: String, _ roles: [(Role, String)], _ body: (Registry, Store, Identity) async throws -> Void
+    ) async throws {
+        try await withScratchRegistry { _, store in
+            let identity = try Identity(store: store)
+            let registry = try Registry(store: store, releaseRegistry: identity.releaseRegistry)
+            _ = try await identity.createUser(user)
+            for (role, name) in roles { _ = try await identity.addBinding(user: user, RoleBinding(role: role, registry: name)) }
+            try await body(registry, store, identity)
+        }
+    }
+
     @Test func aNewRegistryOfTheSameNameStartsEmpty() async throws {
         try await withCutShortDelete { registry, store, identity in
             _ = try await registry.createRegistry("gone")
@@ -55,12 +63,7 @@ import Testing
     /// bucket and no deletion mark: it is emptied, and roles bound to the name
     /// ahead of the registry stay, for maintenance and for a creation alike.
     @Test func aCreationCutShortReleasesNothing() async throws {
-        try await withScratchRegistry { _, store in
-            let identity = try Identity(store: store)
-            let registry = try Registry(store: store, releaseRegistry: identity.releaseRegistry)
-            _ = try await identity.createUser("bob")
-            _ = try await identity.addBinding(user: "bob", RoleBinding(role: .uploader, registry: "team"))
-            _ = try await identity.addBinding(user: "bob", RoleBinding(role: .viewer, registry: "later"))
+        try await withRoles(user: "bob", [(.uploader, "team"), (.viewer, "later")]) { registry, store, identity in
             for name in ["team", "later"] { try await store.objects.createBucket(name) }
             let finished: [String] = try await registry.finishInterruptedDeletions()
             #expect(finished.isEmpty)

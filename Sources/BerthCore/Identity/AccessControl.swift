@@ -101,6 +101,10 @@ public final class AccessControl: Sendable {
         // Read only where it matters: users' rights come from their bindings.
         func anonymousPull() -> Bool { (try? registry.registry(registryName))??.anonymousPull ?? false }
         let readOnly = permission == .pull || permission == .view
+        // A signed-in user's rights, and what anyone may read: `docker login` must not take pulls away.
+        func userDecision() -> Decision {
+            principal.rights.allows(permission, on: registryName) || readOnly && anonymousPull() ? .allow : .deny
+        }
         if let tokenAccess = principal.tokenAccess, let name {
             let needed = Self.action(for: permission)
             guard let granted = tokenAccess[name], granted.contains(needed) || granted.contains("*") else {
@@ -108,12 +112,9 @@ public final class AccessControl: Sendable {
             }
             // Rights may have changed since the token was issued.
             if principal.user == nil { return readOnly && anonymousPull() ? .allow : .challenge(insufficientScope: true) }
-            return principal.rights.allows(permission, on: registryName) || readOnly && anonymousPull() ? .allow : .deny
+            return userDecision()
         }
-        if principal.user != nil {
-            // A signed-in user may read whatever anyone may: `docker login` must not take pulls away.
-            return principal.rights.allows(permission, on: registryName) || readOnly && anonymousPull() ? .allow : .deny
-        }
+        if principal.user != nil { return userDecision() }
         if readOnly && principal.tokenAccess == nil && anonymousPull() { return .allow }
         return .challenge(insufficientScope: false)
     }
