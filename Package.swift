@@ -115,6 +115,8 @@ let package = Package(
         .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
             name: "BerthServerTests",
-            dependencies: ["BerthServer", .product(name: "NIOEmbedded", package: "swift-nio")]),
+            dependencies: [
+                "BerthServer", .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
     ]
 )

@@ -19,6 +19,11 @@ struct BerthRequestContext: RequestContext {
     /// ``DistributionController`` (which parses again only if the path changed in between).
     var parsedRoute: (path: String, route: DistributionRoute?)?
 
+    /// Whom the request's response leases memory for: its client address and connection.
+    var holder: ResponseBudget.Holder {
+        ResponseBudget.Holder(address: source, connection: ObjectIdentifier(channel.parent ?? channel))
+    }
+
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.source = source.channel.remoteAddress?.ipAddress ?? "unknown"

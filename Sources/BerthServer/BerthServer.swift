@@ -80,12 +80,15 @@ public enum BerthServer {
         var services: [any Service] = []
         let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))
         let readTimeout = TimeAmount.nanoseconds(Int64(configuration.readTimeout * 1e9))
+        let responseBudget = ResponseBudget(
+            total: configuration.responseMemory ?? ResponseBudget.defaultTotal(physicalMemory: ProcessInfo.processInfo.physicalMemory))
         for spec in configuration.listeners {
             let router = makeRouter(
                 registry, access, jobs, metrics: metrics, trimmer: trimmer,
                 settings: RouterSettings(
                     scheme: spec.scheme, exposure: spec.exposure, endpoints: endpoints, listeners: configuration.listeners,
-                    dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory, readTimeout: readTimeout))
+                    dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory, readTimeout: readTimeout,
+                    responseBudget: responseBudget))
             let server: HTTPServerBuilder
             if spec.tls {
                 let tlsConfiguration = tls!
@@ -248,7 +251,7 @@ public enum BerthServer {
         router.add(
             middleware: DistributionController(
                 registry: registry, access: access, jobs: jobs, challenge: challenge, exposure: settings.exposure,
-                trimmer: trimmer, stallTimeout: settings.readTimeout))
+                trimmer: trimmer, stallTimeout: settings.readTimeout, budget: settings.responseBudget))
         let routes = RouteTable()
         router.add(middleware: AdminFallbackMiddleware(routes: routes))
         router.get("healthz") { _, _ in "ok\n" }
@@ -331,6 +334,8 @@ struct RouterSettings: Sendable {
     var backupDirectory: String
     /// `read_timeout`: also how long a response waits for a client that reads nothing.
     var readTimeout: TimeAmount
+    /// Shared by every listener: what bodies waiting for their clients may hold.
+    var responseBudget: ResponseBudget
 }
 
 /// The hosts clients use for the public and private URIs.

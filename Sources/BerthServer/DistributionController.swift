@@ -17,8 +17,10 @@ struct DistributionController: RouterMiddleware {
     let exposure: Exposure
     /// Told when a blob transfer ends, to give its buffers back.
     let trimmer: MemoryTrimmer
-    /// How long a blob GET waits for a client that takes none of its bytes (`read_timeout`).
+    /// How long a body waits for a client that takes none of its bytes (`read_timeout`).
     let stallTimeout: TimeAmount
+    /// What bodies waiting for their clients may hold.
+    let budget: ResponseBudget
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let parsed = context.parsedRoute.flatMap { $0.path == request.uri.path ? $0.route : nil }
@@ -39,6 +41,10 @@ struct DistributionController: RouterMiddleware {
             return finish(ErrorResponses.oci(RegistryError(.denied, error.description, detail: error.tag), head: isHead))
         } catch let error as LifecycleError where error.code == "PROTECTED" {
             return finish(ErrorResponses.oci(RegistryError(.denied, error.message), head: isHead))
+        } catch is ResponseBudget.Abandoned {
+            // The client went away while its response waited for memory: nobody reads this.
+            let error = RegistryError(.tooManyRequests, "the request was abandoned while its response waited for memory")
+            return finish(ErrorResponses.oci(error, head: isHead))
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return finish(ErrorResponses.oci(RegistryError(.unsupported, "internal error"), head: isHead).with(status: 500))
@@ -123,11 +129,11 @@ struct DistributionController: RouterMiddleware {
         case (.base, .get), (.base, .head):
             return json([:], head: request.method == .head)
         case (.catalog, .get), (.catalog, .head):
-            return bodyless(try catalog(request, context.principal), if: request.method == .head)
+            return bodyless(try await catalog(request, context), if: request.method == .head)
         case (.tags(let name), .get), (.tags(let name), .head):
-            return bodyless(try tags(name, request), if: request.method == .head)
+            return bodyless(try await tags(name, request, context), if: request.method == .head)
         case (.manifest(let name, let reference), .get), (.manifest(let name, let reference), .head):
-            let response = try getManifest(name, reference, head: request.method == .head)
+            let response = try await getManifest(name, reference, request, context)
             if request.method == .get, let digest = response.headers[.dockerContentDigest] {
                 registry.recordPull(
                     name: name, digest: digest, tag: ContentDigest.isDigest(reference) ? nil : reference,
@@ -144,7 +150,7 @@ struct DistributionController: RouterMiddleware {
             await audit(context, action, "\(name):\(reference)", registry: try? Names.splitRepository(name).registry)
             return Response(status: .accepted, headers: [.contentLength: "0"])
         case (.blob(let name, let digest), .get), (.blob(let name, let digest), .head):
-            return try getBlob(name, digest, request, context)
+            return try await getBlob(name, digest, request, context)
         case (.blob(let name, let digest), .delete):
             try await registry.deleteBlob(name: name, digest: digest)
             await audit(context, "blob.delete", "\(name)@\(digest)", registry: try? Names.splitRepository(name).registry)
@@ -161,7 +167,7 @@ struct DistributionController: RouterMiddleware {
             try await registry.cancelUpload(name: name, id: id)
             return Response(status: .noContent)
         case (.referrers(let name, let digest), .get):
-            return try await referrers(name, digest, request)
+            return try await referrers(name, digest, request, context)
         default:
             let error = RegistryError(.unsupported, "\(request.method) is not supported on \(request.uri.path)").with(status: 405)
             var response = ErrorResponses.oci(error, head: request.method == .head)
@@ -195,7 +201,8 @@ struct DistributionController: RouterMiddleware {
         isHead ? response.createHeadResponse() : response
     }
 
-    private func catalog(_ request: Request, _ principal: Principal) throws -> Response {
+    private func catalog(_ request: Request, _ context: Context) async throws -> Response {
+        let principal = context.principal
         let n = try limit(request)
         let (last, limit) = (request.query("last"), min(n ?? 1000, 10_000))
         // What the caller may pull: registries it has a role on, and those open to anonymous pull.
@@ -206,54 +213,99 @@ struct DistributionController: RouterMiddleware {
                 && (exposure == .private || isPublic(registryName))
         }
         // A caller with roles on some registries reads those registries' images only (and the open ones').
-        let page =
-            try principal.rights.scopedRegistries.map {
-                try registry.repositories(inRegistries: $0 + open, after: last, limit: limit, visible: visible)
-            }
-            ?? registry.repositories(after: last, limit: limit, visible: visible)
-        var response = json(["repositories": page.items.map(\.name)])
-        if let next = page.next { response.headers[.link] = link(path: "/v2/_catalog", last: next, n: n) }
+        let ((body, next), lease) = try await leasedRead(request, context, size: { $0.0.readableBytes }) {
+            let page =
+                try principal.rights.scopedRegistries.map {
+                    try registry.repositories(inRegistries: $0 + open, after: last, limit: limit, visible: visible)
+                }
+                ?? registry.repositories(after: last, limit: limit, visible: visible)
+            return (ByteBuffer(bytes: JSONText.bytes(["repositories": page.items.map(\.name)])), page.next)
+        }
+        var response = Response(
+            status: .ok, headers: [.contentType: "application/json", .contentLength: String(body.readableBytes)],
+            body: leasedBody(body, lease, context))
+        if let next { response.headers[.link] = link(path: "/v2/_catalog", last: next, n: n) }
         return response
     }
 
-    private func tags(_ name: String, _ request: Request) throws -> Response {
+    private func tags(_ name: String, _ request: Request, _ context: Context) async throws -> Response {
         let n = try limit(request)
-        let page = try registry.tags(name: name, after: request.query("last"), limit: n ?? 100_000)
-        let body = TagListBody.make(name: name, tags: page.items)
+        let last = request.query("last")
+        let ((body, next), lease) = try await leasedRead(request, context, size: { $0.0.readableBytes }) {
+            let page = try registry.tags(name: name, after: last, limit: n ?? 100_000)
+            return (TagListBody.make(name: name, tags: page.items), page.next)
+        }
         var response = Response(
             status: .ok, headers: [.contentType: "application/json", .contentLength: String(body.readableBytes)],
-            body: .init(byteBuffer: body))
-        if let next = page.next { response.headers[.link] = link(path: "/v2/\(name)/tags/list", last: next, n: n) }
+            body: leasedBody(body, lease, context))
+        if let next { response.headers[.link] = link(path: "/v2/\(name)/tags/list", last: next, n: n) }
         return response
     }
 
     /// Pages end at 4 MiB of descriptors; `last` (a referrer's digest, from the `Link` header) goes on after one.
-    private func referrers(_ name: String, _ digest: String, _ request: Request) async throws -> Response {
+    private func referrers(_ name: String, _ digest: String, _ request: Request, _ context: Context) async throws -> Response {
         // Empty is no filter: a pushed manifest's empty artifactType is stored as none.
         let artifactType = request.query("artifactType").flatMap { $0.isEmpty ? nil : $0 }
         let last = request.query("last")
-        let page = try await registry.store.pool.run { [registry] in
-            try registry.referrers(name: name, digest: digest, artifactType: artifactType, after: last)
+        let ((body, next), lease) = try await leasedRead(request, context, size: { $0.0.readableBytes }) {
+            let page = try await registry.store.pool.run { [registry] in
+                try registry.referrers(name: name, digest: digest, artifactType: artifactType, after: last)
+            }
+            return (ByteBuffer(data: try JSONEncoder.registry.encode(ReferrersIndex(manifests: page.items))), page.next)
         }
-        let body = try JSONEncoder.registry.encode(ReferrersIndex(manifests: page.items))
-        var headers: HTTPFields = [.contentType: MediaType.ociIndex, .contentLength: String(body.count)]
+        var headers: HTTPFields = [.contentType: MediaType.ociIndex, .contentLength: String(body.readableBytes)]
         if artifactType != nil { headers[.ociFiltersApplied] = "artifactType" }
-        if let next = page.next {
+        if let next {
             let query = [URLQueryItem(name: "last", value: next)] + (artifactType.map { [URLQueryItem(name: "artifactType", value: $0)] } ?? [])
             headers[.link] = link(path: "/v2/\(name)/referrers/\(digest)", query: query)
         }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        return Response(status: .ok, headers: headers, body: leasedBody(body, lease, context))
+    }
+
+    // MARK: Response memory
+
+    /// What `read` returns, with a lease from ``budget`` for its `size` when
+    /// that is more than a slice and the request is a GET. When the budget
+    /// is spent, the read is dropped while the request waits for room, then
+    /// read again: a waiting request holds no body.
+    private func leasedRead<Value>(
+        _ request: Request, _ context: Context, size: (Value) -> Int, _ read: () async throws -> Value
+    ) async throws -> (Value, ResponseBudget.Lease?) {
+        /// The value and its lease, or nil with `wanted` set: the value is dropped as this returns.
+        func attempt(_ lease: ResponseBudget.Lease?, wanted: inout Int) async throws -> (Value, ResponseBudget.Lease?)? {
+            let value = try await read()
+            let bytes = size(value)
+            guard request.method == .get, bytes > ResponseBudget.sliceBytes else { return (value, nil) }
+            if let lease, lease.covers(bytes) { return (value, lease) }
+            if let lease = budget.tryLease(bytes, for: context.holder) { return (value, lease) }
+            wanted = bytes
+            return nil
+        }
+        var lease: ResponseBudget.Lease?
+        var wanted = 0
+        while true {
+            if let done = try await attempt(lease, wanted: &wanted) { return done }
+            lease = nil
+            lease = try await budget.lease(wanted, for: context.holder, until: context.channel.closeFuture)
+        }
+    }
+
+    private func leasedBody(_ body: ByteBuffer, _ lease: ResponseBudget.Lease?, _ context: Context) -> ResponseBody {
+        .leased(body, lease, on: context.channel, stallTimeout: stallTimeout)
     }
 
     // MARK: Manifests
 
-    private func getManifest(_ name: String, _ reference: String, head: Bool) throws -> Response {
-        let manifest = try registry.manifest(name: name, reference: reference)
+    private func getManifest(_ name: String, _ reference: String, _ request: Request, _ context: Context) async throws -> Response {
+        let (manifest, lease) = try await leasedRead(request, context, size: { $0.bytes.count }) {
+            try registry.manifest(name: name, reference: reference)
+        }
         let headers: HTTPFields = [
             .contentType: manifest.mediaType, .contentLength: String(manifest.bytes.count),
             .dockerContentDigest: manifest.digest, .eTag: "\"\(manifest.digest)\"",
         ]
-        return Response(status: .ok, headers: headers, body: head ? .init() : .init(byteBuffer: ByteBuffer(bytes: manifest.bytes)))
+        let body = request.method == .head ? ResponseBody() : leasedBody(ByteBuffer(bytes: manifest.bytes), lease, context)
+        return Response(status: .ok, headers: headers, body: body)
     }
 
     private func putManifest(_ name: String, _ reference: String, _ request: Request, actor: String?) async throws -> Response {
@@ -280,7 +332,7 @@ struct DistributionController: RouterMiddleware {
 
     // MARK: Blobs
 
-    private func getBlob(_ name: String, _ digest: String, _ request: Request, _ context: Context) throws -> Response {
+    private func getBlob(_ name: String, _ digest: String, _ request: Request, _ context: Context) async throws -> Response {
         let object = try registry.blob(name: name, digest: digest)
         var headers: HTTPFields = [
             .contentType: "application/octet-stream", .dockerContentDigest: object.digest,
@@ -304,11 +356,20 @@ struct DistributionController: RouterMiddleware {
         }
         headers[.contentLength] = String(range.count)
         if request.method == .head || range.isEmpty { return Response(status: status, headers: headers) }
-        let reader = registry.readBlob(object, range: range)
         let count = Int(range.count)
+        // The reader holds up to three chunks: two handed out, one read ahead.
+        let lease =
+            count > ResponseBudget.sliceBytes
+            ? try await budget.lease(
+                min(count, 3 * object.chunkSize), for: context.holder, until: context.channel.closeFuture)
+            : nil
+        let reader = registry.readBlob(object, range: range)
         return Response(
             status: status, headers: headers,
-            body: .paced(reader, on: context.channel, stallTimeout: stallTimeout) { [trimmer] in trimmer.transferEnded(bytes: count) })
+            body: .paced(reader, on: context.channel, stallTimeout: stallTimeout) { [trimmer] in
+                lease?.release()
+                trimmer.transferEnded(bytes: count)
+            })
     }
 
     // MARK: Uploads

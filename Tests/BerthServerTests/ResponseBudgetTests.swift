@@ -1,0 +1,99 @@
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import BerthServer
+
+/// The budget grants what fits in all, per address and per connection; a
+/// request that does not fit waits and is granted, in order, as leases come
+/// back; a wait ends when its channel closes or its task is cancelled.
+@Suite struct ResponseBudgetTests {
+    private final class Connection {}
+    private let budget = ResponseBudget(total: 16 << 20)  // 4 MiB per address and per connection
+    private let first = Connection()
+    private let second = Connection()
+
+    private func holder(_ address: String, _ connection: Connection) -> ResponseBudget.Holder {
+        ResponseBudget.Holder(address: address, connection: ObjectIdentifier(connection))
+    }
+
+    @Test func limitsAreATotalsQuarterPerAddressAndAtMost64MiBPerConnection() {
+        #expect(budget.perAddress == 4 << 20 && budget.perConnection == 4 << 20)
+        let large = ResponseBudget(total: 1 << 30)
+        #expect(large.perAddress == 256 << 20 && large.perConnection == 64 << 20)
+        #expect(ResponseBudget.defaultTotal(physicalMemory: 24 << 30) == 1 << 30)
+        #expect(ResponseBudget.defaultTotal(physicalMemory: 256 << 20) == 64 << 20)
+        #expect(ResponseBudget.defaultTotal(physicalMemory: 2 << 30) == 256 << 20)
+    }
+
+    @Test func anAddressGetsItsShareAndNoMore() throws {
+        let held = try #require(budget.tryLease(3 << 20, for: holder("10.0.0.1", first)))
+        #expect(budget.tryLease(2 << 20, for: holder("10.0.0.1", second)) == nil)
+        let other = try #require(budget.tryLease(2 << 20, for: holder("10.0.0.2", second)))
+        #expect(budget.leased == 5 << 20)
+        held.release()
+        held.release()  // once only
+        #expect(budget.leased == 2 << 20)
+        _ = other
+    }
+
+    @Test func aBodyLargerThanAConnectionsShareIsChargedThatShare() throws {
+        let lease = try #require(budget.tryLease(100 << 20, for: holder("10.0.0.1", first)))
+        #expect(lease.bytes == 4 << 20 && lease.covers(100 << 20))
+        #expect(budget.tryLease(20 << 10, for: holder("10.0.0.1", first)) == nil)
+    }
+
+    @Test func aDroppedLeaseIsGivenBack() {
+        do {
+            let lease = budget.tryLease(4 << 20, for: holder("10.0.0.1", first))
+            #expect(lease != nil && budget.leased == 4 << 20)
+        }
+        #expect(budget.leased == 0)
+    }
+
+    @Test func waitersAreGrantedInOrderAsLeasesComeBack() async throws {
+        let open = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
+        defer { open.succeed() }
+        let a = holder("10.0.0.1", first)
+        var held = budget.tryLease(3 << 20, for: a)
+        #expect(held != nil)
+        let waiting = Task { [budget] in try await budget.lease(2 << 20, for: a, until: open.futureResult) }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(budget.leased == 3 << 20)  // still waiting
+        held = nil
+        let granted = try await waiting.value
+        #expect(granted.bytes == 2 << 20 && budget.leased == 2 << 20)
+        _ = held
+    }
+
+    @Test func aWaitEndsWhenItsChannelCloses() async throws {
+        let a = holder("10.0.0.1", first)
+        let held = try #require(budget.tryLease(4 << 20, for: a))
+        let closed = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
+        let waiting = Task { [budget] in try await budget.lease(1 << 20, for: a, until: closed.futureResult) }
+        try await Task.sleep(for: .milliseconds(100))
+        closed.succeed()
+        await #expect(throws: ResponseBudget.Abandoned.self) { try await waiting.value }
+        // A channel closed before the wait begins ends it at once.
+        await #expect(throws: ResponseBudget.Abandoned.self) {
+            try await budget.lease(1 << 20, for: a, until: closed.futureResult)
+        }
+        held.release()
+        #expect(budget.leased == 0)
+        // Nothing was left queued: the next lease fits at once.
+        #expect(budget.tryLease(4 << 20, for: a) != nil)
+    }
+
+    @Test func aWaitEndsWhenItsTaskIsCancelled() async throws {
+        let open = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
+        defer { open.succeed() }
+        let a = holder("10.0.0.1", first)
+        let held = try #require(budget.tryLease(4 << 20, for: a))
+        let waiting = Task { [budget] in try await budget.lease(1 << 20, for: a, until: open.futureResult) }
+        try await Task.sleep(for: .milliseconds(100))
+        waiting.cancel()
+        await #expect(throws: ResponseBudget.Abandoned.self) { try await waiting.value }
+        held.release()
+        #expect(budget.leased == 0)
+    }
+}
