@@ -71,7 +71,9 @@ public enum BerthServer {
             tokens: try await TokenIssuer(store: store, lifetime: configuration.tokenLifetime),
             throttle: AuthThrottle(limit: configuration.authFailureLimit), audit: AuditLog(store: store))
         try await bootstrap(identity, dataDir: configuration.dataDir, logger: logger)
-        let metrics = ServerMetrics(store: store)
+        let responseBudget = ResponseBudget(
+            total: configuration.responseMemory ?? ResponseBudget.defaultTotal(physicalMemory: ProcessInfo.processInfo.physicalMemory))
+        let metrics = ServerMetrics(store: store, responses: responseBudget)
         let trimmer = MemoryTrimmer { [buffers = store.objects.buffers] in
             buffers.release()
             MemoryAllocator.trim()
@@ -80,8 +82,6 @@ public enum BerthServer {
         var services: [any Service] = []
         let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))
         let readTimeout = TimeAmount.nanoseconds(Int64(configuration.readTimeout * 1e9))
-        let responseBudget = ResponseBudget(
-            total: configuration.responseMemory ?? ResponseBudget.defaultTotal(physicalMemory: ProcessInfo.processInfo.physicalMemory))
         for spec in configuration.listeners {
             let router = makeRouter(
                 registry, access, jobs, metrics: metrics, trimmer: trimmer,

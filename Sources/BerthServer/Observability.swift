@@ -13,12 +13,16 @@ import Synchronization
 final class ServerMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     let store: Store
+    let responses: ResponseBudget
     static let buckets: [Duration] = [
         .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
         .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5), .seconds(30), .seconds(120),
     ]
 
-    init(store: Store) { self.store = store }
+    init(store: Store, responses: ResponseBudget) {
+        self.store = store
+        self.responses = responses
+    }
 
     private func descriptor(_ name: String, unit: String = "", _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "berth", metricName: name, unitName: unit, helpText: help)
@@ -99,6 +103,10 @@ final class ServerMetrics: Sendable {
         registry.makeGauge(descriptor: descriptor("uploads", unit: "bytes", "Bytes held by uploads in progress.")).set(Double(usage.uploadBytes))
         registry.makeGauge(descriptor: descriptor("storage_logical", unit: "bytes", "Sum of every bucket's logical bytes.")).set(Double(usage.logicalBytes))
         registry.makeGauge(descriptor: descriptor("storage_physical", unit: "bytes", "Bytes stored once in extents.")).set(Double(usage.physicalBytes))
+        let (leased, waiting) = responses.usage
+        registry.makeGauge(descriptor: descriptor("response_memory_leased", unit: "bytes", "Bytes leased to response bodies clients have not read yet."))
+            .set(Double(leased))
+        registry.makeGauge(descriptor: descriptor("response_memory_waiting", "Requests waiting for response memory.")).set(Double(waiting))
         let properties: [(String, String, String)] = [
             ("rocksdb.estimate-pending-compaction-bytes", "rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates compaction must rewrite."),
             ("rocksdb.num-running-compactions", "rocksdb_running_compactions", "Compactions running now."),

@@ -86,8 +86,11 @@ final class ResponseBudget: Sendable {
         }
     }
 
-    /// Leased bytes in all, for tests and metrics.
+    /// Leased bytes in all.
     var leased: Int { state.withLockedValue { $0.total } }
+
+    /// Leased bytes and waiting requests, for metrics.
+    var usage: (leased: Int, waiting: Int) { state.withLockedValue { ($0.total, $0.waiters.count) } }
 
     fileprivate func give(_ bytes: Int, for holder: Holder) {
         let granted = state.withLockedValue { $0.give(bytes, for: holder, within: self) }

@@ -18,6 +18,7 @@ import struct
 import time
 from pathlib import Path
 
+import requests
 from hpack import Decoder
 
 from helpers import MiB, assert_status, make_image, random_bytes
@@ -112,6 +113,10 @@ def test_a_request_whose_body_does_not_fit_waits_until_one_is_read(make_server):
         # The address's 4 MiB are leased to stream 1, whose client reads nothing: stream 3 waits.
         h2.get(3, path)
         assert not h2.pump(lambda: 3 in h2.status, 1.5), "a body beyond the budget was answered at once"
+        metrics = requests.get(f"http://127.0.0.1:{srv.http_port}/metrics", timeout=10).text
+        assert re.search(r"^berth_response_memory_waiting 1(\.0)?$", metrics, re.M), metrics
+        leased = float(re.search(r"^berth_response_memory_leased_bytes (\S+)$", metrics, re.M).group(1))
+        assert leased == len(img.manifest)
         # Another client address is not held up by this one.
         other = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10, source_address=("127.0.0.2", 0))
         other.request("GET", path, headers={"Authorization": h2.auth})
