@@ -21,7 +21,9 @@ struct BerthRequestContext: RequestContext {
 
     /// Whom the request's response leases memory for: its client address and connection.
     var holder: ResponseBudget.Holder {
-        ResponseBudget.Holder(address: source, connection: ObjectIdentifier(channel.parent ?? channel))
+        // An HTTP/2 stream's parent is its connection; an accepted connection's is the listening socket.
+        let connection = channel.parent.flatMap { $0.parent == nil ? nil : $0 } ?? channel
+        return ResponseBudget.Holder(address: source, connection: ObjectIdentifier(connection))
     }
 
     init(source: ApplicationRequestContextSource) {

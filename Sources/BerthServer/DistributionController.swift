@@ -357,13 +357,12 @@ struct DistributionController: RouterMiddleware {
         headers[.contentLength] = String(range.count)
         if request.method == .head || range.isEmpty { return Response(status: status, headers: headers) }
         let count = Int(range.count)
-        // The reader holds up to three chunks: two handed out, one read ahead.
+        // Made before the wait: a reader keeps its extent from the sweep, and holds no buffer until it is iterated.
+        let reader = registry.readBlob(object, range: range)
         let lease =
             count > ResponseBudget.sliceBytes
-            ? try await budget.lease(
-                min(count, 3 * object.chunkSize), for: context.holder, until: context.channel.closeFuture)
+            ? try await budget.lease(reader.bufferedBytes, for: context.holder, until: context.channel.closeFuture)
             : nil
-        let reader = registry.readBlob(object, range: range)
         return Response(
             status: status, headers: headers,
             body: .paced(reader, on: context.channel, stallTimeout: stallTimeout) { [trimmer] in

@@ -2,7 +2,7 @@ import Hummingbird
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// Memory that response bodies hold until their clients take them, bounded
+/// Memory that `/v2` response bodies hold until their clients take them, bounded
 /// in all, per client address and per connection.
 ///
 /// A body waits in the server until its client reads it: a manifest, tag list
@@ -67,18 +67,17 @@ final class ResponseBudget: Sendable {
     func lease(_ bytes: Int, for holder: Holder, until closed: EventLoopFuture<Void>) async throws -> Lease {
         if let lease = tryLease(bytes, for: holder) { return lease }
         let charged = min(bytes, perConnection)
-        let id = state.withLockedValue { $0.issue() }
-        closed.whenComplete { _ in self.abandon(id) }
+        let id = state.withLockedValue { $0.nextID() }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let outcome = state.withLockedValue {
-                    $0.register(Waiter(id: id, bytes: charged, holder: holder, continuation: continuation), within: self)
+                let granted = state.withLockedValue {
+                    $0.wait(Waiter(id: id, bytes: charged, holder: holder, continuation: continuation), within: self)
                 }
-                switch outcome {
-                case .waiting: break
-                case .granted: continuation.resume()
-                case .abandoned: continuation.resume(throwing: Abandoned())
-                }
+                if granted { return continuation.resume() }
+                // Queued first, so that neither a close nor a cancellation before this point is missed: the
+                // flag is set before `onCancel` runs, and a future that has completed still runs the callback.
+                closed.whenComplete { _ in self.abandon(id) }
+                if Task.isCancelled { abandon(id) }
             }
             return Lease(charged, for: holder, from: self)
         } onCancel: {
@@ -86,10 +85,7 @@ final class ResponseBudget: Sendable {
         }
     }
 
-    /// Leased bytes in all.
-    var leased: Int { state.withLockedValue { $0.total } }
-
-    /// Leased bytes and waiting requests, for metrics.
+    /// Leased bytes and waiting requests, for metrics and tests.
     var usage: (leased: Int, waiting: Int) { state.withLockedValue { ($0.total, $0.waiters.count) } }
 
     fileprivate func give(_ bytes: Int, for holder: Holder) {
@@ -133,17 +129,12 @@ final class ResponseBudget: Sendable {
         let continuation: CheckedContinuation<Void, any Error>
     }
 
-    private enum Registration { case waiting, granted, abandoned }
-
     private struct State {
         var total = 0
         var addresses: [String: Int] = [:]
         var connections: [ObjectIdentifier: Int] = [:]
         /// Requests waiting for room, oldest first.
         var waiters: [Waiter] = []
-        /// Waits issued but not yet registered, and those of them abandoned meanwhile.
-        var unregistered: Set<UInt64> = []
-        var abandonedEarly: Set<UInt64> = []
         var lastID: UInt64 = 0
 
         func fits(_ bytes: Int, for holder: Holder, within limits: ResponseBudget) -> Bool {
@@ -177,26 +168,21 @@ final class ResponseBudget: Sendable {
             return granted
         }
 
-        mutating func issue() -> UInt64 {
+        mutating func nextID() -> UInt64 {
             lastID += 1
-            unregistered.insert(lastID)
             return lastID
         }
 
-        mutating func register(_ waiter: Waiter, within limits: ResponseBudget) -> Registration {
-            unregistered.remove(waiter.id)
-            if abandonedEarly.remove(waiter.id) != nil { return .abandoned }
-            // Room may have come back between the first try and now.
-            if waiters.isEmpty, take(waiter.bytes, for: waiter.holder, within: limits) { return .granted }
+        /// Takes the waiter's room if it fits (true), else queues it.
+        mutating func wait(_ waiter: Waiter, within limits: ResponseBudget) -> Bool {
+            if take(waiter.bytes, for: waiter.holder, within: limits) { return true }
             waiters.append(waiter)
-            return .waiting
+            return false
         }
 
-        /// The waiter to fail, if `id` is waiting; a wait not yet registered is failed when it registers.
+        /// The waiter to fail, if `id` is still waiting.
         mutating func abandon(_ id: UInt64) -> Waiter? {
-            if let index = waiters.firstIndex(where: { $0.id == id }) { return waiters.remove(at: index) }
-            if unregistered.contains(id) { abandonedEarly.insert(id) }
-            return nil
+            waiters.firstIndex { $0.id == id }.map { waiters.remove(at: $0) }
         }
     }
 }

@@ -53,7 +53,7 @@ public struct ServerConfiguration: Sendable {
     public var maxConnections: Int = 10_000
     /// Connections one client address may hold open.
     public var maxConnectionsPerAddress: Int = 1_000
-    /// Bytes response bodies may hold while their clients have not read them
+    /// Bytes `/v2` response bodies may hold while their clients have not read them
     /// (a quarter per client address, at most 64 MiB per connection); nil: an
     /// eighth of the machine's memory, 64 MiB to 1 GiB (see ``ResponseBudget``).
     public var responseMemory: Int? = nil

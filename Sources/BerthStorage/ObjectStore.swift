@@ -53,6 +53,9 @@ public struct ObjectReader: AsyncSequence, Sendable {
     let object: ObjectRecord
     let range: Range<Int64>
 
+    /// The most bytes a reading holds at once: two chunks handed out and one read ahead, within the range.
+    public var bufferedBytes: Int { Int(Swift.min(Int64(range.count), 3 * Int64(object.chunkSize))) }
+
     public struct AsyncIterator: AsyncIteratorProtocol {
         let reader: ObjectReader
         var position: Int64

@@ -30,10 +30,10 @@ import Testing
         let held = try #require(budget.tryLease(3 << 20, for: holder("10.0.0.1", first)))
         #expect(budget.tryLease(2 << 20, for: holder("10.0.0.1", second)) == nil)
         let other = try #require(budget.tryLease(2 << 20, for: holder("10.0.0.2", second)))
-        #expect(budget.leased == 5 << 20)
+        #expect(budget.usage.leased == 5 << 20)
         held.release()
         held.release()  // once only
-        #expect(budget.leased == 2 << 20)
+        #expect(budget.usage.leased == 2 << 20)
         _ = other
     }
 
@@ -46,24 +46,39 @@ import Testing
     @Test func aDroppedLeaseIsGivenBack() {
         do {
             let lease = budget.tryLease(4 << 20, for: holder("10.0.0.1", first))
-            #expect(lease != nil && budget.leased == 4 << 20)
+            #expect(lease != nil && budget.usage.leased == 4 << 20)
         }
-        #expect(budget.leased == 0)
+        #expect(budget.usage.leased == 0)
     }
 
-    @Test func waitersAreGrantedInOrderAsLeasesComeBack() async throws {
+    @Test func waitersAreGrantedAsLeasesComeBackEachWhenItFits() async throws {
         let open = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
         defer { open.succeed() }
         let a = holder("10.0.0.1", first)
         var held = budget.tryLease(3 << 20, for: a)
         #expect(held != nil)
-        let waiting = Task { [budget] in try await budget.lease(2 << 20, for: a, until: open.futureResult) }
-        try await Task.sleep(for: .milliseconds(100))
-        #expect(budget.leased == 3 << 20)  // still waiting
+        let earlier = Task { [budget] in try await budget.lease(2 << 20, for: a, until: open.futureResult) }
+        try await waitUntil { budget.usage.waiting == 1 }
+        let later = Task { [budget] in try await budget.lease(2 << 20, for: a, until: open.futureResult) }
+        try await waitUntil { budget.usage.waiting == 2 }
+        #expect(budget.usage.leased == 3 << 20)
+        // 4 MiB free for the address: the earlier waiter first, the later one still waits.
         held = nil
-        let granted = try await waiting.value
-        #expect(granted.bytes == 2 << 20 && budget.leased == 2 << 20)
-        _ = held
+        var granted: ResponseBudget.Lease? = try await earlier.value
+        #expect(budget.usage.leased == 2 << 20 && budget.usage.waiting == 1)
+        granted = nil
+        let last = try await later.value
+        #expect(last.bytes == 2 << 20 && budget.usage.leased == 2 << 20 && budget.usage.waiting == 0)
+        _ = (held, granted)
+    }
+
+    /// Waits until `condition` holds (a task has queued), at most 10 s.
+    private func waitUntil(_ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !condition() {
+            try #require(ContinuousClock.now < deadline)
+            try await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     @Test func aWaitEndsWhenItsChannelCloses() async throws {
@@ -71,17 +86,16 @@ import Testing
         let held = try #require(budget.tryLease(4 << 20, for: a))
         let closed = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
         let waiting = Task { [budget] in try await budget.lease(1 << 20, for: a, until: closed.futureResult) }
-        try await Task.sleep(for: .milliseconds(100))
+        try await waitUntil { budget.usage.waiting == 1 }
         closed.succeed()
         await #expect(throws: ResponseBudget.Abandoned.self) { try await waiting.value }
         // A channel closed before the wait begins ends it at once.
         await #expect(throws: ResponseBudget.Abandoned.self) {
             try await budget.lease(1 << 20, for: a, until: closed.futureResult)
         }
+        #expect(budget.usage.waiting == 0)
         held.release()
-        #expect(budget.leased == 0)
-        // Nothing was left queued: the next lease fits at once.
-        #expect(budget.tryLease(4 << 20, for: a) != nil)
+        #expect(budget.usage.leased == 0)
     }
 
     @Test func aWaitEndsWhenItsTaskIsCancelled() async throws {
@@ -90,10 +104,11 @@ import Testing
         let a = holder("10.0.0.1", first)
         let held = try #require(budget.tryLease(4 << 20, for: a))
         let waiting = Task { [budget] in try await budget.lease(1 << 20, for: a, until: open.futureResult) }
-        try await Task.sleep(for: .milliseconds(100))
+        try await waitUntil { budget.usage.waiting == 1 }
         waiting.cancel()
         await #expect(throws: ResponseBudget.Abandoned.self) { try await waiting.value }
+        #expect(budget.usage.waiting == 0)
         held.release()
-        #expect(budget.leased == 0)
+        #expect(budget.usage.leased == 0)
     }
 }

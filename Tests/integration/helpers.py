@@ -87,6 +87,12 @@ def file_digest(path: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def anon_bytes(pid: int) -> int:
+    """A process's anonymous memory (heap and stacks, `RssAnon`): what buffered bodies grow, unlike code pages."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"RssAnon:\s+(\d+) kB", status.read()).group(1)) * 1024
+
+
 def random_bytes(size: int) -> bytes:
     return os.urandom(size)
 

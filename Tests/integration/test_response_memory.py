@@ -16,12 +16,11 @@ import re
 import socket
 import struct
 import time
-from pathlib import Path
 
 import requests
 from hpack import Decoder
 
-from helpers import MiB, assert_status, make_image, random_bytes
+from helpers import MiB, anon_bytes, assert_status, make_image, random_bytes
 from test_http2 import DATA, END_HEADERS, END_STREAM, H2, HEADERS, INITIAL_WINDOW_SIZE, SETTINGS, WINDOW_UPDATE, literal
 
 RST_STREAM = 0x3
@@ -94,9 +93,9 @@ class Client(H2):
         return True
 
 
-def _rss(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+def _metric(srv, name: str) -> float:
+    text = requests.get(f"http://127.0.0.1:{srv.http_port}/metrics", timeout=10).text
+    return float(re.search(rf"^berth_{name} (\S+)$", text, re.M).group(1))
 
 
 def test_a_request_whose_body_does_not_fit_waits_until_one_is_read(make_server):
@@ -113,10 +112,8 @@ def test_a_request_whose_body_does_not_fit_waits_until_one_is_read(make_server):
         # The address's 4 MiB are leased to stream 1, whose client reads nothing: stream 3 waits.
         h2.get(3, path)
         assert not h2.pump(lambda: 3 in h2.status, 1.5), "a body beyond the budget was answered at once"
-        metrics = requests.get(f"http://127.0.0.1:{srv.http_port}/metrics", timeout=10).text
-        assert re.search(r"^berth_response_memory_waiting 1(\.0)?$", metrics, re.M), metrics
-        leased = float(re.search(r"^berth_response_memory_leased_bytes (\S+)$", metrics, re.M).group(1))
-        assert leased == len(img.manifest)
+        assert _metric(srv, "response_memory_waiting") == 1
+        assert _metric(srv, "response_memory_leased_bytes") == len(img.manifest)
         # Another client address is not held up by this one.
         other = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10, source_address=("127.0.0.2", 0))
         other.request("GET", path, headers={"Authorization": h2.auth})
@@ -148,8 +145,15 @@ def test_a_blob_get_waits_and_a_cancelled_stream_gives_its_lease_back(make_serve
         h2.get(3, path)  # waits: stream 1 holds 3 MiB of the address's 4
         h2.get(5, path)
         assert not h2.pump(lambda: 3 in h2.status or 5 in h2.status, 1.5)
-        # A waiting request whose stream is cancelled leaves the queue; one whose body is cancelled gives its lease back.
+        assert _metric(srv, "response_memory_waiting") == 2
+        # A waiting request whose stream is cancelled leaves the queue, while stream 1 still holds its lease.
         h2.cancel(3)
+        deadline = time.monotonic() + 10
+        while _metric(srv, "response_memory_waiting") != 1:
+            assert time.monotonic() < deadline, "a cancelled stream stayed in the queue"
+            time.sleep(0.05)
+        assert _metric(srv, "response_memory_leased_bytes") == 3 * MiB
+        # One whose body is cancelled gives its lease back.
         h2.cancel(1)
         assert h2.pump(lambda: 5 in h2.status, 10), "the lease of a cancelled stream was not given back"
         assert h2.status[5] == 200 and 3 not in h2.status
@@ -171,7 +175,7 @@ def test_streams_that_read_nothing_do_not_grow_the_server(make_server):
     assert_status(c.push_image(f"{REG}/big", img, "v1"), 201)
     path = f"/v2/{REG}/big/manifests/v1"
     assert c.get(path).status_code == 200
-    before = _rss(srv.proc.pid)
+    before = anon_bytes(srv.proc.pid)
     clients = [Client(srv) for _ in range(2)]
     try:
         for h2 in clients:
@@ -180,7 +184,7 @@ def test_streams_that_read_nothing_do_not_grow_the_server(make_server):
         # Every request has been read and answered or queued by now.
         for h2 in clients:
             h2.pump(lambda: False, 3)
-        grown = _rss(srv.proc.pid) - before
+        grown = anon_bytes(srv.proc.pid) - before
         # 120 streams of 3 MiB: 360 MiB held before the budget; now one body plus what 120 streams cost.
         assert grown < 48 * MiB, f"the server grew by {grown / MiB:.0f} MiB"
         assert sum(len(h2.status) for h2 in clients) == 1
@@ -191,3 +195,32 @@ def test_streams_that_read_nothing_do_not_grow_the_server(make_server):
     r = c.get(path)
     assert_status(r, 200)
     assert r.content == img.manifest
+
+
+def test_http1_connections_each_have_their_own_share(make_server):
+    """Over HTTP/1.1 the connection is the accepted socket, not the listener all of them share."""
+    srv = _server(make_server)
+    c = srv.client()
+    blob = random_bytes(64 * MiB)
+    digest = c.upload_blob(f"{REG}/blob", blob)
+    path = f"/v2/{REG}/blob/blobs/{digest}"
+    header = "Basic " + base64.b64encode(srv.admin_arg.encode()).decode()
+    # A client that reads nothing holds its 3 MiB lease: the kernel's buffers take less than the 64 MiB body.
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.bind(("127.0.0.3", 0))
+    stalled.connect(("127.0.0.1", srv.http_port))
+    try:
+        stalled.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {header}\r\n\r\n".encode())
+        deadline = time.monotonic() + 10
+        while _metric(srv, "response_memory_leased_bytes") != 3 * MiB:
+            assert time.monotonic() < deadline, "the stalled GET took no lease"
+            time.sleep(0.05)
+        # Another address's connection on the same listener has a share of its own.
+        other = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10, source_address=("127.0.0.2", 0))
+        other.request("GET", path, headers={"Authorization": header})
+        answer = other.getresponse()
+        assert answer.status == 200 and answer.read() == blob
+        other.close()
+    finally:
+        stalled.close()

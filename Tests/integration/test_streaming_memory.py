@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from helpers import have_tool
+from helpers import anon_bytes, have_tool
 
 MiB = 1 << 20
 BLOB = 384 * MiB
@@ -36,11 +35,6 @@ ALLOWED_GROWTH = 12 * MiB
 # windows the HTTP/2 push grew by 39 MiB.
 ALLOWED_PUSH_GROWTH = 32 * MiB
 REG = "streammem"
-
-
-def anon_bytes(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"RssAnon:\s+(\d+) kB", status).group(1)) * 1024
 
 
 class PeakSampler(threading.Thread):
