@@ -35,6 +35,15 @@ struct ListCursor: Sendable, Equatable {
         value != other.value ? value > other.value : name < other.name
     }
 
+    /// The page of `entries` that follows `after` in cursor order, at most
+    /// `limit` long, with the cursor of the next page when more follow.
+    static func page<Item>(_ entries: [(ListCursor, Item)], after: ListCursor?, limit: Int) -> Page<Item> {
+        let ordered = entries.sorted { $0.0.precedes($1.0) }
+        let rest = ordered.drop { entry in after.map { !$0.precedes(entry.0) } ?? false }
+        let page = rest.prefix(limit)
+        return Page(items: page.map(\.1), next: rest.count > limit ? page.last?.0.text : nil)
+    }
+
     /// A time as a cursor value: whole milliseconds since 1970, clamped to
     /// what a cursor holds (a clock set before 1970 is 0).
     static func milliseconds(_ date: Date) -> Int64 {

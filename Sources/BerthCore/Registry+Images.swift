@@ -110,43 +110,33 @@ extension Registry {
             return String(decoding: key[prefix.count...], as: UTF8.self).contains(query)
         }
         let after = try ListCursor(parsing: cursor)
-        var records: [RepositoryRecord] = []
         if order == .name {
-            // Keys are in name order and hold the names: the images up to the
-            // cursor are skipped undecoded, and the scan stops one past the page.
+            // Keys are in name order and hold the names: the scan starts past
+            // the cursor's image and stops one past the page.
             let start = after.map { CatalogKey.repository("\(name)/\($0.name)").bytes }
-            var more = false
-            try db.scan(.catalog, prefix: prefix) { key, value in
-                if let start, !start.lexicographicallyPrecedes(key) { return true }
-                guard matches(key) else { return true }
-                guard records.count < limit else {
-                    more = true
-                    return false
-                }
-                records.append(try RecordCodec.decode(RepositoryRecord.self, value))
-                return true
+            let listed = try page(prefix: prefix, after: start, limit: limit) { key, value -> (RepositoryRecord, String)? in
+                guard matches(key) else { return nil }
+                let record = try RecordCodec.decode(RepositoryRecord.self, value)
+                return (record, ListCursor(value: 0, name: Self.imageName(record)).text)
             }
-            let next = more ? records.last.map { ListCursor(value: 0, name: Self.imageName($0)).text } : nil
-            return Page(items: try records.map(summary), next: next)
+            return Page(items: try listed.items.map(summary), next: listed.next)
         }
+        var records: [RepositoryRecord] = []
         try db.scan(.catalog, prefix: prefix) { key, value in
             if matches(key) { records.append(try RecordCodec.decode(RepositoryRecord.self, value)) }
             return true
         }
         if order == .updated {
             // The records hold what this order needs: only the page is summarised.
-            let ordered = records.map { (ListCursor(value: ListCursor.milliseconds($0.updated), name: Self.imageName($0)), $0) }
-                .sorted { $0.0.precedes($1.0) }
-            let rest = ordered.drop { entry in after.map { !$0.precedes(entry.0) } ?? false }
-            let page = rest.prefix(limit)
-            return Page(items: try page.map { try summary($0.1) }, next: rest.count > limit ? page.last?.0.text : nil)
+            let listed = ListCursor.page(
+                records.map { (ListCursor(value: ListCursor.milliseconds($0.updated), name: Self.imageName($0)), $0) },
+                after: after, limit: limit)
+            return Page(items: try listed.items.map(summary), next: listed.next)
         }
         // Pulls are summed over each image's artifacts: every image is summarised to order them.
-        let ordered = try records.map(summary).map { (ListCursor(value: $0.pulls.count, name: Self.imageName($0.record)), $0) }
-            .sorted { $0.0.precedes($1.0) }
-        let rest = ordered.drop { entry in after.map { !$0.precedes(entry.0) } ?? false }
-        let page = rest.prefix(limit)
-        return Page(items: page.map(\.1), next: rest.count > limit ? page.last?.0.text : nil)
+        return ListCursor.page(
+            try records.map(summary).map { (ListCursor(value: $0.pulls.count, name: Self.imageName($0.record)), $0) },
+            after: after, limit: limit)
     }
 
     /// The image's name within its registry (`team/app` of `reg/team/app`).
@@ -228,19 +218,15 @@ extension Registry {
     public func artifacts(image name: String, cursor: String?, limit: Int) throws -> Page<ArtifactSummary> {
         _ = try requireImage(name)
         let after = try ListCursor(parsing: cursor)
-        var ordered: [(ListCursor, ManifestRecord)] = []
+        var records: [(ListCursor, ManifestRecord)] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
             let record = try RecordCodec.decode(ManifestRecord.self, value)
-            ordered.append((ListCursor(value: ListCursor.milliseconds(record.created), name: record.digest), record))
+            records.append((ListCursor(value: ListCursor.milliseconds(record.created), name: record.digest), record))
             return true
         }
-        ordered.sort { $0.0.precedes($1.0) }
-        let rest = ordered.drop { entry in after.map { !$0.precedes(entry.0) } ?? false }
-        let page = rest.prefix(limit)
+        let listed = ListCursor.page(records, after: after, limit: limit)
         let tags = try tagsByDigest(name)
-        return Page(
-            items: try page.map { try summary(name, $0.1, tags: tags[$0.1.digest] ?? []) },
-            next: rest.count > limit ? page.last?.0.text : nil)
+        return Page(items: try listed.items.map { try summary(name, $0, tags: tags[$0.digest] ?? []) }, next: listed.next)
     }
 
     public func artifact(image name: String, digest: String) async throws -> (ArtifactSummary, ManifestContent, ConfigSummary?, [Descriptor]) {

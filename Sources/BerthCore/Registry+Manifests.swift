@@ -210,9 +210,9 @@ extension Registry {
         // As for a GET: a well-formed digest of an algorithm not stored here names nothing (404).
         let digest = try ContentDigest(parsing: reference, forLookup: true).description
         // A cleanup's delete of an artifact someone else deleted since its decision did nothing: it says so.
-        let goneMeanwhile = LifecycleError.changed("artifact \(digest) was deleted meanwhile by another request")
+        func goneMeanwhile() -> LifecycleError { .changed("artifact \(digest) was deleted meanwhile by another request") }
         guard var blobs = try manifestRecord(name: name, digest: digest).map({ Set($0.blobs) }) else {
-            if precondition != nil { throw goneMeanwhile }
+            if precondition != nil { throw goneMeanwhile() }
             throw RegistryError(.manifestUnknown, "manifest \(digest) is not in repository '\(name)'", detail: digest)
         }
         // The links to drop are those of the record as it is under the locks: a
@@ -223,7 +223,7 @@ extension Registry {
             let lockNames = ["manifest:\(name)@\(digest)", "repository:\(name)"] + locked.map { "link:\(registryName)@\($0)" }
             let done = try await locks.withLocks(lockNames) { () -> Bool in
                 guard let record = try manifestRecord(name: name, digest: digest) else {
-                    if precondition != nil { throw goneMeanwhile }
+                    if precondition != nil { throw goneMeanwhile() }
                     return true
                 }
                 blobs = Set(record.blobs)

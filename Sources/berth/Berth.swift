@@ -170,7 +170,7 @@ struct RegistryCommand: AsyncParsableCommand {
         @OptionGroup var location: DataDirectoryOptions
 
         func run() async throws {
-            let store = try location.openStore(creating: true)
+            let store = try location.openStore(creating: true).store
             let registry = try Registry(
                 store: store, releaseRegistry: Registry.release(identity: try Identity(store: store), jobLog: try JobLog(store: store)))
             do {
@@ -204,9 +204,9 @@ struct DataDirectoryOptions: ParsableArguments {
         return loader.configuration.dataDir
     }
 
-    /// The data directory's store. Without `creating`, a directory that holds
-    /// none is an error rather than a new, empty store.
-    func openStore(creating: Bool) throws -> Store {
+    /// The data directory and its store. Without `creating`, a directory that
+    /// holds none is an error rather than a new, empty store.
+    func openStore(creating: Bool) throws -> (store: Store, directory: String) {
         let directory = try resolved()
         let db = URL(fileURLWithPath: directory).appendingPathComponent("db").path
         if !FileManager.default.fileExists(atPath: db + "/CURRENT") {
@@ -217,7 +217,7 @@ struct DataDirectoryOptions: ParsableArguments {
             try FileManager.default.createDirectory(
                 atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
-        return try Store(directory: db)
+        return (try Store(directory: db), directory)
     }
 }
 
@@ -231,9 +231,9 @@ struct BackupCommand: AsyncParsableCommand {
 
     func run() async throws {
         // A backup of a store made up on the spot would be an empty one reported as a success.
-        let store = try location.openStore(creating: false)
+        let (store, directory) = try location.openStore(creating: false)
         do {
-            let summary = try await Backup.create(store: store, dataDir: try location.resolved(), destination: to)
+            let summary = try await Backup.create(store: store, dataDir: directory, destination: to)
             print("backed up \(summary.artifacts.count) artifacts and \(summary.tags) tags to \(summary.path)")
         } catch let error as BackupError {
             try await store.shutdown()
