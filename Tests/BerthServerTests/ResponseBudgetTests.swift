@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
@@ -51,25 +52,33 @@ import Testing
         #expect(budget.usage.leased == 0)
     }
 
-    @Test func waitersAreGrantedAsLeasesComeBackEachWhenItFits() async throws {
+    @Test func waitersAreGrantedInOrderAsLeasesComeBack() async throws {
         let open = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
         defer { open.succeed() }
         let a = holder("10.0.0.1", first)
+        /// The waiters' leases, in the order they were granted.
+        let granted = NIOLockedValueBox<[(String, ResponseBudget.Lease)]>([])
+        func waiter(_ name: String) -> Task<Void, any Error> {
+            Task { [budget] in
+                let lease = try await budget.lease(3 << 20, for: a, until: open.futureResult)
+                granted.withLockedValue { $0.append((name, lease)) }
+            }
+        }
         var held = budget.tryLease(3 << 20, for: a)
         #expect(held != nil)
-        let earlier = Task { [budget] in try await budget.lease(2 << 20, for: a, until: open.futureResult) }
+        let earlier = waiter("earlier")
         try await waitUntil { budget.usage.waiting == 1 }
-        let later = Task { [budget] in try await budget.lease(2 << 20, for: a, until: open.futureResult) }
+        let later = waiter("later")
         try await waitUntil { budget.usage.waiting == 2 }
-        #expect(budget.usage.leased == 3 << 20)
-        // 4 MiB free for the address: the earlier waiter first, the later one still waits.
+        // The address's 4 MiB hold one of the two: the earlier waiter first, the later one still waits.
         held = nil
-        var granted: ResponseBudget.Lease? = try await earlier.value
-        #expect(budget.usage.leased == 2 << 20 && budget.usage.waiting == 1)
-        granted = nil
-        let last = try await later.value
-        #expect(last.bytes == 2 << 20 && budget.usage.leased == 2 << 20 && budget.usage.waiting == 0)
-        _ = (held, granted)
+        try await waitUntil { granted.withLockedValue { $0.count } == 1 }
+        #expect(granted.withLockedValue { $0.map(\.0) } == ["earlier"] && budget.usage.waiting == 1)
+        granted.withLockedValue { $0[0].1.release() }
+        try await waitUntil { granted.withLockedValue { $0.count } == 2 }
+        #expect(granted.withLockedValue { $0.map(\.0) } == ["earlier", "later"])
+        #expect(budget.usage.leased == 3 << 20 && budget.usage.waiting == 0)
+        _ = (held, try await earlier.value, try await later.value)
     }
 
     /// Waits until `condition` holds (a task has queued), at most 10 s.
