@@ -2,10 +2,10 @@ import BerthCore
 import HTTPTypes
 import Hummingbird
 
-/// Turns the `Authorization` header into the context's principal on `/v2`
-/// and `/api/v1` (Basic only there: tokens are for `/v2`). Bad credentials end
-/// the request here (401, or 429 when throttled); no credentials go on as
-/// anonymous, and each route decides.
+/// Turns the `Authorization` header into the context's principal on `/v2`,
+/// `/api/v1` and `/metrics` (Basic only on the last two: tokens are for
+/// `/v2`). Bad credentials end the request here (401, or 429 when throttled);
+/// no credentials go on as anonymous, and each route decides.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = BerthRequestContext
     let access: AccessControl
@@ -14,7 +14,7 @@ struct AuthMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
         let isRegistry = path == "/v2" || path.hasPrefix("/v2/")
-        guard isRegistry || path.hasPrefix("/api/v1") else { return try await next(request, context) }
+        guard isRegistry || path.hasPrefix("/api/v1") || path == "/metrics" else { return try await next(request, context) }
         var context = context
         switch await access.authenticate(authorization: request.headers[.authorization], source: context.source) {
         case .anonymous:
@@ -23,7 +23,7 @@ struct AuthMiddleware: RouterMiddleware {
             // A token's scope names repositories and pull/push/delete, nothing of the
             // admin API: there a token would act with every right of its key's user.
             if !isRegistry, method != "basic" {
-                return challenge.admin(request, detail: "the admin API takes an access key and secret (Basic), not a token")
+                return challenge.admin(request, detail: "\(path == "/metrics" ? "/metrics" : "the admin API") takes an access key and secret (Basic), not a token")
             }
             context.principal = principal
             context.trace.actor = principal.actor

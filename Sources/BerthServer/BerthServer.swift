@@ -47,6 +47,12 @@ public enum BerthServer {
                 "fewer connections than max_connections: the open-file limit is low (raise LimitNOFILE or ulimit -n)",
                 metadata: ["open_file_limit": "\(fileLimit)", "connections": "\(limits.total)"])
         }
+        if configuration.gcGrace < ServerConfiguration.shortGCGrace {
+            // Allowed (tests and drills collect at once), but a push uploads its layers before its manifest.
+            logger.warning(
+                "gc_grace is shorter than a push may take: garbage collection can delete layers a push uploaded before its manifest arrives",
+                metadata: ["gc_grace": "\(configuration.gcGrace)"])
+        }
         // An operator's certificate is loaded before anything is created, so a
         // bad path or key fails the start with the data directory untouched. The
         // generated one lives in the data directory: it waits for the store's lock.
@@ -88,7 +94,7 @@ public enum BerthServer {
                 settings: RouterSettings(
                     scheme: spec.scheme, exposure: spec.exposure, endpoints: endpoints, listeners: configuration.listeners,
                     dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory, readTimeout: readTimeout,
-                    responseBudget: responseBudget))
+                    responseBudget: responseBudget, metricsAccess: configuration.metricsAccess))
             let server: HTTPServerBuilder
             if spec.tls {
                 let tlsConfiguration = tls!
@@ -256,14 +262,22 @@ public enum BerthServer {
         router.add(middleware: AdminFallbackMiddleware(routes: routes))
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ in "ready\n" }
-        // Open like the health checks, for scrapers: it names no registry, image or user.
-        router.get("metrics") { _, _ in
-            Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                body: .init(byteBuffer: ByteBuffer(bytes: metrics.scrape())))
-        }
         TokenController(access: access).register(on: router)
         let support = AdminSupport(access: access, challenge: challenge)
+        // Names no registry, image or user, but tells load, usage and activity:
+        // a global reader's, unless the operator opened it for a scraper.
+        router.get("metrics") { request, context in
+            let scrape = {
+                Response(
+                    status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: metrics.scrape())))
+            }
+            if settings.metricsAccess == .anonymous { return scrape() }
+            return try await support.run(request, context) { principal in
+                guard principal.rights.isGlobalReader else { throw support.forbidden(principal, "read metrics") }
+                return scrape()
+            }
+        }
         AdminController(registry: registry, support: support, settings: settings).register(on: router)
         IdentityController(access: access, support: support).register(on: router)
         ImagesController(registry: registry, jobs: jobs, support: support).register(on: router)
@@ -336,6 +350,7 @@ struct RouterSettings: Sendable {
     var readTimeout: TimeAmount
     /// Shared by every listener: what bodies waiting for their clients may hold.
     var responseBudget: ResponseBudget
+    var metricsAccess: MetricsAccess
 }
 
 /// The hosts clients use for the public and private URIs.

@@ -57,6 +57,9 @@ public struct ServerConfiguration: Sendable {
     /// (a quarter per client address, at most 64 MiB per connection); nil: an
     /// eighth of the machine's memory, 64 MiB to 1 GiB (see ``ResponseBudget``).
     public var responseMemory: Int? = nil
+    /// Who may read `/metrics`: by default a user with a global admin or
+    /// viewer role (Prometheus sends its key as Basic credentials).
+    public var metricsAccess: MetricsAccess = .authenticated
     /// Whether blob bytes bypass the page cache on their way to the disk
     /// (`O_DIRECT`; see ``ExtentFiles``).
     public var directWrites = true
@@ -82,6 +85,9 @@ public struct ServerConfiguration: Sendable {
     public var maintenanceInterval: Double = 30
     /// Seconds a blob nobody references is kept after its last upload, mount or read.
     public var gcGrace: Double = JobSettings().gcGrace
+    /// A `gc_grace` below this is warned about at start: a slow push's layers
+    /// could be collected before its manifest arrives.
+    public static let shortGCGrace: Double = 600
     /// Seconds after a delete before garbage collection runs; 0 turns it off.
     public var gcAfterDelete: Double = JobSettings().gcAfterDelete
     /// Seconds after its push before a `delete_untagged` cleanup may delete an artifact.
@@ -96,6 +102,14 @@ public struct ServerConfiguration: Sendable {
     public var auditRetentionDays: Int = 365
 
     public init() {}
+}
+
+/// Who may scrape `/metrics` (`metrics_access`).
+public enum MetricsAccess: String, Sendable, CaseIterable {
+    /// A global admin or viewer, with Basic credentials.
+    case authenticated
+    /// Anyone who reaches a listener: for a scraper on a closed network.
+    case anonymous
 }
 
 /// Whether a listener serves a registry's public or private URI.

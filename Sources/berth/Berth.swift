@@ -71,6 +71,8 @@ struct Settings: ParsableArguments {
     @Option(help: "Connections one client address may hold open (default 1000).") var maxConnectionsPerIp: String?
     @Option(help: "Bytes response bodies may hold until their clients read them, or 'auto' (an eighth of memory, 64 MiB to 1 GiB).")
     var responseMemory: String?
+    @Option(help: "Who may read /metrics: authenticated (a global admin or viewer, the default) or anonymous.")
+    var metricsAccess: String?
     @Option(help: "Where online backups go (default <data-dir>/backups).") var backupDir: String?
     @Option(help: "Seconds in-flight requests may run on after SIGTERM (default 30).") var shutdownTimeout: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
@@ -102,7 +104,7 @@ struct Settings: ParsableArguments {
                 ("upload_timeout", uploadTimeout), ("read_timeout", readTimeout), ("token_ttl", tokenTtl),
                 ("auth_failure_limit", authFailureLimit),
                 ("max_connections", maxConnections), ("max_connections_per_ip", maxConnectionsPerIp),
-                ("response_memory", responseMemory), ("backup_dir", backupDir),
+                ("response_memory", responseMemory), ("metrics_access", metricsAccess), ("backup_dir", backupDir),
                 ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),
                 ("untagged_grace", untaggedGrace),
                 ("event_retention_days", eventRetentionDays), ("event_retention_count", eventRetentionCount),

@@ -93,6 +93,7 @@ def test_bad_value_names_key_and_line(tmp_path):
     _refused(tmp_path, "min_free_space: 0\n", "'min_free_space' must be a number ≥ 67108864", "bad.yaml:1")
     # Below 16 MiB an address's share could not hold a largest manifest.
     _refused(tmp_path, "response_memory: 1048576\n", "'response_memory' must be a number ≥ 16777216", "bad.yaml:1")
+    _refused(tmp_path, "metrics_access: open\n", "'metrics_access' must be authenticated or anonymous", "bad.yaml:1")
     # A certificate name with a port would be a SAN no client matches.
     _refused(tmp_path, "host_names: [reg.example:443]\n", "'host_names' entries must be host names or IP addresses")
     _refused(tmp_path, "host_names: [reg_example]\n", "'host_names' entries must be host names or IP addresses")

@@ -95,8 +95,10 @@ def test_idle_connections_cannot_take_the_files_the_store_needs(berth_bin, tmp_p
 
 def test_a_client_that_reads_no_responses_is_disconnected(make_server):
     srv = make_server(extra_args=["--read-timeout", "2"])
-    request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{srv.http_port}\r\n\r\n".encode()
-    sample = srv.anon_client().get("/metrics")
+    client = srv.client()
+    auth = "".join(f"{k}: {v}\r\n" for k, v in client.auth_headers().items())
+    request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{srv.http_port}\r\n{auth}\r\n".encode()
+    sample = client.get("/metrics")
     assert_status(sample, 200)
     # Far more response bytes than the socket buffers of both ends hold.
     count = (48 * MiB) // len(sample.content) + 1

@@ -233,13 +233,49 @@ def test_offline_commands_find_the_data_directory_as_serve_does(tmp_path):
         assert server.stop() == 0
 
 
+def test_metrics_need_a_global_reader_unless_opened(tmp_path):
+    """By default /metrics answers a global admin or viewer (Basic), as the
+    admin API does; metrics_access: anonymous opens it to a scraper without a key."""
+    server = Server(tmp_path / "data")
+    try:
+        anonymous = requests.get(server.url + "/metrics")
+        assert anonymous.status_code == 401 and anonymous.json()["code"] == "UNAUTHORIZED", anonymous.text
+        assert "berth_" not in anonymous.text
+        wrong = requests.get(server.url + "/metrics", auth=(server.auth[0], "x" * 40))
+        assert wrong.status_code == 401, wrong.text
+        # A registry token is for /v2: here it is refused like on the admin API.
+        token = requests.get(server.url + "/auth/token", params={"service": "berth"}, auth=server.auth).json()["token"]
+        bearer = requests.get(server.url + "/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert bearer.status_code == 401 and "Basic" in bearer.json()["detail"], bearer.text
+        # A user bound only to one registry reads none of it.
+        assert requests.post(server.url + "/api/v1/registries", json={"name": "m1"}, auth=server.auth).status_code == 201
+        assert requests.post(server.url + "/api/v1/users", json={"name": "scoped"}, auth=server.auth).status_code == 201
+        bound = requests.post(server.url + "/api/v1/users/scoped/roles", json={"role": "admin", "registry": "m1"},
+                              auth=server.auth)
+        assert bound.status_code == 201, bound.text
+        key = requests.post(server.url + "/api/v1/users/scoped/access-keys", auth=server.auth).json()
+        scoped = requests.get(server.url + "/metrics", auth=(key["access_key"], key["secret_key"]))
+        assert scoped.status_code == 403 and scoped.json()["code"] == "FORBIDDEN", scoped.text
+        allowed = requests.get(server.url + "/metrics", auth=server.auth)
+        assert allowed.status_code == 200 and "berth_http_requests_total" in allowed.text
+        assert 'route="metrics",method="GET",status="401"' in allowed.text
+    finally:
+        assert server.stop() == 0
+    server = Server(tmp_path / "data", "--metrics-access", "anonymous")
+    try:
+        opened = requests.get(server.url + "/metrics")
+        assert opened.status_code == 200 and "berth_http_requests_total" in opened.text
+    finally:
+        assert server.stop() == 0
+
+
 def test_metrics_and_json_logs(tmp_path):
     server = Server(tmp_path / "data", "--upload-timeout", "2")  # maintenance runs every second
     try:
         time.sleep(1.5)
         requests.get(server.url + "/v2/", auth=server.auth, headers={"X-Request-Id": "req-42"})
         requests.get(server.url + "/v2/")
-        metrics = requests.get(server.url + "/metrics")
+        metrics = requests.get(server.url + "/metrics", auth=server.auth)
         assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith("text/plain")
         text = metrics.text
         assert 'berth_http_requests_total{route="v2.base",method="GET",status="200"} 1' in text

@@ -304,6 +304,8 @@ API_ROUTES = [
          lambda w, p, c: c.delete(f"/api/v1/registries/{_registry_for_rbadmin(w)}"), "fresh-rb"),
     _api("system-usage-GET", "global-admin", 200, lambda w, p, c: c.get("/api/v1/system/usage")),
     _api("audit-logs-GET", "global-admin", 200, lambda w, p, c: c.get("/api/v1/audit-logs")),
+    # Not under /api/v1, but gated and answered like it (metrics_access: authenticated, the default).
+    _api("metrics-GET", "global-read", 200, lambda w, p, c: c.get("/metrics")),
 ]
 
 

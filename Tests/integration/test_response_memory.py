@@ -94,7 +94,7 @@ class Client(H2):
 
 
 def _metric(srv, name: str) -> float:
-    text = requests.get(f"http://127.0.0.1:{srv.http_port}/metrics", timeout=10).text
+    text = srv.client().get("/metrics").text
     return float(re.search(rf"^berth_{name} (\S+)$", text, re.M).group(1))
 
 
