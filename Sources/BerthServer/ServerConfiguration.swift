@@ -105,7 +105,7 @@ public struct ServerConfiguration: Sendable {
 }
 
 /// Who may scrape `/metrics` (`metrics_access`).
-public enum MetricsAccess: String, Sendable, CaseIterable {
+public enum MetricsAccess: String, Sendable {
     /// A global admin or viewer, with Basic credentials.
     case authenticated
     /// Anyone who reaches a listener: for a scraper on a closed network.
