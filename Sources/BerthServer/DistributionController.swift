@@ -82,8 +82,9 @@ struct DistributionController: RouterMiddleware {
     private func authorize(_ route: DistributionRoute, _ request: Request, _ context: Context) async -> Response? {
         let principal = context.principal
         guard let (permission, name) = requirement(route, request.method) else {
-            // The base and catalog endpoints need any valid credentials.
-            if principal.user != nil || principal.tokenAccess != nil { return nil }
+            // The base endpoint needs any valid credentials, an anonymous token
+            // included; the catalog a user's (an anonymous token is granted no catalog).
+            if principal.user != nil || (route == .base && principal.tokenAccess != nil) { return nil }
             let scope = route == .catalog ? "registry:catalog:*" : nil
             return challenge.registry(request, RegistryError(.unauthorized, "authentication required"), scope: scope)
         }

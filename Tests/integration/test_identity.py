@@ -230,6 +230,42 @@ def test_nobody_deletes_themselves(server, http):
     assert _me(c) == 401
 
 
+def test_the_last_working_global_admin_stays(make_server):
+    """Bootstrap runs only on an empty store: removing the last enabled global
+    admin with a working key, by any route, would lock the admin API for good."""
+    srv = make_server(label="last-admin")
+    http = srv.client()
+    key = srv.admin_creds[0]
+    refused = [
+        http.delete("/api/v1/users/admin/roles/admin"),
+        http.patch("/api/v1/users/admin", json={"disabled": True}),
+        http.delete(f"/api/v1/users/admin/access-keys/{key}"),
+        http.patch(f"/api/v1/users/admin/access-keys/{key}", json={"disabled": True}),
+    ]
+    for r in refused:
+        assert "no enabled user with the global admin role" in assert_problem(r, 409, "CONFLICT")["detail"]
+    assert _me(http) == 200
+    assert [b["id"] for b in http.get("/api/v1/users/admin/roles").json()["items"]] == ["admin"]
+    # A second admin without a key, or a disabled one, does not count.
+    api_create_user(http, "keyless")
+    api_bind(http, "keyless", "admin")
+    assert_problem(http.delete("/api/v1/users/admin/roles/admin"), 409, "CONFLICT")
+    other, creds = new_principal(http, "admin", prefix="adm")
+    assert_status(http.patch(f"/api/v1/users/{other}", json={"disabled": True}), 200)
+    assert_problem(http.delete(f"/api/v1/users/admin/access-keys/{key}"), 409, "CONFLICT")
+    # With a working second admin the first may go, and then the second is the last.
+    assert_status(http.patch(f"/api/v1/users/{other}", json={"disabled": False}), 200)
+    second = srv.client(creds=creds)
+    assert_status(second.delete("/api/v1/users/admin/roles/admin"), 204)
+    assert_status(second.delete("/api/v1/users/admin"), 204)
+    assert_problem(second.delete(f"/api/v1/users/{other}/roles/admin"), 409, "CONFLICT")
+    # Rotation keeps a working key, so it is allowed even without an overlap.
+    rotated = second.post(f"/api/v1/users/{other}/access-keys/{creds[0]}/rotate", json={"overlap_seconds": 0})
+    assert_status(rotated, 201)
+    third = srv.client(creds=(rotated.json()["access_key"], rotated.json()["secret_key"]))
+    assert _me(third) == 200 and _me(second) == 401
+
+
 def test_me_reports_user_and_bindings(server, http, reg):
     user, creds = new_principal(http, "viewer", reg, prefix="me")
     api_bind(http, user, "uploader")

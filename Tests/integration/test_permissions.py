@@ -567,6 +567,12 @@ def test_anonymous_pull_opens_only_pulls_of_that_registry(server, http, new_regi
         assert_status(bearer.get_manifest(name, "v1"), 200)
         assert_status(bearer.start_upload(name), 401)
         assert_status(bearer.get_manifest(f"{closed_reg}/app", "v1"), 401)
+        # An anonymous token, even one asked for the catalog scope, lists nothing.
+        r = anon.fetch_token("registry:catalog:*", creds=None)
+        assert_status(r, 200)
+        catalog = server.client(token=r.json()["token"]).get("/v2/_catalog")
+        assert_status(catalog, 401)
+        assert "UNAUTHORIZED" in oci_error_codes(catalog), describe(catalog)
 
         # A signed-in user with no role there reads what anyone may (`docker login`
         # must not take pulls away), by Basic and by token, and nothing more.

@@ -59,6 +59,30 @@ public final class Identity: Sendable {
         try await writes.withLock("identity", body)
     }
 
+    /// Whether some enabled user holds the global admin role and a key that
+    /// works and is not retiring: without one, nobody could manage users,
+    /// keys or roles again (bootstrap runs only on an empty store).
+    private static func hasWorkingAdmin(_ state: State, now: Date) -> Bool {
+        state.bindings.contains { user, bindings in
+            bindings.contains { $0.role == .admin && $0.registry == nil }
+                && state.users[user].map { !$0.disabled } == true
+                && state.keys.values.contains { $0.user == user && $0.isActive(at: now) && $0.expires == nil }
+        }
+    }
+
+    /// Refuses (409) a change that would leave no working global admin where
+    /// there is one now. Call inside ``change(_:)``, before writing.
+    private func keepWorkingAdmin(_ what: String, after apply: (inout State) -> Void) throws {
+        let now = Date()
+        let current = state.withLockedValue { $0 }
+        var next = current
+        apply(&next)
+        if Self.hasWorkingAdmin(current, now: now), !Self.hasWorkingAdmin(next, now: now) {
+            throw IdentityError.conflict(
+                "\(what) would leave no enabled user with the global admin role and a working access key")
+        }
+    }
+
     // MARK: Bootstrap
 
     /// Creates user `admin` with a global admin binding and one key when there
@@ -124,6 +148,7 @@ public final class Identity: Sendable {
         try await change {
             guard var record = user(id) else { throw IdentityError.notFound("user '\(id)' does not exist") }
             record.disabled = disabled
+            if disabled { try keepWorkingAdmin("disabling user '\(id)'") { $0.users[id] = record } }
             var batch = WriteBatch()
             batch.put(.auth, Key("U", id).bytes, RecordCodec.encode(record))
             try await write(batch)
@@ -136,6 +161,7 @@ public final class Identity: Sendable {
     public func deleteUser(_ id: String) async throws {
         try await change {
             guard user(id) != nil else { throw IdentityError.notFound("user '\(id)' does not exist") }
+            try keepWorkingAdmin("deleting user '\(id)'") { $0.users[id] = nil }
             var batch = WriteBatch()
             batch.delete(.auth, Key("U", id).bytes)
             for key in keys(user: id) { batch.delete(.auth, Key("K", key.id).bytes) }
@@ -215,6 +241,7 @@ public final class Identity: Sendable {
             if !disabled, key.isActive(at: Date()) { return key }
             key.disabled = disabled
             if !disabled { key.expires = nil }
+            if disabled { try keepWorkingAdmin("disabling access key '\(id)'") { [key] in $0.keys[id] = key } }
             try await put([key])
             return key
         }
@@ -223,6 +250,7 @@ public final class Identity: Sendable {
     public func deleteKey(user: String, id: String) async throws {
         try await change {
             _ = try ownedKey(user: user, id: id)
+            try keepWorkingAdmin("deleting access key '\(id)'") { $0.keys[id] = nil }
             var batch = WriteBatch()
             batch.delete(.auth, Key("K", id).bytes)
             try await write(batch)
@@ -315,6 +343,7 @@ public final class Identity: Sendable {
             guard let binding = bindings(user: user).first(where: { $0.id == id }) else {
                 throw IdentityError.notFound("user '\(user)' has no role '\(id)'")
             }
+            try keepWorkingAdmin("removing role '\(id)' from user '\(user)'") { $0.bindings[user]?.removeAll { $0 == binding } }
             var batch = WriteBatch()
             batch.delete(.auth, Key("B", user, binding.id).bytes)
             try await write(batch)
