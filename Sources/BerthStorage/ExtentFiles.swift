@@ -12,8 +12,9 @@ import NIOCore
 /// Layout: `<directory>/<low byte of the id, 2 hex>/<id, 16 hex>`. A file holds
 /// chunks `0..<n` back to back; which of its bytes are valid is recorded in
 /// RocksDB (the upload's or the extent's size), so bytes past that (from an
-/// append that failed or was cut by a crash) are never read and are
-/// overwritten by the next append. Calls block: run them on the blocking pool.
+/// append that failed or was cut by a crash) are never read, are
+/// overwritten by the next append, and are cut off at commit (``trim(_:to:)``).
+/// Calls block: run them on the blocking pool.
 ///
 /// Unless `directWrites` is off, writes bypass the page cache (`O_DIRECT`)
 /// where the file system allows. A blob is written once and seldom read at
@@ -108,6 +109,24 @@ public struct ExtentFiles: Sendable {
         guard read == count else {
             throw StorageError("extent file \(path) is short: \(read) of \(count) bytes at \(offset)")
         }
+        return true
+    }
+
+    /// Cuts an extent's file to `length` bytes, durably, if it is longer: what
+    /// an append wrote past the size it recorded (a body cut short, a crash)
+    /// would otherwise stay on disk for the extent's life, unread and
+    /// uncounted. Returns whether it cut; a missing file is not an error.
+    @discardableResult
+    public func trim(_ extent: UInt64, to length: Int64) throws -> Bool {
+        let path = path(extent)
+        var status = stat()
+        if stat(path, &status) != 0 {
+            if errno == ENOENT { return false }
+            throw Self.error("stat", path)
+        }
+        guard Int64(status.st_size) > length else { return false }
+        guard truncate(path, off_t(length)) == 0 else { throw Self.error("truncate", path) }
+        try FileSync.sync(path)
         return true
     }
 

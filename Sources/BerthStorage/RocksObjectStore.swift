@@ -604,6 +604,10 @@ public final class RocksObjectStore: ObjectStore {
             object.extent = sharedID
             object.chunkSize = extent.chunkSize
         } else {
+            // The file keeps the full chunks; bytes an append left past them would
+            // outlive the upload, unread and counted nowhere (`ExtentFiles.trim`).
+            let fullChunks = upload.size / Int64(upload.chunkSize) * Int64(upload.chunkSize)
+            try await pool.run { [files] in try files.trim(upload.extent, to: fullChunks) }
             let extent = ExtentRecord(
                 digest: digest, size: upload.size, chunkSize: upload.chunkSize, references: 1, unreferencedSince: nil)
             batch.put(.objects, Self.extentKey(upload.extent), RecordCodec.encode(extent))

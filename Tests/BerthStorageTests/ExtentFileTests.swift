@@ -148,6 +148,26 @@ import Testing
         }
     }
 
+    /// A long body cut short leaves full chunks in the file past the recorded
+    /// size; a shorter append never reaches them, so the commit cuts them off
+    /// (else a pusher could leave gigabytes behind a 10-byte blob).
+    @Test func bytesPastTheRecordedSizeAreCutAtCommit() async throws {
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            let upload = try await startUpload(store, "a", [])
+            await #expect(throws: ObjectStoreError.incomplete(expected: 8193, received: 8192)) {
+                _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: 8193, body: body(random(8192)))
+            }
+            #expect(fileSize(store, upload.extent) == 8192)
+            let bytes = random(1500)
+            _ = try await store.objects.append(upload: upload.id, start: 0, expectedLength: nil, body: body(bytes))
+            let object = try await store.objects.complete(upload: upload.id, digest: digest(bytes))
+            #expect(fileSize(store, upload.extent) == 1024)  // one full chunk; the rest is in RocksDB
+            #expect(try await readAll(store, object) == bytes)
+            #expect(store.objects.usage().physicalBytes == 1500)
+        }
+    }
+
     /// A body the client cuts off (after full chunks went to the file) keeps the
     /// upload's running hash: the next append does not re-hash the whole upload.
     @Test func anAppendTheClientCutsShortKeepsTheSession() async throws {
