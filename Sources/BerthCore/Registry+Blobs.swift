@@ -31,7 +31,7 @@ extension Registry {
             let links = try linkCount(registry: registryName, blob: object.digest)
             guard links == 0 else {
                 throw RegistryError(
-                    .denied, "blob \(object.digest) is used by \(links) manifest(s) in registry '\(registryName)'; delete them first")
+                    .conflict, "blob \(object.digest) is used by \(links) manifest(s) in registry '\(registryName)'; delete them first")
             }
             try await objects.delete(bucket: registryName, digest: object.digest)
         }

@@ -110,7 +110,11 @@ extension Registry {
         if ContentDigest.isDigest(reference) {
             return try ContentDigest(parsing: reference, forLookup: true).description
         }
-        try Names.validateTag(reference, allowingCapitals: true)
+        // No manifest can have a reference outside the tag grammar: a lookup of
+        // one is unknown (404, as the OCI conformance suite expects), not malformed.
+        guard (try? Names.validateTag(reference, allowingCapitals: true)) != nil else {
+            throw RegistryError(.manifestUnknown, "'\(reference)' is neither a digest nor a tag", detail: reference)
+        }
         guard let value = try db.get(.catalog, CatalogKey.tag(name, reference).bytes) else {
             throw RegistryError(.manifestUnknown, "tag '\(reference)' is not in repository '\(name)'", detail: reference)
         }

@@ -144,7 +144,9 @@ struct DistributionController: RouterMiddleware {
         case (.manifest(let name, let reference), .put):
             return try await putManifest(name, reference, request, actor: context.principal.user)
         case (.manifest(let name, let reference), .delete):
-            try await registry.deleteManifest(name: name, reference: reference, actor: context.principal.user)
+            if let refusal = try await refusingConflicts(route, {
+                try await registry.deleteManifest(name: name, reference: reference, actor: context.principal.user)
+            }) { return refusal }
             let isDigest = ContentDigest.isDigest(reference)
             if isDigest { jobs.noteDelete() }
             let action = isDigest ? "manifest.delete" : "tag.delete"
@@ -153,7 +155,9 @@ struct DistributionController: RouterMiddleware {
         case (.blob(let name, let digest), .get), (.blob(let name, let digest), .head):
             return try await getBlob(name, digest, request, context)
         case (.blob(let name, let digest), .delete):
-            try await registry.deleteBlob(name: name, digest: digest)
+            if let refusal = try await refusingConflicts(route, { try await registry.deleteBlob(name: name, digest: digest) }) {
+                return refusal
+            }
             await audit(context, "blob.delete", "\(name)@\(digest)", registry: try? Names.splitRepository(name).registry)
             return Response(status: .accepted, headers: [.contentLength: "0"])
         case (.uploads(let name), .post):
@@ -167,13 +171,30 @@ struct DistributionController: RouterMiddleware {
         case (.upload(let name, let id), .delete):
             try await registry.cancelUpload(name: name, id: id)
             return Response(status: .noContent)
-        case (.referrers(let name, let digest), .get):
-            return try await referrers(name, digest, request, context)
+        case (.referrers(let name, let digest), .get), (.referrers(let name, let digest), .head):
+            return bodyless(try await referrers(name, digest, request, context), if: request.method == .head)
         default:
             let error = RegistryError(.unsupported, "\(request.method) is not supported on \(request.uri.path)").with(status: 405)
             var response = ErrorResponses.oci(error, head: request.method == .head)
             response.headers[.allow] = route.allowedMethods  // RFC 9110 §15.5.6
             return response
+        }
+    }
+
+    /// Runs a delete that the registry may refuse because something depends
+    /// on its target (a manifest lists the blob, an index the manifest). The
+    /// OCI codes have no conflict: a delete the registry will not do is 405
+    /// `UNSUPPORTED` there (what the spec and its conformance suite allow),
+    /// with the reason, and `Allow` without DELETE (RFC 9110 §15.5.6).
+    /// Returns that refusal, or nil once the delete is done.
+    private func refusingConflicts(_ route: DistributionRoute, _ delete: () async throws -> Void) async throws -> Response? {
+        do {
+            try await delete()
+            return nil
+        } catch let error as RegistryError where error.code == .conflict {
+            var refusal = ErrorResponses.oci(RegistryError(.unsupported, error.message, detail: error.detail))
+            refusal.headers[.allow] = route.allowedMethods.replacingOccurrences(of: ", DELETE", with: "")
+            return refusal
         }
     }
 

@@ -18,7 +18,7 @@ enum DistributionRoute: Equatable {
         case .blob: "GET, HEAD, DELETE"
         case .uploads: "POST"
         case .upload: "GET, PATCH, PUT, DELETE"
-        case .referrers: "GET"
+        case .referrers: "GET, HEAD"
         }
     }
 

@@ -313,15 +313,17 @@ def test_a_push_again_moves_pushed_at(http, new_registry):
 
 def test_a_platform_manifest_an_index_lists_is_not_deleted_alone(http, new_registry):
     """Deleting it would break every pull of its platform through the index:
-    409 until the index goes (data plane and admin API alike)."""
+    refused until the index goes (405 UNSUPPORTED on /v2, whose error codes
+    have no conflict; 409 CONFLICT on the admin API)."""
     reg = new_registry("ci")
     name = f"{reg}/app"
     amd, arm = small_image(arch="amd64"), small_image(arch="arm64")
     index = push_index(http, name, [(amd, {"architecture": "amd64", "os": "linux"}),
                                     (arm, {"architecture": "arm64", "os": "linux"})], tag="v1")
     r = http.delete(f"/v2/{name}/manifests/{arm.digest}")
-    assert_status(r, 409)
-    assert r.json()["errors"][0]["code"] == "CONFLICT" and sha256_digest(index) in r.json()["errors"][0]["message"], r.text
+    assert_status(r, 405)
+    assert r.json()["errors"][0]["code"] == "UNSUPPORTED" and sha256_digest(index) in r.json()["errors"][0]["message"], r.text
+    assert r.headers["Allow"] == "GET, HEAD, PUT", r.headers
     assert_problem(http.delete(api_image_path(reg, "app", f"/artifacts/{arm.digest}")), 409, "CONFLICT")
     assert http.get_manifest(name, arm.digest).content == arm.manifest
     assert_status(http.delete(f"/v2/{name}/manifests/{sha256_digest(index)}"), 202)

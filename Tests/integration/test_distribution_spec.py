@@ -517,9 +517,13 @@ def test_valid_references_berth_never_stores_are_unknown_not_invalid(http, range
     r = http.get(f"/v2/{name}/referrers/{sha512}")
     assert_status(r, 200)
     assert r.json()["manifests"] == []
-    # Malformed ones stay bad requests.
+    # A malformed digest stays a bad request; a reference outside the tag
+    # grammar names no manifest (404, as the OCI conformance suite expects).
     assert_oci_error(http.get(f"/v2/{name}/blobs/sha512:abc"), 400, "DIGEST_INVALID")
-    assert_oci_error(http.get(f"/v2/{name}/manifests/-bad"), 400, "TAG_INVALID")
+    for bad in ("-bad", ".INVALID_MANIFEST_NAME"):
+        assert_oci_error(http.get(f"/v2/{name}/manifests/{bad}"), 404, "MANIFEST_UNKNOWN")
+        assert_status(http.head(f"/v2/{name}/manifests/{bad}"), 404)
+        assert_oci_error(http.delete(f"/v2/{name}/manifests/{bad}"), 404, "MANIFEST_UNKNOWN")
 
 
 def test_unknown_endpoints_are_404_and_wrong_methods_405_with_allow(http, range_blob):
@@ -716,8 +720,11 @@ def test_index_listing_blobs_is_a_buildkit_cache(http, reg):
     g = http.get_manifest(name, "cache")
     assert_status(g, 200)
     assert g.content == index
-    # Linked while the index lives: a blob delete is refused.
-    assert http.delete(f"/v2/{name}/blobs/{sha256_digest(layer)}").status_code in (403, 405)
+    # Linked while the index lives: a blob delete is refused with the spec's
+    # 405 (not 403, which clients read as a credentials problem), saying why.
+    refused = http.delete(f"/v2/{name}/blobs/{sha256_digest(layer)}")
+    error = assert_oci_error(refused, 405, "UNSUPPORTED")
+    assert "is used by 1 manifest(s)" in error["message"] and refused.headers["Allow"] == "GET, HEAD", describe(refused)
     assert_status(http.delete(f"/v2/{name}/manifests/{sha256_digest(index)}"), 202)
     assert_status(http.delete(f"/v2/{name}/blobs/{sha256_digest(layer)}"), 202)
 
@@ -1186,6 +1193,11 @@ def test_referrers_lists_all(http, referrers_setup):
     d = by_digest[sig.digest]
     assert d["size"] == len(sig.manifest)
     assert d["artifactType"] == SIG_CONFIG
+    # HEAD answers as GET does, without the body.
+    h = http.head(f"/v2/{name}/referrers/{subject_img.digest}")
+    assert_status(h, 200)
+    assert h.content == b"" and h.headers["Content-Length"] == str(len(r.content)), describe(h)
+    assert h.headers["Content-Type"] == r.headers["Content-Type"]
 
 
 def test_referrers_filter(http, referrers_setup):
