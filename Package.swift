@@ -112,7 +112,9 @@ let package = Package(
             ]
         ),
         .testTarget(name: "BerthStorageTests", dependencies: ["BerthStorage"]),
-        .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(
+            name: "BerthCoreTests",
+            dependencies: ["BerthCore", .product(name: "NIOCore", package: "swift-nio"), .product(name: "JWTKit", package: "jwt-kit")]),
         .testTarget(
             name: "BerthServerTests",
             dependencies: [

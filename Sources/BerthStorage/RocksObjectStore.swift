@@ -489,12 +489,13 @@ public final class RocksObjectStore: ObjectStore {
                 defer { buffers.recycle(tail) }
                 let carried = Int(size % Int64(chunkSize))
                 if carried > 0 {
-                    try db.withValue(.chunks, Self.chunkKey(extent, index)) { bytes in
-                        guard let bytes, bytes.count >= carried else {
-                            throw StorageError("upload \(id): chunk \(index) is missing")
-                        }
-                        tail.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[0..<carried]))
+                    // Up to a chunk read from a blob file: on the blocking pool, like every chunk read.
+                    let key = Self.chunkKey(extent, index)
+                    let stored = try await pool.run { try db.get(.chunks, key) }
+                    guard let stored, stored.count >= carried else {
+                        throw StorageError("upload \(id): chunk \(index) is missing")
                     }
+                    stored.withUnsafeBytes { tail.writeBytes(UnsafeRawBufferPointer(rebasing: $0[0..<carried])) }
                 }
                 let carriedIndex = index
                 var received: Int64 = 0

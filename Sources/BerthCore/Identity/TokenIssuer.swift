@@ -33,6 +33,10 @@ struct RegistryTokenClaims: JWTPayload {
         try exp.verifyNotExpired()
         try nbf.verifyNotBefore()
         try aud.verifyIntendedAudience(includes: TokenIssuer.service)
+        // Berth signs only its own tokens, none valid longer than 12 h.
+        guard iss.value == TokenIssuer.service,
+            exp.value.timeIntervalSince(iat.value) <= TokenIssuer.maxLifetime
+        else { throw JWTError.claimVerificationFailure(failedClaim: iss, reason: "not a token Berth issued") }
     }
 }
 
