@@ -3,18 +3,24 @@ import HTTPTypes
 import Hummingbird
 
 /// Turns the `Authorization` header into the context's principal on `/v2`,
-/// `/api/v1` and `/metrics` (Basic only on the last two: tokens are for
-/// `/v2`). Bad credentials end the request here (401, or 429 when throttled);
-/// no credentials go on as anonymous, and each route decides.
+/// `/api/v1` and, unless it is open (`metrics_access: anonymous`), `/metrics`
+/// (Basic only on the last two: tokens are for `/v2`). Bad credentials end the
+/// request here (401, or 429 when throttled); no credentials go on as
+/// anonymous, and each route decides.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = BerthRequestContext
     let access: AccessControl
     let challenge: Challenge
+    let authenticatesMetrics: Bool
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
         let isRegistry = path == "/v2" || path.hasPrefix("/v2/")
-        guard isRegistry || path.hasPrefix("/api/v1") || path == "/metrics" else { return try await next(request, context) }
+        // As the router sees it: empty path components are skipped (`/metrics/`, `//metrics`).
+        let isMetrics = path.split(separator: "/").elementsEqual(["metrics"])
+        guard isRegistry || path.hasPrefix("/api/v1") || (isMetrics && authenticatesMetrics) else {
+            return try await next(request, context)
+        }
         var context = context
         switch await access.authenticate(authorization: request.headers[.authorization], source: context.source) {
         case .anonymous:
@@ -23,7 +29,7 @@ struct AuthMiddleware: RouterMiddleware {
             // A token's scope names repositories and pull/push/delete, nothing of the
             // admin API: there a token would act with every right of its key's user.
             if !isRegistry, method != "basic" {
-                return challenge.admin(request, detail: "\(path == "/metrics" ? "/metrics" : "the admin API") takes an access key and secret (Basic), not a token")
+                return challenge.admin(request, detail: "\(isMetrics ? "/metrics" : "the admin API") takes an access key and secret (Basic), not a token")
             }
             context.principal = principal
             context.trace.actor = principal.actor

@@ -47,12 +47,7 @@ public enum BerthServer {
                 "fewer connections than max_connections: the open-file limit is low (raise LimitNOFILE or ulimit -n)",
                 metadata: ["open_file_limit": "\(fileLimit)", "connections": "\(limits.total)"])
         }
-        if configuration.gcGrace < ServerConfiguration.shortGCGrace {
-            // Allowed (tests and drills collect at once), but a push uploads its layers before its manifest.
-            logger.warning(
-                "gc_grace is shorter than a push may take: garbage collection can delete layers a push uploaded before its manifest arrives",
-                metadata: ["gc_grace": "\(configuration.gcGrace)"])
-        }
+        if let warning = shortGCGraceWarning(configuration) { logger.warning("\(warning)") }
         // An operator's certificate is loaded before anything is created, so a
         // bad path or key fails the start with the data directory untouched. The
         // generated one lives in the data directory: it waits for the store's lock.
@@ -237,7 +232,15 @@ public enum BerthServer {
                     + "\(Int(applianceStopTimeout)) s after asking it to stop (TimeoutStopSec in berth.service), before its "
                     + "requests and the store's close are done; give it shutdown_timeout + \(Int(stopMargin)) s or more")
         }
+        if let warning = shortGCGraceWarning(configuration) { warnings.append(warning) }
         return warnings
+    }
+
+    /// Allowed (tests and drills collect at once), but a push uploads its layers before its manifest.
+    static func shortGCGraceWarning(_ configuration: ServerConfiguration) -> String? {
+        guard configuration.gcGrace < ServerConfiguration.shortGCGrace else { return nil }
+        return "gc_grace \(Int(configuration.gcGrace)) s is shorter than a push may take: garbage collection can delete "
+            + "layers a push uploaded before its manifest arrives (\(Int(ServerConfiguration.shortGCGrace)) s or more is safe)"
     }
 
     /// `TimeoutStopSec` in `appliance/berth.service`.
@@ -253,7 +256,8 @@ public enum BerthServer {
         let challenge = Challenge(scheme: settings.scheme)
         router.add(middleware: ObservabilityMiddleware(metrics: metrics, trimmer: trimmer))
         router.add(middleware: ExpectContinueMiddleware())
-        router.add(middleware: AuthMiddleware(access: access, challenge: challenge))
+        router.add(
+            middleware: AuthMiddleware(access: access, challenge: challenge, authenticatesMetrics: settings.metricsAccess == .authenticated))
         router.add(
             middleware: DistributionController(
                 registry: registry, access: access, jobs: jobs, challenge: challenge, exposure: settings.exposure,

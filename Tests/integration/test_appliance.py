@@ -95,6 +95,15 @@ def test_config_check_warns_when_the_unit_would_kill_a_stopping_server(tmp_path)
         assert ("warning: shutdown_timeout" in out.stderr and "TimeoutStopSec" in out.stderr) == warned, (timeout, out.stderr)
 
 
+def test_config_check_warns_of_a_gc_grace_shorter_than_a_push(tmp_path):
+    config = tmp_path / "berth.yaml"
+    for grace, warned in ((599, True), (600, False)):
+        config.write_text(f"gc_grace: {grace}\n")
+        out = subprocess.run([berth_binary(), "config", "check", str(config)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert ("warning: gc_grace 599 s is shorter than a push may take" in out.stderr) == warned, (grace, out.stderr)
+
+
 def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
     cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
     self_signed(cert, key, name)

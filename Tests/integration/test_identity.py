@@ -264,6 +264,13 @@ def test_the_last_working_global_admin_stays(make_server):
     assert_status(rotated, 201)
     third = srv.client(creds=(rotated.json()["access_key"], rotated.json()["secret_key"]))
     assert _me(third) == 200 and _me(second) == 401
+    # A key retiring after a rotation's overlap does not count: the new one must stay.
+    newest = third.post(f"/api/v1/users/{other}/access-keys/{rotated.json()['access_key']}/rotate",
+                        json={"overlap_seconds": 3600})
+    assert_status(newest, 201)
+    assert_problem(third.delete(f"/api/v1/users/{other}/access-keys/{newest.json()['access_key']}"), 409, "CONFLICT")
+    assert_problem(third.patch(f"/api/v1/users/{other}/access-keys/{newest.json()['access_key']}",
+                               json={"disabled": True}), 409, "CONFLICT")
 
 
 def test_me_reports_user_and_bindings(server, http, reg):

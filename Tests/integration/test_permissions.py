@@ -570,9 +570,11 @@ def test_anonymous_pull_opens_only_pulls_of_that_registry(server, http, new_regi
         # An anonymous token, even one asked for the catalog scope, lists nothing.
         r = anon.fetch_token("registry:catalog:*", creds=None)
         assert_status(r, 200)
-        catalog = server.client(token=r.json()["token"]).get("/v2/_catalog")
+        catalog_token = server.client(token=r.json()["token"])
+        catalog = catalog_token.get("/v2/_catalog")
         assert_status(catalog, 401)
         assert "UNAUTHORIZED" in oci_error_codes(catalog), describe(catalog)
+        assert_status(catalog_token.get("/v2/"), 200)  # the token verifies: the catalog refused it
 
         # A signed-in user with no role there reads what anyone may (`docker login`
         # must not take pulls away), by Basic and by token, and nothing more.

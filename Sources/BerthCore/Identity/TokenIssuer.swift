@@ -34,9 +34,12 @@ struct RegistryTokenClaims: JWTPayload {
         try nbf.verifyNotBefore()
         try aud.verifyIntendedAudience(includes: TokenIssuer.service)
         // Berth signs only its own tokens, none valid longer than 12 h.
-        guard iss.value == TokenIssuer.service,
-            exp.value.timeIntervalSince(iat.value) <= TokenIssuer.maxLifetime
-        else { throw JWTError.claimVerificationFailure(failedClaim: iss, reason: "not a token Berth issued") }
+        guard iss.value == TokenIssuer.service else {
+            throw JWTError.claimVerificationFailure(failedClaim: iss, reason: "not issued by Berth")
+        }
+        guard exp.value.timeIntervalSince(iat.value) <= TokenIssuer.maxLifetime else {
+            throw JWTError.claimVerificationFailure(failedClaim: exp, reason: "valid for longer than 12 h")
+        }
     }
 }
 
