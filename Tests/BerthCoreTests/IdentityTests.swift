@@ -172,6 +172,15 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
         #expect(fresh.retryAfter(source: "10.0.0.2", accessKey: nil, now: later) == 60)
     }
 
+    /// When live sources fill the table, those below the limit go, not the locked-out ones.
+    @Test func aSourceFloodKeepsSourceLockouts() {
+        let throttle = AuthThrottle(limit: 3, window: 60, sourceCapacity: 100)
+        let now = Date()
+        for _ in 0..<3 { throttle.recordFailure(source: "10.0.0.1", accessKey: nil, now: now) }
+        for i in 0..<250 { throttle.recordFailure(source: "10.1.\(i / 256).\(i % 256)", accessKey: nil, now: now) }
+        #expect(throttle.retryAfter(source: "10.0.0.1", accessKey: nil, now: now) == 60)
+    }
+
     /// IPv6 clients are counted per /64; an IPv4-mapped address is its IPv4 client.
     @Test func anIPv6SourceIsItsSlash64() {
         #expect(AuthThrottle.sourceName("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64")

@@ -50,12 +50,17 @@ public final class AuthThrottle: Sendable {
         let sourceName = Self.sourceName(source)
         failures.withLockedValue { table in
             if table.sources[sourceName] == nil, table.sources.count >= sourceCapacity {
-                // Aged-out sources go first; unless that frees a tenth of the table, all
-                // of them (a flood from that many addresses is not slowed by remembering
-                // each, and this scan then runs once per tenth of the table at most).
-                // Keys stay, so a key's lockout holds.
-                table.sources = table.sources.filter { $0.value.contains { now.timeIntervalSince($0) < window } }
-                if table.sources.count >= sourceCapacity - sourceCapacity / 10 { table.sources = [:] }
+                // Aged-out sources go first; unless that frees a tenth of the table, every
+                // source not locked out too (a flood from that many addresses is not
+                // slowed by remembering each, and this scan then runs once per tenth of
+                // the table at most), so a flood cannot lift the lockouts it joins.
+                // Only when locked-out sources alone fill it do they go. Keys stay, so
+                // a key's lockout holds.
+                func recent(_ times: [Date]) -> Int { times.count { now.timeIntervalSince($0) < window } }
+                let roomNeeded = sourceCapacity - sourceCapacity / 10
+                table.sources = table.sources.filter { recent($0.value) > 0 }
+                if table.sources.count >= roomNeeded { table.sources = table.sources.filter { recent($0.value) >= limit } }
+                if table.sources.count >= roomNeeded { table.sources = [:] }
             }
             table.sources[sourceName, default: []].append(now)
             if let accessKey { table.keys[accessKey, default: []].append(now) }
