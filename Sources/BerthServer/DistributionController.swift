@@ -35,6 +35,15 @@ struct DistributionController: RouterMiddleware {
         do {
             if let denied = await authorize(route, request, context) { return finish(denied) }
             return finish(try await dispatch(route, request, context))
+        } catch let error as RegistryError where error.code == .conflict {
+            // Refused because something depends on the target (a manifest uses the blob, an
+            // index lists the manifest). The OCI codes have no conflict: a change the registry
+            // will not make is 405 `UNSUPPORTED` there (what the spec and its conformance
+            // suite allow), with the reason, and `Allow` without the method (RFC 9110 §15.5.6).
+            var refusal = ErrorResponses.oci(RegistryError(.unsupported, error.message, detail: error.detail), head: isHead)
+            refusal.headers[.allow] = route.allowedMethods.split(separator: ", ").filter { $0 != request.method.rawValue }
+                .joined(separator: ", ")
+            return finish(refusal)
         } catch let error as RegistryError {
             return finish(ErrorResponses.oci(error, head: isHead))
         } catch let error as TagImmutableError {
@@ -144,9 +153,7 @@ struct DistributionController: RouterMiddleware {
         case (.manifest(let name, let reference), .put):
             return try await putManifest(name, reference, request, actor: context.principal.user)
         case (.manifest(let name, let reference), .delete):
-            if let refusal = try await refusingConflicts(route, {
-                try await registry.deleteManifest(name: name, reference: reference, actor: context.principal.user)
-            }) { return refusal }
+            try await registry.deleteManifest(name: name, reference: reference, actor: context.principal.user)
             let isDigest = ContentDigest.isDigest(reference)
             if isDigest { jobs.noteDelete() }
             let action = isDigest ? "manifest.delete" : "tag.delete"
@@ -155,9 +162,7 @@ struct DistributionController: RouterMiddleware {
         case (.blob(let name, let digest), .get), (.blob(let name, let digest), .head):
             return try await getBlob(name, digest, request, context)
         case (.blob(let name, let digest), .delete):
-            if let refusal = try await refusingConflicts(route, { try await registry.deleteBlob(name: name, digest: digest) }) {
-                return refusal
-            }
+            try await registry.deleteBlob(name: name, digest: digest)
             await audit(context, "blob.delete", "\(name)@\(digest)", registry: try? Names.splitRepository(name).registry)
             return Response(status: .accepted, headers: [.contentLength: "0"])
         case (.uploads(let name), .post):
@@ -178,23 +183,6 @@ struct DistributionController: RouterMiddleware {
             var response = ErrorResponses.oci(error, head: request.method == .head)
             response.headers[.allow] = route.allowedMethods  // RFC 9110 §15.5.6
             return response
-        }
-    }
-
-    /// Runs a delete that the registry may refuse because something depends
-    /// on its target (a manifest lists the blob, an index the manifest). The
-    /// OCI codes have no conflict: a delete the registry will not do is 405
-    /// `UNSUPPORTED` there (what the spec and its conformance suite allow),
-    /// with the reason, and `Allow` without DELETE (RFC 9110 §15.5.6).
-    /// Returns that refusal, or nil once the delete is done.
-    private func refusingConflicts(_ route: DistributionRoute, _ delete: () async throws -> Void) async throws -> Response? {
-        do {
-            try await delete()
-            return nil
-        } catch let error as RegistryError where error.code == .conflict {
-            var refusal = ErrorResponses.oci(RegistryError(.unsupported, error.message, detail: error.detail))
-            refusal.headers[.allow] = route.allowedMethods.replacingOccurrences(of: ", DELETE", with: "")
-            return refusal
         }
     }
 
