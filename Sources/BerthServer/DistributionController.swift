@@ -17,7 +17,8 @@ struct DistributionController: RouterMiddleware {
     let exposure: Exposure
     /// Told when a blob transfer ends, to give its buffers back.
     let trimmer: MemoryTrimmer
-    /// How long a body waits for a client that takes none of its bytes (`read_timeout`).
+    /// How long a body waits for a client that takes none of its bytes, and a
+    /// request for room in ``budget`` (`read_timeout`).
     let stallTimeout: TimeAmount
     /// What bodies waiting for their clients may hold.
     let budget: ResponseBudget
@@ -50,6 +51,12 @@ struct DistributionController: RouterMiddleware {
             return finish(ErrorResponses.oci(RegistryError(.denied, error.description, detail: error.tag), head: isHead))
         } catch let error as LifecycleError where error.code == "PROTECTED" {
             return finish(ErrorResponses.oci(RegistryError(.denied, error.message), head: isHead))
+        } catch is ResponseBudget.TimedOut {
+            var refusal = ErrorResponses.oci(
+                RegistryError(.tooManyRequests, "the server's response memory stayed spent while this request waited; retry later"),
+                head: isHead)
+            refusal.headers[.retryAfter] = String(Self.retryAfterSpentMemory)
+            return finish(refusal)
         } catch is ResponseBudget.Abandoned {
             // The client went away while its response waited for memory: nobody reads this.
             let error = RegistryError(.tooManyRequests, "the request was abandoned while its response waited for memory")
@@ -59,6 +66,9 @@ struct DistributionController: RouterMiddleware {
             return finish(ErrorResponses.oci(RegistryError(.unsupported, "internal error"), head: isHead).with(status: 500))
         }
     }
+
+    /// Seconds a request refused for spent response memory is told to wait.
+    static let retryAfterSpentMemory = 5
 
     private func finish(_ response: Response) -> Response {
         var response = response
@@ -296,7 +306,8 @@ struct DistributionController: RouterMiddleware {
         while true {
             if let done = try await attempt(lease, wanted: &wanted) { return done }
             lease = nil
-            lease = try await budget.lease(wanted, for: context.holder, until: context.channel.closeFuture)
+            lease = try await budget.lease(
+                wanted, for: context.holder, until: context.channel.closeFuture, waitingAtMost: stallTimeout)
         }
     }
 
@@ -371,7 +382,8 @@ struct DistributionController: RouterMiddleware {
         let reader = registry.readBlob(object, range: range)
         let lease =
             count > ResponseBudget.sliceBytes
-            ? try await budget.lease(reader.bufferedBytes, for: context.holder, until: context.channel.closeFuture)
+            ? try await budget.lease(
+                reader.bufferedBytes, for: context.holder, until: context.channel.closeFuture, waitingAtMost: stallTimeout)
             : nil
         return Response(
             status: status, headers: headers,

@@ -19,6 +19,11 @@ import NIOCore
 /// Bodies of at most ``sliceBytes`` are not leased: they cost no more than the
 /// stream or connection that carries them, which ``ConnectionLimits`` and
 /// HTTP/2's stream limit bound.
+///
+/// A request waits at most as long as the server waits for a stalled client
+/// (`read_timeout`): by then every body held by a client that reads nothing
+/// has been dropped, so what still holds the room is real load, and the
+/// request is refused with 429 and `Retry-After` instead of waiting on.
 final class ResponseBudget: Sendable {
     /// The largest body sent without a lease, and the slices leased bodies are written in.
     static let sliceBytes = 16 << 10
@@ -39,6 +44,9 @@ final class ResponseBudget: Sendable {
 
     /// Why a request stopped waiting for a lease: its channel closed, or its task was cancelled.
     struct Abandoned: Error {}
+
+    /// Why a request stopped waiting for a lease: none fit within its longest wait.
+    struct TimedOut: Error {}
 
     private let state = NIOLockedValueBox(State())
 
@@ -63,11 +71,15 @@ final class ResponseBudget: Sendable {
 
     /// A lease of `bytes` for `holder`, once it fits. Waiting stops with
     /// ``Abandoned`` when `closed` completes (the request's channel closed) or
-    /// the task is cancelled.
-    func lease(_ bytes: Int, for holder: Holder, until closed: EventLoopFuture<Void>) async throws -> Lease {
+    /// the task is cancelled, and with ``TimedOut`` after `maxWait`.
+    func lease(
+        _ bytes: Int, for holder: Holder, until closed: EventLoopFuture<Void>, waitingAtMost maxWait: TimeAmount
+    ) async throws -> Lease {
         if let lease = tryLease(bytes, for: holder) { return lease }
         let charged = min(bytes, perConnection)
         let id = state.withLockedValue { $0.nextID() }
+        let expiry = NIOLockedValueBox<Scheduled<Void>?>(nil)
+        defer { expiry.withLockedValue { $0?.cancel() } }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let granted = state.withLockedValue {
@@ -78,6 +90,8 @@ final class ResponseBudget: Sendable {
                 // flag is set before `onCancel` runs, and a future that has completed still runs the callback.
                 closed.whenComplete { _ in self.abandon(id) }
                 if Task.isCancelled { abandon(id) }
+                let timer = closed.eventLoop.scheduleTask(in: maxWait) { self.abandon(id, with: TimedOut()) }
+                expiry.withLockedValue { $0 = timer }
             }
             return Lease(charged, for: holder, from: self)
         } onCancel: {
@@ -93,8 +107,8 @@ final class ResponseBudget: Sendable {
         for waiter in granted { waiter.continuation.resume() }
     }
 
-    private func abandon(_ id: UInt64) {
-        state.withLockedValue { $0.abandon(id) }?.continuation.resume(throwing: Abandoned())
+    private func abandon(_ id: UInt64, with error: any Error = Abandoned()) {
+        state.withLockedValue { $0.abandon(id) }?.continuation.resume(throwing: error)
     }
 
     /// Bytes a response holds, given back once by ``release()`` or when the lease is dropped.

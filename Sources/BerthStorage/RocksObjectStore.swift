@@ -306,7 +306,11 @@ public final class RocksObjectStore: ObjectStore {
     }
 
     private func extent(_ id: UInt64) throws -> ExtentRecord? {
-        try db.get(.objects, Self.extentKey(id)).map { try RecordCodec.decode(ExtentRecord.self, $0) }
+        try Self.extent(id, in: db)
+    }
+
+    private static func extent(_ id: UInt64, in db: RocksDB) throws -> ExtentRecord? {
+        try db.get(.objects, extentKey(id)).map { try RecordCodec.decode(ExtentRecord.self, $0) }
     }
 
     public func read(_ object: ObjectRecord, range: Range<Int64>) -> ObjectReader {
@@ -657,12 +661,16 @@ public final class RocksObjectStore: ObjectStore {
     /// one expires later, a deleted bucket's can no longer complete): waiting
     /// for it would hold the caller for as long as its client takes to send.
     private func discardUploads(where isDone: (UploadRecord) -> Bool) async throws -> Int {
-        var picked: [String] = []
-        try db.scan(.uploads, prefix: Array("u".utf8)) { _, value in
-            let record = try RecordCodec.decode(UploadRecord.self, value)
-            if isDone(record) { picked.append(record.id) }
-            return true
+        // The scan reads every upload record: on the blocking pool, not a task thread.
+        let records = try await pool.run { [db] in
+            var records: [UploadRecord] = []
+            try db.scan(.uploads, prefix: Array("u".utf8)) { _, value in
+                records.append(try RecordCodec.decode(UploadRecord.self, value))
+                return true
+            }
+            return records
         }
+        let picked = records.filter(isDone).map(\.id)
         var discarded = 0
         for id in picked where locks.tryLock("u:" + id) {
             defer { locks.release("u:" + id) }
@@ -682,19 +690,21 @@ public final class RocksObjectStore: ObjectStore {
             reading.withLockedValue { $0[id] == nil }
                 && released.withLockedValue { $0[id].map { $0.duration(to: .now) >= .seconds(grace) } ?? true }
         }
-        var unreferenced: [UInt64] = []
-        try db.scan(.objects, prefix: Array("z".utf8)) { key, _ in
-            unreferenced.append(UInt64(bigEndianBytes: key.dropFirst()))
-            return true
-        }
-        var candidates: [(UInt64, ExtentRecord)] = []
-        for id in unreferenced {
-            if let record = try extent(id), record.references == 0, let since = record.unreferencedSince, since < cutoff,
-                sweepable(id)
-            {
-                candidates.append((id, record))
+        // The scan and its lookups read every unreferenced extent: on the blocking pool.
+        let unreferenced = try await pool.run { [db] in
+            var ids: [UInt64] = []
+            try db.scan(.objects, prefix: Array("z".utf8)) { key, _ in
+                ids.append(UInt64(bigEndianBytes: key.dropFirst()))
+                return true
+            }
+            return try ids.compactMap { id -> (UInt64, ExtentRecord)? in
+                guard let record = try Self.extent(id, in: db), record.references == 0,
+                    let since = record.unreferencedSince, since < cutoff
+                else { return nil }
+                return (id, record)
             }
         }
+        let candidates = unreferenced.filter { sweepable($0.0) }
         var swept = SweepResult()
         for (id, record) in candidates {
             try await locks.withLock("d:" + record.digest) {

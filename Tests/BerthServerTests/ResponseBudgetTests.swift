@@ -7,7 +7,8 @@ import Testing
 
 /// The budget grants what fits in all, per address and per connection; a
 /// request that does not fit waits and is granted, in order, as leases come
-/// back; a wait ends when its channel closes or its task is cancelled.
+/// back; a wait ends when its channel closes, its task is cancelled or its
+/// longest wait has passed.
 @Suite struct ResponseBudgetTests {
     private final class Connection {}
     private let budget = ResponseBudget(total: 16 << 20)  // 4 MiB per address and per connection
@@ -60,7 +61,7 @@ import Testing
         let granted = NIOLockedValueBox<[(String, ResponseBudget.Lease)]>([])
         func waiter(_ name: String) -> Task<Void, any Error> {
             Task { [budget] in
-                let lease = try await budget.lease(3 << 20, for: a, until: open.futureResult)
+                let lease = try await budget.lease(3 << 20, for: a, until: open.futureResult, waitingAtMost: .minutes(1))
                 granted.withLockedValue { $0.append((name, lease)) }
             }
         }
@@ -94,16 +95,40 @@ import Testing
         let a = holder("10.0.0.1", first)
         let held = try #require(budget.tryLease(4 << 20, for: a))
         let closed = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
-        let waiting = Task { [budget] in try await budget.lease(1 << 20, for: a, until: closed.futureResult) }
+        let waiting = Task { [budget] in try await budget.lease(1 << 20, for: a, until: closed.futureResult, waitingAtMost: .minutes(1)) }
         try await waitUntil { budget.usage.waiting == 1 }
         closed.succeed()
         await #expect(throws: ResponseBudget.Abandoned.self) { try await waiting.value }
         // A channel closed before the wait begins ends it at once.
         await #expect(throws: ResponseBudget.Abandoned.self) {
-            try await budget.lease(1 << 20, for: a, until: closed.futureResult)
+            try await budget.lease(1 << 20, for: a, until: closed.futureResult, waitingAtMost: .minutes(1))
         }
         #expect(budget.usage.waiting == 0)
         held.release()
+        #expect(budget.usage.leased == 0)
+    }
+
+    @Test func aWaitEndsAfterItsLongestWait() async throws {
+        let open = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
+        defer { open.succeed() }
+        let a = holder("10.0.0.1", first)
+        let held = try #require(budget.tryLease(4 << 20, for: a))
+        let started = ContinuousClock.now
+        await #expect(throws: ResponseBudget.TimedOut.self) {
+            try await budget.lease(1 << 20, for: a, until: open.futureResult, waitingAtMost: .milliseconds(200))
+        }
+        #expect(ContinuousClock.now - started >= .milliseconds(200))
+        #expect(budget.usage.waiting == 0)
+        // A wait granted in time is not ended by its timer later.
+        let waiting = Task { [budget] in
+            try await budget.lease(1 << 20, for: a, until: open.futureResult, waitingAtMost: .milliseconds(300))
+        }
+        try await waitUntil { budget.usage.waiting == 1 }
+        held.release()
+        let lease = try await waiting.value
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(budget.usage.leased == 1 << 20)
+        lease.release()
         #expect(budget.usage.leased == 0)
     }
 
@@ -112,7 +137,7 @@ import Testing
         defer { open.succeed() }
         let a = holder("10.0.0.1", first)
         let held = try #require(budget.tryLease(4 << 20, for: a))
-        let waiting = Task { [budget] in try await budget.lease(1 << 20, for: a, until: open.futureResult) }
+        let waiting = Task { [budget] in try await budget.lease(1 << 20, for: a, until: open.futureResult, waitingAtMost: .minutes(1)) }
         try await waitUntil { budget.usage.waiting == 1 }
         waiting.cancel()
         await #expect(throws: ResponseBudget.Abandoned.self) { try await waiting.value }

@@ -6,12 +6,14 @@ body until `read_timeout` (one connection with 64 streams of 3 MiB manifests:
 +236 MiB). Each body larger than 16 KiB now leases its bytes from
 `response_memory` (a quarter per client address, at most 64 MiB per
 connection) before it is read; a request whose lease does not fit waits,
-holding nothing, until a body is taken or its channel closes."""
+holding nothing, until a body is taken or its channel closes, for at most
+`read_timeout`: then it is refused with 429 and `Retry-After`."""
 
 from __future__ import annotations
 
 import base64
 import http.client
+import json
 import re
 import socket
 import struct
@@ -46,6 +48,7 @@ class Client(H2):
         self.auth = "Basic " + base64.b64encode(srv.admin_arg.encode()).decode()
         self.decoder = Decoder()
         self.status: dict[int, int] = {}
+        self.headers: dict[int, dict[str, str]] = {}
         self.body: dict[int, bytearray] = {}
         self.ended: set[int] = set()
         self.reset: set[int] = set()
@@ -84,6 +87,7 @@ class Client(H2):
             if kind == HEADERS:
                 fields = dict(self.decoder.decode(payload))
                 self.status[stream] = int(fields[":status"])
+                self.headers[stream] = fields
             elif kind == DATA:
                 self.body.setdefault(stream, bytearray()).extend(payload)
             elif kind == RST_STREAM:
@@ -224,3 +228,38 @@ def test_http1_connections_each_have_their_own_share(make_server):
         other.close()
     finally:
         stalled.close()
+
+
+def test_a_request_that_waits_longer_than_read_timeout_is_refused_with_retry_after(make_server):
+    srv = make_server(
+        registries=[REG], extra_args=["--response-memory", str(BUDGET), "--read-timeout", "2"], label="response-memory-wait"
+    )
+    img = _big_manifest_image()
+    assert_status(srv.client().push_image(f"{REG}/big", img, "v1"), 201)
+    path = f"/v2/{REG}/big/manifests/v1"
+    h2 = Client(srv)
+    try:
+        h2.get(1, path)
+        assert h2.pump(lambda: 1 in h2.status, 10) and h2.status[1] == 200
+        h2.get(3, path)
+        started = time.monotonic()
+        # Stream 1 is read slowly, 16 KiB at a time: it never stalls, so its lease stays held.
+        while 3 not in h2.status:
+            assert time.monotonic() - started < 15, "the waiting request was never answered"
+            h2.open_window(1, 16 * 1024)
+            h2.pump(lambda: 3 in h2.status, 0.25)
+        waited = time.monotonic() - started
+        assert h2.status[3] == 429, h2.headers[3]
+        assert h2.headers[3]["retry-after"] == "5"
+        assert 1.8 <= waited < 10, waited
+        assert 1 not in h2.reset and 1 not in h2.ended, "the slow reader's stream should still be going"
+        assert _metric(srv, "response_memory_waiting") == 0
+        h2.open_window(3)
+        assert h2.pump(lambda: 3 in h2.ended, 10)
+        assert json.loads(bytes(h2.body[3]))["errors"][0]["code"] == "TOOMANYREQUESTS"
+        # The slow reader still gets its whole body.
+        h2.open_window(1)
+        assert h2.pump(lambda: 1 in h2.ended, 30)
+        assert bytes(h2.body[1]) == img.manifest
+    finally:
+        h2.close()
