@@ -25,11 +25,15 @@ public enum Backup {
         }
         try files.createDirectory(atPath: destination, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let checkpoint = destination + "/db"
-        // The checkpoint (it flushes the memtables first), then the extent files its records name.
-        try await store.pool.run { [db = store.db] in try db.checkpoint(to: checkpoint) }
-        let copy = try RocksDB(path: checkpoint)
-        try await store.pool.run { [files = store.files] in
-            try RocksObjectStore.addExtentFiles(from: files, to: copy)
+        // The checkpoint (it flushes the memtables first), then the extent files its records name,
+        // with sweeps held off: one could remove the file of an object the checkpoint holds.
+        let copy = try await store.objects.withSweepsHeld {
+            try await store.pool.run { [db = store.db] in try db.checkpoint(to: checkpoint) }
+            let copy = try RocksDB(path: checkpoint)
+            try await store.pool.run { [files = store.files] in
+                try RocksObjectStore.addExtentFiles(from: files, to: copy)
+            }
+            return copy
         }
         let tls = URL(fileURLWithPath: dataDir).appendingPathComponent("tls").path
         if files.fileExists(atPath: tls) { try files.copyItem(atPath: tls, toPath: destination + "/tls") }

@@ -5,9 +5,10 @@ extension RocksObjectStore {
     /// its records point at: hard links where the file system allows (files
     /// are only appended past their recorded size, so a link is as good as a
     /// copy), copies otherwise, all synced. Take the checkpoint first, then call
-    /// this. An extent file removed in between (swept, or dropped as a
-    /// duplicate) takes its records out of the checkpoint, so the copy never
-    /// names bytes it does not hold.
+    /// this, both inside ``withSweepsHeld(_:)``. An extent file removed in
+    /// between (an upload's, cancelled or dropped as a duplicate; or swept,
+    /// outside that hold) takes its records out of the checkpoint, so the copy
+    /// never names bytes it does not hold.
     public static func addExtentFiles(from files: ExtentFiles, to checkpoint: RocksDB) throws {
         let copy = try ExtentFiles(directory: checkpoint.path + "/extents")
         for extent in try files.list() {

@@ -499,7 +499,7 @@ public final class RocksObjectStore: ObjectStore {
                     guard let stored, stored.count >= carried else {
                         throw StorageError("upload \(id): chunk \(index) is missing")
                     }
-                    stored.withUnsafeBytes { tail.writeBytes(UnsafeRawBufferPointer(rebasing: $0[0..<carried])) }
+                    _ = stored.withUnsafeBytes { tail.writeBytes(UnsafeRawBufferPointer(rebasing: $0[0..<carried])) }
                 }
                 let carriedIndex = index
                 var received: Int64 = 0
@@ -612,7 +612,7 @@ public final class RocksObjectStore: ObjectStore {
             // The file keeps the full chunks; bytes an append left past them would
             // outlive the upload, unread and counted nowhere (`ExtentFiles.trim`).
             let fullChunks = upload.size / Int64(upload.chunkSize) * Int64(upload.chunkSize)
-            try await pool.run { [files] in try files.trim(upload.extent, to: fullChunks) }
+            _ = try await pool.run { [files] in try files.trim(upload.extent, to: fullChunks) }
             let extent = ExtentRecord(
                 digest: digest, size: upload.size, chunkSize: upload.chunkSize, references: 1, unreferencedSince: nil)
             batch.put(.objects, Self.extentKey(upload.extent), RecordCodec.encode(extent))
@@ -682,7 +682,20 @@ public final class RocksObjectStore: ObjectStore {
         return discarded
     }
 
+    /// Runs `body` while no sweep removes extent files: a backup, from its
+    /// checkpoint until it has linked the files the checkpoint names. A sweep
+    /// in between would take the file of an object the checkpoint still holds.
+    public func withSweepsHeld<T>(_ body: () async throws -> T) async throws -> T {
+        try await locks.withLock(Self.sweepLock, body)
+    }
+
+    private static let sweepLock = "sweep"
+
     public func sweepExtents(grace: Double) async throws -> SweepResult {
+        try await locks.withLock(Self.sweepLock) { try await sweepUnheld(grace: grace) }
+    }
+
+    private func sweepUnheld(grace: Double) async throws -> SweepResult {
         let cutoff = Date().addingTimeInterval(-grace)
         /// Unreferenced for `grace` on the monotonic clock too, when that happened in this
         /// process, and nobody reading it.
