@@ -42,9 +42,12 @@ struct AuthMiddleware: RouterMiddleware {
                 : challenge.admin(request, detail: "authentication failed: \(reason)")
         case .throttled(let retryAfter):
             var response = isRegistry
-                ? ErrorResponses.oci(RegistryError(.tooManyRequests, "too many failed authentications; retry in \(retryAfter) s"))
+                ? ErrorResponses.oci(
+                    RegistryError(.tooManyRequests, "too many failed authentications; retry in \(retryAfter) s"),
+                    head: request.method == .head)
                 : ErrorResponses.problem(status: 429, code: "TOO_MANY_REQUESTS", detail: "too many failed authentications; retry in \(retryAfter) s")
             response.headers[.retryAfter] = String(retryAfter)
+            if isRegistry { response.headers[.dockerAPIVersion] = "registry/2.0" }
             return response
         }
         return try await next(request, context)

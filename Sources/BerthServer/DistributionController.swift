@@ -177,7 +177,7 @@ struct DistributionController: RouterMiddleware {
             return Response(status: .accepted, headers: [.contentLength: "0"])
         case (.uploads(let name), .post):
             return try await startUpload(name, request, context.principal)
-        case (.upload(let name, let id), .get):
+        case (.upload(let name, let id), .get), (.upload(let name, let id), .head):
             return uploadStatus(name, try registry.upload(name: name, id: id), status: .noContent)
         case (.upload(let name, let id), .patch):
             return try await patchUpload(name, id, request)
@@ -418,14 +418,17 @@ struct DistributionController: RouterMiddleware {
     private func startUpload(_ name: String, _ request: Request, _ principal: Principal) async throws -> Response {
         if let digest = request.query("mount") {
             let from = request.query("from") ?? name
-            // Mounting reads the source, so the caller's rights must allow pulling it (checked
-            // against the rights, not a token's scope, which clients do not always widen to the source).
-            var unscoped = principal
-            unscoped.tokenAccess = nil
+            // Mounting reads the source, so the caller must be allowed to pull it. From another
+            // registry a token must name that pull in its scope, as Distribution requires (clients
+            // ask for it when they mount); else one could copy out blobs its token cannot read.
+            // Within the target's registry the blob is in the bucket already, readable through
+            // any of its repositories, so the caller's rights decide, not the repositories the token names.
+            let source = (try? Names.splitRepository(from))?.registry
+            var reader = principal
+            if source == (try Names.splitRepository(name)).registry { reader.tokenAccess = nil }
             // On a public listener a registry whose public URI is off does not exist, as a source either.
-            if let source = (try? Names.splitRepository(from))?.registry,
-                exposure == .private || isPublic(source),
-                access.decide(unscoped, .pull, registry: source, repository: from) == .allow,
+            if let source, exposure == .private || isPublic(source),
+                access.decide(reader, .pull, registry: source, repository: from) == .allow,
                 let object = try await registry.mount(name: name, digest: digest, from: from)
             {
                 return blobCreated(name, object)

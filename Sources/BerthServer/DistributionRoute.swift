@@ -17,7 +17,7 @@ enum DistributionRoute: Equatable {
         case .manifest: "GET, HEAD, PUT, DELETE"
         case .blob: "GET, HEAD, DELETE"
         case .uploads: "POST"
-        case .upload: "GET, PATCH, PUT, DELETE"
+        case .upload: "GET, HEAD, PATCH, PUT, DELETE"
         case .referrers: "GET, HEAD"
         }
     }

@@ -339,6 +339,10 @@ def test_upload_status(http, reg):
     assert st.headers.get("Range") == "0-999", describe(st)
     assert st.headers.get("Location"), describe(st)
     assert st.headers.get("Docker-Upload-UUID") == upload_uuid, describe(st)
+    # HEAD answers the same, as Distribution's does.
+    st = http.head(loc)
+    assert_status(st, 204)
+    assert st.headers.get("Range") == "0-999" and st.headers.get("Docker-Upload-UUID") == upload_uuid, describe(st)
 
 
 def test_cancel_upload(http, reg):

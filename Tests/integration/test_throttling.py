@@ -137,6 +137,11 @@ def test_failures_from_one_source_throttle_that_source(tsrv, user_key):
     assert_status(r, 429)
     assert "TOOMANYREQUESTS" in oci_error_codes(r), describe(r)
     _assert_retry_after(r)
+    # HEAD too, without a body, and with the API version header every /v2 answer carries.
+    r = good.head("/v2/th/app/manifests/v1")
+    assert_status(r, 429)
+    assert r.content == b"" and r.headers.get("Docker-Distribution-API-Version") == "registry/2.0", describe(r)
+    _assert_retry_after(r)
     r = good.get("/api/v1/me")
     assert_status(r, 429)
     assert r.headers.get("Content-Type", "").startswith("application/problem+json"), describe(r)

@@ -27,6 +27,7 @@ from helpers import (
     oci_error_codes,
     parse_challenge,
     parse_rfc3339,
+    random_bytes,
     unique,
     wrong_secret,
 )
@@ -197,6 +198,29 @@ def test_bad_credentials_get_no_token(server, http, treg, how):
                        headers=headers, timeout=HTTP_TIMEOUT)
     assert_status(r, 401)
     assert "token" not in r.text
+
+
+def test_a_token_mounts_from_another_registry_only_with_pull_there_in_its_scope(server, http, treg, new_registry):
+    """A token scoped to rb/app must not copy ra's blobs into rb, where it could
+    read them: without `repository:ra/...:pull` the mount is a plain upload
+    session (202), as in Distribution. Within rb, the blob is rb's already."""
+    source = new_registry("tkm")
+    data = random_bytes(3000)
+    digest = http.upload_blob(f"{source}/app", data)
+    mount = f"/v2/{treg}/mounted/blobs/uploads/?mount={digest}&from={source}/app"
+    narrow = http.with_token(http.token_for(f"repository:{treg}/mounted:pull,push"))
+    r = narrow.post(mount, headers={"Content-Length": "0"})
+    assert_status(r, 202)
+    assert_status(http.head_blob(f"{treg}/mounted", digest), 404)
+    assert_status(narrow.get_blob(f"{treg}/mounted", digest), 404)
+    wide = http.with_token(http.token_for(f"repository:{treg}/mounted:pull,push", f"repository:{source}/app:pull"))
+    r = wide.post(mount, headers={"Content-Length": "0"})
+    assert_status(r, 201)
+    assert r.headers.get("Docker-Content-Digest") == digest, describe(r)
+    assert narrow.get_blob(f"{treg}/mounted", digest).content == data
+    # From another repository of the token's own registry: mounted without naming it.
+    r = narrow.post(f"/v2/{treg}/mounted/blobs/uploads/?mount={digest}&from={treg}/elsewhere", headers={"Content-Length": "0"})
+    assert_status(r, 201)
 
 
 def test_granted_is_intersection_of_request_and_rights(server, http, treg, new_registry):
