@@ -85,9 +85,12 @@ struct PolicyController {
             try await gate.read(request, context) { name in
                 guard let text = request.query("before") else { throw InvalidRequest(message: "'before' is required (RFC 3339)") }
                 let before = try AdminSupport.parseTimestamp(text, field: "before")
-                let page = try registry.oldTags(
-                    registry: name, before: before, excludeLatest: try AdminSupport.flag(request, "exclude_latest"),
-                    cursor: request.query("cursor"), limit: try AdminSupport.limit(request))
+                let (excludeLatest, cursor, limit) =
+                    (try AdminSupport.flag(request, "exclude_latest"), request.query("cursor"), try AdminSupport.limit(request))
+                // It reads every tag of the registry when few are old: on the blocking pool.
+                let page = try await registry.store.pool.run { [registry] in
+                    try registry.oldTags(registry: name, before: before, excludeLatest: excludeLatest, cursor: cursor, limit: limit)
+                }
                 return support.json([
                     "items": page.items.map { tag -> [String: Any] in
                         [

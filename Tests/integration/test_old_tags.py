@@ -289,6 +289,10 @@ def test_delete_refuses_a_tag_that_moved_since_it_was_listed(http, new_registry)
     assert "'v1'" in problem["detail"] and moved.digest in problem["detail"] and a.digest in problem["detail"], problem
     assert _listed(http, reg) == ALL
     assert http.get_manifest(f"{reg}/app", "v1").content == moved.manifest
+    # A tag named twice must hold both entries' conditions: its second, stale entry refuses it.
+    twice = [{"image": "app", "tag": "v1", "digest": moved.digest}, {"image": "app", "tag": "v1", "digest": a.digest}]
+    assert_problem(http.post(delete_path(reg), json={"tags": twice}), 409, "CHANGED")
+    assert _listed(http, reg) == ALL
     # The tags that did not move go with their digests; the moved one with its new digest.
     r = http.post(delete_path(reg), json={"tags": body["tags"][:2] + [{"image": "app", "tag": "v1", "digest": moved.digest}]})
     assert_status(r, 200)

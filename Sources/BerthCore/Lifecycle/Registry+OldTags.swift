@@ -18,8 +18,9 @@ extension Registry {
     /// The cursor is the last tag of the previous page, `<image>:<tag>` (neither
     /// holds a `:`), and the next page starts after it: deleting the tags of a
     /// page before asking for the next one skips nothing, as an offset would.
-    /// A page reads from the start of the cursor's image (its latest tag is
-    /// needed) to the image that fills the page.
+    /// Images are read one at a time and a page stops at `limit`, so a page
+    /// holds no more than it returns; with `excludeLatest` an image's tags are
+    /// read twice, once for its latest. Blocks: call on the pool.
     public func oldTags(registry registryName: String, before: Date, excludeLatest: Bool, cursor: String?, limit: Int) throws -> Page<OldTag> {
         _ = try requireRegistry(registryName)
         var after: (image: String, tag: String)?
@@ -31,41 +32,43 @@ extension Registry {
             after = (parts[0], parts[1])
         }
         var result: [OldTag] = []
-        func collect(_ name: String, _ tags: [TagRecord]) throws {
+        // Keys sort as `<registry>/<image>\0<tag>`: an image's tags are together, in tag order.
+        let registryPrefix = Key("T", registryName + "/").bytes
+        var next = after.map { Key("T", registryName + "/" + $0.image).bytes } ?? registryPrefix
+        while result.count <= limit {
+            var name: String?
+            try db.scan(.catalog, prefix: registryPrefix, from: next) { key, _ in
+                name = Key.components(key)[0]
+                return false
+            }
+            guard let name else { break }
             let image = String(name.dropFirst(registryName.count + 1))
-            let latest = excludeLatest
-                ? tags.max { ($0.updated ?? .distantPast, $0.name) < ($1.updated ?? .distantPast, $1.name) }?.name : nil
+            let tags = Key("T", name).childPrefix
+            var latest: (Date, String)?
+            if excludeLatest {
+                try db.scan(.catalog, prefix: tags) { key, value in
+                    let candidate = (TagValue.decode(value).updated ?? .distantPast, Key.lastComponent(key))
+                    if latest.map({ $0 < candidate }) ?? true { latest = candidate }
+                    return true
+                }
+            }
             let (_, policies) = try protections(repository: name)
-            for tag in tags where tag.name != latest && (tag.updated ?? .distantPast) < before {
-                if let after, image == after.image, !after.tag.utf8.lexicographicallyPrecedes(tag.name.utf8) { continue }
+            let from = after.flatMap { $0.image == image ? CatalogKey.tag(name, $0.tag).bytes : nil }
+            try db.scan(.catalog, prefix: tags, after: from) { key, value in
+                let tag = Key.lastComponent(key)
+                let decoded = TagValue.decode(value)
+                guard tag != latest?.1, (decoded.updated ?? .distantPast) < before else { return true }
                 result.append(
                     OldTag(
-                        image: image, tag: tag.name, digest: tag.digest, updated: tag.updated,
-                        protected: policies.contains { $0.covers(tag: tag.name) }))
+                        image: image, tag: tag, digest: decoded.digest, updated: decoded.updated,
+                        protected: policies.contains { $0.covers(tag: tag) }))
+                return result.count <= limit
             }
+            next = Key("T", name).bytes + [1]  // past this image's tags, to the next image
         }
-        // Keys sort as `<registry>/<image>\0<tag>`: an image's tags are together, in tag order.
-        var current: (name: String, tags: [TagRecord])?
-        let start = after.map { Key("T", registryName + "/" + $0.image).bytes }
-        try db.scan(.catalog, prefix: Key("T", registryName + "/").bytes, from: start) { key, value in
-            let components = Key.components(key)
-            let decoded = TagValue.decode(value)
-            let record = TagRecord(name: components[1], digest: decoded.digest, updated: decoded.updated)
-            if current?.name == components[0] {
-                current!.tags.append(record)
-                return true
-            }
-            if let done = current {
-                try collect(done.name, done.tags)
-                if result.count > limit { current = nil; return false }
-            }
-            current = (components[0], [record])
-            return true
-        }
-        if let done = current { try collect(done.name, done.tags) }
         let page = Array(result.prefix(limit))
-        let next = result.count > limit ? page.last.map { "\($0.image):\($0.tag)" } : nil
-        return Page(items: page, next: next)
+        let cursorOut = result.count > limit ? page.last.map { "\($0.image):\($0.tag)" } : nil
+        return Page(items: page, next: cursorOut)
     }
 
     /// Deletes a chosen set of tags in one write: all of them, or — when one
@@ -88,7 +91,8 @@ extension Registry {
             for deletion in tags {
                 let (image, tag) = (deletion.image, deletion.tag)
                 let name = registryName + "/" + image
-                guard seen.insert(name + ":" + tag).inserted else { continue }
+                // A tag named twice is deleted once, if each entry's conditions hold.
+                let first = seen.insert(name + ":" + tag).inserted
                 guard (try? Names.splitRepository(name)) != nil, (try? Names.validateTag(tag)) != nil,
                     let value = try db.get(.catalog, CatalogKey.tag(name, tag).bytes)
                 else {
@@ -103,6 +107,7 @@ extension Registry {
                     throw LifecycleError.changed(
                         "tag '\(tag)' of image '\(image)' was changed at \(Self.rfc3339(updated)), not before \(Self.rfc3339(before))")
                 }
+                guard first else { continue }
                 try requireUnprotected(repository: name, tag: tag)
                 batch.delete(.catalog, CatalogKey.tag(name, tag).bytes)
                 events.append(EventRecord("tag.delete", repository: name, digest: current.digest, tag: tag, actor: actor))
