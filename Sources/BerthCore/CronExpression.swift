@@ -43,7 +43,13 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         var allowsQuestionMark: Bool { self == .dayOfMonth || self == .dayOfWeek }
     }
 
+    /// The longest expression accepted: a full minute list (`0,1,…,59`) is 169 characters.
+    public static let maxLength = 1024
+
     public init(_ source: String) throws(CronError) {
+        guard source.utf8.count <= Self.maxLength else {
+            throw CronError(field: nil, message: "a cron expression is at most \(Self.maxLength) characters")
+        }
         let fields = source.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
         guard fields.count == 5 else {
             throw CronError(field: nil, message: "a cron expression has 5 fields (minute hour day-of-month month day-of-week), got \(fields.count)")
@@ -121,7 +127,7 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
             guard parts.count <= 2 else { throw CronError(field: field.rawValue, message: "'\(item)' has more than one '/'") }
             var step = 1
             if parts.count == 2 {
-                guard let parsed = Int(parts[1]), parsed >= 1 else {
+                guard let parsed = number(parts[1]), parsed >= 1 else {
                     throw CronError(field: field.rawValue, message: "step '\(parts[1])' must be a positive integer")
                 }
                 step = parsed
@@ -146,8 +152,17 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         return (values, !text.hasPrefix("*"))
     }
 
+    /// A number as the spec writes one: ASCII digits, no sign, no leading zero, at most 18 digits.
+    private static func number(_ text: Substring) -> Int? {
+        let digits = text.utf8
+        guard (1...18).contains(digits.count), digits.allSatisfy({ (0x30...0x39).contains($0) }),
+            digits.count == 1 || digits.first != 0x30
+        else { return nil }
+        return Int(text)
+    }
+
     private static func value(_ text: Substring, _ field: Field) throws(CronError) -> Int {
-        if let number = Int(text) {
+        if let number = number(text) {
             guard field.range.contains(number) else {
                 throw CronError(
                     field: field.rawValue,

@@ -40,6 +40,9 @@ import Testing
         ("60 * * * *", "minute"), ("* 24 * * *", "hour"), ("* * 0 * *", "day-of-month"), ("* * * 13 *", "month"),
         ("* * * * 7", "day-of-week"), ("* * * FOO *", "month"), ("*/0 * * * *", "minute"), ("1-70 * * * *", "minute"),
         ("? * * * *", "minute"), ("5-1 * * * *", "minute"), ("1,,2 * * * *", "minute"), ("* * * * MON-XYZ", "day-of-week"),
+        // Numbers as the spec writes them: no sign, no leading zero.
+        ("+5 * * * *", "minute"), ("05 4 * * *", "minute"), ("*/+2 * * * *", "minute"), ("* */02 * * *", "hour"),
+        ("* * * * -1", "day-of-week"),
     ])
     func refusalsNameTheField(_ expression: String, _ field: String) {
         #expect {
@@ -52,5 +55,11 @@ import Testing
     @Test(arguments: ["", "* * * *", "* * * * * *"])
     func refusesWrongFieldCounts(_ expression: String) {
         #expect(throws: CronError.self) { try CronExpression(expression) }
+    }
+
+    @Test func refusesAnOverlongExpression() throws {
+        let minutes = Array(repeating: "0", count: 600).joined(separator: ",")
+        #expect(throws: CronError.self) { try CronExpression(minutes + " * * * *") }
+        #expect(try CronExpression((0...59).map(String.init).joined(separator: ",") + " 0 * * *").description.count < 200)
     }
 }
