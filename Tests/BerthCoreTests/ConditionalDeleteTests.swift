@@ -63,6 +63,22 @@ import Testing
         }
     }
 
+    @Test func protectionAsACleanupRunReadItHoldsAfterItIsDisabled() async throws {
+        try await withRegistry { registry in
+            let digest = try await push(registry, "a", as: "v1")
+            let policy = try await registry.createProtectionPolicy(
+                registry: "cd", changes: PolicyChanges(imagePattern: "app", tagPattern: "v*"))
+            let atStart = try registry.protectionPolicies(registry: "cd").filter(\.enabled)
+            _ = try await registry.updateProtectionPolicy(registry: "cd", id: policy.id, changes: PolicyChanges(enabled: false))
+            #expect(try registry.protection(repository: "cd/app", digest: digest) == nil)
+            let (kept, tag) = try #require(try registry.protection(repository: "cd/app", digest: digest, alsoApplying: atStart))
+            #expect(kept.id == policy.id && tag == "v1")
+            // A policy enabled now protects whatever the run read at its start.
+            _ = try await registry.updateProtectionPolicy(registry: "cd", id: policy.id, changes: PolicyChanges(enabled: true))
+            #expect(try registry.protection(repository: "cd/app", digest: digest, alsoApplying: [])?.0.id == policy.id)
+        }
+    }
+
     @Test func deletesWhenUnchanged() async throws {
         try await withRegistry { registry in
             let digest = try await push(registry, "a", as: "v1")

@@ -19,7 +19,7 @@ public struct CleanupOutcome: Sendable {
 extension Registry {
     /// Applies the registry's enabled cleanup policies, read once at the
     /// start: an artifact is deleted when any policy deletes it and no
-    /// protection policy keeps it. A test run (`dryRun`) records the same
+    /// protection policy keeps it, as read at the start or as it is now. A test run (`dryRun`) records the same
     /// decisions and deletes nothing. `delete_untagged` leaves artifacts pushed
     /// less than `untaggedGrace` seconds ago. See docs/lifecycle.md for the rules.
     public func runCleanup(
@@ -29,6 +29,9 @@ extension Registry {
         // name meanwhile is another, which the run must not touch.
         let created = try requireRegistry(registryName).created
         let policies = try cleanupPolicies(registry: registryName).filter(\.enabled)
+        // Protection read at the start holds for the whole run, as documented; one added
+        // or widened meanwhile protects too: a run never deletes more than either allows.
+        let protectionsAtStart = try protectionPolicies(registry: registryName).filter(\.enabled)
         var outcome = CleanupOutcome()
         guard !policies.isEmpty else { return outcome }
         var images: [String] = []
@@ -53,7 +56,9 @@ extension Registry {
                 if let index = decision.listedBy {
                     detail.action = .kept
                     detail.reason = "kept: listed by index \(index), which stays; \(decision.reason)"
-                } else if let (protection, tag) = try protection(repository: name, digest: decision.record.digest) {
+                } else if let (protection, tag) = try protection(
+                    repository: name, digest: decision.record.digest, alsoApplying: protectionsAtStart)
+                {
                     detail.action = .protected
                     detail.policy = protection.id
                     detail.reason = "kept: protected by \(protection.label) through tag '\(tag)'; \(decision.reason)"

@@ -13,10 +13,16 @@ struct ImageProtection {
 /// Which protection policies guard what, and the checks every delete and
 /// tag move goes through (admin API, data plane, cleanup, old-tag cleanup).
 extension Registry {
-    /// The enabled protection policies of `name`'s registry that apply to its image.
-    func protections(repository name: String) throws -> (image: String, policies: [ImageProtection]) {
+    /// The enabled protection policies of `name`'s registry that apply to its
+    /// image, and those of `earlier` (the policies as a cleanup run read them
+    /// at its start) that apply and are not among them.
+    func protections(
+        repository name: String, alsoApplying earlier: [ProtectionPolicy] = []
+    ) throws -> (image: String, policies: [ImageProtection]) {
         let (registryName, image) = try Names.splitRepository(name)
-        let policies = try storedPolicies(ProtectionPolicy.self, registry: registryName).compactMap { policy -> ImageProtection? in
+        let stored = try storedPolicies(ProtectionPolicy.self, registry: registryName)
+        let current = Set(stored.filter(\.enabled).map(\.id))
+        let policies = (stored + earlier.filter { !current.contains($0.id) }).compactMap { policy -> ImageProtection? in
             guard policy.enabled, (try? Pattern(policy.imagePattern))?.matches(image) == true,
                 let tags = try? Pattern(policy.tagPattern)
             else { return nil }
@@ -32,9 +38,12 @@ extension Registry {
 
     /// The policy protecting artifact `digest` of repository `name` and the
     /// tag through which it does: a protected tag on the artifact, or on an
-    /// index listing it (directly or through nested indexes).
-    public func protection(repository name: String, digest: String) throws -> (ProtectionPolicy, tag: String)? {
-        let policies = try protections(repository: name).policies
+    /// index listing it (directly or through nested indexes). `earlier`
+    /// policies protect too (see ``protections(repository:alsoApplying:)``).
+    public func protection(
+        repository name: String, digest: String, alsoApplying earlier: [ProtectionPolicy] = []
+    ) throws -> (ProtectionPolicy, tag: String)? {
+        let policies = try protections(repository: name, alsoApplying: earlier).policies
         guard !policies.isEmpty else { return nil }
         var found: (ProtectionPolicy, String)?
         // Manifests seen from the protected tags so far, down nested indexes (an
