@@ -140,8 +140,24 @@ public final class JobRunner: Sendable {
             state.withLockedValue { _ = $0.running.removeValue(forKey: key) }
             throw error
         }
-        state.withLockedValue { $0.running[key] = run.id }
-        let task = Task { [self] in
+        // The task is made and filed in one step, so that its removal at its end comes
+        // after its filing, and a stop meanwhile finds it (and cancels it here).
+        state.withLockedValue { state in
+            state.running[key] = run.id
+            let task = makeTask(run, key: key, body: body)
+            state.tasks[run.id] = task
+            if state.stopped { task.cancel() }
+        }
+        logger.info(
+            "job started",
+            metadata: ["job": "\(kind.rawValue)", "run": "\(run.id)", "registry": "\(name ?? "-")", "trigger": "\(trigger.rawValue)"])
+        return run
+    }
+
+    private func makeTask(
+        _ run: JobRun, key: String, body: @escaping @Sendable (JobDetails) async throws -> [String: Int64]
+    ) -> Task<Void, Never> {
+        Task { [self] in
             var finished = run
             let details = JobDetails(log: log, runID: run.id)
             do {
@@ -166,11 +182,6 @@ public final class JobRunner: Sendable {
                 $0.tasks.removeValue(forKey: run.id)
             }
         }
-        state.withLockedValue { $0.tasks[run.id] = task }
-        logger.info(
-            "job started",
-            metadata: ["job": "\(kind.rawValue)", "run": "\(run.id)", "registry": "\(name ?? "-")", "trigger": "\(trigger.rawValue)"])
-        return run
     }
 
     private func record(_ run: JobRun) async {
@@ -187,13 +198,22 @@ public final class JobRunner: Sendable {
             ])
     }
 
-    /// Cancels every run and pending GC, and waits for them to record how they ended.
+    /// Cancels every run and pending GC, and waits for them to record how they
+    /// ended, including a run claimed before the stop whose task did not exist yet.
     public func shutdown() async {
-        let tasks = state.withLockedValue { state -> [Task<Void, Never>] in
+        let pending = state.withLockedValue { state -> Task<Void, Never>? in
             state.stopped = true
-            return Array(state.tasks.values) + [state.pendingGC].compactMap { $0 }
+            defer { state.pendingGC = nil }
+            return state.pendingGC
         }
-        for task in tasks { task.cancel() }
-        for task in tasks { await task.value }
+        pending?.cancel()
+        await pending?.value
+        while true {
+            let (tasks, starting) = state.withLockedValue { (Array($0.tasks.values), !$0.running.isEmpty) }
+            guard !tasks.isEmpty || starting else { return }
+            for task in tasks { task.cancel() }
+            for task in tasks { await task.value }
+            if tasks.isEmpty { try? await Task.sleep(for: .milliseconds(10)) }  // its record is being written
+        }
     }
 }
