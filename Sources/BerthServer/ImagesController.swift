@@ -21,11 +21,17 @@ struct ImagesController {
         var digest: String
     }
 
+    /// Runs a read that scans a registry or an image (usage, listings sorted
+    /// or filtered in full) on the blocking pool, off the task threads.
+    private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await registry.store.pool.run(body)
+    }
+
     func register(on router: Router<BerthRequestContext>) {
         let base = router.group("api/v1/registries/:registry")
         base.get("usage") { request, context in
             try await read(request, context) { registryName in
-                let usage = try registry.usage(registry: registryName)
+                let usage = try await blocking { try registry.usage(registry: registryName) }
                 return support.json([
                     "logical_bytes": usage.logicalBytes, "blobs": usage.blobs, "images": usage.images,
                     "artifacts": usage.artifacts, "tags": usage.tags,
@@ -37,9 +43,10 @@ struct ImagesController {
                 guard let order = ImageOrder(rawValue: request.query("sort") ?? "name") else {
                     throw InvalidRequest(message: "'sort' must be name, updated or pulls")
                 }
-                let page = try registry.images(
-                    registry: registryName, query: request.query("q"), order: order, cursor: request.query("cursor"),
-                    limit: try AdminSupport.limit(request))
+                let (query, after, limit) = (request.query("q"), request.query("cursor"), try AdminSupport.limit(request))
+                let page = try await blocking {
+                    try registry.images(registry: registryName, query: query, order: order, cursor: after, limit: limit)
+                }
                 return support.json(["items": page.items.map { describe($0, full: false) }, "next_cursor": cursor(page.next)])
             }
         }
@@ -74,8 +81,8 @@ struct ImagesController {
         }
         base.get("images/:image/artifacts") { request, context in
             try await read(request, context) { _ in
-                let page = try registry.artifacts(
-                    image: try name(context), cursor: request.query("cursor"), limit: try AdminSupport.limit(request))
+                let (image, after, limit) = (try name(context), request.query("cursor"), try AdminSupport.limit(request))
+                let page = try await blocking { try registry.artifacts(image: image, cursor: after, limit: limit) }
                 return support.json(["items": page.items.map(describe), "next_cursor": cursor(page.next)])
             }
         }
@@ -115,8 +122,9 @@ struct ImagesController {
                 guard try registry.manifestRecord(name: image, digest: digest) != nil else {
                     throw RegistryError(.manifestUnknown, "artifact \(digest) is not in image '\(image)'")
                 }
-                let tags = try registry.tagRecords(image: image, query: nil, after: nil, limit: Int.max).items
-                    .filter { $0.digest == digest }
+                let tags = try await blocking {
+                    try registry.tagRecords(image: image, query: nil, after: nil, limit: Int.max).items.filter { $0.digest == digest }
+                }
                 return support.json(["items": tags.map(describe), "next_cursor": NSNull()])
             }
         }
