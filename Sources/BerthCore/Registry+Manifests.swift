@@ -1,5 +1,6 @@
 import BerthStorage
 import Foundation
+import Glibc
 
 extension Registry {
     /// Stores a manifest under `reference` (a tag or its digest) in repository
@@ -276,14 +277,37 @@ extension Registry {
     }
 
     /// A manifest of repository `name` that lists `digest` as a child, if any.
+    ///
+    /// Every delete asks, over all the image's manifests: only a record whose
+    /// JSON holds the digest's text is decoded (digests need no escaping), so
+    /// an image of thousands of artifacts costs a byte search per record, not
+    /// a decode.
     func index(listing digest: String, in name: String) throws -> String? {
         var index: String?
+        let needle = Array(digest.utf8)
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
+            guard Self.contains(value, needle) else { return true }
             let record = try RecordCodec.decode(ManifestRecord.self, value)
             if record.children.contains(digest) { index = record.digest }
             return index == nil
         }
         return index
+    }
+
+    /// Whether `needle` (not empty) occurs in `haystack`: `memchr` to each
+    /// candidate of its last byte, `memcmp` there (glibc's `memmem` is not
+    /// exported to Swift).
+    private static func contains(_ haystack: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
+        guard let base = haystack.baseAddress, let last = needle.last, haystack.count >= needle.count else { return false }
+        return needle.withUnsafeBytes { pattern in
+            var from = needle.count - 1  // the earliest place the needle's last byte can be
+            while from < haystack.count, let hit = memchr(base + from, Int32(last), haystack.count - from) {
+                let end = base.distance(to: UnsafeRawPointer(hit))
+                if memcmp(base + end - (needle.count - 1), pattern.baseAddress!, needle.count) == 0 { return true }
+                from = end + 1
+            }
+            return false
+        }
     }
 
     /// Tags of a repository in lexical order, `n` at most, after `last`.
