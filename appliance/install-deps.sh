@@ -8,7 +8,10 @@ packages=(librocksdb-dev jq)
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
     packages+=(skopeo umoci jq openssl curl systemd python3-pip faketime)
-    python_packages=(pytest:pytest requests:requests h2:h2 oras:oras openapi_spec_validator:openapi-spec-validator schemathesis:schemathesis yaml:pyyaml)
+    # Pinned to the versions the tests were last run with: the contract test
+    # drives schemathesis' command line and the ORAS test its Python API.
+    python_packages=(pytest:pytest==9.0.3 requests:requests==2.34.2 h2:h2==4.4.1 oras:oras==0.2.43
+        openapi_spec_validator:openapi-spec-validator==0.9.0 schemathesis:schemathesis==4.32.5 yaml:pyyaml==6.0.3)
 fi
 
 missing=()
@@ -16,10 +19,14 @@ for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+    sudo_cmd=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "install-deps: run as root, or install sudo, to install: ${missing[*]}" >&2; exit 1; }
+        sudo_cmd=(sudo)
+    fi
+    "${sudo_cmd[@]}" apt-get update -qq
+    # Through env: sudo drops the caller's environment.
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if [ ${#python_packages[@]} -gt 0 ]; then

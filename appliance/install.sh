@@ -52,14 +52,25 @@ getent passwd berth >/dev/null || useradd --system --gid berth --home-dir /var/l
 chown berth:berth /var/lib/berth
 chgrp berth /etc/berth/berth.yaml
 
-# First boot as the service user: certificate for the configured host names, bootstrap admin.
-runuser -u berth -- /usr/local/bin/berth init --config /etc/berth/berth.yaml
+systemd=no
+command -v systemctl >/dev/null && [ -d /run/systemd/system ] && systemd=yes
+# An upgrade: the running server holds the store, which init opens; it restarts on the new binary below.
+if [ "$systemd" = yes ] && systemctl is-active --quiet berth.service; then
+    systemctl stop berth.service
+fi
 
-if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+# First boot as the service user, from the data directory as the unit runs it (a relative
+# data_dir lands there): certificate for the configured host names, bootstrap admin.
+(cd /var/lib/berth && runuser -u berth -- /usr/local/bin/berth init --config /etc/berth/berth.yaml)
+
+if [ "$systemd" = yes ]; then
     systemctl daemon-reload
-    systemctl enable --now berth.service
+    systemctl enable berth.service
+    systemctl restart berth.service
     echo "berth is running: systemctl status berth"
 else
-    echo "systemd is not running here; start with: runuser -u berth -- berth serve --config /etc/berth/berth.yaml"
+    echo "systemd is not running here; start from /var/lib/berth, as root with only the capability to bind port 443:"
+    echo "  cd /var/lib/berth && setpriv --reuid berth --regid berth --init-groups --inh-caps +net_bind_service \\"
+    echo "    --ambient-caps +net_bind_service /usr/local/bin/berth serve --config /etc/berth/berth.yaml"
 fi
 echo "admin credential: /var/lib/berth/bootstrap-credentials.json (mode 0600, owner berth)"

@@ -72,7 +72,8 @@ public enum Backup {
         return summary
     }
 
-    /// Restores a backup into `dataDir`, which must be empty or absent.
+    /// Restores a backup into `dataDir`, which must be empty or absent; a
+    /// fresh file system's `lost+found` (a data volume's root) counts as empty.
     public static func restore(from source: String, into dataDir: String) throws {
         let files = FileManager.default
         guard files.fileExists(atPath: source + "/backup.json"), files.fileExists(atPath: source + "/db") else {
@@ -83,7 +84,7 @@ public enum Backup {
         guard let data = files.contents(atPath: source + "/backup.json"), (try? decoder.decode(Summary.self, from: data)) != nil else {
             throw BackupError("\(source)/backup.json is not a Berth backup's manifest: the backup is not whole")
         }
-        if files.fileExists(atPath: dataDir), !(try files.contentsOfDirectory(atPath: dataDir)).isEmpty {
+        if files.fileExists(atPath: dataDir), !(try files.contentsOfDirectory(atPath: dataDir)).allSatisfy({ $0 == "lost+found" }) {
             throw BackupError("data directory \(dataDir) is not empty; restore only into an empty directory")
         }
         try files.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

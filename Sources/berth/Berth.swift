@@ -51,7 +51,7 @@ struct Settings: ParsableArguments {
     @Option(help: "Private TLS listener, ADDR:PORT.") var privateHttps: String?
     @Option(help: "Host[:port] clients use for the public URI.") var publicHost: String?
     @Option(help: "Host[:port] clients use for the private URI.") var privateHost: String?
-    @Option(name: .customLong("host-name"), help: "Extra host name for the generated certificate (repeatable).")
+    @Option(name: .customLong("host-name"), help: "A host name for the generated certificate (repeatable; replaces host_names).")
     var hostNames: [String] = []
     @Option(help: "Operator's TLS certificate (PEM).") var tlsCert: String?
     @Option(help: "Operator's TLS private key (PEM).") var tlsKey: String?

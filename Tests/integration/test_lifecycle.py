@@ -166,6 +166,8 @@ def test_online_backup_while_pushing_then_restore(tmp_path):
 
     listing = json.loads((Path(backup["path"]) / "backup.json").read_text())
     restored = tmp_path / "restored"
+    # A fresh volume's root holds lost+found: it counts as empty.
+    (restored / "lost+found").mkdir(parents=True)
     subprocess.run([berth_binary(), "restore", "--from", backup["path"], "--data-dir", str(restored)], check=True,
                    capture_output=True)
     # Restoring over a non-empty directory is refused.
