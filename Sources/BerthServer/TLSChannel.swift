@@ -51,8 +51,9 @@ struct TLSChannel: HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         if let refusal: EventLoopFuture<Value> = limits.refusal(channel) { return refusal }
+        let negotiating = CloseWhileNegotiating()
         do {
-            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+            try channel.pipeline.syncOperations.addHandlers(NIOSSLServerHandler(context: sslContext), negotiating)
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
@@ -88,14 +89,25 @@ struct TLSChannel: HTTPChannelHandler {
             }
         }
         .map { negotiated in
-            negotiated.whenComplete { _ in handshakeDeadline.cancel() }
+            negotiated.whenComplete { _ in
+                handshakeDeadline.cancel()
+                negotiating.negotiated = true
+                channel.pipeline.removeHandler(negotiating, promise: nil)  // off the path of every read
+            }
             return Value(negotiated: negotiated, channel: channel)
         }
     }
 
     func handle(value: Value, logger: Logger) async {
         do {
-            switch try await value.negotiated.get() {
+            // A future's wait ignores cancellation: closing the channel ends it, as a
+            // stop that cancels its connections must not wait for a handshake's deadline.
+            let negotiated = try await withTaskCancellationHandler {
+                try await value.negotiated.get()
+            } onCancel: {
+                value.channel.close(promise: nil)
+            }
+            switch negotiated {
             case .http1_1(let connection):
                 await http1.handle(value: connection, logger: logger)
             case .http2(let multiplexer):
@@ -273,5 +285,26 @@ final class FlushCoalescer: ChannelOutboundHandler {
             context.flush()
         }
         context.close(mode: mode, promise: promise)
+    }
+}
+
+/// Closes a TLS connection that has not finished its handshake and ALPN when
+/// the server quiesces; once a protocol is picked, its own handlers drain it.
+///
+/// Until then nothing in the pipeline answers the quiesce event, and the
+/// connection would hold a graceful stop until its handshake deadline
+/// (`read_timeout`), then its cancellation, past the stop's limits.
+final class CloseWhileNegotiating: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    /// Set on the channel's event loop once ALPN has picked a protocol.
+    var negotiated = false
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, !negotiated {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }

@@ -87,6 +87,24 @@ def test_second_server_on_same_data_dir_is_refused(tmp_path):
         assert first.stop() == 0
 
 
+def test_sigterm_is_not_held_by_a_connection_still_in_its_tls_handshake(tmp_path):
+    """A client that connects to the TLS listener and sends nothing has no
+    protocol yet to drain it: the stop closes it at once. It used to hold the
+    stop until shutdown_timeout, then its cancellation past the 5 s allowed,
+    and the server died of a fatal error without closing its store."""
+    tls_port = _free_ports(1)[0]
+    server = Server(tmp_path / "data", "--https", f"127.0.0.1:{tls_port}", "--shutdown-timeout", "3")
+    silent = socket.create_connection(("127.0.0.1", tls_port))
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 3, "the stop waited for the handshake"
+        assert b"stopped" in (tmp_path / f"data-{server.port}.log").read_bytes()
+    finally:
+        silent.close()
+
+
 def test_sigterm_finishes_an_upload_in_flight(tmp_path):
     server = Server(tmp_path / "data", "--shutdown-timeout", "20")
     requests.post(server.url + "/api/v1/registries", json={"name": "life"}, auth=server.auth).raise_for_status()
