@@ -23,7 +23,8 @@ struct BerthRequestContext: RequestContext {
     var holder: ResponseBudget.Holder {
         // An HTTP/2 stream's parent is its connection; an accepted connection's is the listening socket.
         let connection = channel.parent.flatMap { $0.parent == nil ? nil : $0 } ?? channel
-        return ResponseBudget.Holder(address: source, connection: ObjectIdentifier(connection))
+        // IPv6 clients share by their /64, as for connections and the auth throttle.
+        return ResponseBudget.Holder(address: AuthThrottle.sourceName(source), connection: ObjectIdentifier(connection))
     }
 
     init(source: ApplicationRequestContextSource) {

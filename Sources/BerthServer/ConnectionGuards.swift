@@ -1,3 +1,4 @@
+import BerthCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -38,7 +39,8 @@ final class ConnectionLimits: Sendable {
     /// Counts `channel` against its client address until it closes; false,
     /// counting nothing, when that address holds its share already.
     private func admit(_ channel: any Channel) -> Bool {
-        guard let address = channel.remoteAddress?.ipAddress else { return true }
+        // IPv6 clients by their /64, as the auth throttle counts them: one host holds a whole /64.
+        guard let address = channel.remoteAddress?.ipAddress.map(AuthThrottle.sourceName) else { return true }
         let admitted = open.withLockedValue { open in
             guard open[address, default: 0] < perAddress else { return false }
             open[address, default: 0] += 1
