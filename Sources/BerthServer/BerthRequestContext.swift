@@ -8,8 +8,10 @@ struct BerthRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     /// Set by ``AuthMiddleware``; anonymous until credentials are checked.
     var principal: Principal = .anonymous
-    /// The peer's IP address, for the audit log and throttling.
-    let source: String
+    /// The client's IP address, for the audit log, throttling and response
+    /// memory: the peer's, or behind trusted proxies the one they forwarded
+    /// (``ForwardedForMiddleware``).
+    var source: String
     /// The request's channel (an HTTP/2 stream's own), which response bodies
     /// pace themselves against and close when the client stops reading.
     let channel: any Channel

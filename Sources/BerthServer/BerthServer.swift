@@ -89,7 +89,8 @@ public enum BerthServer {
                 settings: RouterSettings(
                     scheme: spec.scheme, exposure: spec.exposure, endpoints: endpoints, listeners: configuration.listeners,
                     dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory, readTimeout: readTimeout,
-                    responseBudget: responseBudget, metricsAccess: configuration.metricsAccess))
+                    responseBudget: responseBudget, metricsAccess: configuration.metricsAccess,
+                    trustedProxies: configuration.trustedProxies))
             let server: HTTPServerBuilder
             if spec.tls {
                 let tlsConfiguration = tls!
@@ -254,6 +255,7 @@ public enum BerthServer {
     ) -> Router<BerthRequestContext> {
         let router = Router(context: BerthRequestContext.self)
         let challenge = Challenge(scheme: settings.scheme)
+        if !settings.trustedProxies.isEmpty { router.add(middleware: ForwardedForMiddleware(trusted: settings.trustedProxies)) }
         router.add(middleware: ObservabilityMiddleware(metrics: metrics, trimmer: trimmer))
         router.add(middleware: ExpectContinueMiddleware())
         router.add(
@@ -355,6 +357,8 @@ struct RouterSettings: Sendable {
     /// Shared by every listener: what bodies waiting for their clients may hold.
     var responseBudget: ResponseBudget
     var metricsAccess: MetricsAccess
+    /// `trusted_proxies`: peers whose `X-Forwarded-For` names the client.
+    var trustedProxies: [AddressRange] = []
 }
 
 /// The hosts clients use for the public and private URIs.

@@ -16,7 +16,7 @@ public struct ConfigurationLoader {
     /// The keys, in the order `berth config check` prints them.
     public static let keys = [
         "data_dir", "http", "https", "private_http", "private_https", "public_host", "private_host", "host_names", "tls_cert", "tls_key", "http2_stream_window", "max_blob_size", "min_free_space", "direct_writes", "upload_timeout", "read_timeout", "token_ttl",
-        "auth_failure_limit", "max_connections", "max_connections_per_ip", "response_memory", "metrics_access", "backup_dir", "shutdown_timeout", "log_level", "gc_grace", "gc_after_delete", "gc_schedule", "untagged_grace",
+        "auth_failure_limit", "max_connections", "max_connections_per_ip", "response_memory", "metrics_access", "trusted_proxies", "backup_dir", "shutdown_timeout", "log_level", "gc_grace", "gc_after_delete", "gc_schedule", "untagged_grace",
         "event_retention_days", "event_retention_count", "audit_retention_days",
     ]
 
@@ -47,7 +47,7 @@ public struct ConfigurationLoader {
             let key = keyNode.string ?? "\(keyNode)"
             let line = (keyNode.mark?.line).map { ":\($0)" } ?? ""
             let value: String
-            if key == "host_names", let sequence = valueNode.sequence {
+            if key == "host_names" || key == "trusted_proxies", let sequence = valueNode.sequence {
                 value = sequence.compactMap(\.string).joined(separator: ",")
             } else if let scalar = valueNode.scalar {
                 value = scalar.string
@@ -141,6 +141,16 @@ public struct ConfigurationLoader {
         case "response_memory":
             // 16 MiB leaves each address 4 MiB, a largest manifest.
             configuration.responseMemory = value == "auto" ? nil : try number(Int.self, minimum: 16 << 20)
+        case "trusted_proxies":
+            var ranges: [AddressRange] = []
+            for entry in value.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !entry.isEmpty {
+                guard let range = AddressRange(entry) else {
+                    throw ConfigurationError(
+                        description: "'trusted_proxies' entries must be IP addresses or ranges (10.0.0.0/8, fd00::/8), got '\(entry)'")
+                }
+                ranges.append(range)
+            }
+            configuration.trustedProxies = ranges
         case "metrics_access":
             guard let access = MetricsAccess(rawValue: value) else {
                 throw ConfigurationError(description: "'metrics_access' must be authenticated or anonymous, got '\(value)'")
@@ -196,6 +206,7 @@ public struct ConfigurationLoader {
             "max_connections": String(c.maxConnections), "max_connections_per_ip": String(c.maxConnectionsPerAddress),
             "response_memory": c.responseMemory.map(String.init) ?? "auto",
             "metrics_access": c.metricsAccess.rawValue,
+            "trusted_proxies": "[" + c.trustedProxies.map(\.description).joined(separator: ", ") + "]",
             "backup_dir": c.backupDirectory, "shutdown_timeout": String(c.shutdownTimeout), "log_level": logLevel,
             "gc_grace": String(c.gcGrace), "gc_after_delete": String(c.gcAfterDelete), "gc_schedule": c.gcSchedule ?? "off",
             "untagged_grace": String(c.untaggedGrace),

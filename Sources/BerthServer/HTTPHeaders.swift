@@ -12,6 +12,7 @@ extension HTTPField.Name {
     static let range = Self("Range")!
     static let link = Self("Link")!
     static let xForwardedProto = Self("X-Forwarded-Proto")!
+    static let xForwardedFor = Self("X-Forwarded-For")!
 }
 
 extension Request {

@@ -60,6 +60,8 @@ public struct ServerConfiguration: Sendable {
     /// Who may read `/metrics`: by default a user with a global admin or
     /// viewer role (Prometheus sends its key as Basic credentials).
     public var metricsAccess: MetricsAccess = .authenticated
+    /// Proxies whose `X-Forwarded-For` names the client (`trusted_proxies`); none by default.
+    var trustedProxies: [AddressRange] = []
     /// Whether blob bytes bypass the page cache on their way to the disk
     /// (`O_DIRECT`; see ``ExtentFiles``).
     public var directWrites = true

@@ -73,6 +73,10 @@ struct Settings: ParsableArguments {
     var responseMemory: String?
     @Option(help: "Who may read /metrics: authenticated (a global admin or viewer, the default) or anonymous.")
     var metricsAccess: String?
+    @Option(
+        name: .customLong("trusted-proxy"),
+        help: "A proxy (address or range) whose X-Forwarded-For names the client (repeatable; replaces trusted_proxies).")
+    var trustedProxies: [String] = []
     @Option(help: "Where online backups go (default <data-dir>/backups).") var backupDir: String?
     @Option(help: "Seconds in-flight requests may run on after SIGTERM (default 30).") var shutdownTimeout: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
@@ -104,7 +108,8 @@ struct Settings: ParsableArguments {
                 ("upload_timeout", uploadTimeout), ("read_timeout", readTimeout), ("token_ttl", tokenTtl),
                 ("auth_failure_limit", authFailureLimit),
                 ("max_connections", maxConnections), ("max_connections_per_ip", maxConnectionsPerIp),
-                ("response_memory", responseMemory), ("metrics_access", metricsAccess), ("backup_dir", backupDir),
+                ("response_memory", responseMemory), ("metrics_access", metricsAccess),
+                ("trusted_proxies", trustedProxies.isEmpty ? nil : trustedProxies.joined(separator: ",")), ("backup_dir", backupDir),
                 ("gc_grace", gcGrace), ("gc_after_delete", gcAfterDelete), ("gc_schedule", gcSchedule),
                 ("untagged_grace", untaggedGrace),
                 ("event_retention_days", eventRetentionDays), ("event_retention_count", eventRetentionCount),
