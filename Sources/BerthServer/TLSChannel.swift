@@ -22,6 +22,9 @@ struct TLSChannel: HTTPChannelHandler {
         let channel: any Channel
     }
 
+    /// The longest a TLS handshake and ALPN may take, whatever `read_timeout` is.
+    static let handshakeLimit = TimeAmount.seconds(10)
+
     let responder: Responder
     private let sslContext: NIOSSLContext
     private let http1: BerthHTTP1Channel
@@ -31,7 +34,7 @@ struct TLSChannel: HTTPChannelHandler {
 
     /// `readTimeout`: see ``BerthHTTP1Channel``; over HTTP/2 it resets a stream
     /// whose request body stalls and closes a connection with no open stream;
-    /// before either, it bounds the TLS handshake.
+    /// before either, it bounds the TLS handshake (at most ``handshakeLimit``).
     init(
         tlsConfiguration: TLSConfiguration, tuning: HTTP2Tuning, readTimeout: TimeAmount, limits: ConnectionLimits,
         responder: @escaping Responder
@@ -59,8 +62,12 @@ struct TLSChannel: HTTPChannelHandler {
         }
         let streamTimeout = Duration.nanoseconds(readTimeout.nanoseconds)
         // Until ALPN has picked a protocol no idle timer runs: a client that
-        // connects and never finishes its handshake is closed after `readTimeout`.
-        let handshakeDeadline = channel.eventLoop.scheduleTask(in: readTimeout) { channel.close(promise: nil) }
+        // connects and never finishes its handshake is closed after `readTimeout`, at most
+        // `handshakeLimit`: a handshake takes milliseconds, and sockets held open without
+        // one would fill the address's and the listener's shares for minutes.
+        let handshakeDeadline = channel.eventLoop.scheduleTask(in: min(readTimeout, Self.handshakeLimit)) {
+            channel.close(promise: nil)
+        }
         channel.closeFuture.whenComplete { _ in handshakeDeadline.cancel() }
         return channel.configureHTTP2AsyncSecureUpgrade { channel -> EventLoopFuture<BerthHTTP1Channel.Value> in
             do {

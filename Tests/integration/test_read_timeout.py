@@ -125,6 +125,16 @@ def test_tls_handshake_that_never_finishes_is_closed(make_server, sends):
     _assert_about_the_timeout(waited)
 
 
+def test_tls_handshake_gets_at_most_ten_seconds_whatever_read_timeout_is(make_server):
+    """A handshake takes milliseconds: sockets held open without one would fill
+    the address's and the listener's connection shares for read_timeout."""
+    srv = make_server(registries=[REG], extra_args=["--read-timeout", "120"], label="handshake-limit")
+    host, port = srv.tls_host.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        waited = _seconds_until_closed(sock)
+    assert 9 <= waited < 15, waited
+
+
 def test_blob_pull_whose_client_stops_reading_is_closed(make_server):
     """A client that takes none of a blob for read_timeout has its connection
     closed: the response held its chunks in flight (2-3 MiB) forever."""
