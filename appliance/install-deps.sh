@@ -8,8 +8,9 @@ packages=(librocksdb-dev jq)
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
     packages+=(skopeo umoci jq openssl curl systemd python3-pip faketime)
-    # Pinned to the versions the tests were last run with: the contract test
-    # drives schemathesis' command line and the ORAS test its Python API.
+    # Installed, when a module is missing, at the versions the tests were last run
+    # with: the contract test drives schemathesis' command line and the ORAS test
+    # its Python API. One already installed is kept as it is.
     python_packages=(pytest:pytest==9.0.3 requests:requests==2.34.2 h2:h2==4.4.1 oras:oras==0.2.43
         openapi_spec_validator:openapi-spec-validator==0.9.0 schemathesis:schemathesis==4.32.5 yaml:pyyaml==6.0.3)
 fi

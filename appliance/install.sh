@@ -54,9 +54,10 @@ chgrp berth /etc/berth/berth.yaml
 
 systemd=no
 command -v systemctl >/dev/null && [ -d /run/systemd/system ] && systemd=yes
-# An upgrade: the running server holds the store, which init opens; it restarts on the new binary below.
-if [ "$systemd" = yes ] && systemctl is-active --quiet berth.service; then
-    systemctl stop berth.service
+# An upgrade: a running server (or one restarting after a crash) holds the store, which
+# init opens; it starts again on the new binary below. Stopping a unit that is not there does nothing.
+if [ "$systemd" = yes ]; then
+    systemctl stop berth.service 2>/dev/null || true
 fi
 
 # First boot as the service user, from the data directory as the unit runs it (a relative

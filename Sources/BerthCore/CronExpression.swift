@@ -43,11 +43,15 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         var allowsQuestionMark: Bool { self == .dayOfMonth || self == .dayOfWeek }
     }
 
-    /// The longest expression accepted: a full minute list (`0,1,…,59`) is 169 characters.
+    /// The longest expression a client may set: a full minute list (`0,1,…,59`) is 169 characters.
     public static let maxLength = 1024
 
-    public init(_ source: String) throws(CronError) {
-        guard source.utf8.count <= Self.maxLength else {
+    /// Parses `source`. `strict` is for what a client sends now: at most
+    /// ``maxLength`` characters, numbers as the API spec writes them (no sign,
+    /// no leading zero). Without it, as text stored or configured before
+    /// those rules is read back (`05`, `+5`), so an upgrade drops no schedule.
+    public init(_ source: String, strict: Bool = false) throws(CronError) {
+        guard !strict || source.utf8.count <= Self.maxLength else {
             throw CronError(field: nil, message: "a cron expression is at most \(Self.maxLength) characters")
         }
         let fields = source.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
@@ -57,7 +61,7 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         var sets: [Set<Int>] = []
         var restricted: [Bool] = []
         for (field, text) in zip(Field.allCases, fields) {
-            let (values, isRestricted) = try Self.parse(text, field)
+            let (values, isRestricted) = try Self.parse(text, field, strict: strict)
             sets.append(values)
             restricted.append(isRestricted)
         }
@@ -112,7 +116,7 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
     }()
 
     /// The values of one field, and whether it restricts anything.
-    private static func parse(_ text: String, _ field: Field) throws(CronError) -> (Set<Int>, Bool) {
+    private static func parse(_ text: String, _ field: Field, strict: Bool) throws(CronError) -> (Set<Int>, Bool) {
         if text == "?" {
             guard field.allowsQuestionMark else {
                 throw CronError(field: field.rawValue, message: "'?' is only allowed in the day fields")
@@ -127,7 +131,7 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
             guard parts.count <= 2 else { throw CronError(field: field.rawValue, message: "'\(item)' has more than one '/'") }
             var step = 1
             if parts.count == 2 {
-                guard let parsed = number(parts[1]), parsed >= 1 else {
+                guard let parsed = number(parts[1], strict: strict), parsed >= 1 else {
                     throw CronError(field: field.rawValue, message: "step '\(parts[1])' must be a positive integer")
                 }
                 step = parsed
@@ -138,8 +142,9 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
             } else {
                 let bounds = parts[0].split(separator: "-", omittingEmptySubsequences: false)
                 guard bounds.count <= 2 else { throw CronError(field: field.rawValue, message: "'\(parts[0])' is not a range") }
-                let low = try value(bounds[0], field)
-                let high = bounds.count == 2 ? try value(bounds[1], field) : (parts.count == 2 ? field.range.upperBound : low)
+                let low = try value(bounds[0], field, strict: strict)
+                let high =
+                    bounds.count == 2 ? try value(bounds[1], field, strict: strict) : (parts.count == 2 ? field.range.upperBound : low)
                 guard low <= high else {
                     throw CronError(field: field.rawValue, message: "range '\(parts[0])' runs backwards")
                 }
@@ -152,8 +157,10 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         return (values, !text.hasPrefix("*"))
     }
 
-    /// A number as the spec writes one: ASCII digits, no sign, no leading zero, at most 18 digits.
-    private static func number(_ text: Substring) -> Int? {
+    /// A number; when `strict`, as the spec writes one: ASCII digits, no sign,
+    /// no leading zero, at most 18 digits.
+    private static func number(_ text: Substring, strict: Bool) -> Int? {
+        guard strict else { return Int(text) }
         let digits = text.utf8
         guard (1...18).contains(digits.count), digits.allSatisfy({ (0x30...0x39).contains($0) }),
             digits.count == 1 || digits.first != 0x30
@@ -161,8 +168,8 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         return Int(text)
     }
 
-    private static func value(_ text: Substring, _ field: Field) throws(CronError) -> Int {
-        if let number = number(text) {
+    private static func value(_ text: Substring, _ field: Field, strict: Bool) throws(CronError) -> Int {
+        if let number = number(text, strict: strict) {
             guard field.range.contains(number) else {
                 throw CronError(
                     field: field.rawValue,

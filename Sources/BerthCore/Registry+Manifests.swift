@@ -1,6 +1,8 @@
 import BerthStorage
 import Foundation
+#if canImport(Glibc)
 import Glibc
+#endif
 
 extension Registry {
     /// Stores a manifest under `reference` (a tag or its digest) in repository

@@ -18,7 +18,7 @@ import NIOCore
 final class ConnectionLimits: Sendable {
     /// Connections all listeners together accept.
     let total: Int
-    /// Connections one client address may hold open.
+    /// Connections one client address (an IPv6 client: its /64) may hold open.
     let perAddress: Int
     private let open = NIOLockedValueBox([String: Int]())
 

@@ -60,6 +60,7 @@ struct TLSChannel: HTTPChannelHandler {
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
+        let negotiatingOnLoop = NIOLoopBound(negotiating, eventLoop: channel.eventLoop)
         let streamTimeout = Duration.nanoseconds(readTimeout.nanoseconds)
         // Until ALPN has picked a protocol no idle timer runs: a client that
         // connects and never finishes its handshake is closed after `readTimeout`, at most
@@ -96,10 +97,11 @@ struct TLSChannel: HTTPChannelHandler {
             }
         }
         .map { negotiated in
-            negotiated.whenComplete { _ in
+            negotiated.whenComplete { _ in  // on the channel's event loop, whose future it is
                 handshakeDeadline.cancel()
+                let negotiating = negotiatingOnLoop.value
                 negotiating.negotiated = true
-                channel.pipeline.removeHandler(negotiating, promise: nil)  // off the path of every read
+                channel.pipeline.syncOperations.removeHandler(negotiating, promise: nil)  // off the path of every read
             }
             return Value(negotiated: negotiated, channel: channel)
         }

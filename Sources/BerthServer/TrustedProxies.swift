@@ -79,13 +79,24 @@ struct ForwardedForMiddleware: RouterMiddleware {
     static func client(peer: String, forwardedFor lines: [String], trusted: [AddressRange]) -> String {
         var client = peer
         guard isTrusted(peer, trusted) else { return peer }
-        let hops = lines.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
+        let hops = lines.flatMap { $0.split(separator: ",") }.map { address(of: $0.trimmingCharacters(in: .whitespaces)) }
         for hop in hops.reversed() {
             guard AddressRange.bytes(hop) != nil else { break }  // not an address: what is left of it is unknown
             client = hop
             if !isTrusted(hop, trusted) { break }
         }
         return client
+    }
+
+    /// A hop's address without the port or brackets some proxies add
+    /// (`192.0.2.1:51234`, `[2001:db8::1]:443`, `[2001:db8::1]`).
+    static func address(of hop: String) -> String {
+        if hop.hasPrefix("["), let close = hop.firstIndex(of: "]") {
+            return String(hop[hop.index(after: hop.startIndex)..<close])
+        }
+        let colons = hop.filter { $0 == ":" }.count
+        if colons == 1, let colon = hop.firstIndex(of: ":") { return String(hop[..<colon]) }
+        return hop
     }
 
     private static func isTrusted(_ address: String, _ trusted: [AddressRange]) -> Bool {

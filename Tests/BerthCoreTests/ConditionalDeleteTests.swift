@@ -63,7 +63,7 @@ import Testing
         }
     }
 
-    @Test func protectionAsACleanupRunReadItHoldsAfterItIsDisabled() async throws {
+    @Test func protectionAsACleanupRunReadItHoldsAfterItIsDisabledOrNarrowed() async throws {
         try await withRegistry { registry in
             let digest = try await push(registry, "a", as: "v1")
             let policy = try await registry.createProtectionPolicy(
@@ -73,8 +73,13 @@ import Testing
             #expect(try registry.protection(repository: "cd/app", digest: digest) == nil)
             let (kept, tag) = try #require(try registry.protection(repository: "cd/app", digest: digest, alsoApplying: atStart))
             #expect(kept.id == policy.id && tag == "v1")
-            // A policy enabled now protects whatever the run read at its start.
-            _ = try await registry.updateProtectionPolicy(registry: "cd", id: policy.id, changes: PolicyChanges(enabled: true))
+            // Narrowed and enabled again: the version the run read still protects v1.
+            _ = try await registry.updateProtectionPolicy(
+                registry: "cd", id: policy.id, changes: PolicyChanges(tagPattern: "release-*", enabled: true))
+            #expect(try registry.protection(repository: "cd/app", digest: digest) == nil)
+            #expect(try registry.protection(repository: "cd/app", digest: digest, alsoApplying: atStart)?.0.id == policy.id)
+            // A policy added or widened now protects whatever the run read at its start.
+            _ = try await registry.updateProtectionPolicy(registry: "cd", id: policy.id, changes: PolicyChanges(tagPattern: "*"))
             #expect(try registry.protection(repository: "cd/app", digest: digest, alsoApplying: [])?.0.id == policy.id)
         }
     }

@@ -46,7 +46,7 @@ import Testing
     ])
     func refusalsNameTheField(_ expression: String, _ field: String) {
         #expect {
-            try CronExpression(expression)
+            try CronExpression(expression, strict: true)
         } throws: { error in
             (error as? CronError)?.field == field && (error as? CronError)?.description.hasPrefix(field + ":") == true
         }
@@ -59,7 +59,14 @@ import Testing
 
     @Test func refusesAnOverlongExpression() throws {
         let minutes = Array(repeating: "0", count: 600).joined(separator: ",")
-        #expect(throws: CronError.self) { try CronExpression(minutes + " * * * *") }
-        #expect(try CronExpression((0...59).map(String.init).joined(separator: ",") + " 0 * * *").description.count < 200)
+        #expect(throws: CronError.self) { try CronExpression(minutes + " * * * *", strict: true) }
+        #expect(try CronExpression((0...59).map(String.init).joined(separator: ",") + " 0 * * *", strict: true).description.count < 200)
+    }
+
+    /// What an older version stored or an operator configured still reads: an upgrade drops no schedule.
+    @Test func storedTextReadsAsBefore() throws {
+        #expect(try CronExpression("0 03 * * *").next(after: Self.utc("2026-01-01T00:00:00Z")) == Self.utc("2026-01-01T03:00:00Z"))
+        #expect(try CronExpression("+5 * * * *").next(after: Self.utc("2026-01-01T00:00:00Z")) == Self.utc("2026-01-01T00:05:00Z"))
+        #expect(throws: CronError.self) { try CronExpression("0 03 * * *", strict: true) }
     }
 }

@@ -34,5 +34,10 @@ import Testing
         #expect(client("10.1.1.1", ["unknown"]) == "10.1.1.1")  // nothing known beyond the proxy
         #expect(client("10.1.1.1", ["198.51.100.7, garbage, 10.2.2.2"]) == "10.2.2.2")
         #expect(client("203.0.113.5", ["198.51.100.7"]) == "203.0.113.5")  // not a trusted peer: ignored
+        // Ports and brackets some proxies add.
+        #expect(client("10.1.1.1", ["198.51.100.7:51234"]) == "198.51.100.7")
+        #expect(client("10.1.1.1", ["[2001:db8::1]:443, 10.2.2.2"]) == "2001:db8::1")
+        #expect(client("10.1.1.1", ["[2001:db8::1]"]) == "2001:db8::1")
+        #expect(client("10.1.1.1", ["2001:db8::1"]) == "2001:db8::1")
     }
 }

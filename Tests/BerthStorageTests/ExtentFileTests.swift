@@ -1,5 +1,6 @@
 @testable import BerthStorage
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 
@@ -287,8 +288,13 @@ import Testing
                 // Deleted after the checkpoint, which still holds it, and swept with no grace:
                 // the sweep waits, or the copy would name an object whose file is gone.
                 #expect(try await store.objects.delete(bucket: "a", digest: object.digest))
-                let sweep = Task { try await store.objects.sweepExtents(grace: 0) }
-                try await Task.sleep(for: .milliseconds(200))
+                let swept = NIOLockedValueBox(false)
+                let sweep = Task {
+                    defer { swept.withLockedValue { $0 = true } }
+                    return try await store.objects.sweepExtents(grace: 0)
+                }
+                try await Task.sleep(for: .milliseconds(500))  // unheld, a sweep of one extent takes milliseconds
+                #expect(!swept.withLockedValue { $0 }, "the sweep ran while the backup held it off")
                 let copy = try RocksDB(path: backup)
                 try RocksObjectStore.addExtentFiles(from: store.files, to: copy)
                 #expect(try copy.get(.objects, RocksObjectStore.extentKey(object.extent)) != nil)

@@ -19,9 +19,10 @@ public struct CleanupOutcome: Sendable {
 extension Registry {
     /// Applies the registry's enabled cleanup policies, read once at the
     /// start: an artifact is deleted when any policy deletes it and no
-    /// protection policy keeps it, as read at the start or as it is now. A test run (`dryRun`) records the same
-    /// decisions and deletes nothing. `delete_untagged` leaves artifacts pushed
-    /// less than `untaggedGrace` seconds ago. See docs/lifecycle.md for the rules.
+    /// protection policy keeps it, as read at the start or as it is now. A
+    /// test run (`dryRun`) records the same decisions and deletes nothing.
+    /// `delete_untagged` leaves artifacts pushed less than `untaggedGrace`
+    /// seconds ago. See docs/lifecycle.md for the rules.
     public func runCleanup(
         registry registryName: String, dryRun: Bool, untaggedGrace: Double, actor: String?, details: JobDetails
     ) async throws -> CleanupOutcome {

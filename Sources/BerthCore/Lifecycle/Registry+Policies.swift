@@ -254,7 +254,7 @@ extension Registry {
     static func parseCron(_ text: String?) throws -> CronExpression? {
         guard let text else { return nil }
         do {
-            return try CronExpression(text)
+            return try CronExpression(text, strict: true)  // a client's new schedule
         } catch {
             throw LifecycleError.invalidCron(error)
         }

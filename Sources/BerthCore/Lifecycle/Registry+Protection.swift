@@ -15,14 +15,14 @@ struct ImageProtection {
 extension Registry {
     /// The enabled protection policies of `name`'s registry that apply to its
     /// image, and those of `earlier` (the policies as a cleanup run read them
-    /// at its start) that apply and are not among them.
+    /// at its start) that apply: a policy changed since protects what either
+    /// of its versions covers.
     func protections(
         repository name: String, alsoApplying earlier: [ProtectionPolicy] = []
     ) throws -> (image: String, policies: [ImageProtection]) {
         let (registryName, image) = try Names.splitRepository(name)
         let stored = try storedPolicies(ProtectionPolicy.self, registry: registryName)
-        let current = Set(stored.filter(\.enabled).map(\.id))
-        let policies = (stored + earlier.filter { !current.contains($0.id) }).compactMap { policy -> ImageProtection? in
+        let policies = (stored + earlier).compactMap { policy -> ImageProtection? in
             guard policy.enabled, (try? Pattern(policy.imagePattern))?.matches(image) == true,
                 let tags = try? Pattern(policy.tagPattern)
             else { return nil }
