@@ -15,7 +15,9 @@ import NIOHTTPTypes
 /// connection closes after it (RFC 9110 §10.1.1, with a short linger), rather
 /// than reading and throwing away a body the client may still send; so does
 /// a `413`, whose request's body is not read to its end. Requests pipelined
-/// behind such a response are dropped. The application reads a request's body
+/// behind such a response are dropped. Over HTTP/2 the stream is reset
+/// instead once that response is written, if the client is still sending
+/// (RFC 9113 §8.1): its body would otherwise be read to the end and dropped. The application reads a request's body
 /// only after writing the responses to the requests before it, so a `100`
 /// always follows those. A request that declares an empty body expects
 /// nothing. The handler sits after the HTTP/1.1 or HTTP/2 codec, where the
@@ -43,12 +45,17 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var closeAfterResponse = false
     /// Whether what the client sends is dropped: requests after the one whose response closes the connection.
     private var discarding = false
+    /// HTTP/2: whether the stream is reset once the response ends, if the request has not ended.
+    private var resetAfterResponse = false
+    /// HTTP/2: whether the stream's request has ended.
+    private var requestEnded = false
 
     init(http1: Bool) {
         self.http1 = http1
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = unwrapInboundIn(data) { requestEnded = true }
         if case .head(let request) = unwrapInboundIn(data) {
             // The connection closes after the response begun: a request sent
             // after it would run with no way to answer it.
@@ -82,10 +89,22 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
                 closeAfterResponse = true
                 context.write(wrapOutboundOut(.head(response)), promise: promise)
             } else {
+                if withheld || response.status == .contentTooLarge { resetAfterResponse = true }
                 context.write(data, promise: promise)
             }
         case .end:
             ended += 1
+            if resetAfterResponse {
+                // The stream's reset follows the response's end, which the client has whole.
+                let written = context.eventLoop.makePromise(of: Void.self)
+                let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+                written.futureResult.whenComplete { [channel = context.channel] _ in
+                    if !handler.value.requestEnded { channel.close(promise: nil) }
+                }
+                written.futureResult.cascade(to: promise)
+                context.write(data, promise: written)
+                return
+            }
             guard closeAfterResponse else {
                 context.write(data, promise: promise)
                 return

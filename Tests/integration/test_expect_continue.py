@@ -226,3 +226,40 @@ def test_a_request_pipelined_after_a_413_is_not_run(server, http, reg):
     head = _refused_without_100(server, refused + b"x" * (5 * MiB) + behind + img.manifest, hold=1.5)
     assert head.startswith(b"HTTP/1.1 413"), head
     assert http.get_manifest(f"{reg}/expect", "behind").status_code == 404
+
+
+def test_http2_stream_refused_with_413_is_reset_not_read_to_its_end(server, http):
+    """Over HTTP/2 no connection closes after a 413: the stream is reset once
+    the response is written, or the server would read a 10 GiB declared body
+    to its end and drop it, holding one of the connection's streams."""
+    from hpack import Decoder
+
+    from test_http2 import DATA, END_HEADERS, END_STREAM, H2, HEADERS, literal
+
+    rst_stream = 0x3
+    c = H2(server)
+    try:
+        c.server_settings()
+        headers = (
+            literal(":method", "POST") + literal(":scheme", "https") + literal(":authority", "localhost")
+            + literal(":path", "/auth/token") + literal("content-type", "application/x-www-form-urlencoded")
+            + literal("content-length", str(10 << 30))
+        )
+        c.sock.sendall(c.frame(HEADERS, END_HEADERS, 1, headers) + c.frame(DATA, 0, 1, b"grant_type=password&"))
+        status, ended, reset = None, False, False
+        decoder = Decoder()
+        deadline = time.monotonic() + 10
+        while not reset and time.monotonic() < deadline:
+            f = c.read_frame()
+            assert f is not None, "the server closed the connection, not the stream"
+            kind, flags, stream, payload = f
+            if stream != 1:
+                continue
+            if kind == HEADERS:
+                status = dict(decoder.decode(payload))[":status"]
+            ended = ended or (kind in (HEADERS, DATA) and bool(flags & END_STREAM))
+            reset = kind == rst_stream
+        assert status == "413" and ended, (status, ended)
+        assert reset, "the refused stream was not reset: its body would be read to the end"
+    finally:
+        c.close()
