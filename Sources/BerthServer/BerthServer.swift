@@ -75,6 +75,7 @@ public enum BerthServer {
         let responseBudget = ResponseBudget(
             total: configuration.responseMemory ?? ResponseBudget.defaultTotal(physicalMemory: ProcessInfo.processInfo.physicalMemory))
         let metrics = ServerMetrics(store: store, responses: responseBudget)
+        if case .certificate(let served)? = tls?.certificateChain.first { metrics.certificate(expiresAt: served.notValidAfter) }
         let trimmer = MemoryTrimmer { [buffers = store.objects.buffers] in
             buffers.release()
             MemoryAllocator.trim()

@@ -96,6 +96,15 @@ final class ServerMetrics: Sendable {
         ).increment()
     }
 
+    /// Records when the served TLS certificate (the chain's first) expires, so
+    /// that an operator can alert before it does: a running server does not
+    /// renew its generated one (a start does, 30 days ahead), nor an operator's.
+    func certificate(expiresAt time: time_t) {
+        registry.makeGauge(
+            descriptor: descriptor("tls_certificate_expiry_timestamp", unit: "seconds", "When the served TLS certificate expires (Unix time).")
+        ).set(Double(time))
+    }
+
     /// The exposition text, with the storage gauges read now.
     func scrape() -> [UInt8] {
         let usage = store.objects.usage()
