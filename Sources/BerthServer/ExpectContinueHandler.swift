@@ -41,13 +41,12 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var ended = 0
     /// Requests that expect a `100` not sent yet.
     private var expecting: Set<Int> = []
-    /// Whether the connection closes once the current response ends.
-    private var closeAfterResponse = false
+    /// Whether a response refused the rest of its request's body: once it
+    /// ends, the HTTP/1.1 connection closes, the HTTP/2 stream is reset.
+    private var refusesBody = false
     /// Whether what the client sends is dropped: requests after the one whose response closes the connection.
     private var discarding = false
-    /// HTTP/2: whether the stream is reset once the response ends, if the request has not ended.
-    private var resetAfterResponse = false
-    /// HTTP/2: whether the stream's request has ended.
+    /// Whether the request's end has been read (HTTP/2: no reset is needed then).
     private var requestEnded = false
 
     init(http1: Bool) {
@@ -59,7 +58,7 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
         if case .head(let request) = unwrapInboundIn(data) {
             // The connection closes after the response begun: a request sent
             // after it would run with no way to answer it.
-            if closeAfterResponse { discarding = true }
+            if refusesBody { discarding = true }
             headsRead += 1
             if Self.expectsContinue(request) { expecting.insert(headsRead) }
         }
@@ -81,36 +80,28 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(var response) where response.status.kind != .informational:
+            // Answered without its body, or refusing the rest of it: the client
+            // sends none, or what it sends nobody reads.
             let withheld = expecting.remove(ended + 1) != nil
-            if http1, withheld || response.status == .contentTooLarge {
-                // Answered without its body, or refusing the rest of it: the
-                // client sends none, or what it sends nobody reads.
-                response.headerFields[.connection] = "close"
-                closeAfterResponse = true
-                context.write(wrapOutboundOut(.head(response)), promise: promise)
-            } else {
-                if withheld || response.status == .contentTooLarge { resetAfterResponse = true }
-                context.write(data, promise: promise)
-            }
+            if withheld || response.status == .contentTooLarge { refusesBody = true }
+            if http1, refusesBody { response.headerFields[.connection] = "close" }
+            context.write(wrapOutboundOut(.head(response)), promise: promise)
         case .end:
             ended += 1
-            if resetAfterResponse {
-                // The stream's reset follows the response's end, which the client has whole.
-                let written = context.eventLoop.makePromise(of: Void.self)
-                let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-                written.futureResult.whenComplete { [channel = context.channel] _ in
-                    if !handler.value.requestEnded { channel.close(promise: nil) }
-                }
-                written.futureResult.cascade(to: promise)
-                context.write(data, promise: written)
-                return
-            }
-            guard closeAfterResponse else {
+            guard refusesBody else {
                 context.write(data, promise: promise)
                 return
             }
+            // Closed or reset after the response's end, which the client then has whole.
             let written = context.eventLoop.makePromise(of: Void.self)
-            written.futureResult.whenComplete { [channel = context.channel] _ in Self.lingeringClose(channel) }
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { [http1, channel = context.channel] _ in
+                if http1 {
+                    Self.lingeringClose(channel)
+                } else if !handler.value.requestEnded {
+                    channel.close(promise: nil)
+                }
+            }
             written.futureResult.cascade(to: promise)
             context.write(data, promise: written)
         default:
