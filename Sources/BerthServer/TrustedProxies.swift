@@ -44,14 +44,13 @@ struct AddressRange: Sendable, Equatable, CustomStringConvertible {
         return true
     }
 
-    /// The address's bytes: 4 for IPv4 (and IPv4-mapped IPv6), 16 for IPv6.
+    /// The address's bytes (``ipAddressBytes(_:)``), an IPv4-mapped IPv6 address's as IPv4.
     static func bytes(_ text: String) -> [UInt8]? {
-        var v4 = [UInt8](repeating: 0, count: 4)
-        if inet_pton(AF_INET, text, &v4) == 1 { return v4 }
-        var v6 = [UInt8](repeating: 0, count: 16)
-        guard inet_pton(AF_INET6, text, &v6) == 1 else { return nil }
-        if v6[0..<10].allSatisfy({ $0 == 0 }) && v6[10] == 0xff && v6[11] == 0xff { return Array(v6[12...]) }
-        return v6
+        guard let bytes = ipAddressBytes(text) else { return nil }
+        if bytes.count == 16, bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff {
+            return Array(bytes[12...])
+        }
+        return bytes
     }
 }
 
