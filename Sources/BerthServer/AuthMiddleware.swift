@@ -47,7 +47,6 @@ struct AuthMiddleware: RouterMiddleware {
                     head: request.method == .head)
                 : ErrorResponses.problem(status: 429, code: "TOO_MANY_REQUESTS", detail: "too many failed authentications; retry in \(retryAfter) s")
             response.headers[.retryAfter] = String(retryAfter)
-            if isRegistry { response.headers[.dockerAPIVersion] = "registry/2.0" }
             return response
         }
         return try await next(request, context)
@@ -81,7 +80,6 @@ struct Challenge: Sendable {
     func registry(_ request: Request, _ error: RegistryError, scope: String?, insufficientScope: Bool = false) -> Response {
         var response = ErrorResponses.oci(error, head: request.method == .head)
         response.headers[.wwwAuthenticate] = header(request, scope: scope, insufficientScope: insufficientScope)
-        response.headers[.dockerAPIVersion] = "registry/2.0"
         return response
     }
 

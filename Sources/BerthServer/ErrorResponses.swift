@@ -13,6 +13,7 @@ enum ErrorResponses {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         headers[.contentLength] = String(body.count)
+        headers[.dockerAPIVersion] = "registry/2.0"  // /v2 answers: also those refused before the controller
         if error.code == .rangeInvalid, let detail = error.detail, detail.hasPrefix("current size ") {
             // Tell the client where to resume.
             let size = Int64(detail.dropFirst("current size ".count)) ?? 0
