@@ -93,6 +93,10 @@ public struct ConfigurationLoader {
             }
             return listener
         }
+        /// A list's entries (the file's sequence, or a comma-separated variable or flag); blank ones skipped.
+        func listItems() -> [String] {
+            value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
         switch key {
         case "data_dir":
             guard !value.isEmpty else { throw ConfigurationError(description: "'data_dir' must not be empty") }
@@ -105,7 +109,7 @@ public struct ConfigurationLoader {
         case "private_host": configuration.privateHost = value.isEmpty ? nil : value
         case "host_names":
             // Blank entries (a trailing comma) are skipped, as they always were.
-            let names = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            let names = listItems()
             if let bad = names.first(where: { !ServerConfiguration.isCertificateName($0) }) {
                 throw ConfigurationError(
                     description: "'host_names' entries must be host names or IP addresses, without a port, got '\(bad)'")
@@ -143,7 +147,7 @@ public struct ConfigurationLoader {
             configuration.responseMemory = value == "auto" ? nil : try number(Int.self, minimum: 16 << 20)
         case "trusted_proxies":
             var ranges: [AddressRange] = []
-            for entry in value.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !entry.isEmpty {
+            for entry in listItems() {
                 guard let range = AddressRange(entry) else {
                     throw ConfigurationError(
                         description: "'trusted_proxies' entries must be IP addresses or ranges (10.0.0.0/8, fd00::/8), got '\(entry)'")
