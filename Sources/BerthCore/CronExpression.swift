@@ -111,7 +111,7 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
 
     static let calendar: Calendar = {
         var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
+        calendar.timeZone = .gmt  // UTC, without loading ICU's zone data as TimeZone(identifier:) does
         return calendar
     }()
 

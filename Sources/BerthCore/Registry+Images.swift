@@ -369,8 +369,7 @@ extension Registry {
 
 extension Registry {
     /// A JSON object as text, for event details.
-    static func jsonText(_ object: [String: Any]) -> String? {
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return nil }
-        return String(decoding: data, as: UTF8.self)
+    static func jsonText(_ object: [String: Any]) -> String {
+        String(decoding: JSONText.bytes(object), as: UTF8.self)
     }
 }

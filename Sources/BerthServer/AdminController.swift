@@ -122,10 +122,8 @@ struct AdminController {
         try await support.run(request, context) { principal in
             try support.requireGlobalAdmin(principal, "take backups")
             let input = try await support.decode(BackupRequest.self, request, optional: true)
-            let formatter = DateFormatter()
-            formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-            formatter.timeZone = TimeZone(identifier: "UTC")
-            let name = input.name ?? "backup-" + formatter.string(from: Date())
+            let stamp = Date().formatted(.iso8601.dateSeparator(.omitted).timeSeparator(.omitted))  // 20261123T100000Z
+            let name = input.name ?? "backup-" + stamp
             guard !name.isEmpty, name.utf8.count <= 128,
                 name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }), !name.hasPrefix(".")
             else {

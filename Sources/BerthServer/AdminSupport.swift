@@ -111,11 +111,7 @@ struct AdminSupport: Sendable {
 
     /// An RFC 3339 date-time, with or without fractional seconds.
     static func parseTimestamp(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        if let date = formatter.date(from: text) { return date }
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.date(from: text)
+        RFC3339.date(text)
     }
 
     /// `text` as an RFC 3339 date-time; anything else is refused, naming `field`.

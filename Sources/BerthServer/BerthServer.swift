@@ -301,8 +301,7 @@ public enum BerthServer {
         // The file is whole and synced before the key is stored (and replaces
         // one a start cut short left): the key is never stored without it.
         let created = try await identity.bootstrapIfEmpty { key in
-            let body = try JSONSerialization.data(
-                withJSONObject: ["access_key": key.record.id, "secret_key": key.secret], options: [.sortedKeys])
+            let body = Data(JSONText.bytes(["access_key": key.record.id, "secret_key": key.secret]))
             let partial = path + ".partial"
             guard FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600]) else {
                 throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: partial])

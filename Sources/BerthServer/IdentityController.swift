@@ -181,11 +181,7 @@ struct IdentityController {
 
     private func date(_ request: Request, _ name: String) throws -> Date? {
         guard let text = request.query(name) else { return nil }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        let withFraction = ISO8601DateFormatter()
-        withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        guard let date = formatter.date(from: text) ?? withFraction.date(from: text) else {
+        guard let date = AdminSupport.parseTimestamp(text) else {
             throw AdminInputError(message: "'\(name)' must be an RFC 3339 timestamp, got '\(text)'")
         }
         return date

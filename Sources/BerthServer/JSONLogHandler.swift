@@ -1,3 +1,4 @@
+import BerthCore
 import Foundation
 import Logging
 import NIOConcurrencyHelpers

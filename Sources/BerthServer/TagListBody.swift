@@ -1,3 +1,4 @@
+import BerthCore
 import NIOCore
 
 /// The body of `GET /v2/<name>/tags/list`, `{"name":…,"tags":[…]}`, written

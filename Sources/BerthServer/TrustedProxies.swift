@@ -78,7 +78,7 @@ struct ForwardedForMiddleware: RouterMiddleware {
     static func client(peer: String, forwardedFor lines: [String], trusted: [AddressRange]) -> String {
         var client = peer
         guard isTrusted(peer, trusted) else { return peer }
-        let hops = lines.flatMap { $0.split(separator: ",") }.map { address(of: $0.trimmingCharacters(in: .whitespaces)) }
+        let hops = lines.flatMap { $0.split(separator: ",") }.map { address(of: String($0.trimmingHTTPWhitespace())) }
         for hop in hops.reversed() {
             guard AddressRange.bytes(hop) != nil else { break }  // not an address: what is left of it is unknown
             client = hop

@@ -3,9 +3,11 @@ upload, online backup while pushing and restore, /metrics and JSON logs."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -180,6 +182,13 @@ def test_online_backup_while_pushing_then_restore(tmp_path):
     assert requests.post(server.url + "/api/v1/system/backups", json={"name": "mid"}, auth=server.auth).status_code == 409
     anonymous = requests.post(server.url + "/api/v1/system/backups", json={"name": "x"})
     assert anonymous.status_code == 401
+    # Unnamed, a backup is named for its UTC time.
+    unnamed = requests.post(server.url + "/api/v1/system/backups", json={}, auth=server.auth)
+    assert unnamed.status_code == 201, unnamed.text
+    stamp = re.fullmatch(r"backup-(\d{8}T\d{6})Z", Path(unnamed.json()["path"]).name)
+    assert stamp, unnamed.json()
+    taken = datetime.datetime.strptime(stamp.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=datetime.timezone.utc)
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - taken).total_seconds()) < 120, stamp.group(0)
     assert server.stop() == 0
 
     listing = json.loads((Path(backup["path"]) / "backup.json").read_text())

@@ -1,4 +1,4 @@
-@testable import BerthServer
+@testable import BerthCore
 import Foundation
 import Testing
 
@@ -33,15 +33,5 @@ import Testing
     @Test func keysAreInCodePointOrderAndNonFiniteNumbersAreNull() throws {
         let text = String(decoding: JSONText.bytes(["b": 1, "a": NSNull(), "c": Double.nan, "B": "x"]), as: UTF8.self)
         #expect(text == #"{"B":"x","a":null,"b":1,"c":null}"#)
-    }
-
-    /// The tag list's writer, which escapes through JSONText when a string needs it.
-    @Test func aTagListReadsBackAsWritten() throws {
-        let tags = ["v1.0", "quote\"", "back\\slash", "bell\u{7}", "é✓"]
-        var body = TagListBody.make(name: "reg/app", tags: tags)
-        let bytes = body.readBytes(length: body.readableBytes)!
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
-        #expect(object["name"] as? String == "reg/app")
-        #expect(object["tags"] as? [String] == tags)
     }
 }
