@@ -156,6 +156,31 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
         #expect(throttle.retryAfter(source: "10.0.0.1", accessKey: nil, now: now.addingTimeInterval(61)) == nil)
     }
 
+    /// A key held at its limit by others' failures still works from the sources it
+    /// authenticated from lately; failures from one of them still count there.
+    @Test func aKeysLockoutSparesTheSourcesItWorksFrom() {
+        let throttle = AuthThrottle(limit: 3, window: 60, trustTime: 3600, trustedSourcesPerKey: 2)
+        let now = Date()
+        func at(_ seconds: Double) -> Date { now.addingTimeInterval(seconds) }
+        throttle.recordSuccess(source: "10.0.0.1", accessKey: "AKX", now: now)
+        throttle.recordSuccess(source: "2001:db8:1:2::1", accessKey: "AKX", now: at(1))
+        for i in 0..<3 { throttle.recordFailure(source: "192.0.2.\(i)", accessKey: "AKX", now: now) }
+        #expect(throttle.retryAfter(source: "10.0.0.9", accessKey: "AKX", now: now) == 60)
+        #expect(throttle.retryAfter(source: "10.0.0.1", accessKey: "AKX", now: now) == nil)
+        #expect(throttle.retryAfter(source: "2001:db8:1:2::77", accessKey: "AKX", now: at(1)) == nil, "by its /64")
+        // A new good source pushes out the least recently successful one.
+        throttle.recordSuccess(source: "10.0.0.3", accessKey: "AKX", now: at(10))
+        #expect(throttle.retryAfter(source: "10.0.0.3", accessKey: "AKX", now: at(20)) == nil)
+        #expect(throttle.retryAfter(source: "2001:db8:1:2::1", accessKey: "AKX", now: at(20)) == nil)
+        #expect(throttle.retryAfter(source: "10.0.0.1", accessKey: "AKX", now: at(20)) == 40)
+        // A trusted source's own failures throttle it as a source.
+        for _ in 0..<3 { throttle.recordFailure(source: "10.0.0.3", accessKey: "AKX", now: at(30)) }
+        #expect(throttle.retryAfter(source: "10.0.0.3", accessKey: "AKX", now: at(30)) == 60)
+        // Trust ages out.
+        for i in 0..<3 { throttle.recordFailure(source: "192.0.2.\(i)", accessKey: "AKX", now: at(3700)) }
+        #expect(throttle.retryAfter(source: "2001:db8:1:2::1", accessKey: "AKX", now: at(3700)) == 60)
+    }
+
     /// A flood of failures from more sources than the table keeps does not lift a key's lockout.
     @Test func aSourceFloodKeepsKeyLockouts() {
         let throttle = AuthThrottle(limit: 3, window: 60, sourceCapacity: 100)

@@ -7,9 +7,10 @@ uses its own keys, so the tests neither see nor cause each other's throttling.
 
 How this reads the doc: once more than `limit` failures came from a source
 (or against a key) within 60 s, *every* further attempt from that source (or
-with that key) is answered 429, correct credentials included, until the
-window has passed; "successful requests are not throttled" means successes
-never count towards the limit. Whether the attempt that makes the count
+with that key, except from a source the key authenticated from lately) is
+answered 429, correct credentials included, until the window has passed;
+"successful requests are not throttled" means successes never count towards
+the limit. Whether the attempt that makes the count
 exceed the limit is itself answered 401 or 429 is left open.
 """
 
@@ -167,6 +168,26 @@ def test_failures_against_one_key_throttle_that_key_everywhere(tsrv, user_key):
     _assert_retry_after(r)
     # ...while that source is not.
     assert_status(from_source(tsrv.client(creds=user_key()), "127.0.0.30").get("/v2/"), 200)
+
+
+def test_a_key_held_at_429_still_works_from_where_it_is_used(tsrv, user_key):
+    victim = user_key()
+    home = from_source(tsrv.client(creds=victim), "127.0.0.60")
+    assert_status(home.get("/v2/"), 200)
+    # Someone who knows the key's id sends bad secrets on it, from sources of their own.
+    attempts = [from_source(tsrv.client(creds=wrong_secret(victim)), f"127.0.0.{61 + i}") for i in range(LIMIT + 2)]
+    statuses = [c.get("/v2/").status_code for c in attempts]
+    assert statuses[-1] == 429, statuses
+    # The key is held off from a source it has not worked from...
+    assert_status(from_source(tsrv.client(creds=victim), "127.0.0.70").get("/v2/"), 429)
+    # ...but not where it authenticated before, on /v2, /auth/token and the admin API.
+    assert_status(home.get("/v2/"), 200)
+    assert_status(_token(tsrv, "127.0.0.60", victim), 200)
+    assert_status(home.get("/api/v1/me"), 200)
+    # A wrong secret from there still counts against that source.
+    bad_home = from_source(tsrv.client(creds=wrong_secret(victim)), "127.0.0.60")
+    _fail_until_throttled(lambda: bad_home.get("/v2/"), "wrong secret from the key's own source")
+    assert_status(home.get("/v2/"), 429)
 
 
 def test_failures_on_the_token_endpoint_count(tsrv, user_key):

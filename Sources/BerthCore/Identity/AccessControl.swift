@@ -35,6 +35,7 @@ public final class AccessControl: Sendable {
         let result: Authentication
         if let (key, secret) = basic {
             if let principal = identity.authenticate(accessKey: key, secret: secret) {
+                throttle.recordSuccess(source: source, accessKey: key)
                 result = .authenticated(principal, method: "basic")
             } else {
                 result = .failed(reason: "invalid access key or secret")

@@ -5,6 +5,11 @@ import NIOConcurrencyHelpers
 /// window from one source, or against one access key, and further attempts
 /// from it or on it are refused until the window has passed.
 ///
+/// A key's lockout spares the sources it authenticated from lately (its
+/// last `trustedSourcesPerKey`, for `trustTime`): whoever knows a key's id
+/// could otherwise hold it at 429 everywhere by sending bad secrets on it.
+/// Failures from those sources still count, for the source and the key.
+///
 /// A source is an IPv4 address or an IPv6 /64, the block one client is
 /// usually given: counted per IPv6 address, one client could spread its
 /// guesses over 2^64 sources.
@@ -12,20 +17,30 @@ public final class AuthThrottle: Sendable {
     public let limit: Int
     public let window: Double
     /// The most sources remembered at once. Keys are never dropped: only keys
-    /// that exist are counted, so their number is bounded already.
+    /// that exist are counted or trusted, so their number is bounded already.
     public let sourceCapacity: Int
+    /// Seconds a source a key authenticated from stays exempt from that key's lockout.
+    public let trustTime: Double
+    /// The most sources remembered per key; the least recently successful goes first.
+    public let trustedSourcesPerKey: Int
     private let failures = NIOLockedValueBox(Failures())
 
-    /// Recent failure times, per source and per access key.
+    /// Recent failure times, per source and per access key, and each key's recent good sources.
     private struct Failures {
         var sources: [String: [Date]] = [:]
         var keys: [String: [Date]] = [:]
+        /// Per access key: source name → time of its last success.
+        var trusted: [String: [String: Date]] = [:]
     }
 
-    public init(limit: Int, window: Double = 60, sourceCapacity: Int = 100_000) {
+    public init(
+        limit: Int, window: Double = 60, sourceCapacity: Int = 100_000, trustTime: Double = 86_400, trustedSourcesPerKey: Int = 32
+    ) {
         self.limit = limit
         self.window = window
         self.sourceCapacity = sourceCapacity
+        self.trustTime = trustTime
+        self.trustedSourcesPerKey = trustedSourcesPerKey
     }
 
     /// Seconds to wait, when `source` or `accessKey` is throttled now.
@@ -33,8 +48,28 @@ public final class AuthThrottle: Sendable {
         let sourceName = Self.sourceName(source)
         return failures.withLockedValue { table -> Int? in
             var wait = self.wait(&table.sources, sourceName, now: now)
-            if let accessKey { wait = max(wait, self.wait(&table.keys, accessKey, now: now)) }
+            if let accessKey {
+                let keyWait = self.wait(&table.keys, accessKey, now: now)
+                if keyWait > 0, let since = table.trusted[accessKey]?[sourceName], now.timeIntervalSince(since) < trustTime {
+                    // A source the key works from: the key's lockout is someone else's doing.
+                } else {
+                    wait = max(wait, keyWait)
+                }
+            }
             return wait > 0 ? Int(wait.rounded(.up)) : nil
+        }
+    }
+
+    /// Remembers that `accessKey` authenticated from `source`.
+    public func recordSuccess(source: String, accessKey: String, now: Date = Date()) {
+        let sourceName = Self.sourceName(source)
+        failures.withLockedValue { table in
+            if table.trusted[accessKey]?[sourceName] == nil, let sources = table.trusted[accessKey],
+                sources.count >= trustedSourcesPerKey, let stalest = sources.min(by: { $0.value < $1.value })
+            {
+                table.trusted[accessKey]?[stalest.key] = nil
+            }
+            table.trusted[accessKey, default: [:]][sourceName] = now
         }
     }
 
