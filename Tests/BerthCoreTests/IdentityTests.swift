@@ -179,6 +179,17 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
         // Trust ages out.
         for i in 0..<3 { throttle.recordFailure(source: "192.0.2.\(i)", accessKey: "AKX", now: at(3700)) }
         #expect(throttle.retryAfter(source: "2001:db8:1:2::1", accessKey: "AKX", now: at(3700)) == 60)
+        // A success a minute or more later refreshes a source's trust.
+        throttle.recordSuccess(source: "10.0.0.5", accessKey: "AKX", now: at(3700))
+        throttle.recordSuccess(source: "10.0.0.5", accessKey: "AKX", now: at(3700 + 3000))
+        for i in 0..<3 { throttle.recordFailure(source: "192.0.2.\(i)", accessKey: "AKX", now: at(3700 + 3700)) }
+        #expect(throttle.retryAfter(source: "10.0.0.5", accessKey: "AKX", now: at(3700 + 3700)) == nil)
+
+        // Failures from a trusted source count against the key, for every other source.
+        let other = AuthThrottle(limit: 3, window: 60, trustTime: 3600, trustedSourcesPerKey: 2)
+        other.recordSuccess(source: "10.0.0.1", accessKey: "AKZ", now: now)
+        for _ in 0..<3 { other.recordFailure(source: "10.0.0.1", accessKey: "AKZ", now: now) }
+        #expect(other.retryAfter(source: "10.0.0.2", accessKey: "AKZ", now: now) == 60)
     }
 
     /// A flood of failures from more sources than the table keeps does not lift a key's lockout.

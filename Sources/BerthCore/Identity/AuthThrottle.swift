@@ -17,7 +17,8 @@ public final class AuthThrottle: Sendable {
     public let limit: Int
     public let window: Double
     /// The most sources remembered at once. Keys are never dropped: only keys
-    /// that exist are counted or trusted, so their number is bounded already.
+    /// that exist are counted, so their number is bounded already; a key's
+    /// trusted sources are dropped a day after its last success.
     public let sourceCapacity: Int
     /// Seconds a source a key authenticated from stays exempt from that key's lockout.
     public let trustTime: Double
@@ -29,8 +30,10 @@ public final class AuthThrottle: Sendable {
     private struct Failures {
         var sources: [String: [Date]] = [:]
         var keys: [String: [Date]] = [:]
-        /// Per access key: source name → time of its last success.
+        /// Per access key: source name → time of its last success (refreshed once a minute at most).
         var trusted: [String: [String: Date]] = [:]
+        /// When `trusted` was last cleared of sources older than the trust time.
+        var trustedSweep = Date.distantPast
     }
 
     public init(
@@ -64,6 +67,16 @@ public final class AuthThrottle: Sendable {
     public func recordSuccess(source: String, accessKey: String, now: Date = Date()) {
         let sourceName = Self.sourceName(source)
         failures.withLockedValue { table in
+            // Basic authentication on every request is the common case: a read, not a write.
+            if let last = table.trusted[accessKey]?[sourceName], now.timeIntervalSince(last) < 60 { return }
+            if now.timeIntervalSince(table.trustedSweep) > trustTime / 24 {
+                // Keys deleted, or unused for the trust time, leave the table (hourly with a day's trust).
+                table.trustedSweep = now
+                table.trusted = table.trusted.compactMapValues { sources in
+                    let kept = sources.filter { now.timeIntervalSince($0.value) < trustTime }
+                    return kept.isEmpty ? nil : kept
+                }
+            }
             if table.trusted[accessKey]?[sourceName] == nil, let sources = table.trusted[accessKey],
                 sources.count >= trustedSourcesPerKey, let stalest = sources.min(by: { $0.value < $1.value })
             {
