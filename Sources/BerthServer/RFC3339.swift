@@ -31,8 +31,9 @@ enum RFC3339 {
             }
             guard reader.position > start else { return nil }
         }
-        var offset = 0
+        let offset: Int
         if reader.skip("Z") || reader.skip("z") {
+            offset = 0
         } else if let sign = reader.sign(), let hours = reader.number(digits: 2), reader.skip(":"),
             let minutes = reader.number(digits: 2), hours <= 23, minutes <= 59
         {

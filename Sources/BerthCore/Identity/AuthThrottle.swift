@@ -51,13 +51,9 @@ public final class AuthThrottle: Sendable {
         let sourceName = Self.sourceName(source)
         return failures.withLockedValue { table -> Int? in
             var wait = self.wait(&table.sources, sourceName, now: now)
-            if let accessKey {
-                let keyWait = self.wait(&table.keys, accessKey, now: now)
-                if keyWait > 0, let since = table.trusted[accessKey]?[sourceName], now.timeIntervalSince(since) < trustTime {
-                    // A source the key works from: the key's lockout is someone else's doing.
-                } else {
-                    wait = max(wait, keyWait)
-                }
+            // From a source the key works from, the key's lockout is someone else's doing.
+            if let accessKey, !(table.trusted[accessKey]?[sourceName].map { now.timeIntervalSince($0) < trustTime } ?? false) {
+                wait = max(wait, self.wait(&table.keys, accessKey, now: now))
             }
             return wait > 0 ? Int(wait.rounded(.up)) : nil
         }
