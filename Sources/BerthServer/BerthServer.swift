@@ -82,6 +82,13 @@ public enum BerthServer {
         }
 
         var services: [any Service] = []
+        let tlsContexts = try tls.map { TLSContextBox(try TLSChannel.context($0)) }
+        if let tlsContexts {
+            services.append(
+                CertificateReloader(
+                    identity: { try certificateIdentity(configuration, logger: logger) }, contexts: tlsContexts, metrics: metrics,
+                    logger: logger))
+        }
         let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))
         let readTimeout = TimeAmount.nanoseconds(Int64(configuration.readTimeout * 1e9))
         for spec in configuration.listeners {
@@ -93,12 +100,10 @@ public enum BerthServer {
                     responseBudget: responseBudget, metricsAccess: configuration.metricsAccess,
                     trustedProxies: configuration.trustedProxies))
             let server: HTTPServerBuilder
-            if spec.tls {
-                let tlsConfiguration = tls!
+            if spec.tls, let tlsContexts {
                 let tuning = HTTP2Tuning(streamWindow: configuration.http2StreamWindow)
                 server = HTTPServerBuilder {
-                    try TLSChannel(
-                        tlsConfiguration: tlsConfiguration, tuning: tuning, readTimeout: readTimeout, limits: limits, responder: $0)
+                    TLSChannel(contexts: tlsContexts, tuning: tuning, readTimeout: readTimeout, limits: limits, responder: $0)
                 }
             } else {
                 server = HTTPServerBuilder { BerthHTTP1Channel(responder: $0, readTimeout: readTimeout, limits: limits) }
@@ -167,20 +172,31 @@ public enum BerthServer {
     /// The operator's certificate and key, loaded and checked, when a listener
     /// serves TLS with them; nil otherwise. Reads only their files.
     static func operatorTLS(_ configuration: ServerConfiguration) throws -> TLSConfiguration? {
-        guard configuration.listeners.contains(where: \.tls), let certificate = configuration.tlsCertificatePath,
-            let key = configuration.tlsKeyPath
-        else { return nil }
-        return try tlsConfiguration(TLSIdentity(certificatePath: certificate, keyPath: key))
+        guard configuration.listeners.contains(where: \.tls), configuration.tlsCertificatePath != nil else { return nil }
+        return try certificateIdentity(configuration).map(tlsConfiguration)
     }
 
     /// The generated certificate (made or replaced as needed) when a listener
     /// serves TLS and the operator gives none; nil otherwise.
     static func generatedTLS(_ configuration: ServerConfiguration, logger: Logger) throws -> TLSConfiguration? {
         guard configuration.listeners.contains(where: \.tls), configuration.tlsCertificatePath == nil else { return nil }
-        return try tlsConfiguration(
-            TLSIdentity.ensure(
-                dataDir: configuration.dataDir, hostNames: configuration.certificateNames,
-                derivedNames: configuration.derivedCertificateNames, logger: logger))
+        return try certificateIdentity(configuration, logger: logger).map(tlsConfiguration)
+    }
+
+    /// The files of the served certificate when a listener serves TLS: the
+    /// operator's, or the generated one, made or renewed first when it misses
+    /// a configured name or expires within 30 days.
+    static func certificateIdentity(_ configuration: ServerConfiguration, logger: Logger? = nil) throws -> TLSIdentity? {
+        guard configuration.listeners.contains(where: \.tls) else { return nil }
+        if let certificate = configuration.tlsCertificatePath {
+            guard let key = configuration.tlsKeyPath else {
+                throw ConfigurationError(description: "'tls_cert' and 'tls_key' must be set together")
+            }
+            return TLSIdentity(certificatePath: certificate, keyPath: key)
+        }
+        return try TLSIdentity.ensure(
+            dataDir: configuration.dataDir, hostNames: configuration.certificateNames,
+            derivedNames: configuration.derivedCertificateNames, logger: logger)
     }
 
     /// The TLS 1.2 suites served: ECDHE key exchange with AES-GCM or ChaCha20-Poly1305.

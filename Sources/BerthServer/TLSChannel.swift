@@ -26,7 +26,7 @@ struct TLSChannel: HTTPChannelHandler {
     static let handshakeLimit = TimeAmount.seconds(10)
 
     let responder: Responder
-    private let sslContext: NIOSSLContext
+    private let contexts: TLSContextBox
     private let http1: BerthHTTP1Channel
     private let http2: NIOHTTP2Handler.Configuration
     private let readTimeout: TimeAmount
@@ -35,16 +35,12 @@ struct TLSChannel: HTTPChannelHandler {
     /// `readTimeout`: see ``BerthHTTP1Channel``; over HTTP/2 it resets a stream
     /// whose request body stalls and closes a connection with no open stream;
     /// before either, it bounds the TLS handshake (at most ``handshakeLimit``).
+    /// `contexts`: the TLS context a new connection takes (``context(_:)``).
     init(
-        tlsConfiguration: TLSConfiguration, tuning: HTTP2Tuning, readTimeout: TimeAmount, limits: ConnectionLimits,
+        contexts: TLSContextBox, tuning: HTTP2Tuning, readTimeout: TimeAmount, limits: ConnectionLimits,
         responder: @escaping Responder
-    ) throws {
-        var tls = tlsConfiguration
-        tls.applicationProtocols = NIOHTTP2SupportedALPNProtocols
-        // How long a close waits for the client's close_notify (default 5 s):
-        // a client that never answers would otherwise hold a shutdown that long.
-        tls.shutdownTimeout = .seconds(1)
-        self.sslContext = try NIOSSLContext(configuration: tls)
+    ) {
+        self.contexts = contexts
         self.responder = responder
         self.http1 = BerthHTTP1Channel(responder: responder, readTimeout: readTimeout, limits: nil)
         self.http2 = tuning.handlerConfiguration
@@ -52,11 +48,21 @@ struct TLSChannel: HTTPChannelHandler {
         self.limits = limits
     }
 
+    /// The served context for a certificate and key: ALPN offers h2 and http/1.1.
+    static func context(_ tlsConfiguration: TLSConfiguration) throws -> NIOSSLContext {
+        var tls = tlsConfiguration
+        tls.applicationProtocols = NIOHTTP2SupportedALPNProtocols
+        // How long a close waits for the client's close_notify (default 5 s):
+        // a client that never answers would otherwise hold a shutdown that long.
+        tls.shutdownTimeout = .seconds(1)
+        return try NIOSSLContext(configuration: tls)
+    }
+
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         if let refusal: EventLoopFuture<Value> = limits.refusal(channel) { return refusal }
         let negotiating = CloseWhileNegotiating()
         do {
-            try channel.pipeline.syncOperations.addHandlers(NIOSSLServerHandler(context: sslContext), negotiating)
+            try channel.pipeline.syncOperations.addHandlers(NIOSSLServerHandler(context: contexts.current), negotiating)
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
