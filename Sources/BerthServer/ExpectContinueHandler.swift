@@ -1,6 +1,8 @@
 import HTTPTypes
 import NIOCore
+import NIOHTTP2
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP2
 
 /// Answers `Expect: 100-continue` with an interim `100 Continue` once the
 /// application reads the request's body (``ExpectContinueMiddleware`` sends
@@ -15,9 +17,12 @@ import NIOHTTPTypes
 /// connection closes after it (RFC 9110 §10.1.1, with a short linger), rather
 /// than reading and throwing away a body the client may still send; so does
 /// a `413`, whose request's body is not read to its end. Requests pipelined
-/// behind such a response are dropped. Over HTTP/2 the stream is reset
-/// instead once that response is written, if the client is still sending
-/// (RFC 9113 §8.1): its body would otherwise be read to the end and dropped. The application reads a request's body
+/// behind such a response are dropped. Over HTTP/2, any response that ends
+/// while its client is still sending the request's body is followed by
+/// RST_STREAM(NO_ERROR) (RFC 9113 §8.1): nothing reads the rest, and the
+/// stream, 30 KB of server memory, would otherwise stay open until the
+/// client ends it or `read_timeout` passes (a client refused with a 401 and
+/// silent after its headers held it two minutes). The application reads a request's body
 /// only after writing the responses to the requests before it, so a `100`
 /// always follows those. A request that declares an empty body expects
 /// nothing. The handler sits after the HTTP/1.1 or HTTP/2 codec, where the
@@ -88,7 +93,7 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
             context.write(wrapOutboundOut(.head(response)), promise: promise)
         case .end:
             ended += 1
-            guard refusesBody else {
+            guard http1 ? refusesBody : !requestEnded else {
                 context.write(data, promise: promise)
                 return
             }
@@ -99,7 +104,7 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
                 if http1 {
                     Self.lingeringClose(channel)
                 } else if !handler.value.requestEnded {
-                    channel.close(promise: nil)
+                    Self.resetStream(channel)
                 }
             }
             written.futureResult.cascade(to: promise)
@@ -120,6 +125,16 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     static func lingeringClose(_ channel: any Channel) {
         channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
         channel.eventLoop.scheduleTask(in: lingerTime) { channel.close(promise: nil) }
+    }
+
+    /// Ends an HTTP/2 stream whose response is whole with RST_STREAM(NO_ERROR),
+    /// written below the codec (which takes only HTTP parts); a close would say CANCEL.
+    static func resetStream(_ channel: any Channel) {
+        guard let codec = try? channel.pipeline.syncOperations.context(handlerType: HTTP2FramePayloadToHTTPServerCodec.self) else {
+            channel.close(promise: nil)
+            return
+        }
+        codec.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.rstStream(.noError)), promise: nil)
     }
 
     /// Whether `request` expects a `100 Continue` before sending its body.

@@ -263,3 +263,42 @@ def test_http2_stream_refused_with_413_is_reset_not_read_to_its_end(server, http
         assert reset, "the refused stream was not reset: its body would be read to the end"
     finally:
         c.close()
+
+
+def test_http2_streams_answered_before_their_body_are_reset_with_no_error(server, reg):
+    """A client refused (401) after its headers that then sends nothing would
+    hold each stream, about 30 KB of server memory, until read_timeout: every
+    stream whose response ends before its request's body is reset with
+    NO_ERROR once the response is written (RFC 9113 §8.1)."""
+    from hpack import Decoder
+
+    from test_http2 import END_HEADERS, END_STREAM, H2, HEADERS, DATA, literal
+
+    rst_stream, streams = 0x3, list(range(1, 41, 2))
+    c = H2(server)
+    try:
+        c.server_settings()
+        for stream in streams:
+            headers = (
+                literal(":method", "PUT") + literal(":scheme", "https") + literal(":authority", "localhost")
+                + literal(":path", f"/v2/{reg}/quiet/blobs/uploads/none") + literal("content-length", "1000")
+            )
+            c.sock.sendall(c.frame(HEADERS, END_HEADERS, stream, headers))
+        statuses, ended, resets = {}, set(), {}
+        decoder = Decoder()
+        deadline = time.monotonic() + 10
+        while len(resets) < len(streams) and time.monotonic() < deadline:
+            f = c.read_frame()
+            assert f is not None, "the server closed the connection"
+            kind, flags, stream, payload = f
+            if kind == HEADERS:
+                statuses[stream] = dict(decoder.decode(payload))[":status"]
+            if kind in (HEADERS, DATA) and flags & END_STREAM:
+                ended.add(stream)
+            if kind == rst_stream:
+                assert stream in ended, f"stream {stream} reset before its response ended"
+                resets[stream] = int.from_bytes(payload[:4], "big")
+        assert set(statuses.values()) == {"401"} and ended == set(streams), (statuses, ended)
+        assert resets == {stream: 0 for stream in streams}, resets
+    finally:
+        c.close()
