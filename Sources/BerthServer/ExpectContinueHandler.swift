@@ -46,12 +46,13 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var ended = 0
     /// Requests that expect a `100` not sent yet.
     private var expecting: Set<Int> = []
-    /// Whether a response refused the rest of its request's body: once it
-    /// ends, the HTTP/1.1 connection closes, the HTTP/2 stream is reset.
+    /// HTTP/1.1: whether a response refused the rest of its request's body;
+    /// once it ends, the connection closes.
     private var refusesBody = false
     /// Whether what the client sends is dropped: requests after the one whose response closes the connection.
     private var discarding = false
-    /// Whether the request's end has been read (HTTP/2: no reset is needed then).
+    /// HTTP/2: whether the request's end has been read; a response that ends
+    /// before it resets the stream.
     private var requestEnded = false
 
     init(http1: Bool) {
@@ -88,8 +89,10 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
             // Answered without its body, or refusing the rest of it: the client
             // sends none, or what it sends nobody reads.
             let withheld = expecting.remove(ended + 1) != nil
-            if withheld || response.status == .contentTooLarge { refusesBody = true }
-            if http1, refusesBody { response.headerFields[.connection] = "close" }
+            if http1, withheld || response.status == .contentTooLarge {
+                refusesBody = true
+                response.headerFields[.connection] = "close"
+            }
             context.write(wrapOutboundOut(.head(response)), promise: promise)
         case .end:
             ended += 1

@@ -97,8 +97,8 @@ final class ServerMetrics: Sendable {
     }
 
     /// Records when the served TLS certificate (the chain's first) expires, so
-    /// that an operator can alert before it does: a running server does not
-    /// renew its generated one (a start does, 30 days ahead), nor an operator's.
+    /// that an operator can alert before it does: the generated one is renewed
+    /// 30 days ahead (``CertificateReloader``), an operator's is theirs to replace.
     func certificate(expiresAt time: time_t) {
         registry.makeGauge(
             descriptor: descriptor("tls_certificate_expiry_timestamp", unit: "seconds", "When the served TLS certificate expires (Unix time).")
