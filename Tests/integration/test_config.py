@@ -261,3 +261,15 @@ def test_metrics_tell_when_the_served_certificate_expires(server):
     days = (float(found.group(1)) - time.time()) / 86400
     # The generated certificate lives 825 days, from its start in whole seconds (rounded up).
     assert 800 < days <= 825 + 2 / 86400, days
+
+
+def test_config_check_shows_and_refuses_trusted_proxy_ranges(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("trusted_proxies:\n  - 10.0.0.0/8\n  - fd00::/8\n  - 192.0.2.1\n")
+    out = subprocess.run([berth_binary(), "config", "check", str(good)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "trusted_proxies: [10.0.0.0/8, fd00::/8, 192.0.2.1]" in out.stdout, out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trusted_proxies: [10.0.0.0/33]\n")
+    out = subprocess.run([berth_binary(), "config", "check", str(bad)], capture_output=True, text=True)
+    assert out.returncode != 0 and "'trusted_proxies' entries must be IP addresses or ranges" in out.stderr, out.stderr

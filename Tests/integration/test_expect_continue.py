@@ -234,9 +234,8 @@ def test_http2_stream_refused_with_413_is_reset_not_read_to_its_end(server, http
     to its end and drop it, holding one of the connection's streams."""
     from hpack import Decoder
 
-    from test_http2 import DATA, END_HEADERS, END_STREAM, H2, HEADERS, literal
+    from test_http2 import DATA, END_HEADERS, END_STREAM, H2, HEADERS, RST_STREAM, literal
 
-    rst_stream = 0x3
     c = H2(server)
     try:
         c.server_settings()
@@ -246,7 +245,7 @@ def test_http2_stream_refused_with_413_is_reset_not_read_to_its_end(server, http
             + literal("content-length", str(10 << 30))
         )
         c.sock.sendall(c.frame(HEADERS, END_HEADERS, 1, headers) + c.frame(DATA, 0, 1, b"grant_type=password&"))
-        status, ended, reset = None, False, False
+        status, ended, reset, code = None, False, False, None
         decoder = Decoder()
         deadline = time.monotonic() + 10
         while not reset and time.monotonic() < deadline:
@@ -258,9 +257,11 @@ def test_http2_stream_refused_with_413_is_reset_not_read_to_its_end(server, http
             if kind == HEADERS:
                 status = dict(decoder.decode(payload))[":status"]
             ended = ended or (kind in (HEADERS, DATA) and bool(flags & END_STREAM))
-            reset = kind == rst_stream
+            reset = kind == RST_STREAM
+            code = int.from_bytes(payload[:4], "big") if reset else None
         assert status == "413" and ended, (status, ended)
         assert reset, "the refused stream was not reset: its body would be read to the end"
+        assert code == 0, f"reset with error code {code}, not NO_ERROR"
     finally:
         c.close()
 
@@ -272,9 +273,9 @@ def test_http2_streams_answered_before_their_body_are_reset_with_no_error(server
     NO_ERROR once the response is written (RFC 9113 §8.1)."""
     from hpack import Decoder
 
-    from test_http2 import END_HEADERS, END_STREAM, H2, HEADERS, DATA, literal
+    from test_http2 import DATA, END_HEADERS, END_STREAM, H2, HEADERS, RST_STREAM, literal
 
-    rst_stream, streams = 0x3, list(range(1, 41, 2))
+    streams = list(range(1, 41, 2))
     c = H2(server)
     try:
         c.server_settings()
@@ -295,7 +296,7 @@ def test_http2_streams_answered_before_their_body_are_reset_with_no_error(server
                 statuses[stream] = dict(decoder.decode(payload))[":status"]
             if kind in (HEADERS, DATA) and flags & END_STREAM:
                 ended.add(stream)
-            if kind == rst_stream:
+            if kind == RST_STREAM:
                 assert stream in ended, f"stream {stream} reset before its response ended"
                 resets[stream] = int.from_bytes(payload[:4], "big")
         assert set(statuses.values()) == {"401"} and ended == set(streams), (statuses, ended)

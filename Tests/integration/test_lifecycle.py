@@ -23,7 +23,7 @@ from conftest import _free_ports, berth_binary
 class Server:
     """A bare `berth serve` on loopback, independent of the shared fixtures."""
 
-    def __init__(self, data: Path, *extra: str, auth: tuple[str, str] | None = None):
+    def __init__(self, data: Path, *extra: str, auth: tuple[str, str] | None = None, env: dict[str, str] | None = None):
         self.data = data
         self.port = _free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -31,6 +31,7 @@ class Server:
         self.proc = subprocess.Popen(
             [berth_binary(), "serve", "--data-dir", str(data), "--http", f"127.0.0.1:{self.port}", "--https", "off", *extra],
             stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
         deadline = time.time() + 30
         while True:
@@ -149,7 +150,8 @@ def test_sigterm_finishes_an_upload_in_flight(tmp_path):
 
 
 def test_online_backup_while_pushing_then_restore(tmp_path):
-    server = Server(tmp_path / "data")
+    # A local zone 5.5 h from UTC (a POSIX rule: no tzdata needed): the backup's default name stays UTC.
+    server = Server(tmp_path / "data", env={"TZ": "XST-5:30"})
     requests.post(server.url + "/api/v1/registries", json={"name": "bk"}, auth=server.auth).raise_for_status()
     pushed: dict[str, str] = {}
     stop = threading.Event()

@@ -12,9 +12,8 @@ import time
 import pytest
 
 from helpers import KiB, MiB, assert_status, path_of, random_bytes, sha256_digest, with_query
-from test_http2 import DATA, END_HEADERS, GOAWAY, H2, HEADERS, literal
+from test_http2 import DATA, END_HEADERS, GOAWAY, H2, HEADERS, RST_STREAM, literal
 
-RST_STREAM = 0x3
 REG = "stall"
 OCTET = {"Content-Type": "application/octet-stream"}
 TIMEOUT = 2

@@ -23,9 +23,10 @@ import requests
 from hpack import Decoder
 
 from helpers import MiB, anon_bytes, assert_status, make_image, random_bytes
-from test_http2 import DATA, END_HEADERS, END_STREAM, H2, HEADERS, INITIAL_WINDOW_SIZE, SETTINGS, WINDOW_UPDATE, literal
+from test_http2 import (
+    DATA, END_HEADERS, END_STREAM, H2, HEADERS, INITIAL_WINDOW_SIZE, RST_STREAM, SETTINGS, WINDOW_UPDATE, literal,
+)
 
-RST_STREAM = 0x3
 REG = "respmem"
 # 16 MiB: 4 MiB per client address, so one 3 MiB body at a time per address.
 BUDGET = 16 * MiB
