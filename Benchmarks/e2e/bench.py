@@ -593,7 +593,10 @@ def main() -> int:
             server.phase_peak_anon_mib()
 
         try:
+            # The idle phase's peak is the start's; what an idle server keeps
+            # once started (settled) is a row of its own.
             phase_peaks("idle")
+            r["RSS MiB: idle, settled"] = server.status_kib("VmRSS") / 1024
             if "blobs" in workloads:
                 # This VM's disk speed moves within a run: the pushes' share of
                 # it is taken against `dd` right before them, too.

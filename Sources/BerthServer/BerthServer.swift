@@ -76,10 +76,15 @@ public enum BerthServer {
             total: configuration.responseMemory ?? ResponseBudget.defaultTotal(physicalMemory: ProcessInfo.processInfo.physicalMemory))
         let metrics = ServerMetrics(store: store, responses: responseBudget)
         if case .certificate(let served)? = tls?.certificateChain.first { metrics.certificate(expiresAt: served.notValidAfter) }
-        let trimmer = MemoryTrimmer { [buffers = store.objects.buffers] in
-            buffers.release()
-            MemoryAllocator.trim()
-        }
+        let trimmer = MemoryTrimmer(
+            trim: { [buffers = store.objects.buffers] in
+                buffers.release()
+                MemoryAllocator.trim()
+            },
+            afterStartup: {
+                MemoryAllocator.trim()
+                StartupPages.release()
+            })
 
         var services: [any Service] = []
         let tlsContexts = try tls.map { TLSContextBox(try TLSChannel.context($0)) }

@@ -23,13 +23,24 @@ final class MemoryTrimmer: Service, Sendable {
     static let burst = 100
 
     let idleCheck: Duration
+    /// How long after the services start `afterStartup` runs: the listeners
+    /// bind within it.
+    let startupGrace: Duration
     private let trim: @Sendable () -> Void
+    private let afterStartup: @Sendable () -> Void
     private let activity = Atomic<Int>(0)
 
-    /// `trim` gives the memory back (tests pass their own).
-    init(idleCheck: Duration = .milliseconds(500), trim: @escaping @Sendable () -> Void = MemoryAllocator.trim) {
+    /// `trim` gives the memory back, `afterStartup` what only start-up used
+    /// (tests pass their own).
+    init(
+        idleCheck: Duration = .milliseconds(500), startupGrace: Duration = .seconds(2),
+        trim: @escaping @Sendable () -> Void = MemoryAllocator.trim,
+        afterStartup: @escaping @Sendable () -> Void = {}
+    ) {
         self.idleCheck = idleCheck
+        self.startupGrace = startupGrace
         self.trim = trim
+        self.afterStartup = afterStartup
     }
 
     /// Notes that a request ended (one atomic add).
@@ -43,9 +54,12 @@ final class MemoryTrimmer: Service, Sendable {
         activity.add(Self.burst, ordering: .relaxed)
     }
 
-    /// Trims after each burst, until the server shuts down.
+    /// Trims once start-up is over, then after each burst, until the server
+    /// shuts down.
     func run() async throws {
         await cancelWhenGracefulShutdown { [self] in
+            try? await Task.sleep(for: startupGrace)
+            if !Task.isCancelled { afterStartup() }
             var seen = 0
             var sinceTrim = 0
             while !Task.isCancelled {

@@ -9,9 +9,15 @@ import Testing
     private let check = Duration.milliseconds(100)
 
     /// Runs a trimmer whose trims are counted in `trims` while `body` runs.
-    private func withTrimmer(_ body: (MemoryTrimmer, NIOLockedValueBox<Int>) async throws -> Void) async throws {
+    private func withTrimmer(
+        startups: NIOLockedValueBox<Int> = NIOLockedValueBox(0),
+        _ body: (MemoryTrimmer, NIOLockedValueBox<Int>) async throws -> Void
+    ) async throws {
         let trims = NIOLockedValueBox(0)
-        let trimmer = MemoryTrimmer(idleCheck: check) { trims.withLockedValue { $0 += 1 } }
+        let trimmer = MemoryTrimmer(
+            idleCheck: check, startupGrace: check,
+            trim: { trims.withLockedValue { $0 += 1 } },
+            afterStartup: { startups.withLockedValue { $0 += 1 } })
         let service = Task { try await trimmer.run() }
         defer { service.cancel() }
         try await body(trimmer, trims)
@@ -35,6 +41,16 @@ import Testing
             for _ in 0..<5 { trimmer.requestEnded() }  // a health check or two: no trim
             try await Task.sleep(for: check * 6)
             #expect(trims.withLockedValue { $0 } == 1)
+        }
+    }
+
+    @Test func startUpIsGivenBackOnceAndIsNoTrim() async throws {
+        let startups = NIOLockedValueBox(0)
+        try await withTrimmer(startups: startups) { trimmer, trims in
+            #expect(try await eventually { startups.withLockedValue { $0 } == 1 })
+            try await Task.sleep(for: check * 6)
+            #expect(startups.withLockedValue { $0 } == 1)
+            #expect(trims.withLockedValue { $0 } == 0)
         }
     }
 

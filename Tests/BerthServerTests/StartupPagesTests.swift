@@ -1,0 +1,26 @@
+import Testing
+
+@testable import BerthServer
+
+/// `StartupPages` advises exactly the executable's own mappings.
+@Suite struct StartupPagesTests {
+    @Test func onlyTheExecutablesMappingsAreChosen() {
+        let maps = """
+            55d0a0000000-55d0a0800000 r--p 00000000 fd:01 1234                       /opt/berth/bin/berth
+            55d0a0800000-55d0a2c00000 r-xp 00800000 fd:01 1234                       /opt/berth/bin/berth
+            55d0a2c00000-55d0a2d00000 rw-p 02c00000 fd:01 1234                       /opt/berth/bin/berth
+            55d0a2d00000-55d0a2e00000 rw-p 00000000 00:00 0                          [heap]
+            7f1c00000000-7f1c00200000 r-xp 00000000 fd:01 99                         /usr/lib/x86_64-linux-gnu/libc.so.6
+            7f1c00200000-7f1c00300000 r-xp 00000000 fd:01 77                         /opt/berth/bin/berth (deleted)
+            7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+            """
+        let ranges = StartupPages.mappedRanges(maps: maps, of: "/opt/berth/bin/berth")
+        #expect(ranges == [0x55d0_a000_0000..<0x55d0_a080_0000, 0x55d0_a080_0000..<0x55d0_a2c0_0000, 0x55d0_a2c0_0000..<0x55d0_a2d0_0000])
+    }
+
+    @Test func aPathWithSpacesIsMatchedWhole() {
+        let maps = "1000-2000 r-xp 00000000 fd:01 5 /srv/my apps/berth\n3000-4000 r-xp 00000000 fd:01 5 /srv/my\n"
+        #expect(StartupPages.mappedRanges(maps: maps, of: "/srv/my apps/berth") == [0x1000..<0x2000])
+        #expect(StartupPages.mappedRanges(maps: maps, of: "/srv/my") == [0x3000..<0x4000])
+    }
+}

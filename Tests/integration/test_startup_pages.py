@@ -1,0 +1,43 @@
+"""Once it serves, the server gives back the pages of its binary that only
+start-up ran (RocksDB's recovery, the certificate, the configuration), and
+keeps serving: what it runs next comes back from the file.
+
+Without that, the code pages a start touches stay resident for the life of
+the process, so its RSS at idle equals its peak (`VmHWM`) at the start.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from helpers import random_bytes, sha256_digest
+
+REG = "startuppages"
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {field: int(value) for field, value in re.findall(r"^(VmHWM|VmRSS|RssFile):\s+(\d+) kB", status, re.M)}
+
+
+def test_start_up_pages_are_given_back_and_serving_goes_on(make_server):
+    srv = make_server(registries=[REG], label="startup-pages")
+    pid = srv.proc.pid
+    deadline = time.time() + 20
+    while True:
+        memory = memory_kib(pid)
+        # The release comes 2 s after the services start.
+        if memory["VmRSS"] <= 0.8 * memory["VmHWM"] or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert memory["VmRSS"] <= 0.8 * memory["VmHWM"], f"start-up pages still resident: {memory}"
+
+    # Everything the server runs from here faults back in.
+    data = random_bytes(3 << 20)
+    client = srv.client()
+    digest = client.upload_blob(f"{REG}/after-release", data)
+    assert digest == sha256_digest(data)
+    resp = client.get(f"/v2/{REG}/after-release/blobs/{digest}")
+    assert resp.status_code == 200 and resp.content == data
+    assert srv.running
