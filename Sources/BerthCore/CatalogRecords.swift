@@ -104,6 +104,12 @@ enum CatalogKey {
     static func tag(_ name: String, _ tag: String) -> Key { Key("T", name, tag) }
     static func referrer(_ name: String, subject: String, _ digest: String) -> Key { Key("F", name, subject, digest) }
     static func pulls(_ name: String, _ digest: String) -> Key { Key("P", name, digest) }
+    /// A tag of an artifact: the reverse of `tag` (see Registry+ReverseKeys.swift).
+    static func tagOfDigest(_ name: String, _ digest: String, _ tag: String) -> Key { Key("G", name, digest, tag) }
+    /// An index listing a manifest: the reverse of the index record's children.
+    static func listing(_ name: String, child: String, _ index: String) -> Key { Key("L", name, child, index) }
+    /// Present once the catalog holds the reverse keys `tagOfDigest` and `listing`.
+    static let reverseKeysBuilt = Key("V", "reverse-keys")
     /// How many manifests of a registry reference a blob.
     static func blobLink(_ registry: String, _ digest: String) -> Key { Key("K", registry, digest) }
     /// A protection ("Q") or cleanup ("C") policy: `RegistryPolicy.keyKind`.
@@ -119,5 +125,5 @@ enum CatalogKey {
     /// Record kinds keyed by registry name as their first component.
     static let registryKinds: [Character] = ["K", "Q", "C"]
     /// Every record kind stored under a repository name, for bulk deletes.
-    static let repositoryKinds: [Character] = ["I", "M", "m", "T", "F", "P"]
+    static let repositoryKinds: [Character] = ["I", "M", "m", "T", "G", "L", "F", "P"]
 }

@@ -352,10 +352,10 @@ extension Registry {
             {
                 return TagRecord(name: tag, digest: parsed, updated: current.updated)  // already so: nothing changes
             }
-            try checkTagMove(repository, tag: tag, digest: parsed)
+            let previous = try checkTagMove(repository, tag: tag, digest: parsed)
             let now = Date()
             var batch = WriteBatch()
-            batch.put(.catalog, CatalogKey.tag(name, tag).bytes, TagValue.encode(digest: parsed, updated: now))
+            stageTag(tag, of: name, at: parsed, replacing: previous, updated: now, in: &batch)
             var updated = repository
             updated.updated = now
             batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(updated))

@@ -1,8 +1,5 @@
 import BerthStorage
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
 extension Registry {
     /// Stores a manifest under `reference` (a tag or its digest) in repository
@@ -54,6 +51,7 @@ extension Registry {
                 for blob in Set(record.blobs) {
                     try adjustLink(registry: registryName, blob: blob, by: 1, in: &batch)
                 }
+                stageListings(of: record, in: name, put: true, in: &batch)
                 if let subject = manifest.subject {
                     let descriptor = Descriptor(
                         mediaType: manifest.mediaType, digest: manifest.digest, size: Int64(manifest.size),
@@ -66,8 +64,8 @@ extension Registry {
             var repository = try read(RepositoryRecord.self, CatalogKey.repository(name))
                 ?? RepositoryRecord(name: name, created: now, updated: now)
             if let tag {
-                try checkTagMove(repository, tag: tag, digest: manifest.digest)
-                batch.put(.catalog, CatalogKey.tag(name, tag).bytes, TagValue.encode(digest: manifest.digest, updated: now))
+                let previous = try checkTagMove(repository, tag: tag, digest: manifest.digest)
+                stageTag(tag, of: name, at: manifest.digest, replacing: previous, updated: now, in: &batch)
             }
             repository.updated = now
             batch.put(.catalog, CatalogKey.repository(name).bytes, RecordCodec.encode(repository))
@@ -79,15 +77,17 @@ extension Registry {
     }
 
     /// Refuses to move an existing tag to another digest when the image's tags
-    /// are immutable or a protection policy covers the tag.
-    func checkTagMove(_ repository: RepositoryRecord, tag: String, digest: String) throws {
-        guard let current = try db.get(.catalog, CatalogKey.tag(repository.name, tag).bytes).map({ TagValue.decode($0).digest }),
-            current != digest
-        else { return }
+    /// are immutable or a protection policy covers the tag; returns the digest
+    /// the tag points at now, if any.
+    @discardableResult
+    func checkTagMove(_ repository: RepositoryRecord, tag: String, digest: String) throws -> String? {
+        let current = try db.get(.catalog, CatalogKey.tag(repository.name, tag).bytes).map({ TagValue.decode($0).digest })
+        guard let current, current != digest else { return current }
         if repository.tagsImmutable == true {
             throw TagImmutableError(repository: repository.name, tag: tag, current: current)
         }
         try requireUnprotected(repository: repository.name, tag: tag)
+        return current
     }
 
     /// Adds `delta` to the count of manifests of `registry` referencing `blob`. Call with its lock held.
@@ -207,7 +207,7 @@ extension Registry {
                 let digest = try resolve(name: name, reference: reference)
                 try requireUnprotected(repository: name, tag: reference)
                 var batch = WriteBatch()
-                batch.delete(.catalog, CatalogKey.tag(name, reference).bytes)
+                stageTagDeletion(reference, of: name, at: digest, in: &batch)
                 try await write(
                     batch, events: [EventRecord("tag.delete", repository: name, digest: digest, tag: reference, actor: actor)],
                     into: registryName, created: created)
@@ -243,14 +243,9 @@ extension Registry {
                 if let subject = record.subject {
                     batch.delete(.catalog, CatalogKey.referrer(name, subject: subject, digest).bytes)
                 }
-                var tags: [String] = []
-                try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
-                    if TagValue.decode(value).digest == digest {
-                        batch.delete(.catalog, Array(key))
-                        tags.append(Key.lastComponent(key))
-                    }
-                    return true
-                }
+                stageListings(of: record, in: name, put: false, in: &batch)
+                let tags = try tags(of: digest, in: name)
+                for tag in tags { stageTagDeletion(tag, of: name, at: digest, in: &batch) }
                 if let precondition {
                     guard Set(tags) == precondition.tags else {
                         throw LifecycleError.changed("its tags changed since the run decided (now: \(tags.sorted().joined(separator: ", ")))")
@@ -261,7 +256,7 @@ extension Registry {
                 }
                 // Deleting a platform manifest an index still lists would break
                 // every pull of that platform through the index.
-                if let index = try index(listing: digest, in: name) {
+                if let index = try indexes(listing: digest, in: name, limit: 1).first {
                     if precondition != nil { throw LifecycleError.changed("an index of the image lists it now") }
                     throw RegistryError(
                         .conflict, "manifest \(digest) is listed by index \(index) of '\(name)': delete the index first",
@@ -275,40 +270,6 @@ extension Registry {
                 return true
             }
             if done { return }
-        }
-    }
-
-    /// A manifest of repository `name` that lists `digest` as a child, if any.
-    ///
-    /// Every delete asks, over all the image's manifests: only a record whose
-    /// JSON holds the digest's text is decoded (digests need no escaping), so
-    /// an image of thousands of artifacts costs a byte search per record, not
-    /// a decode.
-    func index(listing digest: String, in name: String) throws -> String? {
-        var index: String?
-        let needle = Array(digest.utf8)
-        try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
-            guard Self.contains(value, needle) else { return true }
-            let record = try RecordCodec.decode(ManifestRecord.self, value)
-            if record.children.contains(digest) { index = record.digest }
-            return index == nil
-        }
-        return index
-    }
-
-    /// Whether `needle` (not empty) occurs in `haystack`: `memchr` to each
-    /// candidate of its last byte, `memcmp` there (glibc's `memmem` is not
-    /// exported to Swift).
-    private static func contains(_ haystack: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
-        guard let base = haystack.baseAddress, let last = needle.last, haystack.count >= needle.count else { return false }
-        return needle.withUnsafeBytes { pattern in
-            var from = needle.count - 1  // the earliest place the needle's last byte can be
-            while from < haystack.count, let hit = memchr(base + from, Int32(last), haystack.count - from) {
-                let end = base.distance(to: UnsafeRawPointer(hit))
-                if memcmp(base + end - (needle.count - 1), pattern.baseAddress!, needle.count) == 0 { return true }
-                from = end + 1
-            }
-            return false
         }
     }
 

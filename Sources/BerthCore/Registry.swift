@@ -44,6 +44,9 @@ public final class Registry: Sendable {
         self.logger = logger
         self.events = try EventLog(store: store)
         self.releaseRegistry = releaseRegistry
+        if let written = try Self.buildReverseKeys(in: store.db), written > 0 {
+            logger.notice("catalog reverse keys built", metadata: ["keys": "\(written)"])
+        }
     }
 
     /// What deleting a registry releases outside the catalog: the roles bound

@@ -109,7 +109,7 @@ extension Registry {
                 }
                 guard first else { continue }
                 try requireUnprotected(repository: name, tag: tag)
-                batch.delete(.catalog, CatalogKey.tag(name, tag).bytes)
+                stageTagDeletion(tag, of: name, at: current.digest, in: &batch)
                 events.append(EventRecord("tag.delete", repository: name, digest: current.digest, tag: tag, actor: actor))
             }
             try await write(batch, events: events, into: registryName, created: created)

@@ -45,28 +45,18 @@ extension Registry {
     ) throws -> (ProtectionPolicy, tag: String)? {
         let policies = try protections(repository: name, alsoApplying: earlier).policies
         guard !policies.isEmpty else { return nil }
+        // Up from the artifact through every index listing it, nested ones
+        // too (a walk with a list of its own, as an uploader may nest indexes
+        // deep), to their tags; of the protected ones, the first in tag order.
         var found: (ProtectionPolicy, String)?
-        // Manifests seen from the protected tags so far, down nested indexes (an
-        // index a protected index lists is protected, and so is what it lists):
-        // a walk with a list of its own, as an uploader may nest indexes deep.
         var seen = Set<String>()
-        func reaches(_ target: String) throws -> Bool {
-            var pending = [target]
-            while let next = pending.popLast() {
-                if next == digest { return true }
-                guard seen.insert(next).inserted else { continue }
-                pending += try manifestRecord(name: name, digest: next)?.children ?? []
+        var pending = [digest]
+        while let next = pending.popLast() {
+            guard seen.insert(next).inserted else { continue }
+            for tag in try tags(of: next, in: name) where found.map({ tag < $0.1 }) ?? true {
+                if let protection = policies.first(where: { $0.covers(tag: tag) }) { found = (protection.policy, tag) }
             }
-            return false
-        }
-        try db.scan(.catalog, prefix: Key("T", name).childPrefix) { key, value in
-            let tag = Key.lastComponent(key)
-            guard let protection = policies.first(where: { $0.covers(tag: tag) }) else { return true }
-            if try reaches(TagValue.decode(value).digest) {
-                found = (protection.policy, tag)
-                return false
-            }
-            return true
+            pending += try indexes(listing: next, in: name)
         }
         return found
     }
