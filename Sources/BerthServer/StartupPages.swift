@@ -11,63 +11,76 @@ import Glibc
 /// that a serving process never runs again, yet every page of it stays mapped
 /// and counts in the process's RSS for as long as it lives: 11–13 MiB of the
 /// 31 MiB resident at the end of a start (measured). Once the listeners are
-/// up, `release` unmaps the binary's pages from the process; what the server
-/// runs next faults back in, from the page cache, once. It is the user-space
-/// cousin of the kernel freeing its `__init` sections after boot.
+/// up, `release` unmaps the binary's read-only pages (code, read-only data)
+/// from the process with `MADV_DONTNEED`; what the server runs next faults
+/// back in, from the page cache, once. It is the user-space cousin of the
+/// kernel freeing its `__init` sections after boot.
 ///
-/// Code is dropped with `MADV_DONTNEED`: its pages are never written, so
-/// they come back from the file as they were. Every other mapping of the
-/// binary (read-only data, and the writable segment whose pages are the
-/// file's until written) gets `MADV_PAGEOUT`, which never changes what a page
-/// holds: a page the process wrote, such as relocated data, has no file copy
-/// to go back to and stays. (`MADV_PAGEOUT` alone would skip the pages
-/// another process of the same binary maps, and evicts them from the page
-/// cache.) A kernel older than 5.4 refuses `MADV_PAGEOUT`; then that part
-/// stays.
+/// `MADV_DONTNEED` would discard a private copy of a page, which a mapping
+/// of a file holds only where the page was written: relocated data (RELRO,
+/// made read-only after the loader wrote it), or a debugger's breakpoint or a
+/// uprobe in code. So only mappings that are not writable and hold no such
+/// copy (`Anonymous: 0 kB` in `/proc/self/smaps`) are dropped: what comes
+/// back from the file is what was there. (`MADV_PAGEOUT`, which never
+/// discards, skips pages another process of the same binary maps, and pages
+/// of a file the process may not write, as a server running as its own user
+/// may not write its binary.)
 enum StartupPages {
-    /// Unmaps the executable's code and asks the kernel to reclaim its other
-    /// file pages. Returns the bytes of address space advised (not what the
-    /// kernel freed).
+    /// Unmaps the executable's read-only pages that are the file's own.
+    /// Returns the bytes of address space dropped.
     @discardableResult
     static func release() -> Int {
         #if os(Linux)
-        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8), let path = executablePath()
+        guard let smaps = try? String(contentsOfFile: "/proc/self/smaps", encoding: .utf8), let path = executablePath()
         else { return 0 }
-        var advised = 0
-        for mapping in mappings(maps: maps, of: path) {
+        var dropped = 0
+        for mapping in mappings(smaps: smaps, of: path) where mapping.droppable {
             guard let start = UnsafeMutableRawPointer(bitPattern: mapping.range.lowerBound) else { continue }
-            let advice = mapping.executable && !mapping.writable ? MADV_DONTNEED : pageOutAdvice
-            if madvise(start, mapping.range.count, advice) == 0 { advised += mapping.range.count }
+            if madvise(start, mapping.range.count, MADV_DONTNEED) == 0 { dropped += mapping.range.count }
         }
-        return advised
+        return dropped
         #else
         return 0
         #endif
     }
 
-    /// `MADV_PAGEOUT` from <linux/mman.h> (Linux 5.4), which Glibc's module may not export.
-    static let pageOutAdvice: Int32 = 21
-
-    /// A mapping of a file: its addresses and whether it may be executed or written.
+    /// A mapping of a file, as `/proc/self/smaps` shows it.
     struct Mapping: Equatable {
         var range: Range<UInt>
-        var executable: Bool
         var writable: Bool
+        /// Kilobytes of private copies in the mapping: pages the process wrote.
+        var anonymousKiB: Int?
+
+        /// Whether every page of the mapping is the file's, so that dropping
+        /// it loses nothing.
+        var droppable: Bool { !writable && anonymousKiB == 0 }
     }
 
-    /// The mappings `maps` (the text of `/proc/self/maps`) shows of the file at `path`.
-    static func mappings(maps: String, of path: String) -> [Mapping] {
-        maps.split(separator: "\n").compactMap { line in
-            // address perms offset dev inode, then the path after padding
+    /// The mappings `smaps` (the text of `/proc/self/smaps`) shows of the file at `path`.
+    static func mappings(smaps: String, of path: String) -> [Mapping] {
+        var found: [Mapping] = []
+        var current: Mapping?
+        for line in smaps.split(separator: "\n") {
             let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-            guard fields.count == 6, fields[5].drop(while: { $0 == " " }) == path else { return nil }
-            let bounds = fields[0].split(separator: "-")
-            guard bounds.count == 2, let low = UInt(bounds[0], radix: 16), let high = UInt(bounds[1], radix: 16), low < high
-            else { return nil }
+            guard let first = fields.first else { continue }
+            if first.hasSuffix(":") {
+                // A field of the mapping above: "Anonymous:   12 kB".
+                if first == "Anonymous:", current != nil, fields.count >= 2 { current?.anonymousKiB = Int(fields[1]) }
+                continue
+            }
+            if let current { found.append(current) }
+            current = nil
+            // address perms offset dev inode, then the path after padding
+            guard fields.count == 6, fields[5].drop(while: { $0 == " " }) == path else { continue }
+            let bounds = first.split(separator: "-")
             let permissions = Array(fields[1].utf8)
-            guard permissions.count == 4 else { return nil }
-            return Mapping(range: low..<high, executable: permissions[2] == UInt8(ascii: "x"), writable: permissions[1] == UInt8(ascii: "w"))
+            guard bounds.count == 2, let low = UInt(bounds[0], radix: 16), let high = UInt(bounds[1], radix: 16), low < high,
+                permissions.count == 4
+            else { continue }
+            current = Mapping(range: low..<high, writable: permissions[1] == UInt8(ascii: "w"), anonymousKiB: nil)
         }
+        if let current { found.append(current) }
+        return found
     }
 
     #if os(Linux)

@@ -2,29 +2,48 @@ import Testing
 
 @testable import BerthServer
 
-/// `StartupPages` advises exactly the executable's own mappings, code apart.
+/// `StartupPages` drops exactly the executable's read-only mappings that hold
+/// no page the process wrote.
 @Suite struct StartupPagesTests {
-    @Test func onlyTheExecutablesMappingsAreChosen() {
-        let maps = """
-            55d0a0000000-55d0a0800000 r--p 00000000 fd:01 1234                       /opt/berth/bin/berth
-            55d0a0800000-55d0a2c00000 r-xp 00800000 fd:01 1234                       /opt/berth/bin/berth
-            55d0a2c00000-55d0a2d00000 rw-p 02c00000 fd:01 1234                       /opt/berth/bin/berth
-            55d0a2d00000-55d0a2e00000 rw-p 00000000 00:00 0                          [heap]
-            7f1c00000000-7f1c00200000 r-xp 00000000 fd:01 99                         /usr/lib/x86_64-linux-gnu/libc.so.6
-            7f1c00200000-7f1c00300000 r-xp 00000000 fd:01 77                         /opt/berth/bin/berth (deleted)
-            7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
-            """
-        #expect(
-            StartupPages.mappings(maps: maps, of: "/opt/berth/bin/berth") == [
-                .init(range: 0x55d0_a000_0000..<0x55d0_a080_0000, executable: false, writable: false),
-                .init(range: 0x55d0_a080_0000..<0x55d0_a2c0_0000, executable: true, writable: false),
-                .init(range: 0x55d0_a2c0_0000..<0x55d0_a2d0_0000, executable: false, writable: true),
-            ])
+    private static func mapping(_ header: String, anonymous: Int) -> String {
+        """
+        \(header)
+        Size:               8192 kB
+        Rss:                4096 kB
+        Anonymous:          \(anonymous) kB
+        VmFlags: rd mr mw me sd
+        """
+    }
+
+    @Test func onlyTheExecutablesPagesThatAreTheFilesAreDropped() {
+        let smaps = [
+            Self.mapping("55d0a0000000-55d0a0800000 r--p 00000000 fd:01 1234                       /opt/berth/bin/berth", anonymous: 0),
+            Self.mapping("55d0a0800000-55d0a2c00000 r-xp 00800000 fd:01 1234                       /opt/berth/bin/berth", anonymous: 0),
+            // RELRO: read-only now, written by the loader first.
+            Self.mapping("55d0a2c00000-55d0a2d00000 r--p 02c00000 fd:01 1234                       /opt/berth/bin/berth", anonymous: 1324),
+            Self.mapping("55d0a2d00000-55d0a2e00000 rw-p 02d00000 fd:01 1234                       /opt/berth/bin/berth", anonymous: 0),
+            Self.mapping("55d0a2e00000-55d0a2f00000 rw-p 00000000 00:00 0                          [heap]", anonymous: 1024),
+            Self.mapping("7f1c00000000-7f1c00200000 r-xp 00000000 fd:01 99                         /usr/lib/x86_64-linux-gnu/libc.so.6", anonymous: 0),
+            Self.mapping("7f1c00200000-7f1c00300000 r-xp 00000000 fd:01 77                         /opt/berth/bin/berth (deleted)", anonymous: 0),
+        ].joined(separator: "\n")
+        let found = StartupPages.mappings(smaps: smaps, of: "/opt/berth/bin/berth")
+        #expect(found.map(\.range.lowerBound) == [0x55d0_a000_0000, 0x55d0_a080_0000, 0x55d0_a2c0_0000, 0x55d0_a2d0_0000])
+        #expect(found.map(\.droppable) == [true, true, false, false])
+        // A breakpoint written into code makes its mapping hold a private page.
+        let patched = Self.mapping("1000-2000 r-xp 00000000 fd:01 5 /opt/berth/bin/berth", anonymous: 4)
+        #expect(StartupPages.mappings(smaps: patched, of: "/opt/berth/bin/berth").map(\.droppable) == [false])
     }
 
     @Test func aPathWithSpacesIsMatchedWhole() {
-        let maps = "1000-2000 r-xp 00000000 fd:01 5 /srv/my apps/berth\n3000-4000 r-xp 00000000 fd:01 5 /srv/my\n"
-        #expect(StartupPages.mappings(maps: maps, of: "/srv/my apps/berth").map(\.range) == [0x1000..<0x2000])
-        #expect(StartupPages.mappings(maps: maps, of: "/srv/my").map(\.range) == [0x3000..<0x4000])
+        let smaps = Self.mapping("1000-2000 r-xp 00000000 fd:01 5 /srv/my apps/berth", anonymous: 0) + "\n"
+            + Self.mapping("3000-4000 r-xp 00000000 fd:01 5 /srv/my", anonymous: 0)
+        #expect(StartupPages.mappings(smaps: smaps, of: "/srv/my apps/berth").map(\.range) == [0x1000..<0x2000])
+        #expect(StartupPages.mappings(smaps: smaps, of: "/srv/my").map(\.range) == [0x3000..<0x4000])
+    }
+
+    /// The test process drops its own code and goes on running it.
+    @Test func aProcessDropsItsCodeAndRunsOn() {
+        #expect(StartupPages.release() > 0)
+        #expect(StartupPages.mappings(smaps: "", of: "/x").isEmpty)
     }
 }
