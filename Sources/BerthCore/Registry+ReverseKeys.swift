@@ -64,21 +64,32 @@ extension Registry {
         return indexes
     }
 
+    /// What `buildReverseKeys` wrote.
+    public struct ReverseKeysBuild: Sendable, Equatable {
+        /// Keys written.
+        public var keys = 0
+        /// Manifest records it could not decode, whose children it skipped.
+        public var unreadableRecords = 0
+    }
+
     /// Writes the reverse keys of every tag and index record when the catalog
     /// has none yet (made by an earlier version, or restored from its backup),
-    /// in batches of `batchSize`, the mark that they exist last; returns how
-    /// many keys it wrote, nil when the catalog had them. Safe to repeat
-    /// after a crash: what it writes again is the same.
+    /// in batches of `batchSize`, the mark that they exist last; nil when the
+    /// catalog had them. `starting` runs before the first key is written.
+    /// Safe to repeat after a crash: what it writes again is the same.
     @discardableResult
-    public static func buildReverseKeys(in db: RocksDB, batchSize: Int = 10_000) throws -> Int? {
+    public static func buildReverseKeys(
+        in db: RocksDB, batchSize: Int = 10_000, starting: () -> Void = {}
+    ) throws -> ReverseKeysBuild? {
         guard try db.get(.catalog, CatalogKey.reverseKeysBuilt.bytes) == nil else { return nil }
+        var build = ReverseKeysBuild()
         var batch = WriteBatch()
         var pending = 0
-        var written = 0
         func add(_ key: Key) throws {
+            if build.keys == 0 { starting() }
             batch.put(.catalog, key.bytes, [])
             pending += 1
-            written += 1
+            build.keys += 1
             if pending >= batchSize {
                 try db.write(batch, .synced)
                 batch = WriteBatch()
@@ -97,12 +108,17 @@ extension Registry {
         try db.scan(.catalog, prefix: Key("M").childPrefix) { key, value in
             let components = Key.components(key)
             guard components.count == 2 else { return true }
-            let record = try RecordCodec.decode(ManifestRecord.self, value)
+            // One damaged record must not keep the server from starting: it
+            // breaks its own image, as it did before.
+            guard let record = try? RecordCodec.decode(ManifestRecord.self, value) else {
+                build.unreadableRecords += 1
+                return true
+            }
             for child in Set(record.children) { try add(CatalogKey.listing(components[0], child: child, record.digest)) }
             return true
         }
         batch.put(.catalog, CatalogKey.reverseKeysBuilt.bytes, [])
         try db.write(batch, .synced)
-        return written
+        return build
     }
 }

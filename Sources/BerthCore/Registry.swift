@@ -44,8 +44,13 @@ public final class Registry: Sendable {
         self.logger = logger
         self.events = try EventLog(store: store)
         self.releaseRegistry = releaseRegistry
-        if let written = try Self.buildReverseKeys(in: store.db), written > 0 {
-            logger.notice("catalog reverse keys built", metadata: ["keys": "\(written)"])
+        let built = try Self.buildReverseKeys(in: store.db) {
+            logger.notice("building the catalog's reverse keys (once, after an upgrade)")
+        }
+        if let built, built.keys > 0 || built.unreadableRecords > 0 {
+            logger.notice(
+                "catalog reverse keys built",
+                metadata: ["keys": "\(built.keys)", "unreadable_manifest_records": "\(built.unreadableRecords)"])
         }
     }
 

@@ -81,6 +81,9 @@ import Testing
             try await store.shutdown()
         }
         let store = try Store(directory: directory, threads: 2)
+        // A batch per key: the build writes while it scans.
+        #expect(try Registry.buildReverseKeys(in: store.db, batchSize: 1) == .init(keys: 6, unreadableRecords: 0))
+        #expect(try Registry.buildReverseKeys(in: store.db) == nil)
         let registry = try Registry(store: store)
         #expect(try reverseKeys(store) == expected)
         // A platform manifest an index lists is not deleted; the index is, with its tag.
@@ -101,5 +104,51 @@ import Testing
         #expect(try registry.tags(name: "rk/app", after: nil, limit: 100).items.isEmpty)
         #expect(try reverseKeys(store) == ["V:reverse-keys"])
         try await store.shutdown()
+    }
+
+    private func withRegistry(_ body: (Registry, Store) async throws -> Void) async throws {
+        try await withScratchRegistry { registry, store in
+            _ = try await registry.createRegistry("rk")
+            for image in ["rk/app", "rk/other"] {
+                let upload = try await registry.startUpload(name: image)
+                let bytes = AsyncStream<ByteBuffer> { $0.yield(ByteBuffer(bytes: Self.config)); $0.finish() }
+                _ = try await registry.appendUpload(name: image, id: upload.id, start: nil, expectedLength: nil, body: bytes)
+                _ = try await registry.completeUpload(name: image, id: upload.id, digest: Self.digest(Self.config))
+            }
+            try await body(registry, store)
+        }
+    }
+
+    @Test func everyWriterKeepsThemAndDeletesTakeThemAway() async throws {
+        try await withRegistry { registry, store in
+            let (a, b) = (Self.image("a"), Self.image("b"))
+            let (da, db) = (Self.digest(a), Self.digest(b))
+            try await push(registry, a, as: "v1")
+            try await push(registry, b, as: "v2")
+            // The admin API's tag move, then the old-tags delete.
+            _ = try await registry.setTag(image: "rk/app", tag: "v1", digest: db)
+            #expect(try reverseKeys(store) == ["G:rk/app \(db) v1", "G:rk/app \(db) v2", "V:reverse-keys"])
+            #expect(try await registry.deleteTags(registry: "rk", [TagDeletion(image: "app", tag: "v2")], actor: nil) == 1)
+            #expect(try reverseKeys(store) == ["G:rk/app \(db) v1", "V:reverse-keys"])
+            // An index of an index: protection reaches down both.
+            let inner = Self.index([a, b])
+            try await push(registry, inner, as: Self.digest(inner), type: Self.indexType)
+            let outer = Array(
+                #"{"schemaVersion":2,"mediaType":"\#(Self.indexType)","manifests":[{"mediaType":"\#(Self.indexType)","digest":"\#(Self.digest(inner))","size":\#(inner.count)}]}"#
+                    .utf8)
+            try await push(registry, outer, as: "outer", type: Self.indexType)
+            _ = try await registry.createProtectionPolicy(registry: "rk", changes: PolicyChanges(imagePattern: "app", tagPattern: "out*"))
+            #expect(try registry.protection(repository: "rk/app", digest: da)?.tag == "outer")
+            #expect(try registry.protection(repository: "rk/app", digest: db)?.tag == "outer")  // v1 is not covered
+            // Whole images and registries take theirs with them.
+            try await registry.putManifest(name: "rk/other", reference: "x", bytes: a, contentType: Self.imageType)
+            #expect(try reverseKeys(store).contains("G:rk/other \(da) x"))
+            try await registry.deleteImage("rk/other")
+            #expect(try !reverseKeys(store).contains { $0.hasPrefix("G:rk/other") || $0.hasPrefix("L:rk/other") })
+            let policy = try #require(try registry.protectionPolicies(registry: "rk").first)
+            _ = try await registry.updateProtectionPolicy(registry: "rk", id: policy.id, changes: PolicyChanges(enabled: false))
+            try await registry.deleteRegistry("rk", force: true)
+            #expect(try reverseKeys(store) == ["V:reverse-keys"])
+        }
     }
 }
