@@ -9,8 +9,8 @@ import Glibc
 /// Opening the store (RocksDB's recovery), making or checking the
 /// certificate, reading the configuration and building the routers run code
 /// that a serving process never runs again, yet every page of it stays mapped
-/// and counts in the process's RSS for as long as it lives: 11–13 MiB of the
-/// 31 MiB resident at the end of a start (measured). Once the listeners are
+/// and counts in the process's RSS for as long as it lives: about 10 MiB of
+/// the 31 MiB resident at the end of a start (measured). Once the listeners are
 /// up, `release` unmaps the binary's read-only pages (code, read-only data)
 /// from the process with `MADV_DONTNEED`; what the server runs next faults
 /// back in, from the page cache, once. It is the user-space cousin of the
