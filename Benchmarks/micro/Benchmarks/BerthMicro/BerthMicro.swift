@@ -7,7 +7,8 @@ import NIOCore
 
 // Berth's hot paths, one at a time, on a real store in a temporary directory:
 // digest hashing, manifest parse and validate, object store put / get /
-// ranged get, and catalog operations (tag put, tag list of 10,000).
+// ranged get, and catalog operations (tag put, tag list of 10,000, an
+// artifact's push and delete in an image of 10,000).
 
 /// A store, a registry `bench` and what the benchmarks read, made in the
 /// setup hooks and removed at the end.
@@ -131,12 +132,28 @@ let benchmarks: @Sendable () -> Void = {
             _ = try await fixture.registry.setTag(image: "bench/app", tag: String(format: "t%05d", index), digest: fixture.manifestDigest)
         }
     }
+    /// An image manifest made distinct by `label`.
+    func distinctManifest(_ label: Int) -> [UInt8] {
+        let base = Fixture.manifest(configDigest: Fixture.digest(emptyConfig), layers: 0)
+        return Array(String(decoding: base, as: UTF8.self).replacingOccurrences(of: "example.com/app", with: "example.com/app/\(label)").utf8)
+    }
+    let setUpManyArtifacts: Benchmark.BenchmarkSetupHook = {
+        try await setUpStore()
+        guard (try? fixture.registry.tags(name: "bench/many", after: nil, limit: 1))?.items.isEmpty ?? true else { return }
+        for index in 0..<10_000 {
+            _ = try await fixture.registry.putManifest(
+                name: "bench/many", reference: "m\(index)", bytes: distinctManifest(index),
+                contentType: "application/vnd.oci.image.manifest.v1+json")
+        }
+    }
     let tearDown: Benchmark.BenchmarkTeardownHook = {
         try await fixture.close()
         fixture.blob16MiB = nil
     }
     let objectStore = Benchmark.Configuration(maxDuration: .seconds(5), maxIterations: 200, setup: setUpStore, teardown: tearDown)
     let tagList = Benchmark.Configuration(maxDuration: .seconds(3), maxIterations: 5_000, setup: setUpTags, teardown: tearDown)
+    let manyArtifacts = Benchmark.Configuration(
+        maxDuration: .seconds(5), maxIterations: 500, setup: setUpManyArtifacts, teardown: tearDown)
 
     Benchmark("object put 16 MiB (upload, verify, commit)", configuration: objectStore) { benchmark in
         // Distinct content each time: an existing digest would be deduplicated.
@@ -182,6 +199,18 @@ let benchmarks: @Sendable () -> Void = {
         for _ in benchmark.scaledIterations {
             index += 1
             blackHole(try await fixture.registry.setTag(image: "bench/puts", tag: "p\(index)", digest: fixture.manifestDigest))
+        }
+    }
+    // What a cleanup run does per artifact: quadratic in the image's size
+    // while a delete scanned the image's tags and manifests.
+    Benchmark("artifact push and delete, image of 10,000 tagged artifacts (durable)", configuration: manyArtifacts) { benchmark in
+        var index = 100_000
+        for _ in benchmark.scaledIterations {
+            index += 1
+            let manifest = try await fixture.registry.putManifest(
+                name: "bench/many", reference: "x\(index)", bytes: distinctManifest(index),
+                contentType: "application/vnd.oci.image.manifest.v1+json")
+            try await fixture.registry.deleteManifest(name: "bench/many", reference: manifest.digest)
         }
     }
     Benchmark("tag list, 10,000 tags in one page", configuration: tagList) { benchmark in
