@@ -225,8 +225,7 @@ extension Registry {
             return true
         }
         let listed = ListCursor.page(records, after: after, limit: limit)
-        let tags = try tagsByDigest(name)
-        return Page(items: try listed.items.map { try summary(name, $0, tags: tags[$0.digest] ?? []) }, next: listed.next)
+        return Page(items: try listed.items.map { try summary(name, $0, tags: tags(of: $0.digest, in: name)) }, next: listed.next)
     }
 
     public func artifact(image name: String, digest: String) async throws -> (ArtifactSummary, ManifestContent, ConfigSummary?, [Descriptor]) {
@@ -236,7 +235,7 @@ extension Registry {
             throw RegistryError(.manifestUnknown, "artifact \(parsed) is not in image '\(name)'")
         }
         let content = try manifest(name: name, reference: parsed)
-        let summary = try summary(name, record, tags: try tagsByDigest(name)[parsed] ?? [])
+        let summary = try summary(name, record, tags: try tags(of: parsed, in: name))
         let document = try? JSONDecoder().decode(ManifestDocument.self, from: Data(content.bytes))
         return (summary, content, try await configSummary(name, document?.config), document?.layers ?? [])
     }
