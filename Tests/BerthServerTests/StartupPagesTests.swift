@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import BerthServer
@@ -41,9 +42,29 @@ import Testing
         #expect(StartupPages.mappings(smaps: smaps, of: "/srv/my").map(\.range) == [0x3000..<0x4000])
     }
 
-    /// The test process drops its own code and goes on running it.
-    @Test func aProcessDropsItsCodeAndRunsOn() {
+    /// The test process drops its own code, which then runs on from the file.
+    @Test func aProcessDropsItsCodeAndRunsOn() throws {
+        let before = try Self.residentKiBOfOwnDroppableMappings()
         #expect(StartupPages.release() > 0)
-        #expect(StartupPages.mappings(smaps: "", of: "/x").isEmpty)
+        let after = try Self.residentKiBOfOwnDroppableMappings()
+        #expect(after < before / 2, "resident KiB of the test binary's read-only mappings: \(before) before, \(after) after")
+    }
+
+    /// What `/proc/self/smaps` says is resident of this executable's read-only mappings.
+    private static func residentKiBOfOwnDroppableMappings() throws -> Int {
+        let smaps = try String(contentsOfFile: "/proc/self/smaps", encoding: .utf8)
+        let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        var total = 0
+        var counting = false
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard let first = fields.first else { continue }
+            if !first.hasSuffix(":") {
+                counting = line.hasSuffix(" " + executable) && fields.count > 1 && !fields[1].contains("w")
+            } else if counting, first == "Rss:", fields.count >= 2, let kib = Int(fields[1]) {
+                total += kib
+            }
+        }
+        return total
     }
 }
