@@ -17,7 +17,10 @@ import NIOHTTPTypesHTTP2
 /// connection closes after it (RFC 9110 §10.1.1, with a short linger), rather
 /// than reading and throwing away a body the client may still send; so does
 /// a `413`, whose request's body is not read to its end. Requests pipelined
-/// behind such a response are dropped. Over HTTP/2, any response that ends
+/// behind such a response are dropped: over HTTP/1.1 what the client sends
+/// after the head of a request whose predecessor is still unanswered is held
+/// here, with the socket's reads paused, until that response ends, since a
+/// request already handed on would run with nobody to answer it. Over HTTP/2, any response that ends
 /// while its client is still sending the request's body is followed by
 /// RST_STREAM(NO_ERROR) (RFC 9113 §8.1): nothing reads the rest, and the
 /// stream, 30 KB of server memory, would otherwise stay open until the
@@ -54,12 +57,50 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// HTTP/2: whether the request's end has been read; a response that ends
     /// before it resets the stream.
     private var requestEnded = false
+    /// HTTP/1.1: what the client sent from the head of a request whose
+    /// predecessor's response has not ended, in order; while it holds
+    /// anything, the socket is not read.
+    private var held = CircularBuffer<Inbound>()
+    /// Whether a read was asked for while ``held`` held something.
+    private var readPending = false
+
+    /// Something the client sent, held in order.
+    private enum Inbound {
+        case part(NIOAny)
+        case event(Any)
+    }
 
     init(http1: Bool) {
         self.http1 = http1
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if http1, !held.isEmpty || (isHead(data) && ended < headsRead) {
+            held.append(.part(data))
+            return
+        }
+        deliver(context: context, data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // A half-close comes after the requests the client sent before it.
+        if held.isEmpty {
+            context.fireUserInboundEventTriggered(event)
+        } else {
+            held.append(.event(event))
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if held.isEmpty {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    /// Hands a request's part on, or drops it once the connection closes after a response.
+    private func deliver(context: ChannelHandlerContext, _ data: NIOAny) {
         if case .end = unwrapInboundIn(data) { requestEnded = true }
         if case .head(let request) = unwrapInboundIn(data) {
             // The connection closes after the response begun: a request sent
@@ -69,6 +110,37 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
             if Self.expectsContinue(request) { expecting.insert(headsRead) }
         }
         if !discarding { context.fireChannelRead(data) }
+    }
+
+    /// Hands on what was held behind the response that just ended, up to the
+    /// next request's head that must wait for its own predecessor.
+    private func releaseHeld(context: ChannelHandlerContext) {
+        var delivered = false
+        while let next = held.first {
+            switch next {
+            case .part(let data):
+                if isHead(data), ended < headsRead, !refusesBody { break }
+                held.removeFirst()
+                deliver(context: context, data)
+                delivered = true
+                continue
+            case .event(let event):
+                held.removeFirst()
+                context.fireUserInboundEventTriggered(event)
+                continue
+            }
+            break
+        }
+        if delivered { context.fireChannelReadComplete() }
+        if held.isEmpty, readPending {
+            readPending = false
+            context.read()
+        }
+    }
+
+    private func isHead(_ data: NIOAny) -> Bool {
+        if case .head = unwrapInboundIn(data) { return true }
+        return false
     }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
@@ -96,6 +168,7 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
             context.write(wrapOutboundOut(.head(response)), promise: promise)
         case .end:
             ended += 1
+            defer { if !held.isEmpty { releaseHeld(context: context) } }
             guard http1 ? refusesBody : !requestEnded else {
                 context.write(data, promise: promise)
                 return

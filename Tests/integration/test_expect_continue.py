@@ -145,6 +145,20 @@ def test_pipelined_expectation_is_answered_after_the_earlier_response(server, ht
         assert final.startswith(b"HTTP/1.1 201"), final
 
 
+def test_pipelined_requests_then_a_half_close_are_all_answered(server, http, reg):
+    """A client that pipelines requests and then closes its sending side (as
+    `nc` does) gets every answer: the half-close waits behind the requests."""
+    auth = "".join(f"{k}: {v}\r\n" for k, v in http.auth_headers().items())
+    get = f"GET /v2/ HTTP/1.1\r\nHost: {server.host}\r\n{auth}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+        sock.sendall(get * 3)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200") == 3, data
+
+
 def test_no_100_continue_for_an_empty_body(server, http, reg):
     head = (f"POST /v2/{reg}/expect/blobs/uploads/ HTTP/1.1\r\nHost: {server.host}\r\nContent-Length: 0\r\n"
             "Expect: 100-continue\r\n" + "".join(f"{k}: {v}\r\n" for k, v in http.auth_headers().items()) + "\r\n")
@@ -226,6 +240,47 @@ def test_a_request_pipelined_after_a_413_is_not_run(server, http, reg):
     head = _refused_without_100(server, refused + b"x" * (5 * MiB) + behind + img.manifest, hold=1.5)
     assert head.startswith(b"HTTP/1.1 413"), head
     assert http.get_manifest(f"{reg}/expect", "behind").status_code == 404
+
+
+def test_a_request_read_before_the_refusal_is_written_is_not_run(server, http, reg):
+    """A refused request that expected a `100` but sent its small body anyway,
+    with another request behind it in the same write: the server has read
+    both before it answers the first, and the connection closes after that
+    answer, so the one behind must not run."""
+    img = small_image()
+    http.upload_blobs(f"{reg}/expect", img.blobs)
+    auth = "".join(f"{k}: {v}\r\n" for k, v in http.auth_headers().items())
+    data = b"0123456789"
+    refused = _put_head(server, http, _upload_target(http, reg, data), len(data), auth=False) + data
+    behind = (f"PUT /v2/{reg}/expect/manifests/raced HTTP/1.1\r\nHost: {server.host}\r\n"
+              f"Content-Type: {img.media_type}\r\nContent-Length: {len(img.manifest)}\r\n{auth}\r\n").encode()
+    head = _refused_without_100(server, refused + behind + img.manifest, hold=0.5)
+    assert head.startswith(b"HTTP/1.1 401"), head
+    time.sleep(0.5)
+    assert http.get_manifest(f"{reg}/expect", "raced").status_code == 404
+
+
+def test_pipelined_requests_behind_a_kept_connection_all_run(server, http, reg):
+    """Requests pipelined behind responses that keep the connection open are
+    each answered in order, and each runs."""
+    img = small_image()
+    http.upload_blobs(f"{reg}/expect", img.blobs)
+    auth = "".join(f"{k}: {v}\r\n" for k, v in http.auth_headers().items())
+    puts = b"".join(
+        (f"PUT /v2/{reg}/expect/manifests/p{i} HTTP/1.1\r\nHost: {server.host}\r\n"
+         f"Content-Type: {img.media_type}\r\nContent-Length: {len(img.manifest)}\r\n{auth}\r\n").encode()
+        + img.manifest for i in range(5))
+    statuses = []
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+        sock.sendall(puts)
+        rest = b""
+        for _ in range(5):
+            head, rest = _read_head(sock, rest)
+            statuses.append(head.split(b" ")[1])
+            rest = rest[_content_length(head):]
+    assert statuses == [b"201"] * 5, statuses
+    for i in range(5):
+        assert http.get_manifest(f"{reg}/expect", f"p{i}").status_code == 200
 
 
 def test_http2_stream_refused_with_413_is_reset_not_read_to_its_end(server, http):
