@@ -4,6 +4,7 @@ import Glibc
 #endif
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP2
 
 /// How many connections the listeners hold open, in all and per client address.
 ///
@@ -15,12 +16,25 @@ import NIOCore
 /// queues further connects), and a connection from an address that already
 /// has `perAddress` open is closed as it is set up (before a TLS handshake),
 /// so one client cannot take them all.
+///
+/// HTTP/2 streams are bounded by the same two numbers: each costs about
+/// 30 KB of server memory while it is open, and a client holding 64 per
+/// connection on its share of connections would hold two gigabytes (a body
+/// trickled a byte at a time keeps a stream open). A stream beyond its
+/// address's share or the total is refused with RST_STREAM(REFUSED_STREAM),
+/// which tells the client nothing ran and it may retry.
 final class ConnectionLimits: Sendable {
-    /// Connections all listeners together accept.
+    /// Connections all listeners together accept; also HTTP/2 streams open at once.
     let total: Int
-    /// Connections one client address (an IPv6 client: its /64) may hold open.
+    /// Connections one client address (an IPv6 client: its /64) may hold open; also its open HTTP/2 streams.
     let perAddress: Int
     private let open = NIOLockedValueBox([String: Int]())
+    private let streams = NIOLockedValueBox(StreamCounts())
+
+    private struct StreamCounts {
+        var total = 0
+        var byAddress: [String: Int] = [:]
+    }
 
     /// Why a connection was closed as it was set up.
     struct AddressAtLimit: Error {}
@@ -56,6 +70,32 @@ final class ConnectionLimits: Sendable {
         guard !admit(channel) else { return nil }
         channel.close(promise: nil)
         return channel.eventLoop.makeFailedFuture(AddressAtLimit())
+    }
+
+    /// Counts the HTTP/2 `stream` against its connection's client address and
+    /// the total until it closes; false, counting nothing, when either is at its limit.
+    func admitStream(_ stream: any Channel) -> Bool {
+        let address = stream.parent?.remoteAddress?.ipAddress.map(AuthThrottle.sourceName)
+        let admitted = streams.withLockedValue { counts in
+            guard counts.total < total else { return false }
+            if let address {
+                guard counts.byAddress[address, default: 0] < perAddress else { return false }
+                counts.byAddress[address, default: 0] += 1
+            }
+            counts.total += 1
+            return true
+        }
+        if admitted {
+            stream.closeFuture.whenComplete { _ in
+                self.streams.withLockedValue { counts in
+                    counts.total -= 1
+                    guard let address else { return }
+                    let left = counts.byAddress[address, default: 1] - 1
+                    counts.byAddress[address] = left > 0 ? left : nil
+                }
+            }
+        }
+        return admitted
     }
 
     private func release(_ address: String) {
@@ -109,4 +149,21 @@ final class WriteStallHandler: ChannelInboundHandler {
         stall = nil
         context.fireChannelInactive()
     }
+}
+
+/// Refuses an HTTP/2 stream over ``ConnectionLimits``' shares: once the stream
+/// is active it answers RST_STREAM(REFUSED_STREAM) (RFC 9113 §8.7: nothing
+/// was processed, the client may retry) and passes nothing it reads on, so
+/// the stream's request never reaches the application.
+final class RefusedStreamHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(.rstStream(.refusedStream)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }

@@ -49,9 +49,9 @@ public struct ServerConfiguration: Sendable {
     /// the store's own records; nil: 2 % of the file system, 64 MiB to 1 GiB.
     public var minFreeSpace: Int64? = nil
     /// Connections the listeners accept in all (each listener its share),
-    /// lowered to what the open-file limit leaves the store.
+    /// lowered to what the open-file limit leaves the store; also HTTP/2 streams open at once.
     public var maxConnections: Int = 10_000
-    /// Connections one client address may hold open.
+    /// Connections one client address may hold open; also its open HTTP/2 streams.
     public var maxConnectionsPerAddress: Int = 1_000
     /// Bytes `/v2` response bodies may hold while their clients have not read them
     /// (a quarter per client address, at most 64 MiB per connection); nil: an

@@ -92,6 +92,9 @@ struct TLSChannel: HTTPChannelHandler {
                     mode: .server, streamDelegate: closer.delegate(on: channel.eventLoop), configuration: http2
                 ) { stream in
                     stream.eventLoop.makeCompletedFuture {
+                        if !limits.admitStream(stream) {
+                            try stream.pipeline.syncOperations.addHandler(RefusedStreamHandler())
+                        }
                         try stream.pipeline.syncOperations.addHandlers(
                             HTTP2FramePayloadToHTTPServerCodec(), ExpectContinueHandler(http1: false),
                             HTTPConnectionStateHandler(idleTimeout: streamTimeout, logger: logger))

@@ -77,7 +77,7 @@ struct Settings: ParsableArguments {
     var authFailureLimit: String?
     @Option(help: "Connections the listeners accept in all, lowered to what the open-file limit allows (default 10000).")
     var maxConnections: String?
-    @Option(help: "Connections one client address may hold open (default 1000).") var maxConnectionsPerIp: String?
+    @Option(help: "Connections, and HTTP/2 streams, one client address may hold open (default 1000).") var maxConnectionsPerIp: String?
     @Option(help: "Bytes response bodies may hold until their clients read them, or 'auto' (an eighth of memory, 64 MiB to 1 GiB).")
     var responseMemory: String?
     @Option(help: "Who may read /metrics: authenticated (a global admin or viewer, the default) or anonymous.")

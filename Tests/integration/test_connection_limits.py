@@ -121,3 +121,64 @@ def test_a_client_that_reads_no_responses_is_disconnected(make_server):
     finally:
         s.close()
     assert_status(srv.client().get("/v2/"), 200)
+
+
+def _h2_streams_answer(c, streams: list[int]) -> dict[int, object]:
+    """Each of `streams`' first answer: its `:status` (HEADERS) or ('reset', code)."""
+    from hpack import Decoder
+
+    from test_http2 import HEADERS, RST_STREAM
+
+    # The server's header table lives as long as the connection: one decoder per connection.
+    if not hasattr(c, "decoder"):
+        c.decoder = Decoder()
+    decoder, answers = c.decoder, {}
+    deadline = time.monotonic() + 10
+    while len(answers) < len(streams) and time.monotonic() < deadline:
+        f = c.read_frame()
+        assert f is not None, "the server closed the connection"
+        kind, _, stream, payload = f
+        if kind == HEADERS:
+            status = dict(decoder.decode(payload)).get(":status")
+            if stream in streams:
+                answers.setdefault(stream, status)
+        elif kind == RST_STREAM and stream in streams:
+            answers.setdefault(stream, ("reset", int.from_bytes(payload[:4], "big")))
+    return answers
+
+
+def test_http2_streams_beyond_an_address_share_are_refused(make_server):
+    """Open HTTP/2 streams count against the address's share as connections
+    do (about 30 KB each; a trickled body holds one open): one beyond it is
+    refused with REFUSED_STREAM, so the client knows nothing ran, and once a
+    stream ends another is taken."""
+    from test_http2 import DATA, END_HEADERS, END_STREAM, H2, HEADERS, literal
+
+    srv = make_server(extra_args=["--max-connections-per-ip", "4"])
+
+    def token_post(length: int) -> bytes:
+        return (literal(":method", "POST") + literal(":scheme", "https") + literal(":authority", "localhost")
+                + literal(":path", "/auth/token") + literal("content-type", "application/x-www-form-urlencoded")
+                + literal("content-length", str(length)))
+
+    get = literal(":method", "GET") + literal(":scheme", "https") + literal(":authority", "localhost") + literal(":path", "/v2/")
+    body = b"grant_type=password"
+    first, second = H2(srv), H2(srv)
+    try:
+        first.server_settings()
+        second.server_settings()
+        # Four streams held open across two connections, each waiting for its body.
+        for c, stream in ((first, 1), (first, 3), (second, 1), (second, 3)):
+            c.sock.sendall(c.frame(HEADERS, END_HEADERS, stream, token_post(len(body))))
+        time.sleep(0.3)
+        second.sock.sendall(second.frame(HEADERS, END_HEADERS | END_STREAM, 5, get))
+        assert _h2_streams_answer(second, [5]) == {5: ("reset", 7)}  # REFUSED_STREAM
+        # One ends; a new stream is taken and answered.
+        first.sock.sendall(first.frame(DATA, END_STREAM, 1, body))
+        assert _h2_streams_answer(first, [1])[1] in ("400", "401"), "the held stream was not answered"
+        time.sleep(0.3)
+        first.sock.sendall(first.frame(HEADERS, END_HEADERS | END_STREAM, 5, get))
+        assert _h2_streams_answer(first, [5]) == {5: "401"}
+    finally:
+        first.close()
+        second.close()
