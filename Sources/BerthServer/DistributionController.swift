@@ -61,6 +61,11 @@ struct DistributionController: RouterMiddleware {
             // The client went away while its response waited for memory: nobody reads this.
             let error = RegistryError(.tooManyRequests, "the request was abandoned while its response waited for memory")
             return finish(ErrorResponses.oci(error, head: isHead))
+        } catch where ClientAbort.status(for: error) != nil {
+            context.logger.info("request abandoned by its client", metadata: ["error": "\(error)"])
+            let status = ClientAbort.status(for: error) ?? 400
+            let abandoned = RegistryError(.sizeInvalid, "the request ended before its body was whole")
+            return finish(ErrorResponses.oci(abandoned, head: isHead).with(status: status))
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return finish(ErrorResponses.oci(RegistryError(.unsupported, "internal error"), head: isHead).with(status: 500))

@@ -188,6 +188,9 @@ struct ObservabilityMiddleware: RouterMiddleware {
         } catch let error as HTTPResponseError {
             status = Int(error.status.code)
             throw error
+        } catch {
+            status = ClientAbort.status(for: error) ?? status
+            throw error
         }
     }
 
