@@ -75,11 +75,12 @@ extension Registry {
 
     /// The upload if it belongs to repository `name`, or `BLOB_UPLOAD_UNKNOWN`.
     /// An upload started before its registry was created belongs to a deleted
-    /// registry of the same name, not to this one.
+    /// registry of the same name, not to this one; one whose registry is gone
+    /// (a delete skips an upload while a request writes to it) takes nothing more.
     public func upload(name: String, id: String) throws -> UploadRecord {
         let (registryName, _) = try Names.splitRepository(name)
         guard let record = try objects.upload(id), record.owner == name,
-            try registry(registryName).map({ record.created >= $0.created }) ?? true
+            try registry(registryName).map({ record.created >= $0.created }) ?? false
         else {
             throw RegistryError(.blobUploadUnknown, "upload \(id) is not in progress for '\(name)'", detail: id)
         }

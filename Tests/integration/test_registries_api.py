@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -204,6 +205,29 @@ def test_delete_discards_uploads_in_progress(http):
     assert_status(http.delete(f"/api/v1/registries/{name}"), 204)
     after = http.system_usage()
     assert (after["open_uploads"], after["upload_bytes"]) == (before["open_uploads"], before["upload_bytes"]), after
+    assert_oci_error(http.get(location), 404, "BLOB_UPLOAD_UNKNOWN")
+
+
+def test_an_upload_being_written_when_its_registry_goes_takes_no_more(server, http):
+    """The delete skips an upload whose PATCH is in flight; that PATCH ends as
+    it began, but the upload takes nothing more: its registry is gone."""
+    name = unique("inflight")
+    assert_status(http.create_registry(name), 201)
+    r = http.start_upload(f"{name}/app")
+    assert_status(r, 202)
+    location = http.abs_location(r)
+    path = location.split(str(server.http_port), 1)[1]
+    head = (f"PATCH {path} HTTP/1.1\r\nHost: {server.host}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {2 * 65536}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in http.auth_headers().items()) + "\r\n")
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(head.encode() + b"a" * 65536)
+        time.sleep(0.3)
+        assert_status(http.delete(f"/api/v1/registries/{name}?force=true"), 204)
+        sock.sendall(b"b" * 65536)
+        response = sock.recv(65536)
+    assert response.startswith(b"HTTP/1.1 "), response
+    r = http.patch(location, data=b"c" * 1024, headers={"Content-Type": "application/octet-stream"})
+    assert_oci_error(r, 404, "BLOB_UPLOAD_UNKNOWN")
     assert_oci_error(http.get(location), 404, "BLOB_UPLOAD_UNKNOWN")
 
 
