@@ -81,7 +81,8 @@ struct IdentityController {
                 let key = try await identity.createKey(user: try user(context).id)
                 await support.audit(context, "key.create", key.record.id)
                 return support.json(
-                    describe(key), status: .created, location: "/api/v1/users/\(key.record.user)/access-keys/\(key.record.id)")
+                    describe(key), status: .created, location: "/api/v1/users/\(key.record.user)/access-keys/\(key.record.id)"
+                ).secret()
             }
         }
         api.get("users/:user/access-keys") { request, context in
@@ -123,7 +124,7 @@ struct IdentityController {
                 }
                 let key = try await identity.rotateKey(user: try user(context).id, id: keyID, overlap: overlap)
                 await support.audit(context, "key.rotate", keyID)
-                return support.json(describe(key), status: .created)
+                return support.json(describe(key), status: .created).secret()
             }
         }
         api.get("users/:user/roles") { request, context in
@@ -216,5 +217,15 @@ struct IdentityController {
             "action": entry.action, "target": entry.target, "registry": entry.registry ?? NSNull(),
             "outcome": entry.outcome, "detail": entry.detail ?? NSNull(),
         ]
+    }
+}
+
+extension Response {
+    /// A response carrying a new secret key: no cache or proxy may keep it
+    /// (`Cache-Control: no-store`, as the token endpoint's).
+    fileprivate func secret() -> Response {
+        var response = self
+        response.headers[.cacheControl] = "no-store"
+        return response
     }
 }

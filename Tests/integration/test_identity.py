@@ -327,6 +327,35 @@ def test_sixth_key_is_refused(server, http):
     assert set(_keys(http, user)) == {k[0] for k in keys[1:]} | {sixth[0]}
 
 
+def test_a_user_at_the_limit_rotates_but_cannot_enable_the_retired_key(server, http):
+    """Rotation issues a sixth record (the rotated key does not count), but
+    enabling that retired key again would give the user six working keys."""
+    user = api_create_user(http, unique("k5r"))
+    keys = [api_create_key(http, user) for _ in range(5)]
+    r = http.post(f"/api/v1/users/{user}/access-keys/{keys[0][0]}/rotate", json={"overlap_seconds": 0})
+    assert_status(r, 201)
+    assert r.headers.get("Cache-Control") == "no-store", r.headers
+    successor = r.json()["access_key"]
+    r = http.patch(f"/api/v1/users/{user}/access-keys/{keys[0][0]}", json={"disabled": False})
+    assert_problem(r, 409, "ACCESS_KEY_LIMIT")
+    listed = _keys(http, user)
+    assert listed[keys[0][0]]["disabled"] is True, listed
+    assert sum(not k["disabled"] for k in listed.values()) == 5, listed
+    assert _me(server.client(creds=keys[0])) == 401
+    # Rotating again finds the retired key counted; once it is deleted there is room.
+    r = http.post(f"/api/v1/users/{user}/access-keys/{successor}/rotate", json={"overlap_seconds": 0})
+    assert_problem(r, 409, "ACCESS_KEY_LIMIT")
+    assert_status(http.delete(f"/api/v1/users/{user}/access-keys/{keys[0][0]}"), 204)
+    assert_status(http.post(f"/api/v1/users/{user}/access-keys/{successor}/rotate", json={"overlap_seconds": 0}), 201)
+
+
+def test_a_new_secret_is_kept_by_no_cache(http):
+    user = api_create_user(http, unique("nsc"))
+    r = http.post(f"/api/v1/users/{user}/access-keys")
+    assert_status(r, 201)
+    assert r.headers.get("Cache-Control") == "no-store", r.headers
+
+
 def test_key_endpoints_on_unknown_things_are_404(http):
     user = api_create_user(http, unique("kx"))
     other = api_create_user(http, unique("ky"))

@@ -234,11 +234,17 @@ public final class Identity: Sendable {
 
     /// Disables a key, or enables one that does not work (disabled, or past a
     /// rotation's overlap). Enabling a key that works changes nothing: a key in
-    /// its rotation's overlap keeps its retirement time.
+    /// its rotation's overlap keeps its retirement time. A key retired by a
+    /// rotation did not count against the limit when its successor was issued,
+    /// so enabling one is refused while the user's other keys fill it.
     public func setKeyDisabled(user: String, id: String, _ disabled: Bool) async throws -> AccessKeyRecord {
         try await change {
             var key = try ownedKey(user: user, id: id)
             if !disabled, key.isActive(at: Date()) { return key }
+            if !disabled, keys(user: user).filter({ $0.id != id }).count >= Self.maxKeysPerUser {
+                throw IdentityError.keyLimit(
+                    "user '\(user)' already has \(Self.maxKeysPerUser) other access keys; delete one before enabling '\(id)'")
+            }
             key.disabled = disabled
             if !disabled { key.expires = nil }
             if disabled { try keepWorkingAdmin("disabling access key '\(id)'") { [key] in $0.keys[id] = key } }
