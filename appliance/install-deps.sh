@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(librocksdb-dev jq)
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
-    packages+=(skopeo umoci jq openssl curl systemd python3-pip faketime)
+    packages+=(skopeo podman umoci jq openssl curl systemd python3-pip faketime)
     # Installed, when a module is missing, at the versions the tests were last run
     # with: the contract test drives schemathesis' command line and the ORAS test
     # its Python API. One already installed is kept as it is.
