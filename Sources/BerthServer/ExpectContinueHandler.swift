@@ -64,10 +64,15 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Whether a read was asked for while ``held`` held something.
     private var readPending = false
 
+    /// Whether the server asked the connection to close once its current
+    /// response is written (a graceful stop): requests after it are dropped.
+    private var quiescing = false
+
     /// Something the client sent, held in order.
     private enum Inbound {
         case part(NIOAny)
         case event(Any)
+        case error(any Error)
     }
 
     init(http1: Bool) {
@@ -75,6 +80,7 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if discarding { return }
         if http1, !held.isEmpty || (isHead(data) && ended < headsRead) {
             held.append(.part(data))
             return
@@ -83,11 +89,26 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The server's own request to close after the current response goes on at once.
+        if event is ChannelShouldQuiesceEvent {
+            quiescing = true
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
         // A half-close comes after the requests the client sent before it.
         if held.isEmpty {
             context.fireUserInboundEventTriggered(event)
         } else {
             held.append(.event(event))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A request the client sent after a good one cannot fail that one first.
+        if held.isEmpty {
+            context.fireErrorCaught(error)
+        } else {
+            held.append(.error(error))
         }
     }
 
@@ -103,9 +124,9 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func deliver(context: ChannelHandlerContext, _ data: NIOAny) {
         if case .end = unwrapInboundIn(data) { requestEnded = true }
         if case .head(let request) = unwrapInboundIn(data) {
-            // The connection closes after the response begun: a request sent
-            // after it would run with no way to answer it.
-            if refusesBody { discarding = true }
+            // The connection closes after the response begun (or the server is
+            // stopping): a request sent after it would run with no way to answer it.
+            if refusesBody || quiescing { discarding = true }
             headsRead += 1
             if Self.expectsContinue(request) { expecting.insert(headsRead) }
         }
@@ -119,7 +140,7 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
         while let next = held.first {
             switch next {
             case .part(let data):
-                if isHead(data), ended < headsRead, !refusesBody { break }
+                if isHead(data), ended < headsRead, !refusesBody, !quiescing { break }
                 held.removeFirst()
                 deliver(context: context, data)
                 delivered = true
@@ -127,6 +148,10 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
             case .event(let event):
                 held.removeFirst()
                 context.fireUserInboundEventTriggered(event)
+                continue
+            case .error(let error):
+                held.removeFirst()
+                context.fireErrorCaught(error)
                 continue
             }
             break

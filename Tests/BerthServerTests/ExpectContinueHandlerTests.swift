@@ -113,6 +113,51 @@ import Testing
         _ = try channel.finish()
     }
 
+    @Test func requestsBehindTheResponseAGracefulStopWaitsForAreDropped() throws {
+        let (channel, _) = try connection()
+        try channel.writeInbound(put("/a"))
+        try channel.writeInbound(HTTPRequestPart.end(nil))
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        try channel.writeInbound(put("/b"))
+        try channel.writeInbound(HTTPRequestPart.end(nil))
+        #expect(try paths(channel) == ["/a", "end"])
+        try channel.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .ok)))
+        try channel.writeOutbound(HTTPResponsePart.end(nil))
+        #expect(try paths(channel) == [])
+        _ = try channel.finish()
+    }
+
+    @Test func onceDroppingNothingMoreIsHeldAndReadsGoOn() throws {
+        let (channel, counter) = try connection()
+        try channel.writeInbound(put("/a"))
+        try channel.writeInbound(put("/b"))
+        try channel.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .contentTooLarge)))
+        channel.writeAndFlush(HTTPResponsePart.end(nil), promise: nil)
+        // Dropped as they come, during the linger: the socket keeps being read.
+        try? channel.writeInbound(put("/c"))
+        try? channel.writeInbound(put("/d"))
+        #expect(try paths(channel) == ["/a"])
+        let before = counter.reads
+        channel.read()
+        #expect(counter.reads == before + 1)
+    }
+
+    @Test func anErrorAfterAHeldRequestWaitsBehindIt() throws {
+        let (channel, _) = try connection()
+        let events = EventRecorder()
+        try channel.pipeline.syncOperations.addHandler(events)
+        try channel.writeInbound(put("/a"))
+        try channel.writeInbound(HTTPRequestPart.end(nil))
+        try channel.writeInbound(put("/b"))
+        try channel.writeInbound(HTTPRequestPart.end(nil))
+        channel.pipeline.fireErrorCaught(ChannelError.inputClosed)
+        #expect(events.seen == ["head", "end"])
+        try channel.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .ok)))
+        try channel.writeOutbound(HTTPResponsePart.end(nil))
+        #expect(events.seen == ["head", "end", "head", "end", "error"])
+        _ = try? channel.finish()
+    }
+
     /// Records the order of reads and user events at the application's end.
     final class EventRecorder: ChannelInboundHandler {
         typealias InboundIn = HTTPRequestPart
@@ -126,6 +171,9 @@ import Testing
         }
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
             if case .inputClosed? = event as? ChannelEvent { seen.append("inputClosed") }
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            seen.append("error")
         }
     }
 }
