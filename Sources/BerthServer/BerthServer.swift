@@ -38,6 +38,11 @@ public enum BerthServer {
     /// Opens the store, binds the listeners and serves until SIGTERM or SIGINT,
     /// then drains in-flight requests and closes the store.
     public static func run(_ configuration: ServerConfiguration, logger: Logger) async throws {
+        // SIGHUP reloads the certificate (CertificateReloader), and the unit's
+        // ExecReload sends it. Without a TLS listener nothing would trap it, and
+        // its default action ends the process, which systemd takes for a clean
+        // exit and does not restart; nor may one sent during the start kill it.
+        signal(SIGHUP, SIG_IGN)
         MemoryAllocator.tune()
         let fileLimit = ConnectionLimits.raiseFileLimit()
         let limits = ConnectionLimits(
@@ -96,6 +101,7 @@ public enum BerthServer {
         }
         let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))
         let readTimeout = TimeAmount.nanoseconds(Int64(configuration.readTimeout * 1e9))
+        let stopSignal = StopSignal()
         for spec in configuration.listeners {
             let router = makeRouter(
                 registry, access, jobs, metrics: metrics, trimmer: trimmer,
@@ -103,7 +109,7 @@ public enum BerthServer {
                     scheme: spec.scheme, exposure: spec.exposure, endpoints: endpoints, listeners: configuration.listeners,
                     dataDir: configuration.dataDir, backupDirectory: configuration.backupDirectory, readTimeout: readTimeout,
                     responseBudget: responseBudget, metricsAccess: configuration.metricsAccess,
-                    trustedProxies: configuration.trustedProxies))
+                    trustedProxies: configuration.trustedProxies, stopSignal: stopSignal))
             let server: HTTPServerBuilder
             if spec.tls, let tlsContexts {
                 let tuning = HTTP2Tuning(streamWindow: configuration.http2StreamWindow)
@@ -151,6 +157,8 @@ public enum BerthServer {
             })
         services.append(Scheduler(jobs: jobs, metrics: metrics, logger: logger))
         services.append(trimmer)
+        // Last, so a graceful stop reaches it first, before the listeners drain.
+        services.append(stopSignal)
         var groupConfiguration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // In-flight requests get this long after SIGTERM; then they are cancelled.
@@ -278,14 +286,15 @@ public enum BerthServer {
         let router = Router(context: BerthRequestContext.self)
         let challenge = Challenge(scheme: settings.scheme)
         if !settings.trustedProxies.isEmpty { router.add(middleware: ForwardedForMiddleware(trusted: settings.trustedProxies)) }
-        router.add(middleware: ObservabilityMiddleware(metrics: metrics, trimmer: trimmer))
+        router.add(middleware: ObservabilityMiddleware(metrics: metrics, trimmer: trimmer, stopSignal: settings.stopSignal))
         router.add(middleware: ExpectContinueMiddleware())
         router.add(
             middleware: AuthMiddleware(access: access, challenge: challenge, authenticatesMetrics: settings.metricsAccess == .authenticated))
         router.add(
             middleware: DistributionController(
                 registry: registry, access: access, jobs: jobs, challenge: challenge, exposure: settings.exposure,
-                trimmer: trimmer, stallTimeout: settings.readTimeout, budget: settings.responseBudget))
+                trimmer: trimmer, stallTimeout: settings.readTimeout, budget: settings.responseBudget,
+                stopSignal: settings.stopSignal))
         let routes = RouteTable()
         router.add(middleware: AdminFallbackMiddleware(routes: routes))
         router.get("healthz") { _, _ in "ok\n" }
@@ -380,6 +389,8 @@ struct RouterSettings: Sendable {
     var metricsAccess: MetricsAccess
     /// `trusted_proxies`: peers whose `X-Forwarded-For` names the client.
     var trustedProxies: [AddressRange] = []
+    /// Set once the server begins to stop.
+    var stopSignal = StopSignal()
 }
 
 /// The hosts clients use for the public and private URIs.

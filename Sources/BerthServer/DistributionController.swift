@@ -22,6 +22,8 @@ struct DistributionController: RouterMiddleware {
     let stallTimeout: TimeAmount
     /// What bodies waiting for their clients may hold.
     let budget: ResponseBudget
+    /// Whether the server is stopping: what cuts a request off then is the stop.
+    let stopSignal: StopSignal
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let parsed = context.parsedRoute.flatMap { $0.path == request.uri.path ? $0.route : nil }
@@ -61,9 +63,16 @@ struct DistributionController: RouterMiddleware {
             // The client went away while its response waited for memory: nobody reads this.
             let error = RegistryError(.tooManyRequests, "the request was abandoned while its response waited for memory")
             return finish(ErrorResponses.oci(error, head: isHead))
-        } catch where ClientAbort.status(for: error) != nil {
+        } catch let error where ClientAbort.status(for: error, stopping: stopSignal.isStopping) != nil {
+            let status = ClientAbort.status(for: error, stopping: stopSignal.isStopping) ?? 400
+            guard status != 503 else {
+                context.logger.notice("request cut off by the server's stop", metadata: ["error": "\(error)"])
+                var refusal = ErrorResponses.oci(RegistryError(.unsupported, "the server is stopping; retry"), head: isHead)
+                    .with(status: 503)
+                refusal.headers[.retryAfter] = "5"
+                return finish(refusal)
+            }
             context.logger.info("request abandoned by its client", metadata: ["error": "\(error)"])
-            let status = ClientAbort.status(for: error) ?? 400
             let abandoned = RegistryError(.sizeInvalid, "the request ended before its body was whole")
             return finish(ErrorResponses.oci(abandoned, head: isHead).with(status: status))
         } catch {

@@ -148,6 +148,8 @@ struct ObservabilityMiddleware: RouterMiddleware {
     let metrics: ServerMetrics
     /// Told when each request ends, to give memory back after a burst.
     let trimmer: MemoryTrimmer
+    /// Whether the server is stopping: what cuts a request off then is the stop.
+    let stopSignal: StopSignal
     let requestIDs = RequestIDs()
     static let requestID = HTTPField.Name("X-Request-Id")!
 
@@ -189,7 +191,7 @@ struct ObservabilityMiddleware: RouterMiddleware {
             status = Int(error.status.code)
             throw error
         } catch {
-            status = ClientAbort.status(for: error) ?? status
+            status = ClientAbort.status(for: error, stopping: stopSignal.isStopping) ?? status
             throw error
         }
     }
