@@ -15,6 +15,12 @@ public enum Backup {
         /// Every manifest in the backup, as `<repository>@<digest>`.
         public var artifacts: [String]
         public var tags: Int
+        /// Every file of the backup but `backup.json`, by its path in the backup, with its
+        /// size: a restore checks each, so a copy cut short (an interrupted `rsync`, which
+        /// sends `backup.json` before `db/`) is refused instead of opening as an empty store,
+        /// whose start would then delete every extent file no record names. Nil in backups
+        /// taken before the list existed.
+        public var files: [String: Int64]?
     }
 
     /// Writes a backup of the running store to `destination`, which must not exist.
@@ -24,32 +30,36 @@ public enum Backup {
             throw BackupError("destination \(destination) already exists")
         }
         try files.createDirectory(atPath: destination, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        do {
+            return try await write(store: store, dataDir: dataDir, destination: destination)
+        } catch {
+            // A backup that failed (no space for a copy, an I/O error) leaves nothing
+            // behind: its hard links would keep deleted blobs on the disk.
+            try? files.removeItem(atPath: destination)
+            if let error = error as? StorageError { throw BackupError(error.description) }
+            throw error
+        }
+    }
+
+    private static func write(store: Store, dataDir: String, destination: String) async throws -> Summary {
+        let files = FileManager.default
         let checkpoint = destination + "/db"
         // The checkpoint (it flushes the memtables first), then the extent files its records name,
         // with sweeps held off: one could remove the file of an object the checkpoint holds.
-        let copy = try await store.objects.withSweepsHeld {
+        let (artifacts, tags) = try await store.objects.withSweepsHeld {
             try await store.pool.run { [db = store.db] in try db.checkpoint(to: checkpoint) }
+            // The checkpoint, opened to record its extent files and list what it
+            // holds, is closed when this returns: its files are final then.
             let copy = try RocksDB(path: checkpoint)
-            try await store.pool.run { [files = store.files] in
-                try RocksObjectStore.addExtentFiles(from: files, to: copy)
+            try await store.pool.run { [files = store.files, keepFree = store.objects.reservedSpace] in
+                try RocksObjectStore.addExtentFiles(from: files, to: copy, keepFree: keepFree)
             }
-            return copy
+            return try contents(of: copy)
         }
         let tls = URL(fileURLWithPath: dataDir).appendingPathComponent("tls").path
         if files.fileExists(atPath: tls) { try files.copyItem(atPath: tls, toPath: destination + "/tls") }
-        // List what the checkpoint holds, from the checkpoint itself.
-        var artifacts: [String] = []
-        var tags = 0
-        try copy.scan(.catalog, prefix: Key("M").childPrefix) { key, _ in
-            let parts = Key.components(key)
-            artifacts.append("\(parts[0])@\(parts[1])")
-            return true
-        }
-        try copy.scan(.catalog, prefix: Key("T").childPrefix) { _, _ in
-            tags += 1
-            return true
-        }
-        let summary = Summary(createdAt: Date(), path: destination, artifacts: artifacts, tags: tags)
+        let listed = try await store.pool.run { try fileSizes(under: destination) }
+        let summary = Summary(createdAt: Date(), path: destination, artifacts: artifacts, tags: tags, files: listed)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
@@ -81,9 +91,11 @@ public enum Backup {
         }
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
-        guard let data = files.contents(atPath: source + "/backup.json"), (try? decoder.decode(Summary.self, from: data)) != nil else {
+        guard let data = files.contents(atPath: source + "/backup.json"), let summary = try? decoder.decode(Summary.self, from: data)
+        else {
             throw BackupError("\(source)/backup.json is not a Berth backup's manifest: the backup is not whole")
         }
+        try checkWhole(source, listed: summary.files)
         if files.fileExists(atPath: dataDir), !(try files.contentsOfDirectory(atPath: dataDir)).allSatisfy({ $0 == "lost+found" }) {
             throw BackupError("data directory \(dataDir) is not empty; restore only into an empty directory")
         }
@@ -94,6 +106,60 @@ public enum Backup {
         // a power cut could leave the database's or an extent's file short.
         try FileSync.syncTree(dataDir)
         try FileSync.syncParent(of: dataDir)
+    }
+}
+
+extension Backup {
+    /// The manifests (`<repository>@<digest>`) and the number of tags a checkpoint holds.
+    static func contents(of copy: RocksDB) throws -> ([String], Int) {
+        var artifacts: [String] = []
+        var tags = 0
+        try copy.scan(.catalog, prefix: Key("M").childPrefix) { key, _ in
+            let parts = Key.components(key)
+            artifacts.append("\(parts[0])@\(parts[1])")
+            return true
+        }
+        try copy.scan(.catalog, prefix: Key("T").childPrefix) { _, _ in
+            tags += 1
+            return true
+        }
+        return (artifacts, tags)
+    }
+
+    /// The size of every regular file under `root` but the manifest, by path relative to it.
+    static func fileSizes(under root: String) throws -> [String: Int64] {
+        var sizes: [String: Int64] = [:]
+        guard let walk = FileManager.default.enumerator(atPath: root) else {
+            throw BackupError("cannot list \(root)")
+        }
+        while let relative = walk.nextObject() as? String {
+            guard relative != "backup.json", relative != "backup.json.partial" else { continue }
+            var info = stat()
+            guard lstat(root + "/" + relative, &info) == 0 else {
+                throw BackupError("cannot read \(root)/\(relative): \(String(cString: strerror(errno)))")
+            }
+            if (info.st_mode & S_IFMT) == S_IFREG { sizes[relative] = Int64(info.st_size) }
+        }
+        return sizes
+    }
+
+    /// Refuses a backup missing a file its manifest lists, or holding one of
+    /// another size; one without a list (taken before it existed) needs at
+    /// least its database's `CURRENT`.
+    static func checkWhole(_ source: String, listed: [String: Int64]?) throws {
+        guard let listed else {
+            guard FileManager.default.fileExists(atPath: source + "/db/CURRENT") else {
+                throw BackupError("\(source) is not whole: db/CURRENT is missing")
+            }
+            return
+        }
+        let present = try fileSizes(under: source)
+        for (path, size) in listed.sorted(by: { $0.key < $1.key }) {
+            guard let found = present[path] else { throw BackupError("\(source) is not whole: \(path) is missing") }
+            guard found == size else {
+                throw BackupError("\(source) is not whole: \(path) holds \(found) bytes, not \(size)")
+            }
+        }
     }
 }
 

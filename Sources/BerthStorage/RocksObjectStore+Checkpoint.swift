@@ -9,11 +9,26 @@ extension RocksObjectStore {
     /// between (an upload's, cancelled or dropped as a duplicate; or swept,
     /// outside that hold) takes its records out of the checkpoint, so the copy
     /// never names bytes it does not hold.
-    public static func addExtentFiles(from files: ExtentFiles, to checkpoint: RocksDB) throws {
+    ///
+    /// A copy never leaves less than `keepFree` bytes available on the
+    /// checkpoint's file system: that may be the store's own (a bind mount,
+    /// as systemd's `ReadWritePaths` makes, defeats `link` on one file system),
+    /// and RocksDB must not meet a full disk.
+    public static func addExtentFiles(from files: ExtentFiles, to checkpoint: RocksDB, keepFree: Int64 = 0) throws {
         let copy = try ExtentFiles(directory: checkpoint.path + "/extents")
         for extent in try files.list() {
             if link(files.path(extent), copy.path(extent)) == 0 || errno == ENOENT { continue }
             // Another file system: copy, unless the file went away meanwhile.
+            var info = stat()
+            if stat(files.path(extent), &info) == 0 {
+                let available = try SpaceReserve.measure(checkpoint.path).available
+                guard available - Int64(info.st_size) >= keepFree else {
+                    throw StorageError(
+                        "the backup's file system has \(available) bytes available; copying the next extent file "
+                            + "(\(info.st_size) bytes) would leave less than the \(keepFree) kept free: back up to a "
+                            + "file system with room, or to the store's own file system (hard links take no space)")
+                }
+            }
             do {
                 try FileManager.default.copyItem(atPath: files.path(extent), toPath: copy.path(extent))
             } catch where !FileManager.default.fileExists(atPath: files.path(extent)) {

@@ -35,6 +35,8 @@ public final class RocksObjectStore: ObjectStore {
     public let buffers: ChunkBuffers
     let maxObjectSize: Int64
     let space: SpaceReserve
+    /// Bytes uploads leave available on the store's file system (`min_free_space`).
+    public var reservedSpace: Int64 { space.bytes }
     private let locks = KeyedLocks()
     private let live = NIOLockedValueBox([String: LiveUpload]())
     /// Sessions rebuilt by re-hashing their stored bytes (for tests: a client's aborted request must not cause one).

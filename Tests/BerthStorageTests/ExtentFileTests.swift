@@ -340,4 +340,49 @@ import Testing
         #expect(restored.objects.usage().openUploads == 0)
         try await restored.shutdown()
     }
+
+    /// /dev/shm when it is another file system than the scratch directories'
+    /// (so `link` fails with EXDEV and extent files are copied), else nil.
+    static let otherFileSystem: String? = {
+        var shm = stat()
+        var scratch = stat()
+        guard stat("/dev/shm", &shm) == 0, stat(FileManager.default.temporaryDirectory.path, &scratch) == 0,
+            shm.st_dev != scratch.st_dev
+        else { return nil }
+        return "/dev/shm"
+    }()
+
+    @Test(.enabled(if: otherFileSystem != nil, "needs /dev/shm on a file system of its own"))
+    func aCopyLeavesTheReserveFreeOrFailsNamingIt() async throws {
+        let refused = Self.otherFileSystem! + "/berth-backup-\(UUID().uuidString)"
+        let copied = Self.otherFileSystem! + "/berth-backup-\(UUID().uuidString)"
+        defer {
+            try? FileManager.default.removeItem(atPath: refused)
+            try? FileManager.default.removeItem(atPath: copied)
+        }
+        let bytes = random(5000)
+        var object = ObjectRecord(digest: "", size: 0, created: Date(), extent: 0, chunkSize: 0)
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            object = try await put(store, "a", bytes)
+            try store.db.checkpoint(to: refused)
+            do {
+                let copy = try RocksDB(path: refused)
+                let available = try SpaceReserve.measure(refused).available
+                #expect(throws: StorageError.self) {
+                    try RocksObjectStore.addExtentFiles(from: store.files, to: copy, keepFree: available)
+                }
+            }
+            try store.db.checkpoint(to: copied)
+            do {
+                let copy = try RocksDB(path: copied)
+                try RocksObjectStore.addExtentFiles(from: store.files, to: copy, keepFree: 1 << 20)
+            }
+        }
+        var linked = stat()
+        #expect(stat(copied + "/extents", &linked) == 0)
+        let restored = try Store(directory: copied, chunkSize: 1024, threads: 2)
+        #expect(try await readAll(restored, object) == bytes)
+        try await restored.shutdown()
+    }
 }

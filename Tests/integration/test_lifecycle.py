@@ -90,6 +90,20 @@ def test_second_server_on_same_data_dir_is_refused(tmp_path):
         assert first.stop() == 0
 
 
+def test_sighup_without_a_tls_listener_changes_nothing(tmp_path):
+    """`systemctl reload` sends SIGHUP; a server with no TLS listener has no
+    certificate to reload and must keep serving, not end as if stopped."""
+    server = Server(tmp_path / "data")
+    try:
+        for _ in range(3):
+            server.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+        assert server.proc.poll() is None, "SIGHUP ended the server"
+        assert requests.get(server.url + "/v2/", auth=server.auth, timeout=5).status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
 def test_sigterm_is_not_held_by_a_connection_still_in_its_tls_handshake(tmp_path):
     """A client that connects to the TLS listener and sends nothing has no
     protocol yet to drain it: the stop closes it at once. It used to hold the
@@ -249,6 +263,23 @@ def test_offline_commands_find_the_data_directory_as_serve_does(tmp_path):
     r = berth("backup", "--config", str(config), "--to", str(tmp_path / "b1"))
     assert r.returncode == 0 and "backed up" in r.stdout, r
     assert not (tmp_path / "berth-data").exists()
+
+    # A copy cut short (rsync sends backup.json before db/), or a file of another
+    # size, is refused by the manifest's file list, nothing restored.
+    import shutil
+    listed = json.loads((tmp_path / "b1" / "backup.json").read_text())["files"]
+    assert "db/CURRENT" in listed, sorted(listed)
+    for damage in ("missing", "short"):
+        broken = tmp_path / f"b1-{damage}"
+        shutil.copytree(tmp_path / "b1", broken)
+        victim = broken / "db" / "CURRENT"
+        if damage == "missing":
+            victim.unlink()
+        else:
+            victim.write_bytes(victim.read_bytes()[:-1])
+        r = berth("restore", "--from", str(broken), "--data-dir", str(tmp_path / "restored"))
+        assert r.returncode != 0 and "not whole" in r.stderr and "db/CURRENT" in r.stderr, r
+        assert not (tmp_path / "restored").exists()
 
     # A backup whose manifest is not whole (a power cut mid-write) is not restored.
     (tmp_path / "b1" / "backup.json").write_text('{"createdAt": ')
