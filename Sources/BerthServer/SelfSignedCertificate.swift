@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import BerthStorage
 import Crypto
 import Foundation
 import Logging
@@ -32,8 +33,17 @@ public struct TLSIdentity: Sendable {
         let identity = TLSIdentity(certificatePath: directory + "/cert.pem", keyPath: directory + "/key.pem")
         let files = FileManager.default
         if files.fileExists(atPath: identity.certificatePath), files.fileExists(atPath: identity.keyPath) {
-            let pem = try String(contentsOfFile: identity.certificatePath, encoding: .utf8)
-            guard let reason = try replacementReason(pem, hostNames: hostNames, now: Date()) else { return identity }
+            // A pair that does not load (written before durable writes, or
+            // damaged) is replaced, not a reason for every start to fail.
+            let reason: String
+            do {
+                let pem = try String(contentsOfFile: identity.certificatePath, encoding: .utf8)
+                let keyPEM = try String(contentsOfFile: identity.keyPath, encoding: .utf8)
+                guard let why = try replacementReason(pem, keyPEM: keyPEM, hostNames: hostNames, now: Date()) else { return identity }
+                reason = why
+            } catch {
+                reason = "it cannot be read: \(error)"
+            }
             for path in [identity.certificatePath, identity.keyPath] {
                 _ = try? files.removeItem(atPath: path + ".replaced")
                 try files.moveItem(atPath: path, toPath: path + ".replaced")
@@ -82,18 +92,42 @@ public struct TLSIdentity: Sendable {
                 Critical(constraints)
             },
             issuerPrivateKey: .init(key))
-        let keyData = Data(key.pemRepresentation.utf8)
-        guard files.createFile(atPath: identity.keyPath, contents: keyData, attributes: [.posixPermissions: 0o600]) else {
-            throw CocoaError(.fileWriteUnknown)
-        }
-        try Data(certificate.serializeAsPEM().pemString.utf8).write(to: URL(fileURLWithPath: identity.certificatePath))
+        // Each file is written aside, synced and renamed into place, the key
+        // first, then the directory synced: a power cut leaves the old pair, a
+        // new key beside the old certificate (which the next start replaces), or
+        // the new pair, never an empty file.
+        try writeDurably(Array(key.pemRepresentation.utf8), to: identity.keyPath, mode: 0o600)
+        try writeDurably(Array(try certificate.serializeAsPEM().pemString.utf8), to: identity.certificatePath, mode: 0o644)
+        try FileSync.sync(directory)
         return identity
+    }
+
+    /// Writes `bytes` to `path` through a synced `path.partial` renamed into place.
+    private static func writeDurably(_ bytes: [UInt8], to path: String, mode: mode_t) throws {
+        let partial = path + ".partial"
+        let fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: partial]) }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, bytes.count - written) }
+            guard n > 0 else {
+                _ = close(fd)
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: partial])
+            }
+            written += n
+        }
+        guard fsync(fd) == 0, close(fd) == 0, rename(partial, path) == 0 else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+        }
     }
 
     /// Why a generated certificate must be replaced: a host name it does not
     /// name, or its expiry within ``renewalDays`` days; nil when it serves.
-    static func replacementReason(_ pem: String, hostNames: [String], now: Date) throws -> String? {
+    static func replacementReason(_ pem: String, keyPEM: String? = nil, hostNames: [String], now: Date) throws -> String? {
         let certificate = try Certificate(pemEncoded: pem)
+        if let keyPEM, Certificate.PublicKey(try P256.Signing.PrivateKey(pemRepresentation: keyPEM).publicKey) != certificate.publicKey {
+            return "its key is not the certificate's"
+        }
         if certificate.notValidAfter < now.addingTimeInterval(Double(renewalDays) * 86_400) {
             return "it expires at \(certificate.notValidAfter)"
         }
