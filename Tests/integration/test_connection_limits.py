@@ -147,6 +147,19 @@ def _h2_streams_answer(c, streams: list[int]) -> dict[int, object]:
     return answers
 
 
+def _h2_barrier(c) -> None:
+    """Returns once the server has processed every frame sent before: it
+    answers a PING in order, after the streams the frames before it opened."""
+    from test_http2 import PING
+
+    c.sock.sendall(c.frame(PING, 0, 0, b"barrier!"))
+    while True:
+        f = c.read_frame()
+        assert f is not None, "the server closed the connection"
+        if f[0] == PING and f[1] & 0x1 and f[3] == b"barrier!":
+            return
+
+
 def test_http2_streams_beyond_an_address_share_are_refused(make_server):
     """Open HTTP/2 streams count against the address's share as connections
     do (about 30 KB each; a trickled body holds one open): one beyond it is
@@ -170,13 +183,14 @@ def test_http2_streams_beyond_an_address_share_are_refused(make_server):
         # Four streams held open across two connections, each waiting for its body.
         for c, stream in ((first, 1), (first, 3), (second, 1), (second, 3)):
             c.sock.sendall(c.frame(HEADERS, END_HEADERS, stream, token_post(len(body))))
-        time.sleep(0.3)
+        _h2_barrier(first)
+        _h2_barrier(second)
         second.sock.sendall(second.frame(HEADERS, END_HEADERS | END_STREAM, 5, get))
         assert _h2_streams_answer(second, [5]) == {5: ("reset", 7)}  # REFUSED_STREAM
         # One ends; a new stream is taken and answered.
         first.sock.sendall(first.frame(DATA, END_STREAM, 1, body))
         assert _h2_streams_answer(first, [1])[1] in ("400", "401"), "the held stream was not answered"
-        time.sleep(0.3)
+        time.sleep(0.3)  # the stream's close, after its last frame, gives its place back
         first.sock.sendall(first.frame(HEADERS, END_HEADERS | END_STREAM, 5, get))
         assert _h2_streams_answer(first, [5]) == {5: "401"}
     finally:

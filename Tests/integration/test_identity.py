@@ -342,6 +342,9 @@ def test_a_user_at_the_limit_rotates_but_cannot_enable_the_retired_key(server, h
     assert listed[keys[0][0]]["disabled"] is True, listed
     assert sum(not k["disabled"] for k in listed.values()) == 5, listed
     assert _me(server.client(creds=keys[0])) == 401
+    # Another key disabled and enabled again is within the 5 working keys.
+    assert_status(http.patch(f"/api/v1/users/{user}/access-keys/{keys[1][0]}", json={"disabled": True}), 200)
+    assert_status(http.patch(f"/api/v1/users/{user}/access-keys/{keys[1][0]}", json={"disabled": False}), 200)
     # Rotating again finds the retired key counted; once it is deleted there is room.
     r = http.post(f"/api/v1/users/{user}/access-keys/{successor}/rotate", json={"overlap_seconds": 0})
     assert_problem(r, 409, "ACCESS_KEY_LIMIT")

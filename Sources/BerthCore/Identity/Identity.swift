@@ -236,14 +236,15 @@ public final class Identity: Sendable {
     /// rotation's overlap). Enabling a key that works changes nothing: a key in
     /// its rotation's overlap keeps its retirement time. A key retired by a
     /// rotation did not count against the limit when its successor was issued,
-    /// so enabling one is refused while the user's other keys fill it.
+    /// so enabling a key is refused while the user's other working keys fill it.
     public func setKeyDisabled(user: String, id: String, _ disabled: Bool) async throws -> AccessKeyRecord {
         try await change {
             var key = try ownedKey(user: user, id: id)
-            if !disabled, key.isActive(at: Date()) { return key }
-            if !disabled, keys(user: user).filter({ $0.id != id }).count >= Self.maxKeysPerUser {
+            let now = Date()
+            if !disabled, key.isActive(at: now) { return key }
+            if !disabled, keys(user: user).filter({ $0.id != id && $0.isActive(at: now) }).count >= Self.maxKeysPerUser {
                 throw IdentityError.keyLimit(
-                    "user '\(user)' already has \(Self.maxKeysPerUser) other access keys; delete one before enabling '\(id)'")
+                    "user '\(user)' already has \(Self.maxKeysPerUser) working access keys; disable or delete one before enabling '\(id)'")
             }
             key.disabled = disabled
             if !disabled { key.expires = nil }
