@@ -122,6 +122,38 @@ def test_sigterm_is_not_held_by_a_connection_still_in_its_tls_handshake(tmp_path
         silent.close()
 
 
+def test_an_upload_the_stop_cuts_off_is_the_servers_doing(tmp_path):
+    """An upload still sending when shutdown_timeout runs out is cut off by
+    the stop, not by its client: logged as such, answered 503 (which clients
+    retry) if anything can be, never counted as a client's 400 or 499."""
+    server = Server(tmp_path / "data", "--shutdown-timeout", "1")
+    requests.post(server.url + "/api/v1/registries", json={"name": "cut"}, auth=server.auth).raise_for_status()
+    location = requests.post(server.url + "/v2/cut/app/blobs/uploads/", auth=server.auth).headers["Location"]
+    auth = "Basic " + __import__("base64").b64encode(f"{server.auth[0]}:{server.auth[1]}".encode()).decode()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall((f"PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n"
+                  f"Content-Type: application/octet-stream\r\nContent-Length: {3 << 20}\r\n\r\n").encode()
+                 + os.urandom(1 << 20))
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)  # and the client sends nothing more
+    sock.settimeout(20)
+    reply = b""
+    try:
+        while chunk := sock.recv(4096):
+            reply += chunk
+    except ConnectionResetError:
+        pass
+    sock.close()
+    assert server.proc.wait(30) == 0
+    server.log.close()
+    log = (tmp_path / f"data-{server.port}.log").read_text()
+    assert "request cut off by the server's stop" in log, log
+    assert "request abandoned by its client" not in log, log
+    line = next(json.loads(l) for l in log.splitlines() if '"route":"v2.uploads"' in l and '"method":"PATCH"' in l)
+    assert line["status"] == 503, line
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 503"), reply[:200]
+
+
 def test_sigterm_finishes_an_upload_in_flight(tmp_path):
     server = Server(tmp_path / "data", "--shutdown-timeout", "20")
     requests.post(server.url + "/api/v1/registries", json={"name": "life"}, auth=server.auth).raise_for_status()
