@@ -390,7 +390,7 @@ struct RouterSettings: Sendable {
     /// `trusted_proxies`: peers whose `X-Forwarded-For` names the client.
     var trustedProxies: [AddressRange] = []
     /// Set once the server begins to stop.
-    var stopSignal = StopSignal()
+    var stopSignal: StopSignal
 }
 
 /// The hosts clients use for the public and private URIs.

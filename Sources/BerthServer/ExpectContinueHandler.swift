@@ -91,7 +91,7 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         // The server's own request to close after the current response goes on at once.
         if event is ChannelShouldQuiesceEvent {
-            quiescing = true
+            quiescing = http1
             context.fireUserInboundEventTriggered(event)
             return
         }

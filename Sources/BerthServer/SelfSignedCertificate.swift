@@ -116,7 +116,8 @@ public struct TLSIdentity: Sendable {
             }
             written += n
         }
-        guard fsync(fd) == 0, close(fd) == 0, rename(partial, path) == 0 else {
+        let synced = fsync(fd) == 0
+        guard close(fd) == 0, synced, rename(partial, path) == 0 else {
             throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
         }
     }
