@@ -52,6 +52,8 @@ struct TokenController {
                 return response
             }
             principal = who
+            // The request's log line names who asked, as for every authenticated request.
+            context.trace.actor = who.actor
         case .failed(let reason):
             var response = Self.error(401, "invalid_client", "authentication failed: \(reason)")
             response.headers[.wwwAuthenticate] = "Basic realm=\"berth\""

@@ -122,6 +122,16 @@ def test_token_without_scope_grants_nothing(http):
     assert not claims.get("access"), claims
 
 
+def test_the_token_requests_log_line_names_the_key_holder(server, http):
+    """Like every authenticated request's, not 'anonymous'."""
+    since = server.log_size()
+    r = http.fetch_token()
+    assert_status(r, 200)
+    lines = [json.loads(l) for l in server.log_text(since).splitlines()
+             if l.startswith("{") and '"route":"auth.token"' in l]
+    assert lines and lines[-1]["user"] == "admin", lines
+
+
 def test_a_token_gets_no_new_token_and_no_admin_api(http, treg):
     """A token is not a credential for a new one (it would be renewed forever,
     with every right of its key's user), nor for the admin API (its scope
