@@ -1,6 +1,7 @@
 import BerthCore
 import BerthStorage
 import Foundation
+import NIOConcurrencyHelpers
 
 /// Consistent copies of the data directory: a RocksDB checkpoint (hard links
 /// where the destination shares the file system, so it is quick and the
@@ -51,8 +52,16 @@ public enum Backup {
             // The checkpoint, opened to record its extent files and list what it
             // holds, is closed when this returns: its files are final then.
             let copy = try RocksDB(path: checkpoint)
-            try await store.pool.run { [files = store.files, keepFree = store.objects.reservedSpace] in
-                try RocksObjectStore.addExtentFiles(from: files, to: copy, keepFree: keepFree)
+            // Copies across file systems may take minutes: a cancelled backup (the
+            // server stopping) stops between files rather than hold the stop.
+            let cancelled = NIOLockedValueBox(false)
+            try await withTaskCancellationHandler {
+                try await store.pool.run { [files = store.files, keepFree = store.objects.reservedSpace] in
+                    try RocksObjectStore.addExtentFiles(
+                        from: files, to: copy, keepFree: keepFree, stopped: { cancelled.withLockedValue { $0 } })
+                }
+            } onCancel: {
+                cancelled.withLockedValue { $0 = true }
             }
             return try contents(of: copy)
         }

@@ -13,10 +13,14 @@ extension RocksObjectStore {
     /// A copy never leaves less than `keepFree` bytes available on the
     /// checkpoint's file system: that may be the store's own (a bind mount,
     /// as systemd's `ReadWritePaths` makes, defeats `link` on one file system),
-    /// and RocksDB must not meet a full disk.
-    public static func addExtentFiles(from files: ExtentFiles, to checkpoint: RocksDB, keepFree: Int64 = 0) throws {
+    /// and RocksDB must not meet a full disk. `stopped` is asked before each
+    /// file: a backup copying gigabytes must not hold a server's stop.
+    public static func addExtentFiles(
+        from files: ExtentFiles, to checkpoint: RocksDB, keepFree: Int64 = 0, stopped: @Sendable () -> Bool = { false }
+    ) throws {
         let copy = try ExtentFiles(directory: checkpoint.path + "/extents")
         for extent in try files.list() {
+            if stopped() { throw CancellationError() }
             if link(files.path(extent), copy.path(extent)) == 0 || errno == ENOENT { continue }
             // Another file system: copy, unless the file went away meanwhile.
             var info = stat()

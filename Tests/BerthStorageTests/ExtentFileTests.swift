@@ -385,4 +385,19 @@ import Testing
         #expect(try await readAll(restored, object) == bytes)
         try await restored.shutdown()
     }
+
+    @Test func aStoppedCopyEndsBetweenFiles() async throws {
+        let backup = scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: backup) }
+        try await withStore { store, _ in
+            try await store.objects.createBucket("a")
+            _ = try await put(store, "a", random(5000))
+            try store.db.checkpoint(to: backup)
+            let copy = try RocksDB(path: backup)
+            #expect(throws: CancellationError.self) {
+                try RocksObjectStore.addExtentFiles(from: store.files, to: copy, stopped: { true })
+            }
+            #expect(try ExtentFiles(directory: backup + "/extents").list().isEmpty)
+        }
+    }
 }
