@@ -27,10 +27,15 @@ public enum Backup {
     /// Writes a backup of the running store to `destination`, which must not exist.
     public static func create(store: Store, dataDir: String, destination: String) async throws -> Summary {
         let files = FileManager.default
-        guard !files.fileExists(atPath: destination) else {
-            throw BackupError("destination \(destination) already exists")
+        try files.createDirectory(
+            atPath: (destination as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
+        // Made here, exclusively: two backups of one name cannot share it, and
+        // what a failure removes is this backup's own.
+        guard mkdir(destination, 0o700) == 0 else {
+            if errno == EEXIST { throw BackupError("destination \(destination) already exists") }
+            throw BackupError("cannot create \(destination): \(String(cString: strerror(errno)))")
         }
-        try files.createDirectory(atPath: destination, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         do {
             return try await write(store: store, dataDir: dataDir, destination: destination)
         } catch {
@@ -49,21 +54,22 @@ public enum Backup {
         // with sweeps held off: one could remove the file of an object the checkpoint holds.
         let (artifacts, tags) = try await store.objects.withSweepsHeld {
             try await store.pool.run { [db = store.db] in try db.checkpoint(to: checkpoint) }
-            // The checkpoint, opened to record its extent files and list what it
-            // holds, is closed when this returns: its files are final then.
-            let copy = try RocksDB(path: checkpoint)
             // Copies across file systems may take minutes: a cancelled backup (the
-            // server stopping) stops between files rather than hold the stop.
+            // server stopping) stops between chunks rather than hold the stop.
             let cancelled = NIOLockedValueBox(false)
-            try await withTaskCancellationHandler {
+            return try await withTaskCancellationHandler {
                 try await store.pool.run { [files = store.files, keepFree = store.objects.reservedSpace] in
+                    // The checkpoint, opened to record its extent files and list what
+                    // it holds, is closed before this closure returns: its files are
+                    // final before they are listed.
+                    let copy = try RocksDB(path: checkpoint)
                     try RocksObjectStore.addExtentFiles(
                         from: files, to: copy, keepFree: keepFree, stopped: { cancelled.withLockedValue { $0 } })
+                    return try contents(of: copy)
                 }
             } onCancel: {
                 cancelled.withLockedValue { $0 = true }
             }
-            return try contents(of: copy)
         }
         let tls = URL(fileURLWithPath: dataDir).appendingPathComponent("tls").path
         if files.fileExists(atPath: tls) { try files.copyItem(atPath: tls, toPath: destination + "/tls") }
@@ -154,7 +160,10 @@ extension Backup {
 
     /// Refuses a backup missing a file its manifest lists, or holding one of
     /// another size; one without a list (taken before it existed) needs at
-    /// least its database's `CURRENT`.
+    /// least its database's `CURRENT`. An extent file need only be there: a
+    /// backup on the store's file system holds hard links to the live files,
+    /// which uploads append to and commits trim past the sizes the backup's
+    /// records name. RocksDB's own `LOG` files are not checked.
     static func checkWhole(_ source: String, listed: [String: Int64]?) throws {
         guard let listed else {
             guard FileManager.default.fileExists(atPath: source + "/db/CURRENT") else {
@@ -163,12 +172,19 @@ extension Backup {
             return
         }
         let present = try fileSizes(under: source)
-        for (path, size) in listed.sorted(by: { $0.key < $1.key }) {
+        for (path, size) in listed.sorted(by: { $0.key < $1.key }) where !isLog(path) {
             guard let found = present[path] else { throw BackupError("\(source) is not whole: \(path) is missing") }
-            guard found == size else {
+            guard found == size || path.hasPrefix("db/extents/") else {
                 throw BackupError("\(source) is not whole: \(path) holds \(found) bytes, not \(size)")
             }
         }
+    }
+}
+
+extension Backup {
+    /// RocksDB's informational log (`db/LOG`, `db/LOG.old.*`), which opening a database appends to.
+    static func isLog(_ path: String) -> Bool {
+        path == "db/LOG" || path.hasPrefix("db/LOG.old.")
     }
 }
 

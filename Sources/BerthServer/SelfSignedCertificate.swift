@@ -33,17 +33,13 @@ public struct TLSIdentity: Sendable {
         let identity = TLSIdentity(certificatePath: directory + "/cert.pem", keyPath: directory + "/key.pem")
         let files = FileManager.default
         if files.fileExists(atPath: identity.certificatePath), files.fileExists(atPath: identity.keyPath) {
-            // A pair that does not load (written before durable writes, or
-            // damaged) is replaced, not a reason for every start to fail.
-            let reason: String
-            do {
-                let pem = try String(contentsOfFile: identity.certificatePath, encoding: .utf8)
-                let keyPEM = try String(contentsOfFile: identity.keyPath, encoding: .utf8)
-                guard let why = try replacementReason(pem, keyPEM: keyPEM, hostNames: hostNames, now: Date()) else { return identity }
-                reason = why
-            } catch {
-                reason = "it cannot be read: \(error)"
-            }
+            // Files that cannot be read fail the start, as before; a pair that
+            // reads but is not a pair (left empty or short by a power cut before
+            // writes were durable) is replaced, not a reason for every start to fail.
+            let pem = try String(contentsOfFile: identity.certificatePath, encoding: .utf8)
+            let keyPEM = try String(contentsOfFile: identity.keyPath, encoding: .utf8)
+            guard let reason = try damage(pem, keyPEM: keyPEM) ?? replacementReason(pem, hostNames: hostNames, now: Date())
+            else { return identity }
             for path in [identity.certificatePath, identity.keyPath] {
                 _ = try? files.removeItem(atPath: path + ".replaced")
                 try files.moveItem(atPath: path, toPath: path + ".replaced")
@@ -122,13 +118,25 @@ public struct TLSIdentity: Sendable {
         }
     }
 
-    /// Why a generated certificate must be replaced: a host name it does not
-    /// name, or its expiry within ``renewalDays`` days; nil when it serves.
-    static func replacementReason(_ pem: String, keyPEM: String? = nil, hostNames: [String], now: Date) throws -> String? {
-        let certificate = try Certificate(pemEncoded: pem)
-        if let keyPEM, Certificate.PublicKey(try P256.Signing.PrivateKey(pemRepresentation: keyPEM).publicKey) != certificate.publicKey {
+    /// Why the generated pair's files are not a usable pair: a certificate that
+    /// does not parse, a key file holding no PEM document, or a P-256 key that
+    /// is not the certificate's; nil otherwise. A key of another kind (an
+    /// operator's pair copied there) is left alone.
+    static func damage(_ pem: String, keyPEM: String) -> String? {
+        guard let certificate = try? Certificate(pemEncoded: pem) else { return "its certificate does not parse" }
+        guard (try? PEMDocument(pemString: keyPEM)) != nil else { return "its key does not parse" }
+        if let key = try? P256.Signing.PrivateKey(pemRepresentation: keyPEM),
+            Certificate.PublicKey(key.publicKey) != certificate.publicKey
+        {
             return "its key is not the certificate's"
         }
+        return nil
+    }
+
+    /// Why a generated certificate must be replaced: a host name it does not
+    /// name, or its expiry within ``renewalDays`` days; nil when it serves.
+    static func replacementReason(_ pem: String, hostNames: [String], now: Date) throws -> String? {
+        let certificate = try Certificate(pemEncoded: pem)
         if certificate.notValidAfter < now.addingTimeInterval(Double(renewalDays) * 86_400) {
             return "it expires at \(certificate.notValidAfter)"
         }

@@ -48,4 +48,16 @@ import X509
         #expect(try read(identity.certificatePath) != old)
         #expect(Certificate.PublicKey(key.publicKey) == certificate.publicKey)
     }
+
+    @Test func aKeyOfAnotherKindIsLeftAlone() throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let identity = try TLSIdentity.ensure(dataDir: dir, hostNames: [])
+        let p384 = P384.Signing.PrivateKey().pemRepresentation
+        try p384.write(toFile: identity.keyPath, atomically: false, encoding: .utf8)
+        let pem = try read(identity.certificatePath)
+        _ = try TLSIdentity.ensure(dataDir: dir, hostNames: [])
+        #expect(try read(identity.certificatePath) == pem)
+        #expect(try read(identity.keyPath) == p384)
+    }
 }

@@ -272,6 +272,35 @@ def test_online_backup_while_pushing_then_restore(tmp_path):
         assert copy.stop() == 0
 
 
+def test_a_backup_restores_after_an_upload_it_holds_goes_on(tmp_path):
+    """On the store's file system a backup holds hard links to the live extent
+    files: an upload appending after the backup grows the backup's copy of its
+    file too. The restore still takes it, since the backup's records name only
+    the bytes it had."""
+    server = Server(tmp_path / "data")
+    requests.post(server.url + "/api/v1/registries", json={"name": "grow"}, auth=server.auth).raise_for_status()
+    location = requests.post(server.url + "/v2/grow/app/blobs/uploads/", auth=server.auth).headers["Location"]
+    first, second = os.urandom(2 << 20), os.urandom(2 << 20)
+    headers = {"Content-Type": "application/octet-stream"}
+    r = requests.patch(server.url + location, data=first, auth=server.auth, headers=headers)
+    assert r.status_code == 202, r.text
+    backup = requests.post(server.url + "/api/v1/system/backups", json={"name": "mid-upload"}, auth=server.auth)
+    assert backup.status_code == 201, backup.text
+    r = requests.patch(server.url + r.headers["Location"], data=second, auth=server.auth, headers=headers)
+    assert r.status_code == 202, r.text
+    assert server.stop() == 0
+    restored = tmp_path / "restored"
+    out = subprocess.run([berth_binary(), "restore", "--from", backup.json()["path"], "--data-dir", str(restored)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    copy = Server(restored, auth=server.auth)
+    try:
+        status = requests.get(copy.url + location, auth=copy.auth)
+        assert status.status_code == 204 and status.headers["Range"] == f"0-{len(first) - 1}", status.headers
+    finally:
+        assert copy.stop() == 0
+
+
 def test_offline_commands_find_the_data_directory_as_serve_does(tmp_path):
     """`backup` never makes up an empty store to back up; `registry create` and
     `backup` take the data directory from --config or BERTH_DATA_DIR, as `serve`."""
