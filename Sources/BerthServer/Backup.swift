@@ -85,13 +85,7 @@ public enum Backup {
         // manifest beside a short copy, or a short manifest.
         try await store.pool.run {
             try FileSync.syncTree(destination + "/tls")
-            let partial = destination + "/backup.json.partial"
-            try manifest.write(to: URL(fileURLWithPath: partial))
-            try FileSync.sync(partial)
-            guard rename(partial, destination + "/backup.json") == 0 else {
-                throw BackupError("cannot rename \(partial) into place: \(String(cString: strerror(errno)))")
-            }
-            try FileSync.sync(destination)
+            try FileSync.replace(destination + "/backup.json", with: Array(manifest), mode: 0o644)
             try FileSync.syncParent(of: destination)
         }
         return summary

@@ -331,19 +331,8 @@ public enum BerthServer {
         // The file is whole and synced before the key is stored (and replaces
         // one a start cut short left): the key is never stored without it.
         let created = try await identity.bootstrapIfEmpty { key in
-            let body = Data(JSONText.bytes(["access_key": key.record.id, "secret_key": key.secret]))
-            let partial = path + ".partial"
-            guard FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: partial])
-            }
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: partial))
-            try handle.write(contentsOf: body)
-            try handle.synchronize()
-            try handle.close()
-            guard rename(partial, path) == 0 else {
-                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-            }
-            try FileSync.syncParent(of: path)
+            let body = JSONText.bytes(["access_key": key.record.id, "secret_key": key.secret])
+            try FileSync.replace(path, with: Array(body), mode: 0o600)
         }
         guard created != nil else { return }
         logger.notice("created user 'admin'; its access key is in \(path) (mode 0600)")

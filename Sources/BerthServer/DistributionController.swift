@@ -63,22 +63,28 @@ struct DistributionController: RouterMiddleware {
             // The client went away while its response waited for memory: nobody reads this.
             let error = RegistryError(.tooManyRequests, "the request was abandoned while its response waited for memory")
             return finish(ErrorResponses.oci(error, head: isHead))
-        } catch let error where ClientAbort.status(for: error, stopping: stopSignal.isStopping) != nil {
-            let status = ClientAbort.status(for: error, stopping: stopSignal.isStopping) ?? 400
-            guard status != 503 else {
-                context.logger.notice("request cut off by the server's stop", metadata: ["error": "\(error)"])
-                var refusal = ErrorResponses.oci(RegistryError(.unsupported, "the server is stopping; retry"), head: isHead)
-                    .with(status: 503)
-                refusal.headers[.retryAfter] = "5"
-                return finish(refusal)
-            }
-            context.logger.info("request abandoned by its client", metadata: ["error": "\(error)"])
-            let abandoned = RegistryError(.sizeInvalid, "the request ended before its body was whole")
-            return finish(ErrorResponses.oci(abandoned, head: isHead).with(status: status))
         } catch {
+            if let status = ClientAbort.status(for: error, stopping: stopSignal.isStopping) {
+                return finish(Self.abandoned(status, error, head: isHead, logger: context.logger))
+            }
             context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return finish(ErrorResponses.oci(RegistryError(.unsupported, "internal error"), head: isHead).with(status: 500))
         }
+    }
+
+    /// The answer to a request its client gave up on, or the server's stop cut
+    /// off (``ClientAbort``): nobody may read it, but it is logged and counted.
+    private static func abandoned(_ status: Int, _ error: any Error, head: Bool, logger: Logger) -> Response {
+        guard status != 503 else {
+            logger.notice("request cut off by the server's stop", metadata: ["error": "\(error)"])
+            var refusal = ErrorResponses.oci(RegistryError(.unsupported, "the server is stopping; retry"), head: head)
+                .with(status: 503)
+            refusal.headers[.retryAfter] = "5"
+            return refusal
+        }
+        logger.info("request abandoned by its client", metadata: ["error": "\(error)"])
+        let abandoned = RegistryError(.sizeInvalid, "the request ended before its body was whole")
+        return ErrorResponses.oci(abandoned, head: head).with(status: status)
     }
 
     /// Seconds a request refused for spent response memory is told to wait.

@@ -89,33 +89,12 @@ public struct TLSIdentity: Sendable {
             },
             issuerPrivateKey: .init(key))
         // Each file is written aside, synced and renamed into place, the key
-        // first, then the directory synced: a power cut leaves the old pair, a
-        // new key beside the old certificate (which the next start replaces), or
-        // the new pair, never an empty file.
-        try writeDurably(Array(key.pemRepresentation.utf8), to: identity.keyPath, mode: 0o600)
-        try writeDurably(Array(try certificate.serializeAsPEM().pemString.utf8), to: identity.certificatePath, mode: 0o644)
-        try FileSync.sync(directory)
+        // first: a power cut leaves the old pair, a new key beside the old
+        // certificate (which the next start replaces), or the new pair, never
+        // an empty file.
+        try FileSync.replace(identity.keyPath, with: Array(key.pemRepresentation.utf8), mode: 0o600)
+        try FileSync.replace(identity.certificatePath, with: Array(try certificate.serializeAsPEM().pemString.utf8), mode: 0o644)
         return identity
-    }
-
-    /// Writes `bytes` to `path` through a synced `path.partial` renamed into place.
-    private static func writeDurably(_ bytes: [UInt8], to path: String, mode: mode_t) throws {
-        let partial = path + ".partial"
-        let fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: partial]) }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, bytes.count - written) }
-            guard n > 0 else {
-                _ = close(fd)
-                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: partial])
-            }
-            written += n
-        }
-        let synced = fsync(fd) == 0
-        guard close(fd) == 0, synced, rename(partial, path) == 0 else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-        }
     }
 
     /// Why the generated pair's files are not a usable pair: a certificate that

@@ -33,6 +33,29 @@ public enum FileSync {
         try sync(parent.isEmpty ? "." : parent)
     }
 
+    /// Replaces the file at `path` with `bytes` so that no crash leaves it
+    /// short or empty: written to `path.partial` (created with `mode`),
+    /// synced, renamed into place, then its directory synced.
+    public static func replace(_ path: String, with bytes: [UInt8], mode: mode_t) throws {
+        let partial = path + ".partial"
+        let fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw failure("cannot create \(partial)") }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, bytes.count - written) }
+            guard n > 0 else {
+                let error = failure("cannot write \(partial)")
+                _ = close(fd)
+                throw error
+            }
+            written += n
+        }
+        let synced = fsync(fd) == 0
+        guard close(fd) == 0, synced else { throw failure("cannot sync \(partial)") }
+        guard rename(partial, path) == 0 else { throw failure("cannot rename \(partial) into place") }
+        try syncParent(of: path)
+    }
+
     private static func failure(_ what: String) -> StorageError {
         StorageError("\(what): \(String(cString: strerror(errno)))")
     }
