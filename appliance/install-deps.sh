@@ -5,9 +5,12 @@
 set -euo pipefail
 
 packages=(librocksdb-dev jq)
+# Installed without their recommends (docker.io's pull in git, apparmor and needrestart).
+bare_packages=()
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
     packages+=(skopeo podman umoci jq openssl curl systemd python3-pip faketime)
+    bare_packages+=(docker.io)
     # Installed, when a module is missing, at the versions the tests were last run
     # with: the contract test drives schemathesis' command line and the ORAS test
     # its Python API. One already installed is kept as it is.
@@ -15,19 +18,26 @@ if [ "${1:-}" = "--test" ]; then
         openapi_spec_validator:openapi-spec-validator==0.9.0 schemathesis:schemathesis==4.32.5 yaml:pyyaml==6.0.3)
 fi
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
+missing_bare=()
+for p in "${bare_packages[@]}"; do installed "$p" || missing_bare+=("$p"); done
+if [ $((${#missing[@]} + ${#missing_bare[@]})) -gt 0 ]; then
     sudo_cmd=()
     if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null || { echo "install-deps: run as root, or install sudo, to install: ${missing[*]}" >&2; exit 1; }
+        command -v sudo >/dev/null || { echo "install-deps: run as root, or install sudo, to install: ${missing[*]} ${missing_bare[*]}" >&2; exit 1; }
         sudo_cmd=(sudo)
     fi
     "${sudo_cmd[@]}" apt-get update -qq
     # Through env: sudo drops the caller's environment.
-    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ ${#missing[@]} -gt 0 ]; then
+        "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if [ ${#missing_bare[@]} -gt 0 ]; then
+        "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing_bare[@]}" >/dev/null
+    fi
 fi
 
 if [ ${#python_packages[@]} -gt 0 ]; then
