@@ -80,7 +80,9 @@ public enum BerthServer {
         let responseBudget = ResponseBudget(
             total: configuration.responseMemory ?? ResponseBudget.defaultTotal(physicalMemory: ProcessInfo.processInfo.physicalMemory))
         let metrics = ServerMetrics(store: store, responses: responseBudget)
-        if case .certificate(let served)? = tls?.certificateChain.first { metrics.certificate(expiresAt: served.notValidAfter) }
+        if case .certificate(let served)? = tls?.configuration.certificateChain.first {
+            metrics.certificate(expiresAt: served.notValidAfter)
+        }
         let trimmer = MemoryTrimmer(
             trim: { [buffers = store.objects.buffers] in
                 buffers.release()
@@ -92,12 +94,12 @@ public enum BerthServer {
             })
 
         var services: [any Service] = []
-        let tlsContexts = try tls.map { TLSContextBox(try TLSChannel.context($0)) }
+        let tlsContexts = try tls.map { TLSContextBox(try TLSChannel.context($0.configuration)) }
         if let tlsContexts {
             services.append(
                 CertificateReloader(
                     identity: { try certificateIdentity(configuration, logger: logger) }, contexts: tlsContexts, metrics: metrics,
-                    logger: logger))
+                    logger: logger, served: tls?.stamp))
         }
         let endpoints = Endpoints(public: configuration.endpoint(.public), private: configuration.endpoint(.private))
         let readTimeout = TimeAmount.nanoseconds(Int64(configuration.readTimeout * 1e9))
@@ -184,16 +186,16 @@ public enum BerthServer {
 
     /// The operator's certificate and key, loaded and checked, when a listener
     /// serves TLS with them; nil otherwise. Reads only their files.
-    static func operatorTLS(_ configuration: ServerConfiguration) throws -> TLSConfiguration? {
+    static func operatorTLS(_ configuration: ServerConfiguration) throws -> ServedTLS? {
         guard configuration.listeners.contains(where: \.tls), configuration.tlsCertificatePath != nil else { return nil }
-        return try certificateIdentity(configuration).map(tlsConfiguration)
+        return try certificateIdentity(configuration).map(ServedTLS.load)
     }
 
     /// The generated certificate (made or replaced as needed) when a listener
     /// serves TLS and the operator gives none; nil otherwise.
-    static func generatedTLS(_ configuration: ServerConfiguration, logger: Logger) throws -> TLSConfiguration? {
+    static func generatedTLS(_ configuration: ServerConfiguration, logger: Logger) throws -> ServedTLS? {
         guard configuration.listeners.contains(where: \.tls), configuration.tlsCertificatePath == nil else { return nil }
-        return try certificateIdentity(configuration, logger: logger).map(tlsConfiguration)
+        return try certificateIdentity(configuration, logger: logger).map(ServedTLS.load)
     }
 
     /// The files of the served certificate when a listener serves TLS: the

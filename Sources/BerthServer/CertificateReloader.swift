@@ -16,6 +16,18 @@ final class TLSContextBox: Sendable {
     func replace(with context: NIOSSLContext) { box.withLockedValue { $0 = context } }
 }
 
+/// A certificate and key as loaded, with what their files looked like just
+/// before: a change from then on, however soon, is the reloader's to load.
+struct ServedTLS {
+    var configuration: TLSConfiguration
+    var stamp: [CertificateReloader.FileStamp]
+
+    static func load(_ identity: TLSIdentity) throws -> ServedTLS {
+        let stamp = CertificateReloader.stamp(identity)
+        return ServedTLS(configuration: try BerthServer.tlsConfiguration(identity), stamp: stamp)
+    }
+}
+
 /// Serves a new certificate without a restart: every `interval` seconds, and
 /// at once on SIGHUP, it looks at the certificate and key files (`identity`
 /// first renews a generated certificate in its last 30 days) and, when either
@@ -28,13 +40,16 @@ struct CertificateReloader: Service {
     let contexts: TLSContextBox
     let metrics: ServerMetrics
     let logger: Logger
+    /// The files as they were when the served pair was loaded (``ServedTLS``),
+    /// not when this service starts: a pair replaced in between is loaded at
+    /// the first check.
+    let served: [FileStamp]?
     var interval: Double = 60
 
     func run() async throws {
         let checks = AsyncStream<Void>.makeStream()
         await cancelWhenGracefulShutdown {
-            var seen: [FileStamp]?
-            if let served = try? identity() { seen = Self.stamp(served) }
+            var seen = served
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await _ in await UnixSignalsSequence(trapping: .sighup) { checks.continuation.yield() }

@@ -39,11 +39,16 @@ public struct JSONLogHandler: LogHandler {
         for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
             object[key] = Self.plain(value)
         }
+        // Hummingbird numbers requests itself; a line carrying the request id
+        // its client sees (X-Request-Id) does not also carry that counter.
+        if object["request_id"] != nil { object[Self.hummingbirdRequestID] = nil }
         if let error = event.error { object["error"] = "\(error)" }
         var bytes = JSONText.bytes(object)
         bytes.append(UInt8(ascii: "\n"))
         return bytes
     }
+
+    static let hummingbirdRequestID = "hb.request.id"
 
     private static let timeStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 

@@ -43,6 +43,19 @@ import Testing
         #expect((object["nested"] as? [String: Any])?["k"] as? String == "v")
     }
 
+    @Test func aLineWithBerthsRequestIDDropsHummingbirdsCounter() throws {
+        let withOurs = try #require(try JSONSerialization.jsonObject(with: Data(line(["hb.request.id": "5f0e-7"]))) as? [String: Any])
+        #expect(withOurs["request_id"] as? String == "r-1")
+        #expect(withOurs["hb.request.id"] == nil, "one request id per line")
+
+        var handler = JSONLogHandler(label: "berth", level: .info)
+        handler[metadataKey: "hb.request.id"] = "5f0e-7"
+        let event = LogEvent(
+            level: .info, message: "m", error: nil, metadata: nil, source: nil, file: #fileID, function: #function, line: #line)
+        let alone = try #require(try JSONSerialization.jsonObject(with: Data(handler.line(event, time: Date()))) as? [String: Any])
+        #expect(alone["hb.request.id"] as? String == "5f0e-7", "kept where it is the only id")
+    }
+
     @Test func keysAreInOrder() throws {
         let text = String(decoding: line(["b": "2", "a": "1", "zz": "3"]), as: UTF8.self)
         let keys = ["a", "b", "level", "logger", "message", "request_id", "time", "zz"].map { "\"\($0)\":" }
