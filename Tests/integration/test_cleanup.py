@@ -48,6 +48,7 @@ from helpers import (
     start_cleanup_run,
     unique,
     wait_cleanup_run,
+    wait_until,
 )
 
 CLOCK_SLACK = 2
@@ -535,6 +536,30 @@ def test_delete_untagged_leaves_recent_pushes(make_server):
     assert c.get_manifest(name, amd.digest).content == amd.manifest
 
 
+def test_a_stop_in_the_middle_of_a_run_records_its_details_and_its_end(make_server):
+    """SIGTERM while a run deletes: the stop cancels the run, which still
+    writes the details of what it deleted (fewer than a batch) and its own
+    end. Before, both writes were refused for the cancelled task: those
+    details were lost, and the run had no finished_at."""
+    reg = "cstop"
+    srv = make_server(registries=[reg], label="cleanup-stop")
+    c = srv.client()
+    name, n = f"{reg}/app", 600
+    push_series(c, name, [f"t{i:03d}" for i in range(n)], gap=0)
+    create_cleanup_policy(c, reg, "app", "keep_last_pushed", 1)
+    run = start_cleanup_run(c, reg)
+    wait_until(lambda: len(dp_tags(c, name)) < n - 10, 60, interval=0.02, message="the run to delete some artifacts")
+    srv.terminate()
+    srv.start()
+    ended = api_get_json(c, runs_path(reg, f"/{run['id']}"))
+    assert ended["status"] == "interrupted", ended
+    assert ended["finished_at"] is not None, ended
+    deleted = n - len(dp_tags(c, name))
+    assert 10 < deleted < n - 1, (deleted, ended)
+    details = cleanup_run_details(c, reg, run["id"])
+    assert [d["action"] for d in details] == ["deleted"] * deleted, (deleted, len(details), details[-3:])
+
+
 def test_recent_pushes_and_pulls_are_kept(http, new_registry):
     reg = new_registry("cw")
     recent = push_series(http, f"{reg}/recent", ["r1", "r2", "r3"], gap=0)
@@ -573,6 +598,50 @@ def test_protection_wins(http, new_registry):
     assert tag_map(http, reg, "app") == {"v1": a1.digest, "v3": a3.digest}
     assert http.get_manifest(name, a1.digest).content == a1.manifest
     assert_status(http.get_manifest(name, a2.digest), 404)
+
+
+def test_cosign_signatures_go_with_their_image_and_take_no_place(http, new_registry):
+    """cosign's tag scheme: each release v1..v4 has a signature tagged
+    sha256-<hex>.sig (no subject field). keep_last_pushed 2 over every tag
+    keeps v3 and v4 (signatures take no place), v1 is protected and keeps its
+    signature, and v2 goes with its signature."""
+    reg = new_registry("cs")
+    name = f"{reg}/app"
+    releases, signatures = [], []
+    for tag in ("v1", "v2", "v3", "v4"):
+        (img,) = push_series(http, name, [tag])
+        time.sleep(GAP)
+        sig = make_artifact("application/vnd.dev.cosign.artifact.sig.v1+json", None)
+        sig_tag = "sha256-" + img.digest.split(":", 1)[1] + ".sig"
+        push_tags(http, name, sig, sig_tag)
+        time.sleep(GAP)
+        releases.append((img, tag))
+        signatures.append((sig, sig_tag))
+    pp = create_protection_policy(http, reg, "app", "v1")["id"]
+    cp = create_cleanup_policy(http, reg, "app", "keep_last_pushed", 2, tag_pattern="*")["id"]
+    (v1, _), (v2, _), (v3, _), (v4, _) = releases
+    (s1, t1), (s2, t2), (s3, t3), (s4, t4) = signatures
+
+    for dry_run, action in ((True, "would_delete"), (False, "deleted")):
+        run = run_cleanup(http, reg, dry_run=dry_run)
+        details = cleanup_run_details(http, reg, run["id"])
+        by = details_by_digest(details)
+        assert set(by) == {v1.digest, v2.digest, s1.digest, s2.digest}, by
+        assert (by[v1.digest]["action"], by[v1.digest]["policy"]) == ("protected", pp), by[v1.digest]
+        assert (by[v2.digest]["action"], by[v2.digest]["policy"]) == (action, cp), by[v2.digest]
+        assert (by[s2.digest]["action"], by[s2.digest]["tags"]) == (action, [t2]), by[s2.digest]
+        assert f"attached to {v2.digest}" in by[s2.digest]["reason"], by[s2.digest]
+        assert by[s1.digest]["action"] == "kept" and v1.digest in by[s1.digest]["reason"], by[s1.digest]
+        # The signature goes after its image.
+        order = [d["digest"] for d in details]
+        assert order.index(v2.digest) < order.index(s2.digest), order
+        s = summary(run)
+        assert (s["artifacts_deleted"], s["tags_deleted"], s["artifacts_protected"], s["errors"]) == (2, 2, 1, 0), s
+
+    assert tag_map(http, reg, "app") == {
+        "v1": v1.digest, t1: s1.digest, "v3": v3.digest, t3: s3.digest, "v4": v4.digest, t4: s4.digest}
+    for gone in (v2, s2):
+        assert_status(http.get_manifest(name, gone.digest), 404)
 
 
 def test_disabled_policies_do_nothing_and_any_policy_deletes(http, new_registry):

@@ -294,16 +294,16 @@ public final class JobDetails: Sendable {
         if full { _ = try await flush() }
     }
 
-    /// Writes what is pending; returns how many details the run has.
+    /// Writes what is pending; returns how many details the run has. What a
+    /// write that fails held stays pending, for the next flush (a run's last
+    /// one is never refused for its task's cancellation: see `JobRunner`).
     func flush() async throws -> Int {
-        let (start, pending) = state.withLockedValue { state in
-            defer {
-                state.written += state.pending.count
-                state.pending = []
-            }
-            return (state.written, state.pending)
-        }
+        let (start, pending) = state.withLockedValue { ($0.written, $0.pending) }
         if !pending.isEmpty { try await log.appendDetails(runID, from: start, pending) }
+        state.withLockedValue { state in
+            state.written += pending.count
+            state.pending.removeFirst(pending.count)
+        }
         return start + pending.count
     }
 }

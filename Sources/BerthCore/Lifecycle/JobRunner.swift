@@ -171,12 +171,19 @@ public final class JobRunner: Sendable {
                 finished.error = "\(error)"
             }
             finished.finished = Date()
-            do {
-                finished.details = try await details.flush()
-            } catch {
-                logger.error("could not record the details of a job run", metadata: ["run": "\(run.id)", "error": "\(error)"])
-            }
-            await record(finished)
+            // A stop cancels this task, and the blocking pool refuses work from a
+            // cancelled task: the run's last details and its end are written
+            // from a task of their own, which the stop waits for.
+            let ended = finished
+            await Task { [self] in
+                var ended = ended
+                do {
+                    ended.details = try await details.flush()
+                } catch {
+                    logger.error("could not record the details of a job run", metadata: ["run": "\(run.id)", "error": "\(error)"])
+                }
+                await record(ended)
+            }.value
             state.withLockedValue {
                 $0.running.removeValue(forKey: key)
                 $0.tasks.removeValue(forKey: run.id)

@@ -40,6 +40,8 @@ extension Registry {
             images.append(Key.lastComponent(key))
             return true
         }
+        // What this run deleted (or, in a test run, would): an attachment goes only after its artifact.
+        var gone: Set<String> = []
         for name in images {
             try Task.checkCancellation()
             guard try registry(registryName)?.created == created else {
@@ -57,6 +59,9 @@ extension Registry {
                 if let index = decision.listedBy {
                     detail.action = .kept
                     detail.reason = "kept: listed by index \(index), which stays; \(decision.reason)"
+                } else if let subject = decision.attachedTo, !gone.contains(subject) {
+                    detail.action = .kept
+                    detail.reason = "kept: attached to \(subject), which stays"
                 } else if let (protection, tag) = try protection(
                     repository: name, digest: decision.record.digest, alsoApplying: protectionsAtStart)
                 {
@@ -68,6 +73,7 @@ extension Registry {
                     detail.action = .wouldDelete
                     outcome.artifactsDeleted += 1
                     outcome.tagsDeleted += Int64(decision.tags.count)
+                    gone.insert(decision.record.digest)
                 } else {
                     do {
                         // Deleted only if nothing the decision rests on changed meanwhile,
@@ -78,6 +84,7 @@ extension Registry {
                             name: name, reference: decision.record.digest, actor: actor, ifUnchanged: precondition)
                         outcome.artifactsDeleted += 1
                         outcome.tagsDeleted += Int64(decision.tags.count)
+                        gone.insert(decision.record.digest)
                     } catch let error as LifecycleError where error.code == "PROTECTED" {
                         detail.action = .protected
                         detail.reason = "kept: \(error.message)"
@@ -85,6 +92,8 @@ extension Registry {
                     } catch let error as LifecycleError where error.code == "CHANGED" {
                         detail.action = .kept
                         detail.reason = "kept: \(error.message); the next run decides again"
+                    } catch is CancellationError {
+                        throw CancellationError()  // the server stops: the delete was not done, nor is it a failure
                     } catch {
                         detail.action = .failed
                         detail.reason = "\(error)"
@@ -104,6 +113,25 @@ extension Registry {
         var reason: String
         /// An index the run keeps that lists this artifact, which keeps it too.
         var listedBy: String?
+        /// The artifact this one is attached to by a cosign-style tag: deleted
+        /// only once that one is.
+        var attachedTo: String?
+    }
+
+    /// The artifact a tag in cosign's scheme attaches its own to:
+    /// `sha256-<hex>.sig` (signatures), `.att` (attestations), `.sbom`, and
+    /// any other lowercase suffix name `sha256:<hex>`. These artifacts carry
+    /// no `subject`, so only their tag says what they belong to.
+    static func attachmentSubject(tag: String) -> String? {
+        let utf8 = Array(tag.utf8)
+        let prefix = Array("sha256-".utf8)
+        guard utf8.count > prefix.count + 65, utf8.starts(with: prefix) else { return nil }
+        let hex = utf8[prefix.count..<prefix.count + 64]
+        let dot = prefix.count + 64
+        guard hex.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }),
+            utf8[dot] == UInt8(ascii: "."), utf8[(dot + 1)...].allSatisfy({ (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) })
+        else { return nil }
+        return "sha256:" + String(decoding: hex, as: UTF8.self)
     }
 
     /// The artifacts of one image the policies delete, each index before what
@@ -111,6 +139,10 @@ extension Registry {
     /// names it. An artifact listed by an index that stays stays too (its
     /// decision names the index): a policy that keeps the newest N tagged
     /// artifacts must not take a platform manifest of a multi-arch image it keeps.
+    /// An artifact whose every tag is in cosign's scheme and names another of
+    /// the image (``attachmentSubject(tag:)``) is that one's attachment: the
+    /// keep rules neither count nor delete it, and it is decided for deletion,
+    /// after everything else, only with the artifact it is attached to.
     func decide(name: String, image: String, policies: [CleanupPolicy], untaggedGrace: Double) throws -> [CleanupDecision] {
         var manifests: [ManifestRecord] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
@@ -120,6 +152,15 @@ extension Registry {
         let tags = try tagsByDigest(name)
         let present = Set(manifests.map(\.digest))
         let listed = Set(manifests.flatMap(\.children))
+        var attachedTo: [String: String] = [:]
+        for record in manifests {
+            guard let names = tags[record.digest], !names.isEmpty else { continue }
+            let subjects = names.map(Self.attachmentSubject)
+            guard subjects.allSatisfy({ $0 != nil }),
+                let subject = subjects.compactMap({ $0 }).sorted().first(where: { $0 != record.digest && present.contains($0) })
+            else { continue }
+            attachedTo[record.digest] = subject
+        }
         let now = Date()
         var decisions: [String: CleanupDecision] = [:]
         func delete(_ record: ManifestRecord, _ policy: CleanupPolicy, _ reason: String) {
@@ -142,7 +183,7 @@ extension Registry {
             }
             guard let tagPattern = try? Pattern(policy.tagPattern) else { continue }
             let candidates = manifests.filter { record in
-                guard let names = tags[record.digest], !names.isEmpty else { return false }
+                guard attachedTo[record.digest] == nil, let names = tags[record.digest], !names.isEmpty else { return false }
                 return names.allSatisfy(tagPattern.matches)
             }
             switch rule {
@@ -177,7 +218,29 @@ extension Registry {
                 kept.append(decision.record)
             }
         }
-        return Self.parentsFirst(decisions.values.sorted { ($0.record.created, $0.record.digest) < ($1.record.created, $1.record.digest) })
+        let main = Self.parentsFirst(
+            decisions.values.sorted { ($0.record.created, $0.record.digest) < ($1.record.created, $1.record.digest) })
+        // Attachments follow what they are attached to, down chains (a signature's signature).
+        var attachments: [CleanupDecision] = []
+        var reached = Set(main.filter { $0.listedBy == nil }.map(\.record.digest))
+        var added = true
+        while added {
+            added = false
+            for record in manifests.sorted(by: { ($0.created, $0.digest) < ($1.created, $1.digest) }) {
+                guard let subject = attachedTo[record.digest], reached.contains(subject), decisions[record.digest] == nil,
+                    let policy = decisions[subject]?.policy
+                else { continue }
+                let names = (tags[record.digest] ?? []).sorted()
+                let decision = CleanupDecision(
+                    record: record, tags: names, policy: policy,
+                    reason: "attached to \(subject) by tag '\(names.first ?? "")', which this run deletes", attachedTo: subject)
+                decisions[record.digest] = decision
+                attachments.append(decision)
+                reached.insert(record.digest)
+                added = true
+            }
+        }
+        return main + attachments
     }
 
     /// `decisions` (oldest first) reordered so that each index to delete comes
