@@ -335,6 +335,22 @@ extension Registry {
         }
     }
 
+    /// The tags of image `name` that point at `digest`, in tag order: read
+    /// through the digest's reverse keys, so the cost is that artifact's tags,
+    /// not the image's.
+    public func tagRecords(of digest: String, image name: String) throws -> [TagRecord] {
+        var tags: [String] = []
+        try db.scan(.catalog, prefix: Key("G", name, digest).childPrefix) { key, _ in
+            tags.append(Key.lastComponent(key))
+            return true
+        }
+        return try tags.compactMap { tag in
+            guard let value = try db.get(.catalog, CatalogKey.tag(name, tag).bytes).map(TagValue.decode), value.digest == digest
+            else { return nil }
+            return TagRecord(name: tag, digest: value.digest, updated: value.updated)
+        }
+    }
+
     /// Points `tag` at an artifact of the image, with the rules of a push.
     public func setTag(image name: String, tag: String, digest: String, actor: String? = nil) async throws -> TagRecord {
         try Names.validateTag(tag)

@@ -34,14 +34,7 @@ extension Registry {
     /// that points elsewhere, even from a reverse key gone stale (a catalog
     /// an older version wrote to again, which is not supported).
     func tags(of digest: String, in name: String) throws -> [String] {
-        var tags: [String] = []
-        try db.scan(.catalog, prefix: Key("G", name, digest).childPrefix) { key, _ in
-            tags.append(Key.lastComponent(key))
-            return true
-        }
-        return try tags.filter { tag in
-            try db.get(.catalog, CatalogKey.tag(name, tag).bytes).map { TagValue.decode($0).digest == digest } ?? false
-        }
+        try tagRecords(of: digest, image: name).map(\.name)
     }
 
     /// Stages the listing keys of an index record that is being added (`put`) or deleted.

@@ -42,7 +42,7 @@ struct AdminController {
                 let query = request.query("q")
                 let page = try registry.registries(
                     after: request.query("cursor"), limit: try AdminSupport.limit(request),
-                    visible: { name in principal.rights.canView(name) && (query.map { name.contains($0) } ?? true) })
+                    visible: { name in principal.rights.canView(name) && (query.map { $0.isEmpty || name.contains($0) } ?? true) })
                 return support.json(["items": page.items.map(describe), "next_cursor": page.next.map { $0 as Any } ?? NSNull()])
             }
         }
@@ -117,6 +117,9 @@ struct AdminController {
         return name
     }
 
+    /// What a backup's name may hold: ASCII letters and digits, `-`, `_` and `.`.
+    static let backupNameBytes = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.".utf8))
+
     /// `POST /api/v1/system/backups`: an online backup into the backup directory.
     private func backup(_ request: Request, _ context: BerthRequestContext) async throws -> Response {
         try await support.run(request, context) { principal in
@@ -125,9 +128,9 @@ struct AdminController {
             let stamp = Date().formatted(.iso8601.dateSeparator(.omitted).timeSeparator(.omitted))  // 20261123T100000Z
             let name = input.name ?? "backup-" + stamp
             guard !name.isEmpty, name.utf8.count <= 128,
-                name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }), !name.hasPrefix(".")
+                name.utf8.allSatisfy({ Self.backupNameBytes.contains($0) }), !name.hasPrefix(".")
             else {
-                throw AdminInputError(message: "'name' must be 1–128 letters, digits, '-', '_' or '.', not starting with '.'")
+                throw AdminInputError(message: "'name' must be 1–128 ASCII letters, digits, '-', '_' or '.', not starting with '.'")
             }
             let destination = URL(fileURLWithPath: settings.backupDirectory).appendingPathComponent(name).path
             if FileManager.default.fileExists(atPath: destination) {

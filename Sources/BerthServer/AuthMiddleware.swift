@@ -83,10 +83,15 @@ struct Challenge: Sendable {
         return response
     }
 
-    /// The admin API's 401: the same bearer challenge as `/v2` (Basic credentials work too).
+    /// The admin API's (and `/metrics`') 401: a Basic challenge, since only an
+    /// access key and secret work there. A bearer challenge would send a
+    /// client for a token that these routes refuse.
     func admin(_ request: Request, detail: String) -> Response {
         var response = ErrorResponses.problem(status: 401, code: "UNAUTHORIZED", detail: detail)
-        response.headers[.wwwAuthenticate] = header(request, scope: nil)
+        response.headers[.wwwAuthenticate] = Self.basic
         return response
     }
+
+    /// The challenge where only Basic credentials work (also `/auth/token`'s).
+    static let basic = "Basic realm=\"berth\", charset=\"UTF-8\""
 }

@@ -122,9 +122,7 @@ struct ImagesController {
                 guard try registry.manifestRecord(name: image, digest: digest) != nil else {
                     throw RegistryError(.manifestUnknown, "artifact \(digest) is not in image '\(image)'")
                 }
-                let tags = try await blocking {
-                    try registry.tagRecords(image: image, query: nil, after: nil, limit: Int.max).items.filter { $0.digest == digest }
-                }
+                let tags = try await blocking { try registry.tagRecords(of: digest, image: image) }
                 return support.json(["items": tags.map(describe), "next_cursor": NSNull()])
             }
         }

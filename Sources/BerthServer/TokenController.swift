@@ -48,7 +48,7 @@ struct TokenController {
             // each time with every right of its key's user, whatever its own scope.
             guard method == "basic" else {
                 var response = Self.error(401, "invalid_client", "tokens are issued for an access key and secret (Basic), not for a token")
-                response.headers[.wwwAuthenticate] = "Basic realm=\"berth\""
+                response.headers[.wwwAuthenticate] = Challenge.basic
                 return response
             }
             principal = who
@@ -56,7 +56,7 @@ struct TokenController {
             context.trace.actor = who.actor
         case .failed(let reason):
             var response = Self.error(401, "invalid_client", "authentication failed: \(reason)")
-            response.headers[.wwwAuthenticate] = "Basic realm=\"berth\""
+            response.headers[.wwwAuthenticate] = Challenge.basic
             return response
         case .throttled(let retryAfter):
             var response = Self.error(429, "too_many_requests", "too many failed authentications; retry in \(retryAfter) s")

@@ -97,6 +97,12 @@ def test_registries_q_filter(http):
     assert_status(r, 200)
     assert (r.json()["items"], r.json()["next_cursor"]) == ([], None), r.text
 
+    # An empty q filters nothing, as on the image and tag listings.
+    everything, _ = api_list_all(http, "/api/v1/registries")
+    unfiltered, _ = api_list_all(http, "/api/v1/registries", {"q": ""})
+    assert {i["name"] for i in unfiltered} >= {*matching, near_miss}
+    assert [i["name"] for i in unfiltered] == [i["name"] for i in everything]
+
 
 def test_registry_usage_counts(http, new_registry):
     reg = new_registry("us")

@@ -230,6 +230,10 @@ def test_online_backup_while_pushing_then_restore(tmp_path):
     assert requests.post(server.url + "/api/v1/system/backups", json={"name": "mid"}, auth=server.auth).status_code == 409
     anonymous = requests.post(server.url + "/api/v1/system/backups", json={"name": "x"})
     assert anonymous.status_code == 401
+    # Names are the spec's ASCII: letters of other scripts, digits and fractions are refused.
+    for name in ("bäckup", "٣", "½", "ｂａｃｋｕｐ", ".hidden", "a/b", "x" * 129):
+        refused = requests.post(server.url + "/api/v1/system/backups", json={"name": name}, auth=server.auth)
+        assert refused.status_code == 400, (name, refused.status_code, refused.text)
     # Unnamed, a backup is named for its UTC time.
     unnamed = requests.post(server.url + "/api/v1/system/backups", json={}, auth=server.auth)
     assert unnamed.status_code == 201, unnamed.text
