@@ -146,7 +146,12 @@ extension Registry {
     func decide(name: String, image: String, policies: [CleanupPolicy], untaggedGrace: Double) throws -> [CleanupDecision] {
         var manifests: [ManifestRecord] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
-            manifests.append(try RecordCodec.decode(ManifestRecord.self, value))
+            var record = try RecordCodec.decode(ManifestRecord.self, value)
+            // The rules need neither: an image's records are held at once, and
+            // annotations may run to megabytes a manifest.
+            record.annotations = nil
+            record.blobs = []
+            manifests.append(record)
             return true
         }
         let tags = try tagsByDigest(name)
@@ -245,26 +250,40 @@ extension Registry {
 
     /// `decisions` (oldest first) reordered so that each index to delete comes
     /// before the artifacts it lists that are deleted too; the order is
-    /// otherwise kept. Index listings form no cycles (an index names its
-    /// children by digest, so none can list itself, directly or not).
+    /// otherwise kept: an artifact waits for the last index listing it, and
+    /// follows it at once. Linear in the decisions and their listings (an image
+    /// of 200,000 artifacts to delete is one pass). Index listings form no
+    /// cycles (an index names its children by digest, so none can list itself,
+    /// directly or not).
     static func parentsFirst(_ decisions: [CleanupDecision]) -> [CleanupDecision] {
         let deleted = Set(decisions.filter { $0.listedBy == nil }.map(\.record.digest))
         var parents: [String: Int] = [:]  // for each artifact, the deleted indexes listing it not yet placed
         for decision in decisions where decision.listedBy == nil {
             for child in Set(decision.record.children) where deleted.contains(child) { parents[child, default: 0] += 1 }
         }
+        guard !parents.isEmpty else { return decisions }
         var ordered: [CleanupDecision] = []
-        var pending = decisions
-        while !pending.isEmpty {
-            guard let next = pending.firstIndex(where: { parents[$0.record.digest, default: 0] == 0 }) else {
-                return ordered + pending  // unreachable without a cycle; the deletes' own check refuses a listed child
-            }
-            let decision = pending.remove(at: next)
-            if decision.listedBy == nil {
-                for child in Set(decision.record.children) where deleted.contains(child) { parents[child, default: 0] -= 1 }
-            }
+        ordered.reserveCapacity(decisions.count)
+        var waiting: [String: Int] = [:]  // artifacts held back for an index, by their place in `decisions`
+        func place(_ position: Int) {
+            let decision = decisions[position]
             ordered.append(decision)
+            guard decision.listedBy == nil else { return }
+            var released: [Int] = []
+            for child in Set(decision.record.children) where deleted.contains(child) {
+                parents[child, default: 0] -= 1
+                if parents[child] == 0, let held = waiting.removeValue(forKey: child) { released.append(held) }
+            }
+            for held in released.sorted() { place(held) }
         }
-        return ordered
+        for (position, decision) in decisions.enumerated() {
+            if parents[decision.record.digest, default: 0] > 0 {
+                waiting[decision.record.digest] = position
+            } else {
+                place(position)
+            }
+        }
+        // Unreachable without a cycle; the deletes' own check refuses a listed child.
+        return ordered + waiting.values.sorted().map { decisions[$0] }
     }
 }
