@@ -6,7 +6,9 @@ import ServiceLifecycle
 /// Starts scheduled jobs: wakes at each minute boundary (UTC) and starts
 /// every job whose cron expression matches that minute — garbage collection
 /// and each registry's cleanup. A run still going when its next one is due
-/// makes that one be skipped. Minutes the server was down are not caught up.
+/// makes that one be skipped. Minutes the server was down are not caught up,
+/// and none is ticked twice: a wall clock stepped back (NTP, an operator's
+/// `date -s`) waits for the minutes it repeats.
 struct Scheduler: Service {
     let jobs: JobRunner
     let metrics: ServerMetrics
@@ -14,16 +16,27 @@ struct Scheduler: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
+            var last: Date?
             while !Task.isCancelled {
-                let now = Date()
-                let minute = (now.timeIntervalSince1970 / 60).rounded(.down) * 60
-                let next = Date(timeIntervalSince1970: minute + 60)
+                let next = Self.nextMinute(after: Date(), last: last)
                 // A little past the boundary, so the clock is surely in the new minute.
-                try? await Task.sleep(for: .seconds(next.timeIntervalSince(now) + 0.2))
+                try? await Task.sleep(for: .seconds(max(0, next.timeIntervalSince(Date())) + 0.2))
                 if Task.isCancelled { break }
+                // Woken early by a clock stepped back: wait for the minute again.
+                guard Date() >= next else { continue }
                 await tick(next)
+                last = next
             }
         }
+    }
+
+    /// The minute boundary to tick next: the first after `now`, and after the
+    /// one ticked last.
+    static func nextMinute(after now: Date, last: Date?) -> Date {
+        let minute = (now.timeIntervalSince1970 / 60).rounded(.down) * 60
+        let next = Date(timeIntervalSince1970: minute + 60)
+        guard let last, next <= last else { return next }
+        return last.addingTimeInterval(60)
     }
 
     /// Starts what is due in the minute beginning at `minute`.
