@@ -538,9 +538,10 @@ def test_delete_untagged_leaves_recent_pushes(make_server):
 
 def test_a_stop_in_the_middle_of_a_run_records_its_details_and_its_end(make_server):
     """SIGTERM while a run deletes: the stop cancels the run, which still
-    writes the details of what it deleted (fewer than a batch) and its own
-    end. Before, both writes were refused for the cancelled task: those
-    details were lost, and the run had no finished_at."""
+    writes the details of what it deleted (fewer than a batch), its own end
+    and a summary of what it did. Before, both writes were refused for the
+    cancelled task: those details were lost, the run had no finished_at, and
+    an interrupted run's summary was empty."""
     reg = "cstop"
     srv = make_server(registries=[reg], label="cleanup-stop")
     c = srv.client()
@@ -558,6 +559,8 @@ def test_a_stop_in_the_middle_of_a_run_records_its_details_and_its_end(make_serv
     assert 10 < deleted < n - 1, (deleted, ended)
     details = cleanup_run_details(c, reg, run["id"])
     assert [d["action"] for d in details] == ["deleted"] * deleted, (deleted, len(details), details[-3:])
+    # Its summary counts what it did before the stop.
+    assert summary(ended) == {"artifacts_deleted": deleted, "tags_deleted": deleted, "artifacts_protected": 0, "errors": 0}, ended
 
 
 def test_recent_pushes_and_pulls_are_kept(http, new_registry):

@@ -279,7 +279,15 @@ public final class JobDetails: Sendable {
     private let log: JobLog
     private let runID: Int64
     private let state = NIOLockedValueBox((written: 0, pending: [JobDetail]()))
+    private let tally = NIOLockedValueBox([String: Int64]())
     static let batchSize = 500
+
+    /// The run's summary so far, which a run that fails or is stopped ends
+    /// with: what it did before, not nothing.
+    var summarySoFar: [String: Int64] {
+        get { tally.withLockedValue { $0 } }
+        set { tally.withLockedValue { $0 = newValue } }
+    }
 
     init(log: JobLog, runID: Int64) {
         self.log = log

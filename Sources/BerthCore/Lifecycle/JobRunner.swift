@@ -77,10 +77,11 @@ public final class JobRunner: Sendable {
             key: "cleanup:" + name, kind: .cleanup, registry: name, trigger: trigger, dryRun: dryRun, actor: actor
         ) {
             [registry, weak self] details in
-            let outcome = try await registry.runCleanup(
-                registry: name, dryRun: dryRun, untaggedGrace: untaggedGrace, actor: actor, details: details)
-            if !dryRun, outcome.artifactsDeleted > 0 { self?.noteDelete() }
-            return outcome.summary
+            // Blobs a run freed are collected after it, however it ended.
+            defer { if !dryRun, (details.summarySoFar["artifacts_deleted"] ?? 0) > 0 { self?.noteDelete() } }
+            return try await registry.runCleanup(
+                registry: name, dryRun: dryRun, untaggedGrace: untaggedGrace, actor: actor, details: details
+            ).summary
         }
     }
 
@@ -166,9 +167,11 @@ public final class JobRunner: Sendable {
             } catch is CancellationError {
                 finished.status = .interrupted
                 finished.error = "the server stopped before the run finished"
+                finished.summary = details.summarySoFar
             } catch {
                 finished.status = .failed
                 finished.error = "\(error)"
+                finished.summary = details.summarySoFar
             }
             finished.finished = Date()
             // A stop cancels this task, and the blocking pool refuses work from a

@@ -100,6 +100,7 @@ extension Registry {
                         outcome.errors += 1
                     }
                 }
+                details.summarySoFar = outcome.summary
                 try await details.add(detail)
             }
         }

@@ -120,6 +120,7 @@ extension Registry {
                 for object in page where object.created < cutoff {
                     try Task.checkCancellation()
                     try await collect(object, registry: registryName, grace: .seconds(grace), into: &outcome, details: details)
+                    details.summarySoFar = outcome.summary
                 }
             }
         }
@@ -129,6 +130,7 @@ extension Registry {
         let swept = try await objects.sweepExtents(grace: grace)
         outcome.extentsFreed = Int64(swept.extents)
         outcome.physicalBytesFreed = swept.bytes
+        details.summarySoFar = outcome.summary
         return outcome
     }
 
