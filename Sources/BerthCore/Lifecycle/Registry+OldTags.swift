@@ -20,8 +20,16 @@ extension Registry {
     /// page before asking for the next one skips nothing, as an offset would.
     /// Images are read one at a time and a page stops at `limit`, so a page
     /// holds no more than it returns; with `excludeLatest` an image's tags are
-    /// read twice, once for its latest. Blocks: call on the pool.
-    public func oldTags(registry registryName: String, before: Date, excludeLatest: Bool, cursor: String?, limit: Int) throws -> Page<OldTag> {
+    /// read twice, once for its latest. A page also stops once it has looked
+    /// at `readBudget` tags (when few tags are old, a registry of millions
+    /// would otherwise be read whole by one request; the reads for an image's
+    /// latest do not count, so every page gets that far): it may then hold
+    /// fewer than `limit`, even none, with a cursor at the last tag looked at.
+    /// Blocks: call on the pool.
+    public func oldTags(
+        registry registryName: String, before: Date, excludeLatest: Bool, cursor: String?, limit: Int,
+        readBudget: Int = 100_000
+    ) throws -> Page<OldTag> {
         _ = try requireRegistry(registryName)
         var after: (image: String, tag: String)?
         if let cursor {
@@ -35,7 +43,10 @@ extension Registry {
         // Keys sort as `<registry>/<image>\0<tag>`: an image's tags are together, in tag order.
         let registryPrefix = Key("T", registryName + "/").bytes
         var next = after.map { Key("T", registryName + "/" + $0.image).bytes } ?? registryPrefix
-        while result.count <= limit {
+        var read = 0
+        var lastRead: (image: String, tag: String)?
+        var outOfBudget = false
+        while result.count <= limit, !outOfBudget {
             var name: String?
             try db.scan(.catalog, prefix: registryPrefix, from: next) { key, _ in
                 name = Key.components(key)[0]
@@ -57,18 +68,23 @@ extension Registry {
             try db.scan(.catalog, prefix: tags, after: from) { key, value in
                 let tag = Key.lastComponent(key)
                 let decoded = TagValue.decode(value)
-                guard tag != latest?.1, (decoded.updated ?? .distantPast) < before else { return true }
+                read += 1
+                lastRead = (image, tag)
+                // At least one tag is read past the cursor, so pages always move on.
+                outOfBudget = read >= readBudget
+                guard tag != latest?.1, (decoded.updated ?? .distantPast) < before else { return !outOfBudget }
                 result.append(
                     OldTag(
                         image: image, tag: tag, digest: decoded.digest, updated: decoded.updated,
                         protected: policies.contains { $0.covers(tag: tag) }))
-                return result.count <= limit
+                return result.count <= limit && !outOfBudget
             }
             next = Key("T", name).bytes + [1]  // past this image's tags, to the next image
+            after = nil
         }
         let page = Array(result.prefix(limit))
-        let cursorOut = result.count > limit ? page.last.map { "\($0.image):\($0.tag)" } : nil
-        return Page(items: page, next: cursorOut)
+        if result.count > limit { return Page(items: page, next: page.last.map { "\($0.image):\($0.tag)" }) }
+        return Page(items: page, next: outOfBudget ? lastRead.map { "\($0.image):\($0.tag)" } : nil)
     }
 
     /// Deletes a chosen set of tags in one write: all of them, or — when one
