@@ -185,7 +185,9 @@ extension Registry {
                 try requireNothingProtected(repository: name)
                 var records: [ManifestRecord] = []
                 try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
-                    records.append(try RecordCodec.decode(ManifestRecord.self, value))
+                    var record = try RecordCodec.decode(ManifestRecord.self, value)
+                    record.annotations = nil  // all of an image's records are held: not what the delete needs
+                    records.append(record)
                     return true
                 }
                 blobs = Set(records.flatMap(\.blobs))
@@ -218,14 +220,26 @@ extension Registry {
     public func artifacts(image name: String, cursor: String?, limit: Int) throws -> Page<ArtifactSummary> {
         _ = try requireImage(name)
         let after = try ListCursor(parsing: cursor)
-        var records: [(ListCursor, ManifestRecord)] = []
+        // Every artifact's push time orders the page; only the page's records are read whole.
+        var pushed: [(ListCursor, String)] = []
         try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
-            let record = try RecordCodec.decode(ManifestRecord.self, value)
-            records.append((ListCursor(value: ListCursor.milliseconds(record.created), name: record.digest), record))
+            let record = try RecordCodec.decode(PushTime.self, value)
+            pushed.append((ListCursor(value: ListCursor.milliseconds(record.created), name: record.digest), record.digest))
             return true
         }
-        let listed = ListCursor.page(records, after: after, limit: limit)
-        return Page(items: try listed.items.map { try summary(name, $0, tags: tags(of: $0.digest, in: name)) }, next: listed.next)
+        let listed = ListCursor.page(pushed, after: after, limit: limit)
+        let items = try listed.items.compactMap { digest in
+            try manifestRecord(name: name, digest: digest).map { try summary(name, $0, tags: tags(of: digest, in: name)) }
+        }
+        return Page(items: items, next: listed.next)
+    }
+
+    /// The part of a ``ManifestRecord`` that orders artifacts: decoding no
+    /// more keeps a listing of an image's many artifacts from holding their
+    /// annotations and blob lists.
+    private struct PushTime: Decodable {
+        var digest: String
+        var created: Date
     }
 
     public func artifact(image name: String, digest: String) async throws -> (ArtifactSummary, ManifestContent, ConfigSummary?, [Descriptor]) {
