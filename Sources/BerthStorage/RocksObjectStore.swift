@@ -51,6 +51,10 @@ public final class RocksObjectStore: ObjectStore {
     /// however long ago they were let go (a pull longer than the grace, or a
     /// grace of 0).
     private let reading = NIOLockedValueBox([UInt64: Int]())
+    /// When each upload started or last took bytes in this process, on the
+    /// monotonic clock: its record's `updated` is on the wall clock, which can
+    /// jump forward, and expiry waits out the idle time on both.
+    private let active = NIOLockedValueBox([String: ContinuousClock.Instant]())
 
     struct Counters {
         var buckets: [String: BucketUsage] = [:]
@@ -277,10 +281,10 @@ public final class RocksObjectStore: ObjectStore {
     public func deleteBucket(_ bucket: String) async throws {
         var after: String?
         while true {
-            let page = try objects(bucket: bucket, after: after, limit: 1000)
+            let page = try await pool.run { [self, after] in try objects(bucket: bucket, after: after, limit: 1000) }
             guard let last = page.last else { break }
             after = last.digest
-            for object in page { _ = try await delete(bucket: bucket, digest: object.digest, mode: .logged) }
+            for object in page { _ = try await delete(bucket: bucket, digest: object.digest, durability: .logged) }
         }
         _ = try await discardUploads { $0.bucket == bucket }
         var batch = WriteBatch()
@@ -364,12 +368,18 @@ public final class RocksObjectStore: ObjectStore {
         }
     }
 
+    /// Deletes an object; false when there was none. `durability` `.logged`
+    /// spares a device flush per object where a later synced write (the end
+    /// of a bulk delete) makes the deletes durable together; each delete is
+    /// one atomic write either way, so a crash loses whole deletes, never half
+    /// of one.
     @discardableResult
     public func delete(bucket: String, digest: String) async throws -> Bool {
-        try await delete(bucket: bucket, digest: digest, mode: .synced)
+        try await delete(bucket: bucket, digest: digest, durability: .synced)
     }
 
-    private func delete(bucket: String, digest: String, mode: Durability) async throws -> Bool {
+    @discardableResult
+    public func delete(bucket: String, digest: String, durability mode: Durability) async throws -> Bool {
         try await locks.withLock("d:" + digest) {
             guard let object = try object(bucket: bucket, digest: digest) else { return false }
             var batch = WriteBatch()
@@ -433,6 +443,7 @@ public final class RocksObjectStore: ObjectStore {
             throw error
         }
         live.withLockedValue { $0[record.id] = LiveUpload(record: record, hasher: SHA256()) }
+        active.withLockedValue { $0[record.id] = .now }
         return record
     }
 
@@ -566,13 +577,18 @@ public final class RocksObjectStore: ObjectStore {
                     try db.write(batch, .synced)
                 }
                 await writer.close()
+                active.withLockedValue { $0[id] = .now }
                 session.record = record
                 session.hasher = hasher
                 counters.withLockedValue { $0.uploads[id]?.size = size }
                 return record
             } catch {
                 await writer.close()
-                if storageFailed { live.withLockedValue { _ = $0.removeValue(forKey: id) } }
+                // The session goes when storage may have changed under it. A pool job
+                // skipped for the request's cancellation (its client gone) never ran:
+                // nothing stored changed, and keeping the session spares the next
+                // request re-reading and re-hashing the whole upload.
+                if storageFailed, !(error is CancellationError) { live.withLockedValue { _ = $0.removeValue(forKey: id) } }
                 throw error
             }
         }
@@ -646,6 +662,7 @@ public final class RocksObjectStore: ObjectStore {
 
     private func forget(_ id: String) {
         live.withLockedValue { _ = $0.removeValue(forKey: id) }
+        active.withLockedValue { _ = $0.removeValue(forKey: id) }
         counters.withLockedValue { $0.closed(id) }
     }
 
@@ -663,9 +680,17 @@ public final class RocksObjectStore: ObjectStore {
         }
     }
 
+    /// Discards the uploads idle for `idle` seconds: on the wall clock, and on
+    /// the monotonic one for those this process saw start or take bytes, so a
+    /// wall clock stepped forward (NTP, a resumed VM, `date -s`) does not
+    /// discard a push between two of its chunks.
     public func expireUploads(idleFor idle: Double) async throws -> Int {
         let cutoff = Date().addingTimeInterval(-idle)
-        return try await discardUploads { $0.updated < cutoff }
+        let now = ContinuousClock.now
+        return try await discardUploads { record in
+            record.updated < cutoff
+                && (active.withLockedValue { $0[record.id] }.map { $0.duration(to: now) >= .seconds(idle) } ?? true)
+        }
     }
 
     /// Discards the uploads `isDone` picks, with their bytes, and returns how

@@ -20,9 +20,11 @@ import tarfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Iterable
 from urllib.parse import urljoin, urlsplit
 
+import pytest
 import requests
 
 # --------------------------------------------------------------------------
@@ -1177,3 +1179,42 @@ def referenced_blobs(client: Registry, registry: str) -> dict[str, int]:
         for d in ([manifest["config"]] if manifest.get("config") else []) + list(manifest.get("layers") or []):
             blobs[d["digest"]] = d["size"]
     return blobs
+
+
+# --------------------------------------------------------------------------
+# A server whose wall clock the test steps (libfaketime)
+# --------------------------------------------------------------------------
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"  # Debian's libfaketime (install-deps --test)
+
+
+class SteppedClock:
+    """Runs a server under libfaketime with an offset the test changes
+    (`step`); its monotonic clock is left alone. Pass `env` and `launcher` to
+    make_server. Skips the test when libfaketime is not installed."""
+
+    def __init__(self, tmp_path):
+        if not os.path.exists(FAKETIME_LIB):
+            pytest.skip("libfaketime is not installed (apt-get install faketime; Tests/run does)")
+        self.offset = tmp_path / "faketime"
+        self.offset.write_text("+0\n")
+        self.env = {
+            "LD_PRELOAD": FAKETIME_LIB,
+            "FAKETIME_TIMESTAMP_FILE": str(self.offset),
+            "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
+        # Through `env`: libfaketime's constructor sets FAKETIME_SHARED when it is
+        # not set yet, and that setenv moves `environ` off the stack, where the
+        # Swift runtime looks for argv; berth would start with no arguments. `env`,
+        # preloaded too, sets it before it execs berth (same pid, same shm).
+        self.launcher = ["/usr/bin/env"]
+
+    def step(self, client: "Registry", offset: str) -> None:
+        """Moves the server's wall clock to `offset` ("+2h") from the real one,
+        and waits until the server shows it (its Date header, refreshed every second)."""
+        self.offset.write_text(offset + "\n")
+        hours = float(offset.strip("+h")) if offset.endswith("h") else 0
+        wait_until(
+            lambda: parsedate_to_datetime(client.get("/v2/").headers["Date"]).timestamp() > time.time() + hours * 3600 - 60,
+            timeout=3, interval=0.1, message="the server's wall clock did not jump: is libfaketime working?")

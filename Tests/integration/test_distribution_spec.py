@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 import uuid
 from urllib.parse import urljoin
 
@@ -20,6 +21,7 @@ import pytest
 import requests
 
 from helpers import (
+    SteppedClock,
     KiB,
     MANIFEST_ACCEPT,
     MT_OCI_EMPTY,
@@ -1616,6 +1618,38 @@ def test_client_disconnect_mid_upload_leaves_nothing(limited, lim, mode):
     # The same content can still be pushed normally afterwards.
     assert c.upload_blob(name, data) == digest
     assert c.get_blob(name, digest).content == data
+
+
+def test_a_wall_clock_jump_does_not_expire_an_upload_in_progress(make_server, tmp_path):
+    """Idle uploads expire on the monotonic clock too: when the server's wall
+    clock jumps two hours ahead between two chunks of a push (an NTP step, a
+    VM resumed), the push goes on; an upload really left idle still expires."""
+    clock = SteppedClock(tmp_path)
+    srv = make_server(
+        registries=["clk"], extra_args=["--upload-timeout", "6"], env=clock.env, launcher=clock.launcher, label="upload-clock")
+    c = srv.client()
+    first, second = random_bytes(64 * KiB), random_bytes(32 * KiB)
+    s = c.start_upload("clk/app")
+    assert_status(s, 202)
+    r = patch_chunk(c, c.abs_location(s), first, 0)
+    assert_status(r, 202)
+    loc = c.abs_location(r)
+
+    clock.step(c, "+2h")
+    time.sleep(3.5)  # maintenance runs every 3 s here: it has looked at the upload since the jump
+    r = patch_chunk(c, loc, second, len(first))
+    assert_status(r, 202)
+    digest = sha256_digest(first + second)
+    assert_status(c.put(with_query(path_of(c.abs_location(r)), digest=digest)), 201)
+    assert c.get_blob("clk/app", digest).content == first + second
+
+    # One left idle for the timeout, on both clocks, goes.
+    s = c.start_upload("clk/app")
+    assert_status(s, 202)
+    r = patch_chunk(c, c.abs_location(s), first, 0)
+    assert_status(r, 202)
+    wait_until(lambda: _uploads_drained(c), timeout=20, message="the idle upload to expire")
+    assert_oci_error(c.get(c.abs_location(r)), 404, "BLOB_UPLOAD_UNKNOWN")
 
 
 def test_abandoned_upload_session_expires(lim):

@@ -113,8 +113,11 @@ extension Registry {
         for registryName in registryNames {
             var after: String?
             while true {
-                // A page at a time: a registry may hold millions of blobs.
-                let page = try objects.objects(bucket: registryName, after: after, limit: 1000)
+                // A page at a time: a registry may hold millions of blobs. The scan
+                // reads past the block cache, from the disk: on the blocking pool.
+                let page = try await store.pool.run { [objects, after] in
+                    try objects.objects(bucket: registryName, after: after, limit: 1000)
+                }
                 guard let last = page.last else { break }
                 after = last.digest
                 for object in page where object.created < cutoff {
@@ -147,7 +150,11 @@ extension Registry {
                     touches.beginDelete(registry: registryName, digest: object.digest, unusedFor: grace)
                 else { return false }
                 defer { touches.endDelete(registry: registryName, digest: object.digest) }
-                return try await objects.delete(bucket: registryName, digest: object.digest)
+                // Logged, not synced: the run's record, written synced at its end,
+                // makes its deletes durable together (a device flush per blob made
+                // a collection of many take minutes). One lost to a power cut is a
+                // blob back with its reference: the next collection takes it again.
+                return try await objects.delete(bucket: registryName, digest: object.digest, durability: .logged)
             }
             guard deleted else { return }
             outcome.blobsDeleted += 1
