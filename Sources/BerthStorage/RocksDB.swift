@@ -303,6 +303,14 @@ public final class RocksDB: @unchecked Sendable {
         try check(error)
     }
 
+    /// Syncs the write-ahead log: every write before this call, `.logged` ones
+    /// included, is then durable, as if each had been `.synced`.
+    public func syncLog() throws {
+        var error: UnsafeMutablePointer<CChar>?
+        rocksdb_flush_wal(db, 1, &error)
+        try check(error)
+    }
+
     /// The bytes the block cache holds now.
     public var blockCacheBytesInUse: Int { rocksdb_cache_get_usage(cache) }
 

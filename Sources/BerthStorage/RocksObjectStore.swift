@@ -756,21 +756,45 @@ public final class RocksObjectStore: ObjectStore {
         }
         let candidates = unreferenced.filter { sweepable($0.0) }
         var swept = SweepResult()
-        for (id, record) in candidates {
-            try await locks.withLock("d:" + record.digest) {
-                // Re-checked in full under the lock: the extent may have been shared
-                // and let go again since the scan, which restarts its grace.
-                guard let current = try extent(id), current.references == 0,
-                    let since = current.unreferencedSince, since < cutoff, sweepable(id)
-                else { return }
-                var batch = WriteBatch()
-                try Self.dropUnreferencedExtent(id, digest: record.digest, db: db, in: &batch)
-                try await write(batch, removingFilesOf: [id])
-                _ = released.withLockedValue { $0.removeValue(forKey: id) }
-                counters.withLockedValue { $0.physicalBytes -= current.size }
-                swept.extents += 1
-                swept.bytes += current.size
+        // Each extent's record goes in a logged write; its file only once a sync of
+        // the log has made that write durable, for a batch of extents at a time (a
+        // device flush per extent made sweeping many take minutes). Nothing can
+        // reach an extent once its record is gone: no object holds it, and a new
+        // upload of its digest makes an extent of its own.
+        var dropped: [UInt64] = []
+        func removeDropped() async throws {
+            guard !dropped.isEmpty else { return }
+            try await pool.run { [db, files, dropped] in
+                try db.syncLog()
+                for extent in dropped { files.remove(extent) }
             }
+            dropped.removeAll()
+        }
+        do {
+            for (id, record) in candidates {
+                try await locks.withLock("d:" + record.digest) {
+                    // Re-checked in full under the lock: the extent may have been shared
+                    // and let go again since the scan, which restarts its grace.
+                    guard let current = try extent(id), current.references == 0,
+                        let since = current.unreferencedSince, since < cutoff, sweepable(id)
+                    else { return }
+                    var batch = WriteBatch()
+                    try Self.dropUnreferencedExtent(id, digest: record.digest, db: db, in: &batch)
+                    try await pool.run { [db, batch] in try db.write(batch, .logged) }
+                    dropped.append(id)
+                    _ = released.withLockedValue { $0.removeValue(forKey: id) }
+                    counters.withLockedValue { $0.physicalBytes -= current.size }
+                    swept.extents += 1
+                    swept.bytes += current.size
+                }
+                if dropped.count >= 256 { try await removeDropped() }
+            }
+            try await removeDropped()
+        } catch {
+            // What was dropped goes if the log syncs; a file left (a stop, a failed
+            // sync) is an orphan the next open removes.
+            try? await removeDropped()
+            throw error
         }
         return swept
     }
