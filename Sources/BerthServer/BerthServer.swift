@@ -159,6 +159,9 @@ public enum BerthServer {
             })
         services.append(Scheduler(jobs: jobs, metrics: metrics, logger: logger))
         services.append(trimmer)
+        // Job runs stop (recording how far they got) as the stop begins, not once
+        // every listener has drained: a long cleanup would go on deleting meanwhile.
+        services.append(OnGracefulStop { await jobs.shutdown() })
         // Last, so a graceful stop reaches it first, before the listeners drain.
         services.append(stopSignal)
         var groupConfiguration = ServiceGroupConfiguration(

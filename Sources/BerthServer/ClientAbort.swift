@@ -49,3 +49,15 @@ final class StopSignal: Service, Sendable {
         stopping.store(true, ordering: .relaxed)
     }
 }
+
+/// Runs `action` once a graceful stop reaches it: the service group stops its
+/// services in the reverse of their order, so one appended late acts early.
+struct OnGracefulStop: Service {
+    let action: @Sendable () async -> Void
+
+    func run() async throws {
+        // Cancelled instead (a service failed): the server's own stop does it.
+        guard (try? await gracefulShutdown()) != nil else { return }
+        await action()
+    }
+}

@@ -18,7 +18,13 @@ struct Scheduler: Service {
         await cancelWhenGracefulShutdown {
             var last: Date?
             while !Task.isCancelled {
-                let next = Self.nextMinute(after: Date(), last: last)
+                let now = Date()
+                if let ticked = last, ticked.timeIntervalSince(now) > Self.maximumStepBack {
+                    logger.warning(
+                        "the wall clock went back: schedules follow it, and may start minutes they started before",
+                        metadata: ["last_minute": "\(ticked)", "now": "\(now)"])
+                }
+                let next = Self.nextMinute(after: now, last: last)
                 // A little past the boundary, so the clock is surely in the new minute.
                 try? await Task.sleep(for: .seconds(max(0, next.timeIntervalSince(Date())) + 0.2))
                 if Task.isCancelled { break }
@@ -31,13 +37,18 @@ struct Scheduler: Service {
     }
 
     /// The minute boundary to tick next: the first after `now`, and after the
-    /// one ticked last.
+    /// one ticked last, unless the clock went back further than
+    /// ``maximumStepBack`` (a clock that was wrong ahead, set right): then the
+    /// schedules follow the clock rather than wait out the difference.
     static func nextMinute(after now: Date, last: Date?) -> Date {
         let minute = (now.timeIntervalSince1970 / 60).rounded(.down) * 60
         let next = Date(timeIntervalSince1970: minute + 60)
-        guard let last, next <= last else { return next }
+        guard let last, next <= last, last.timeIntervalSince(now) <= maximumStepBack else { return next }
         return last.addingTimeInterval(60)
     }
+
+    /// Seconds the wall clock may go back over which the minutes it repeats are not ticked again.
+    static let maximumStepBack: TimeInterval = 300
 
     /// Starts what is due in the minute beginning at `minute`.
     func tick(_ minute: Date) async {

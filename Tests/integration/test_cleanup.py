@@ -647,6 +647,29 @@ def test_cosign_signatures_go_with_their_image_and_take_no_place(http, new_regis
         assert_status(http.get_manifest(name, gone.digest), 404)
 
 
+def test_a_signature_stays_with_its_image_kept_in_another_image(http, new_registry):
+    """The same manifest in images a and b: the run deletes it from a, but b
+    protects it, so b's signature of it stays (what the run deleted is
+    counted per image)."""
+    reg = new_registry("cx")
+    shared = small_image()
+    for image in ("a", "b"):
+        push_tags(http, f"{reg}/{image}", shared, "v1")
+        time.sleep(GAP)
+        push_series(http, f"{reg}/{image}", ["v2", "v3"], gap=GAP)
+    sig = make_artifact("application/vnd.dev.cosign.artifact.sig.v1+json", None)
+    sig_tag = "sha256-" + shared.digest.split(":", 1)[1] + ".sig"
+    push_tags(http, f"{reg}/b", sig, sig_tag)
+    create_protection_policy(http, reg, "b", "v1")
+    create_cleanup_policy(http, reg, "**", "keep_last_pushed", 2)
+
+    run = run_cleanup(http, reg)
+    assert_status(http.get_manifest(f"{reg}/a", shared.digest), 404)
+    assert tag_map(http, reg, "b")["v1"] == shared.digest
+    assert tag_map(http, reg, "b")[sig_tag] == sig.digest, cleanup_run_details(http, reg, run["id"])
+    assert http.get_manifest(f"{reg}/b", sig.digest).content == sig.manifest
+
+
 def test_disabled_policies_do_nothing_and_any_policy_deletes(http, new_registry):
     reg = new_registry("cx")
     name = f"{reg}/app"

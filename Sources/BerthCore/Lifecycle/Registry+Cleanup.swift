@@ -40,8 +40,6 @@ extension Registry {
             images.append(Key.lastComponent(key))
             return true
         }
-        // What this run deleted (or, in a test run, would): an attachment goes only after its artifact.
-        var gone: Set<String> = []
         for name in images {
             try Task.checkCancellation()
             guard try registry(registryName)?.created == created else {
@@ -51,6 +49,10 @@ extension Registry {
             let applicable = policies.filter { (try? Pattern($0.imagePattern))?.matches(image) ?? false }
             guard !applicable.isEmpty else { continue }
             let decisions = try decide(name: name, image: image, policies: applicable, untaggedGrace: untaggedGrace)
+            // What this run deleted of this image (or, in a test run, would): an
+            // attachment goes only after its artifact. Per image: another image
+            // may hold the same digest and keep it.
+            var gone: Set<String> = []
             for decision in decisions {
                 try Task.checkCancellation()
                 var detail = JobDetail(

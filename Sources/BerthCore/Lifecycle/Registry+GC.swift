@@ -123,7 +123,6 @@ extension Registry {
                 for object in page where object.created < cutoff {
                     try Task.checkCancellation()
                     try await collect(object, registry: registryName, grace: .seconds(grace), into: &outcome, details: details)
-                    details.summarySoFar = outcome.summary
                 }
             }
         }
@@ -159,6 +158,7 @@ extension Registry {
             guard deleted else { return }
             outcome.blobsDeleted += 1
             outcome.bytesDeleted += object.size
+            details.summarySoFar = outcome.summary
             try await details.add(
                 JobDetail(
                     image: nil, digest: object.digest, tags: [], action: .deleted, policy: nil,
@@ -167,6 +167,7 @@ extension Registry {
             throw error
         } catch {
             outcome.errors += 1
+            details.summarySoFar = outcome.summary
             try await details.add(
                 JobDetail(image: nil, digest: object.digest, tags: [], action: .failed, policy: nil, reason: "\(registryName): \(error)"))
         }
