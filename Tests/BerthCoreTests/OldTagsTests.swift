@@ -23,10 +23,7 @@ import Testing
     private func populate(_ registry: Registry, tags: Int) async throws {
         _ = try await registry.createRegistry("ot")
         for image in ["ot/a", "ot/b"] {
-            let upload = try await registry.startUpload(name: image)
-            let bytes = AsyncStream<ByteBuffer> { $0.yield(ByteBuffer(bytes: Self.config)); $0.finish() }
-            _ = try await registry.appendUpload(name: image, id: upload.id, start: nil, expectedLength: nil, body: bytes)
-            _ = try await registry.completeUpload(name: image, id: upload.id, digest: Self.digest(Self.config))
+            try await registry.pushBlob(Self.config, to: image)
             for n in 0..<tags {
                 _ = try await registry.putManifest(
                     name: image, reference: String(format: "t%02d", n), bytes: Self.manifest,

@@ -109,12 +109,7 @@ import Testing
     private func withRegistry(_ body: (Registry, Store) async throws -> Void) async throws {
         try await withScratchRegistry { registry, store in
             _ = try await registry.createRegistry("rk")
-            for image in ["rk/app", "rk/other"] {
-                let upload = try await registry.startUpload(name: image)
-                let bytes = AsyncStream<ByteBuffer> { $0.yield(ByteBuffer(bytes: Self.config)); $0.finish() }
-                _ = try await registry.appendUpload(name: image, id: upload.id, start: nil, expectedLength: nil, body: bytes)
-                _ = try await registry.completeUpload(name: image, id: upload.id, digest: Self.digest(Self.config))
-            }
+            for image in ["rk/app", "rk/other"] { try await registry.pushBlob(Self.config, to: image) }
             try await body(registry, store)
         }
     }
