@@ -126,7 +126,9 @@ struct JobsController {
     private func run(_ context: BerthRequestContext, kind: JobKind, registry name: String?) throws -> JobRun {
         let text = try context.parameter("id")
         let since = try since(registry: name)
-        guard let id = Int64(text), let run = try jobs.log.run(id), run.kind == kind, run.registry == name, run.started >= since else {
+        guard let id = Int64(text), let run = try jobs.log.run(id), run.kind == kind, run.registry == name,
+            run.belongs(toRegistryCreated: since)
+        else {
             throw RegistryError(.nameUnknown, "run '\(text)' does not exist")
         }
         return run

@@ -127,6 +127,22 @@ import Testing
         }
     }
 
+    @Test func aRunBelongsToTheRegistryItStartedInWhateverTheClockDid() {
+        let created = Date(timeIntervalSince1970: 1_795_600_000)
+        var run = JobRun(
+            id: 1, kind: .cleanup, registry: "r", trigger: .api, dryRun: false, status: .running,
+            started: created.addingTimeInterval(-2), finished: nil, error: nil, summary: [:], registryCreated: created)
+        // Started "before" its registry by a clock stepped back: still its run.
+        #expect(run.belongs(toRegistryCreated: created))
+        // A registry created again under the name, later or (clock back) earlier: not its run.
+        #expect(!run.belongs(toRegistryCreated: created.addingTimeInterval(5)))
+        #expect(!run.belongs(toRegistryCreated: created.addingTimeInterval(-5)))
+        // Runs recorded before the field: their start time decides.
+        run.registryCreated = nil
+        #expect(!run.belongs(toRegistryCreated: created))
+        #expect(run.belongs(toRegistryCreated: created.addingTimeInterval(-5)))
+    }
+
     @Test func runsWrittenBeforeTheIndexAreListed() async throws {
         try await withScratchRegistry { _, store in
             // As an earlier version stored them: run records only.

@@ -33,6 +33,16 @@ public struct JobRun: Codable, Sendable, Equatable {
     public var details: Int = 0
     /// The user who started the run; nil for a run the server started.
     public var actor: String? = nil
+    /// When the run's registry was created: a run belongs to that registry,
+    /// not to one created again under its name. Nil for GC, and for runs
+    /// recorded before it was kept (their start time is compared instead).
+    public var registryCreated: Date? = nil
+
+    /// Whether the run belongs to the registry created at `created`
+    /// (`distantPast` for GC's runs, which belong to no registry).
+    public func belongs(toRegistryCreated created: Date) -> Bool {
+        registryCreated.map { $0 == created } ?? (started >= created)
+    }
 }
 
 extension JobRun {
@@ -129,14 +139,16 @@ public final class JobLog: Sendable {
     }
 
     /// Records a new run as running.
-    func begin(kind: JobKind, registry: String?, trigger: JobTrigger, dryRun: Bool, actor: String? = nil) async throws -> JobRun {
+    func begin(
+        kind: JobKind, registry: String?, registryCreated: Date? = nil, trigger: JobTrigger, dryRun: Bool, actor: String? = nil
+    ) async throws -> JobRun {
         let id = nextID.withLockedValue { id -> Int64 in
             defer { id += 1 }
             return id
         }
         let run = JobRun(
             id: id, kind: kind, registry: registry, trigger: trigger, dryRun: dryRun, status: .running, started: Date(),
-            finished: nil, error: nil, summary: [:], actor: actor)
+            finished: nil, error: nil, summary: [:], actor: actor, registryCreated: registryCreated)
         var batch = WriteBatch()
         batch.put(.jobs, Self.runKey(id), RecordCodec.encode(run))
         batch.put(.jobs, Self.indexKey(kind, registry, id), [])
@@ -245,7 +257,7 @@ public final class JobLog: Sendable {
             key, _ in
             guard key.starts(with: prefix) else { return false }
             let id = Int64(UInt64(bigEndianBytes: key.dropFirst(prefix.count)))
-            guard let run = try self.run(id), run.started >= since else { return true }
+            guard let run = try self.run(id), run.belongs(toRegistryCreated: since) else { return true }
             if items.count == limit {
                 more = true
                 return false

@@ -128,14 +128,17 @@ public final class JobRunner: Sendable {
         }
         let run: JobRun
         do {
-            let begin = { [log] in try await log.begin(kind: kind, registry: name, trigger: trigger, dryRun: dryRun, actor: actor) }
             if let name {
                 // Within the registry's life: a delete meanwhile drops its history
                 // before or after this run's record, never leaving it to a registry
                 // created again under the name.
-                run = try await registry.whileExists(name, begin)
+                let created = try registry.requireRegistry(name).created
+                run = try await registry.whileExists(name, created: created) {
+                    try await log.begin(
+                        kind: kind, registry: name, registryCreated: created, trigger: trigger, dryRun: dryRun, actor: actor)
+                }
             } else {
-                run = try await begin()
+                run = try await log.begin(kind: kind, registry: nil, trigger: trigger, dryRun: dryRun, actor: actor)
             }
         } catch {
             state.withLockedValue { _ = $0.running.removeValue(forKey: key) }

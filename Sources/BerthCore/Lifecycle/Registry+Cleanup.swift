@@ -231,10 +231,11 @@ extension Registry {
         // Attachments follow what they are attached to, down chains (a signature's signature).
         var attachments: [CleanupDecision] = []
         var reached = Set(main.filter { $0.listedBy == nil }.map(\.record.digest))
+        let attached = manifests.filter { attachedTo[$0.digest] != nil }.sorted { ($0.created, $0.digest) < ($1.created, $1.digest) }
         var added = true
         while added {
             added = false
-            for record in manifests.sorted(by: { ($0.created, $0.digest) < ($1.created, $1.digest) }) {
+            for record in attached {
                 guard let subject = attachedTo[record.digest], reached.contains(subject), decisions[record.digest] == nil,
                     let policy = decisions[subject]?.policy
                 else { continue }
