@@ -125,7 +125,12 @@ public final class EventLog: Sendable {
         }
     }
 
-    /// Writes the queued events; returns how many were written and dropped since the last call.
+    /// Writes the queued events, synced; returns how many were written and
+    /// dropped since the last call. Synced because ids are handed out after
+    /// the newest stored one: a batch a power cut took after readers had seen
+    /// its ids would have those ids given again, to events a reader paging on
+    /// with `after` would never see. (One flush a second at most.) Events a
+    /// write that fails held go back to the front of the queue.
     @discardableResult
     public func flushQueued() async throws -> (written: Int, dropped: Int) {
         let (events, dropped) = state.withLockedValue { state in
@@ -139,7 +144,16 @@ public final class EventLog: Sendable {
         var batch = WriteBatch()
         let ids = stage(events, into: &batch)
         defer { settle(ids) }
-        try await pool.run { [db, batch] in try db.write(batch, .logged) }
+        do {
+            try await pool.run { [db, batch] in try db.write(batch, .synced) }
+        } catch {
+            state.withLockedValue { state in
+                let room = max(0, Self.queueLimit - state.queued.count)
+                state.queued.insert(contentsOf: events.prefix(room), at: 0)
+                state.dropped += dropped + max(0, events.count - room)
+            }
+            throw error
+        }
         return (events.count, dropped)
     }
 

@@ -153,9 +153,12 @@ public enum BerthServer {
 
         services.append(
             PeriodicJob(name: "pull-statistics", interval: 1, metrics: metrics, logger: logger) {
-                try await registry.flushPulls()
+                // Each flush whatever the other does: one failing must not hold the other back.
+                var failure: (any Error)?
+                do { try await registry.flushPulls() } catch { failure = error }
                 let (_, dropped) = try await registry.events.flushQueued()
                 if dropped > 0 { logger.warning("pull events dropped: the queue was full", metadata: ["events": "\(dropped)"]) }
+                if let failure { throw failure }
             })
         services.append(Scheduler(jobs: jobs, metrics: metrics, logger: logger))
         services.append(trimmer)
@@ -171,9 +174,12 @@ public enum BerthServer {
         groupConfiguration.maximumCancellationDuration = .seconds(5)
         func stop() async throws {
             await jobs.shutdown()
-            try await registry.flushPulls()
-            try await registry.events.flushQueued()
+            // Every step whatever the one before did: the store is always shut down.
+            var failure: (any Error)?
+            do { try await registry.flushPulls() } catch { failure = error }
+            do { try await registry.events.flushQueued() } catch { failure = failure ?? error }
             try await store.shutdown()
+            if let failure { throw failure }
         }
         do {
             try await ServiceGroup(configuration: groupConfiguration).run()

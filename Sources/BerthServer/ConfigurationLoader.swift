@@ -62,6 +62,13 @@ public struct ConfigurationLoader {
         }
     }
 
+    /// The `BERTH_` variables of `environment` that name no setting (a typo,
+    /// or a setting of another version), which `apply(environment:)` ignores.
+    public static func unknownVariables(in environment: [String: String]) -> [String] {
+        let known = Set(keys.map { "BERTH_" + $0.uppercased() })
+        return environment.keys.filter { $0.hasPrefix("BERTH_") && !known.contains($0) }.sorted()
+    }
+
     /// Applies `BERTH_<KEY>` variables.
     public mutating func apply(environment: [String: String]) throws {
         for key in Self.keys {
@@ -115,8 +122,9 @@ public struct ConfigurationLoader {
                     description: "'host_names' entries must be host names or IP addresses, without a port, got '\(bad)'")
             }
             configuration.hostNames = names
-        case "tls_cert": configuration.tlsCertificatePath = value
-        case "tls_key": configuration.tlsKeyPath = value
+        // Empty is unset, as for the host settings: `BERTH_TLS_CERT=` goes back to the generated pair.
+        case "tls_cert": configuration.tlsCertificatePath = value.isEmpty ? nil : value
+        case "tls_key": configuration.tlsKeyPath = value.isEmpty ? nil : value
         case "http2_stream_window":
             let window = try number(Int.self, minimum: 65_535)
             guard window <= HTTP2Tuning.maxWindow else {

@@ -34,6 +34,9 @@ struct Serve: AsyncParsableCommand {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         // JSON lines on standard error; no global logging bootstrap.
         let logger = Logger(label: "berth") { JSONLogHandler(label: $0, level: level) }
+        for name in ConfigurationLoader.unknownVariables(in: ProcessInfo.processInfo.environment) {
+            logger.warning("environment variable \(name) names no setting: ignored")
+        }
         do {
             try await BerthServer.run(configuration, logger: logger)
         } catch {
@@ -163,7 +166,10 @@ struct ConfigCommand: AsyncParsableCommand {
             do {
                 try loader.apply(file: file)
                 try loader.apply(environment: ProcessInfo.processInfo.environment)
-                for warning in try BerthServer.check(try loader.validated()) {
+                let unknown = ConfigurationLoader.unknownVariables(in: ProcessInfo.processInfo.environment).map {
+                    "environment variable \($0) names no setting: ignored"
+                }
+                for warning in try unknown + BerthServer.check(try loader.validated()) {
                     FileHandle.standardError.write(Data("warning: \(warning)\n".utf8))
                 }
             } catch let error as ConfigurationError {

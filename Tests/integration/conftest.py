@@ -93,7 +93,9 @@ class BerthServer:
         self.log_path.touch()
         self.extra_args = list(extra_args)
         self.label = label
-        self.env = {**os.environ, **env} if env else None  # None: inherit ours
+        # The harness's own BERTH_ variables are no settings of the server's (it would warn).
+        harness = {k: v for k, v in os.environ.items() if k not in ("BERTH_BIN", "BERTH_READY_TIMEOUT")}
+        self.env = {**harness, **(env or {})}
         self.launcher = list(launcher)  # a command that execs berth (same pid)
         self.proc: subprocess.Popen | None = None
         self.starts = 0

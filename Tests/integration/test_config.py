@@ -273,3 +273,40 @@ def test_config_check_shows_and_refuses_trusted_proxy_ranges(tmp_path):
     bad.write_text("trusted_proxies: [10.0.0.0/33]\n")
     out = subprocess.run([berth_binary(), "config", "check", str(bad)], capture_output=True, text=True)
     assert out.returncode != 0 and "'trusted_proxies' entries must be IP addresses or ranges" in out.stderr, out.stderr
+
+
+def test_a_mistyped_variable_is_warned_about_and_an_empty_certificate_path_is_unset(tmp_path):
+    """A BERTH_ variable that names no setting is ignored, but said so (a
+    typo in a unit's Environment= would otherwise pass unseen); an empty
+    BERTH_TLS_CERT / BERTH_TLS_KEY unsets the file's pair, as an empty
+    BERTH_PUBLIC_HOST does, so the generated certificate serves again."""
+    config = tmp_path / "berth.yaml"
+    config.write_text(f"tls_cert: {tmp_path / 'gone-cert.pem'}\ntls_key: {tmp_path / 'gone-key.pem'}\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+
+    def check(**env):
+        return subprocess.run([berth_binary(), "config", "check", str(config)], capture_output=True, text=True,
+                              env={**clean, **env})
+
+    out = check()
+    assert out.returncode != 0 and "gone-cert.pem" in out.stderr, out.stderr
+    out = check(BERTH_TLS_CERT="", BERTH_TLS_KEY="", BERTH_DATADIR="/srv/berth", BERTH_EVENT_RETENTION="7")
+    assert out.returncode == 0, out.stderr
+    assert "tls_cert" not in out.stdout or "gone-cert.pem" not in out.stdout, out.stdout
+    for name in ("BERTH_DATADIR", "BERTH_EVENT_RETENTION"):
+        assert f"warning: environment variable {name} names no setting: ignored" in out.stderr, out.stderr
+    assert "BERTH_TLS_CERT" not in out.stderr, out.stderr
+
+    # serve says it too, in its log.
+    (port,) = _free_ports(1)
+    proc = subprocess.Popen(
+        [berth_binary(), "serve", "--data-dir", str(tmp_path / "data"), "--http", f"127.0.0.1:{port}", "--https", "off"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**clean, "BERTH_MAX_BLOBSIZE": "1024"}, start_new_session=True)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+    log = proc.stdout.read().decode()
+    assert "environment variable BERTH_MAX_BLOBSIZE names no setting: ignored" in log, log
