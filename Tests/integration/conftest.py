@@ -36,7 +36,10 @@ from helpers import (  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / ".build" / "debug" / "berth"
-READY_TIMEOUT = float(os.environ.get("BERTH_READY_TIMEOUT", "30"))
+# The harness's own variables are taken out of the environment every berth
+# this process starts inherits: they name no setting, and berth warns of those.
+_BERTH_BIN = os.environ.pop("BERTH_BIN", None)
+READY_TIMEOUT = float(os.environ.pop("BERTH_READY_TIMEOUT", "30"))
 LOG_TAIL_LINES = 200
 
 # Servers that many tests share get a failure limit no test reaches, so that
@@ -49,7 +52,7 @@ _ADMIN = object()  # "use the bootstrap admin key" (default of client())
 
 
 def berth_binary() -> str:
-    return os.environ.get("BERTH_BIN", str(DEFAULT_BIN))
+    return _BERTH_BIN or str(DEFAULT_BIN)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -93,9 +96,7 @@ class BerthServer:
         self.log_path.touch()
         self.extra_args = list(extra_args)
         self.label = label
-        # The harness's own BERTH_ variables are no settings of the server's (it would warn).
-        harness = {k: v for k, v in os.environ.items() if k not in ("BERTH_BIN", "BERTH_READY_TIMEOUT")}
-        self.env = {**harness, **(env or {})}
+        self.env = {**os.environ, **env} if env else None  # None: inherit ours
         self.launcher = list(launcher)  # a command that execs berth (same pid)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
