@@ -40,20 +40,27 @@ public enum FileSync {
         let partial = path + ".partial"
         let fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw failure("cannot create \(partial)") }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, bytes.count - written) }
-            guard n > 0 else {
-                let error = failure("cannot write \(partial)")
-                _ = close(fd)
-                throw error
-            }
-            written += n
+        do {
+            try bytes.withUnsafeBytes { try writeAll($0, to: fd, path: partial) }
+        } catch {
+            _ = close(fd)
+            throw error
         }
         let synced = fsync(fd) == 0
         guard close(fd) == 0, synced else { throw failure("cannot sync \(partial)") }
         guard rename(partial, path) == 0 else { throw failure("cannot rename \(partial) into place") }
         try syncParent(of: path)
+    }
+
+    /// Writes every byte of `bytes` to `fd` at its offset, however many
+    /// `write` calls that takes; `path` names the file in the error.
+    static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: Int32, path: String) throws {
+        var written = 0
+        while written < bytes.count {
+            let n = write(fd, bytes.baseAddress! + written, bytes.count - written)
+            guard n > 0 else { throw failure("cannot write \(path)") }
+            written += n
+        }
     }
 
     private static func failure(_ what: String) -> StorageError {

@@ -92,12 +92,7 @@ extension RocksObjectStore {
             let count = Glibc.read(input, buffer.baseAddress, buffer.count)
             if count == 0 { return }
             guard count > 0 else { throw StorageError("cannot read \(source): \(String(cString: strerror(errno)))") }
-            var written = 0
-            while written < count {
-                let n = Glibc.write(output, buffer.baseAddress! + written, count - written)
-                guard n > 0 else { throw StorageError("cannot write \(destination): \(String(cString: strerror(errno)))") }
-                written += n
-            }
+            try FileSync.writeAll(UnsafeRawBufferPointer(rebasing: buffer[..<count]), to: output, path: destination)
         }
     }
 }

@@ -230,22 +230,21 @@ extension Registry {
             decisions.values.sorted { ($0.record.created, $0.record.digest) < ($1.record.created, $1.record.digest) })
         // Attachments follow what they are attached to, down chains (a signature's signature).
         var attachments: [CleanupDecision] = []
-        var reached = Set(main.filter { $0.listedBy == nil }.map(\.record.digest))
         let attached = manifests.filter { attachedTo[$0.digest] != nil }.sorted { ($0.created, $0.digest) < ($1.created, $1.digest) }
         var added = true
         while added {
             added = false
             for record in attached {
-                guard let subject = attachedTo[record.digest], reached.contains(subject), decisions[record.digest] == nil,
-                    let policy = decisions[subject]?.policy
+                // Attached to an artifact the run deletes (an attachment's decision counts too).
+                guard let subject = attachedTo[record.digest], decisions[record.digest] == nil,
+                    let deleted = decisions[subject], deleted.listedBy == nil
                 else { continue }
                 let names = (tags[record.digest] ?? []).sorted()
                 let decision = CleanupDecision(
-                    record: record, tags: names, policy: policy,
+                    record: record, tags: names, policy: deleted.policy,
                     reason: "attached to \(subject) by tag '\(names.first ?? "")', which this run deletes", attachedTo: subject)
                 decisions[record.digest] = decision
                 attachments.append(decision)
-                reached.insert(record.digest)
                 added = true
             }
         }
