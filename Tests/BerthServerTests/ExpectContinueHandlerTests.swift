@@ -23,6 +23,14 @@ import Testing
         return (channel, counter)
     }
 
+    /// A connection whose handler's output is recorded part by part and event by event.
+    private func recordedConnection() throws -> (EmbeddedChannel, EventRecorder) {
+        let (channel, _) = try connection()
+        let events = EventRecorder()
+        try channel.pipeline.syncOperations.addHandler(events)
+        return (channel, events)
+    }
+
     private func put(_ path: String) -> HTTPRequestPart {
         .head(HTTPRequest(method: .put, scheme: nil, authority: "localhost", path: path, headerFields: [.contentLength: "2"]))
     }
@@ -99,9 +107,7 @@ import Testing
     }
 
     @Test func aHalfCloseComesAfterTheHeldRequests() throws {
-        let (channel, _) = try connection()
-        let events = EventRecorder()
-        try channel.pipeline.syncOperations.addHandler(events)
+        let (channel, events) = try recordedConnection()
         try channel.writeInbound(put("/a"))
         try channel.writeInbound(HTTPRequestPart.end(nil))
         try channel.writeInbound(put("/b"))
@@ -143,9 +149,7 @@ import Testing
     }
 
     @Test func anErrorAfterAHeldRequestWaitsBehindIt() throws {
-        let (channel, _) = try connection()
-        let events = EventRecorder()
-        try channel.pipeline.syncOperations.addHandler(events)
+        let (channel, events) = try recordedConnection()
         try channel.writeInbound(put("/a"))
         try channel.writeInbound(HTTPRequestPart.end(nil))
         try channel.writeInbound(put("/b"))
