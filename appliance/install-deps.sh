@@ -9,7 +9,7 @@ packages=(librocksdb-dev jq)
 bare_packages=()
 python_packages=()
 if [ "${1:-}" = "--test" ]; then
-    packages+=(skopeo podman umoci jq openssl curl systemd python3-pip faketime)
+    packages+=(skopeo podman umoci openssl curl systemd python3-pip faketime)
     bare_packages+=(docker.io)
     # Installed, when a module is missing, at the versions the tests were last run
     # with: the contract test drives schemathesis' command line and the ORAS test
@@ -29,13 +29,16 @@ if [ $((${#missing[@]} + ${#missing_bare[@]})) -gt 0 ]; then
         command -v sudo >/dev/null || { echo "install-deps: run as root, or install sudo, to install: ${missing[*]} ${missing_bare[*]}" >&2; exit 1; }
         sudo_cmd=(sudo)
     fi
-    "${sudo_cmd[@]}" apt-get update -qq
+    # A fresh VM's first minutes often have apt's daily timer or
+    # unattended-upgrades holding dpkg's lock: wait for it instead of failing.
+    apt_get=(apt-get -o DPkg::Lock::Timeout=300)
+    "${sudo_cmd[@]}" "${apt_get[@]}" update -qq
     # Through env: sudo drops the caller's environment.
     if [ ${#missing[@]} -gt 0 ]; then
-        "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq "${missing[@]}" >/dev/null
     fi
     if [ ${#missing_bare[@]} -gt 0 ]; then
-        "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends \
             "${missing_bare[@]}" >/dev/null
     fi
 fi

@@ -26,8 +26,9 @@ if [ -z "$dest" ]; then
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
-        apt-get update -qq
-        apt-get install -y -qq "${missing[@]}" >/dev/null
+        # Waits for dpkg's lock (apt's daily timer on a fresh VM) instead of failing.
+        apt-get -o DPkg::Lock::Timeout=300 update -qq
+        apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null
     fi
 fi
 
