@@ -67,9 +67,11 @@ struct AdminSupport: Sendable {
         guard principal.rights.allows(permission, on: registry) else { throw forbidden(principal, what, registry: registry) }
     }
 
+    /// Records a change the request made, synced before its answer.
     func audit(_ context: BerthRequestContext, _ action: String, _ target: String, registry: String? = nil) async {
         await access.audit.record(
-            actor: context.principal.actor, source: context.source, action: action, target: target, registry: registry)
+            actor: context.principal.actor, source: context.source, action: action, target: target, registry: registry,
+            durability: .synced)
     }
 
     /// The request body decoded as `T`; type errors name the field. An empty

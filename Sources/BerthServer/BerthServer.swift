@@ -81,7 +81,7 @@ public enum BerthServer {
         let access = AccessControl(
             registry: registry, identity: identity,
             tokens: try await TokenIssuer(store: store, lifetime: configuration.tokenLifetime),
-            throttle: AuthThrottle(limit: configuration.authFailureLimit), audit: AuditLog(store: store))
+            throttle: AuthThrottle(limit: configuration.authFailureLimit), audit: AuditLog(store: store, logger: logger))
         try await bootstrap(identity, dataDir: configuration.dataDir, logger: logger)
         let responseBudget = ResponseBudget(
             total: configuration.responseMemory ?? ResponseBudget.defaultTotal(physicalMemory: ProcessInfo.processInfo.physicalMemory))

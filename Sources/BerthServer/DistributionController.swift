@@ -159,9 +159,11 @@ struct DistributionController: RouterMiddleware {
         }
     }
 
+    /// Records a delete the request made, synced before its answer.
     private func audit(_ context: Context, _ action: String, _ target: String, registry: String?) async {
         await access.audit.record(
-            actor: context.principal.actor, source: context.source, action: action, target: target, registry: registry)
+            actor: context.principal.actor, source: context.source, action: action, target: target, registry: registry,
+            durability: .synced)
     }
 
     private func dispatch(_ route: DistributionRoute, _ request: Request, _ context: Context) async throws -> Response {

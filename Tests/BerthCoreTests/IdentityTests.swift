@@ -238,6 +238,23 @@ private func withIdentity(_ body: (Identity, Store) async throws -> Void) async 
 }
 
 @Suite struct AuditLogTests {
+    /// A request cancelled once its change is made (its client left) still
+    /// records the change: the blocking pool refuses a cancelled task's work,
+    /// so the entry is not written from the request's task.
+    @Test func aCancelledRequestStillRecordsItsEntry() async throws {
+        try await withScratchRegistry { _, store in
+            let audit = AuditLog(store: store)
+            let request = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                #expect(Task.isCancelled)
+                await audit.record(actor: "admin", source: "s", action: "registry.delete", target: "gone", durability: .synced)
+            }
+            await request.value
+            let entries = try await audit.entries(.init(), before: nil, limit: 10).items
+            #expect(entries.map(\.action) == ["registry.delete"])
+        }
+    }
+
     /// The maintenance pass deletes entries older than the retention, in one range delete.
     @Test func trimDeletesOnlyOlderEntries() async throws {
         try await withScratchRegistry { _, store in

@@ -136,7 +136,7 @@ import Testing
             #expect(try registry.protection(repository: "rk/app", digest: da)?.tag == "outer")
             #expect(try registry.protection(repository: "rk/app", digest: db)?.tag == "outer")  // v1 is not covered
             // Whole images and registries take theirs with them.
-            try await registry.putManifest(name: "rk/other", reference: "x", bytes: a, contentType: Self.imageType)
+            _ = try await registry.putManifest(name: "rk/other", reference: "x", bytes: a, contentType: Self.imageType)
             #expect(try reverseKeys(store).contains("G:rk/other \(da) x"))
             try await registry.deleteImage("rk/other")
             #expect(try !reverseKeys(store).contains { $0.hasPrefix("G:rk/other") || $0.hasPrefix("L:rk/other") })

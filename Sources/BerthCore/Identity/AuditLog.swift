@@ -1,5 +1,6 @@
 import BerthStorage
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 
 /// One audit entry.
@@ -18,13 +19,21 @@ public struct AuditEntry: Codable, Sendable {
 /// The durable, ordered audit log (column family `audit`).
 ///
 /// Keys are `<time ms u64 BE><sequence u32 BE>`, so the log is in time order
-/// and a reverse page is one scan. Entries go through the WAL unsynced: a
-/// process crash keeps them; a power loss may drop the last few milliseconds.
+/// and a reverse page is one scan. An entry for a change the admin API made
+/// is synced before the change's answer; the rest (logins, tokens, refusals:
+/// the frequent ones) go through the WAL unsynced, so a process crash keeps
+/// them and a power loss may drop the last few milliseconds. An entry is
+/// written even when its request is cancelled once the change is made: a
+/// client that leaves at that instant must not take the entry with it.
 public final class AuditLog: Sendable {
     let store: Store
+    let logger: Logger
     private let sequence = NIOLockedValueBox<UInt32>(0)
 
-    public init(store: Store) { self.store = store }
+    public init(store: Store, logger: Logger = Logger(label: "berth", factory: { _ in SwiftLogNoOpLogHandler() })) {
+        self.store = store
+        self.logger = logger
+    }
 
     /// Characters of `target` and `detail` an entry keeps; longer ones end in "…".
     static let maxTarget = 512
@@ -34,9 +43,12 @@ public final class AuditLog: Sendable {
         text.count <= limit ? text : String(text.prefix(limit - 1)) + "…"
     }
 
+    /// Writes an entry; `durability` is `.synced` for the changes the admin
+    /// API answers. A failed write is logged, not thrown: the change it
+    /// records is made.
     public func record(
         actor: String, source: String, action: String, target: String, registry: String? = nil,
-        outcome: String = "success", detail: String? = nil, now: Date = Date()
+        outcome: String = "success", detail: String? = nil, durability: Durability = .logged, now: Date = Date()
     ) async {
         let seq = sequence.withLockedValue { value -> UInt32 in
             value &+= 1
@@ -50,7 +62,21 @@ public final class AuditLog: Sendable {
             detail: detail.map { Self.clipped($0, to: Self.maxDetail) })
         var batch = WriteBatch()
         batch.put(.audit, key, RecordCodec.encode(entry))
-        try? await store.pool.run { [db = store.db, batch] in try db.write(batch, .logged) }
+        // An unstructured task: the blocking pool refuses work from a cancelled
+        // task, and the request's cancellation must not reach this write.
+        let failure = await Task { [pool = store.pool, db = store.db, batch] () -> (any Error)? in
+            do {
+                try await pool.run { try db.write(batch, durability) }
+                return nil
+            } catch {
+                return error
+            }
+        }.value
+        if let failure {
+            logger.error(
+                "audit entry not written",
+                metadata: ["action": "\(action)", "actor": "\(actor)", "target": "\(entry.target)", "error": "\(failure)"])
+        }
     }
 
     /// Deletes the entries older than `cutoff` (one range delete: keys are in
