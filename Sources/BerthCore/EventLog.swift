@@ -59,8 +59,10 @@ public final class EventLog: Sendable {
     let db: RocksDB
     let pool: BlockingPool
     private let state: NIOLockedValueBox<State>
-    /// Queued pull events beyond this are dropped (and counted).
-    static let queueLimit = 100_000
+    /// Queued pull events beyond this are dropped, and counted: a second's
+    /// worth at several times the pull rate measured on two cores, so only a
+    /// flush that keeps failing (a full disk) reaches it.
+    let queueLimit: Int
 
     struct State {
         var next: Int64
@@ -69,9 +71,10 @@ public final class EventLog: Sendable {
         var dropped: Int = 0
     }
 
-    public init(store: Store) throws {
+    public init(store: Store, queueLimit: Int = 100_000) throws {
         db = store.db
         pool = store.pool
+        self.queueLimit = queueLimit
         var last: Int64 = 0
         try db.scanReverse(.events, before: nil) { key, _ in
             last = Int64(bitPattern: UInt64(bigEndianBytes: key))
@@ -117,7 +120,7 @@ public final class EventLog: Sendable {
     /// Queues an event to be written by the next ``flushQueued()``.
     func enqueue(_ event: EventRecord) {
         state.withLockedValue { state in
-            if state.queued.count < Self.queueLimit {
+            if state.queued.count < queueLimit {
                 state.queued.append(event)
             } else {
                 state.dropped += 1
@@ -148,7 +151,7 @@ public final class EventLog: Sendable {
             try await pool.run { [db, batch] in try db.write(batch, .synced) }
         } catch {
             state.withLockedValue { state in
-                let room = max(0, Self.queueLimit - state.queued.count)
+                let room = max(0, queueLimit - state.queued.count)
                 state.queued.insert(contentsOf: events.prefix(room), at: 0)
                 state.dropped += dropped + max(0, events.count - room)
             }

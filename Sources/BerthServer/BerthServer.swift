@@ -164,7 +164,10 @@ public enum BerthServer {
                 var failure: (any Error)?
                 do { try await registry.flushPulls() } catch { failure = error }
                 let (_, dropped) = try await registry.events.flushQueued()
-                if dropped > 0 { logger.warning("pull events dropped: the queue was full", metadata: ["events": "\(dropped)"]) }
+                if dropped > 0 {
+                    metrics.eventsDropped(dropped)
+                    logger.warning("pull events dropped: the queue was full", metadata: ["events": "\(dropped)"])
+                }
                 if let failure { throw failure }
             })
         services.append(Scheduler(jobs: jobs, metrics: metrics, logger: logger))

@@ -96,6 +96,13 @@ final class ServerMetrics: Sendable {
         ).increment()
     }
 
+    /// Counts pull events the event log dropped because its queue was full.
+    func eventsDropped(_ count: Int) {
+        registry.makeCounter(
+            descriptor: descriptor("events_dropped", unit: "total", "Pull events dropped: the event log's queue was full.")
+        ).increment(by: Int64(count))
+    }
+
     /// Records when the served TLS certificate (the chain's first) expires, so
     /// that an operator can alert before it does: the generated one is renewed
     /// 30 days ahead (``CertificateReloader``), an operator's is theirs to replace.

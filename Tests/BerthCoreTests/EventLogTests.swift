@@ -1,4 +1,4 @@
-import BerthCore
+@testable import BerthCore
 import BerthStorage
 import Foundation
 import Testing
@@ -30,6 +30,24 @@ import Testing
         // Only events older than the cutoff go.
         #expect(try await log.trim(olderThan: old.addingTimeInterval(86_400)) == 1)
         #expect(try ids(log) == [6])
+        try await store.shutdown()
+    }
+
+    /// Pull events past the queue's bound are dropped and counted, once, by
+    /// the flush that follows; the queued ones are written in order.
+    @Test func pullsPastTheQueueBoundAreCountedOnce() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("berth-ev-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try Store(directory: directory, threads: 2)
+        let log = try EventLog(store: store, queueLimit: 3)
+        for tag in ["a", "b", "c", "d", "e"] {
+            log.enqueue(EventRecord("artifact.pull", repository: "r/app", tag: tag, actor: nil))
+        }
+        let first = try await log.flushQueued()
+        #expect(first.written == 3 && first.dropped == 2)
+        #expect(try log.events(after: 0, limit: 10) { _ in true }.items.map(\.tag) == ["a", "b", "c"])
+        let second = try await log.flushQueued()
+        #expect(second.written == 0 && second.dropped == 0)
         try await store.shutdown()
     }
 
