@@ -6,12 +6,13 @@ import Testing
 /// `StartupPages` drops exactly the executable's read-only mappings that hold
 /// no page the process wrote.
 @Suite struct StartupPagesTests {
-    private static func mapping(_ header: String, anonymous: Int) -> String {
+    private static func mapping(_ header: String, anonymous: Int, swap: Int = 0) -> String {
         """
         \(header)
         Size:               8192 kB
         Rss:                4096 kB
         Anonymous:          \(anonymous) kB
+        Swap:               \(swap) kB
         VmFlags: rd mr mw me sd
         """
     }
@@ -30,9 +31,15 @@ import Testing
         let found = StartupPages.mappings(smaps: smaps, of: "/opt/berth/bin/berth")
         #expect(found.map(\.range.lowerBound) == [0x55d0_a000_0000, 0x55d0_a080_0000, 0x55d0_a2c0_0000, 0x55d0_a2d0_0000])
         #expect(found.map(\.droppable) == [true, true, false, false])
+        #expect(found.map(\.residentKiB) == [4096, 4096, 4096, 4096])
         // A breakpoint written into code makes its mapping hold a private page.
         let patched = Self.mapping("1000-2000 r-xp 00000000 fd:01 5 /opt/berth/bin/berth", anonymous: 4)
         #expect(StartupPages.mappings(smaps: patched, of: "/opt/berth/bin/berth").map(\.droppable) == [false])
+        // Relocated data whose written pages all went to swap holds private copies too.
+        let swapped = Self.mapping("1000-2000 r--p 00000000 fd:01 5 /opt/berth/bin/berth", anonymous: 0, swap: 8)
+        #expect(StartupPages.mappings(smaps: swapped, of: "/opt/berth/bin/berth").map(\.droppable) == [false])
+        // A mapping whose fields are missing is never taken for droppable.
+        #expect(StartupPages.mappings(smaps: "1000-2000 r-xp 00000000 fd:01 5 /opt/berth/bin/berth", of: "/opt/berth/bin/berth").map(\.droppable) == [false])
     }
 
     @Test func aPathWithSpacesIsMatchedWhole() {
