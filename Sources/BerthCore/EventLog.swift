@@ -68,8 +68,14 @@ public final class EventLog: Sendable {
         var next: Int64
         var inFlight: Set<Int64> = []
         var queued: [EventRecord] = []
+        /// Dropped since the last flush reported them.
         var dropped: Int = 0
+        /// Dropped since the process started.
+        var droppedTotal: Int = 0
     }
+
+    /// Pull events dropped since the process started, a failing flush's included.
+    public var droppedTotal: Int { state.withLockedValue { $0.droppedTotal } }
 
     public init(store: Store, queueLimit: Int = 100_000) throws {
         db = store.db
@@ -124,6 +130,7 @@ public final class EventLog: Sendable {
                 state.queued.append(event)
             } else {
                 state.dropped += 1
+                state.droppedTotal += 1
             }
         }
     }
@@ -154,6 +161,7 @@ public final class EventLog: Sendable {
                 let room = max(0, queueLimit - state.queued.count)
                 state.queued.insert(contentsOf: events.prefix(room), at: 0)
                 state.dropped += dropped + max(0, events.count - room)
+                state.droppedTotal += max(0, events.count - room)
             }
             throw error
         }

@@ -86,7 +86,7 @@ public enum BerthServer {
         try await bootstrap(identity, dataDir: configuration.dataDir, logger: logger)
         let responseBudget = ResponseBudget(
             total: configuration.responseMemory ?? ResponseBudget.defaultTotal(physicalMemory: ProcessInfo.processInfo.physicalMemory))
-        let metrics = ServerMetrics(store: store, responses: responseBudget)
+        let metrics = ServerMetrics(store: store, responses: responseBudget, droppedEvents: { [events = registry.events] in events.droppedTotal })
         if case .certificate(let served)? = tls?.configuration.certificateChain.first {
             metrics.certificate(expiresAt: served.notValidAfter)
         }
@@ -155,7 +155,7 @@ public enum BerthServer {
                 if expired + swept + trimmed > 0 {
                     logger.info(
                         "maintenance",
-                        metadata: ["uploads_expired": "\(expired)", "extents_swept": "\(swept)", "events_dropped": "\(trimmed)"])
+                        metadata: ["uploads_expired": "\(expired)", "extents_swept": "\(swept)", "events_trimmed": "\(trimmed)"])
                 }
             })
 
@@ -165,10 +165,7 @@ public enum BerthServer {
                 var failure: (any Error)?
                 do { try await registry.flushPulls() } catch { failure = error }
                 let (_, dropped) = try await registry.events.flushQueued()
-                if dropped > 0 {
-                    metrics.eventsDropped(dropped)
-                    logger.warning("pull events dropped: the queue was full", metadata: ["events": "\(dropped)"])
-                }
+                if dropped > 0 { logger.warning("pull events dropped: the queue was full", metadata: ["events": "\(dropped)"]) }
                 if let failure { throw failure }
             })
         services.append(Scheduler(jobs: jobs, metrics: metrics, logger: logger))

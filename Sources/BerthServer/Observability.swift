@@ -19,9 +19,14 @@ final class ServerMetrics: Sendable {
         .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5), .seconds(30), .seconds(120),
     ]
 
-    init(store: Store, responses: ResponseBudget) {
+    /// Pull events the event log dropped so far, and how many of them the counter holds.
+    private let droppedEvents: @Sendable () -> Int
+    private let droppedEventsCounted = Mutex<Int>(0)
+
+    init(store: Store, responses: ResponseBudget, droppedEvents: @escaping @Sendable () -> Int = { 0 }) {
         self.store = store
         self.responses = responses
+        self.droppedEvents = droppedEvents
     }
 
     private func descriptor(_ name: String, unit: String = "", _ help: String) -> MetricNameDescriptor {
@@ -96,13 +101,6 @@ final class ServerMetrics: Sendable {
         ).increment()
     }
 
-    /// Counts pull events the event log dropped because its queue was full.
-    func eventsDropped(_ count: Int) {
-        registry.makeCounter(
-            descriptor: descriptor("events_dropped", unit: "total", "Pull events dropped: the event log's queue was full.")
-        ).increment(by: Int64(count))
-    }
-
     /// Records when the served TLS certificate (the chain's first) expires, so
     /// that an operator can alert before it does: the generated one is renewed
     /// 30 days ahead (``CertificateReloader``), an operator's is theirs to replace.
@@ -123,6 +121,14 @@ final class ServerMetrics: Sendable {
         registry.makeGauge(descriptor: descriptor("response_memory_leased", unit: "bytes", "Bytes leased to response bodies clients have not read yet."))
             .set(Double(leased))
         registry.makeGauge(descriptor: descriptor("response_memory_waiting", "Requests waiting for response memory.")).set(Double(waiting))
+        // Read when scraped, so a drop shows while the log's writes still fail.
+        let dropped = droppedEvents()
+        let newlyDropped = droppedEventsCounted.withLock { counted in
+            defer { counted = max(counted, dropped) }
+            return max(0, dropped - counted)
+        }
+        registry.makeCounter(descriptor: descriptor("events_dropped", unit: "total", "Pull events dropped: the event log's queue was full."))
+            .increment(by: Int64(newlyDropped))
         let properties: [(String, String, String)] = [
             ("rocksdb.estimate-pending-compaction-bytes", "rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates compaction must rewrite."),
             ("rocksdb.num-running-compactions", "rocksdb_running_compactions", "Compactions running now."),

@@ -48,6 +48,7 @@ import Testing
         #expect(try log.events(after: 0, limit: 10) { _ in true }.items.map(\.tag) == ["a", "b", "c"])
         let second = try await log.flushQueued()
         #expect(second.written == 0 && second.dropped == 0)
+        #expect(log.droppedTotal == 2)
         try await store.shutdown()
     }
 
