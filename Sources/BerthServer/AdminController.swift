@@ -66,7 +66,12 @@ struct AdminController {
             try await support.run(request, context) { principal in
                 let name = try existingRegistry(context, principal, .delete, "delete")
                 // Its role bindings and job history go with it (`releaseRegistry`): a registry created later under this name starts with none.
-                try await registry.deleteRegistry(name, force: try AdminSupport.flag(request, "force"), actor: context.principal.user)
+                // Once begun it runs to its end whatever the client does: its records go in
+                // one write and its bucket after, so a cancellation in between would answer
+                // an error for a registry already gone, and never write its audit entry.
+                let force = try AdminSupport.flag(request, "force")
+                let actor = context.principal.user
+                try await Task { try await registry.deleteRegistry(name, force: force, actor: actor) }.value
                 await support.audit(context, "registry.delete", name, registry: name)
                 return Response(status: .noContent)
             }

@@ -154,6 +154,45 @@ def test_an_upload_the_stop_cuts_off_is_the_servers_doing(tmp_path):
     assert reply == b"" or reply.startswith(b"HTTP/1.1 503"), reply[:200]
 
 
+def test_a_registry_delete_the_stop_cuts_off_finishes_and_is_audited(tmp_path):
+    """A forced registry delete still emptying its bucket when shutdown_timeout
+    runs out (the stop cancels the requests in flight) runs to its end and
+    records its audit entry: its records went in one write, so stopping it
+    there would have left a registry gone with no trace of who deleted it."""
+    server = Server(tmp_path / "data", "--shutdown-timeout", "0")
+    requests.post(server.url + "/api/v1/registries", json={"name": "cutshort"}, auth=server.auth).raise_for_status()
+    session = requests.Session()
+    session.auth = server.auth
+    for i in range(3000):  # a bucket of 3,000 objects takes a few hundred ms to empty
+        blob = b"blob %d" % i
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        r = session.post(f"{server.url}/v2/cutshort/app/blobs/uploads/?digest={digest}", data=blob,
+                         headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+    deleted: dict[str, object] = {}
+
+    def delete() -> None:
+        try:
+            deleted["status"] = session.delete(server.url + "/api/v1/registries/cutshort?force=true", timeout=30).status_code
+        except requests.RequestException as error:
+            deleted["error"] = error
+
+    thread = threading.Thread(target=delete)
+    thread.start()
+    time.sleep(0.1)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(30) == 0
+    thread.join(30)
+    server.log.close()
+    again = Server(tmp_path / "data")
+    try:
+        assert requests.get(again.url + "/api/v1/registries/cutshort", auth=again.auth).status_code == 404, deleted
+        entries = requests.get(again.url + "/api/v1/audit-logs", params={"action": "registry.delete"}, auth=again.auth).json()
+        assert [e["target"] for e in entries["items"]] == ["cutshort"], (deleted, entries)
+    finally:
+        assert again.stop() == 0
+
+
 def test_sigterm_finishes_an_upload_in_flight(tmp_path):
     server = Server(tmp_path / "data", "--shutdown-timeout", "20")
     requests.post(server.url + "/api/v1/registries", json={"name": "life"}, auth=server.auth).raise_for_status()
