@@ -18,6 +18,19 @@ if [ "${1:-}" = "--test" ]; then
         openapi_spec_validator:openapi-spec-validator==0.9.0 schemathesis:schemathesis==4.32.5 yaml:pyyaml==6.0.3)
 fi
 
+# `apt-get update` takes apt's lists lock without waiting (DPkg::Lock::Timeout
+# covers dpkg's lock only), and a fresh VM's first minutes often have apt's
+# daily timer holding it: retried for up to 5 minutes while another apt holds it.
+apt_update() {
+    local output
+    for _ in $(seq 60); do
+        if output=$("$@" update -qq 2>&1); then return 0; fi
+        grep -q "Could not get lock" <<<"$output" || break
+        sleep 5
+    done
+    printf '%s\n' "$output" >&2
+    return 1
+}
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
@@ -32,7 +45,7 @@ if [ $((${#missing[@]} + ${#missing_bare[@]})) -gt 0 ]; then
     # A fresh VM's first minutes often have apt's daily timer or
     # unattended-upgrades holding dpkg's lock: wait for it instead of failing.
     apt_get=(apt-get -o DPkg::Lock::Timeout=300)
-    "${sudo_cmd[@]}" "${apt_get[@]}" update -qq
+    apt_update "${sudo_cmd[@]}" "${apt_get[@]}"
     # Through env: sudo drops the caller's environment.
     if [ ${#missing[@]} -gt 0 ]; then
         "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq "${missing[@]}" >/dev/null

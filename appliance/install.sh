@@ -12,6 +12,20 @@
 # directory at its first boot (sysusers.d, tmpfiles.d).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# `apt-get update` takes apt's lists lock without waiting (DPkg::Lock::Timeout
+# covers dpkg's lock only), and a fresh VM's first minutes often have apt's
+# daily timer holding it: retried for up to 5 minutes while another apt holds it.
+apt_update() {
+    local output
+    for _ in $(seq 60); do
+        if output=$("$@" update -qq 2>&1); then return 0; fi
+        grep -q "Could not get lock" <<<"$output" || break
+        sleep 5
+    done
+    printf '%s\n' "$output" >&2
+    return 1
+}
+
 binary=${1:-$here/../.build/release/berth}
 dest=${DESTDIR:-}
 
@@ -26,8 +40,8 @@ if [ -z "$dest" ]; then
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
-        # Waits for dpkg's lock (apt's daily timer on a fresh VM) instead of failing.
-        apt-get -o DPkg::Lock::Timeout=300 update -qq
+        # Waits for apt's locks (apt's daily timer on a fresh VM) instead of failing.
+        apt_update apt-get -o DPkg::Lock::Timeout=300
         apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null
     fi
 fi

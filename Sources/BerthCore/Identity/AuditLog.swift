@@ -19,10 +19,11 @@ public struct AuditEntry: Codable, Sendable {
 /// The durable, ordered audit log (column family `audit`).
 ///
 /// Keys are `<time ms u64 BE><sequence u32 BE>`, so the log is in time order
-/// and a reverse page is one scan. An entry for a change the admin API made
-/// is synced before the change's answer; the rest (logins, tokens, refusals:
-/// the frequent ones) go through the WAL unsynced, so a process crash keeps
-/// them and a power loss may drop the last few milliseconds. An entry is
+/// and a reverse page is one scan. An entry for a change (the admin API's,
+/// a delete through `/v2`) is synced before the change's answer; the rest
+/// (logins, tokens, refusals: the frequent ones) go through the WAL unsynced,
+/// so a process crash keeps them and a power loss may drop the last few
+/// milliseconds. An entry is
 /// written even when its request is cancelled once the change is made: a
 /// client that leaves at that instant must not take the entry with it.
 public final class AuditLog: Sendable {
