@@ -3,6 +3,8 @@
 #   appliance/install-deps.sh          build + run (librocksdb-dev; jq for the README's examples)
 #   appliance/install-deps.sh --test   also the real clients the tests drive
 set -euo pipefail
+# shellcheck source=apt.sh
+source "$(dirname "$0")/apt.sh"
 
 packages=(librocksdb-dev jq)
 # Installed without their recommends (docker.io's pull in git, apparmor and needrestart).
@@ -18,19 +20,6 @@ if [ "${1:-}" = "--test" ]; then
         openapi_spec_validator:openapi-spec-validator==0.9.0 schemathesis:schemathesis==4.32.5 yaml:pyyaml==6.0.3)
 fi
 
-# `apt-get update` takes apt's lists lock without waiting (DPkg::Lock::Timeout
-# covers dpkg's lock only), and a fresh VM's first minutes often have apt's
-# daily timer holding it: retried for up to 5 minutes while another apt holds it.
-apt_update() {
-    local output
-    for _ in $(seq 60); do
-        if output=$("$@" update -qq 2>&1); then return 0; fi
-        grep -q "Could not get lock" <<<"$output" || break
-        sleep 5
-    done
-    printf '%s\n' "$output" >&2
-    return 1
-}
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done

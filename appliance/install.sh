@@ -12,19 +12,8 @@
 # directory at its first boot (sysusers.d, tmpfiles.d).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# `apt-get update` takes apt's lists lock without waiting (DPkg::Lock::Timeout
-# covers dpkg's lock only), and a fresh VM's first minutes often have apt's
-# daily timer holding it: retried for up to 5 minutes while another apt holds it.
-apt_update() {
-    local output
-    for _ in $(seq 60); do
-        if output=$("$@" update -qq 2>&1); then return 0; fi
-        grep -q "Could not get lock" <<<"$output" || break
-        sleep 5
-    done
-    printf '%s\n' "$output" >&2
-    return 1
-}
+# shellcheck source=apt.sh
+source "$here/apt.sh"
 
 binary=${1:-$here/../.build/release/berth}
 dest=${DESTDIR:-}
