@@ -23,9 +23,9 @@ public struct AuditEntry: Codable, Sendable {
 /// a delete through `/v2`) is synced before the change's answer; the rest
 /// (logins, tokens, refusals: the frequent ones) go through the WAL unsynced,
 /// so a process crash keeps them and a power loss may drop the last few
-/// milliseconds. An entry is
-/// written even when its request is cancelled once the change is made: a
-/// client that leaves at that instant must not take the entry with it.
+/// milliseconds. An entry is written even when its request is cancelled once
+/// the change is made: a client that leaves at that instant must not take the
+/// entry with it.
 public final class AuditLog: Sendable {
     let store: Store
     let logger: Logger
@@ -44,9 +44,9 @@ public final class AuditLog: Sendable {
         text.count <= limit ? text : String(text.prefix(limit - 1)) + "…"
     }
 
-    /// Writes an entry; `durability` is `.synced` for the changes the admin
-    /// API answers. A failed write is logged, not thrown: the change it
-    /// records is made.
+    /// Writes an entry; `durability` is `.synced` for changes (the admin
+    /// API's, deletes through `/v2`). A failed write is logged, not thrown:
+    /// the change it records is made.
     public func record(
         actor: String, source: String, action: String, target: String, registry: String? = nil,
         outcome: String = "success", detail: String? = nil, durability: Durability = .logged, now: Date = Date()
