@@ -176,6 +176,9 @@ extension Registry {
         // One write under the image's lock and the link locks of all its blobs,
         // so a push landing meanwhile is either deleted with the rest or kept
         // whole — never a manifest gone with its blob links still counted.
+        // What it holds grows with the image's distinct blobs, not its artifacts:
+        // the catalog keys go by range, the artifacts' records are counted, not
+        // kept, and one `image.delete` event stands for them all.
         var blobs = Set<String>()
         while true {
             let locked = blobs
@@ -183,29 +186,25 @@ extension Registry {
             let done = try await locks.withLocks(lockNames) { () -> Bool in
                 _ = try requireImage(name)
                 try requireNothingProtected(repository: name)
-                var records: [ManifestRecord] = []
-                try db.scan(.catalog, prefix: Key("M", name).childPrefix) { _, value in
-                    var record = try RecordCodec.decode(ManifestRecord.self, value)
-                    record.annotations = nil  // all of an image's records are held: not what the delete needs
-                    records.append(record)
+                var counts: [String: Int] = [:]
+                var artifacts = 0
+                // A sweep of the whole image: its blocks would push out of the cache the ones requests use.
+                try db.scan(.catalog, prefix: Key("M", name).childPrefix, fillingCache: false) { _, value in
+                    for blob in Set(try RecordCodec.decode(BlobList.self, value).blobs) { counts[blob, default: 0] += 1 }
+                    artifacts += 1
                     return true
                 }
-                blobs = Set(records.flatMap(\.blobs))
+                blobs = Set(counts.keys)
                 guard blobs.isSubset(of: locked) else { return false }  // a push added blobs: lock them too
                 var batch = WriteBatch()
-                var counts: [String: Int] = [:]
-                for record in records {
-                    for blob in Set(record.blobs) { counts[blob, default: 0] += 1 }
-                }
                 for (blob, count) in counts { try adjustLink(registry: registryName, blob: blob, by: -count, in: &batch) }
                 for kind in CatalogKey.repositoryKinds where kind != "I" {
                     batch.deleteRange(.catalog, from: Key(kind, name).childPrefix, to: Key(kind, name).bytes + [1])
                 }
                 batch.delete(.catalog, CatalogKey.repository(name).bytes)
-                let events =
-                    records.map { EventRecord("artifact.delete", repository: name, digest: $0.digest, actor: actor) }
-                    + [EventRecord("image.delete", repository: name, actor: actor)]
-                try await write(batch, events: events, into: registryName, created: created)
+                var event = EventRecord("image.delete", repository: name, actor: actor)
+                event.detail = Registry.jsonText(["artifacts": artifacts])
+                try await write(batch, events: [event], into: registryName, created: created)
                 pulls.forget(name: name)  // under the locks, before a push of the name again can count pulls
                 return true
             }
@@ -232,6 +231,11 @@ extension Registry {
             try manifestRecord(name: name, digest: digest).map { try summary(name, $0, tags: tags(of: digest, in: name)) }
         }
         return Page(items: items, next: listed.next)
+    }
+
+    /// The part of a ``ManifestRecord`` an image's delete counts.
+    private struct BlobList: Decodable {
+        var blobs: [String]
     }
 
     /// The part of a ``ManifestRecord`` that orders artifacts: decoding no

@@ -197,6 +197,23 @@ def test_delete_and_tag_events(admin, story):
     assert (e["image"], e["digest"], e["actor"]) == (IMAGE, story.v1.digest, ADMIN_USER), e
     e = the_one(events, type="image.delete", image="other")
     assert e["actor"] == ADMIN_USER, e
+    # One event stands for the image's artifacts, and counts them.
+    assert e["detail"] == {"artifacts": 1}, e
+    assert not find(events, type="artifact.delete", image="other"), events
+
+
+def test_an_image_delete_is_one_event_counting_its_artifacts(admin):
+    reg = create_registry(admin, "evi")
+    images = [small_image() for _ in range(3)]
+    push_tags(admin, f"{reg}/many", images[0], "v1", "v1b")
+    push_tags(admin, f"{reg}/many", images[1], "v2")
+    push_tags(admin, f"{reg}/many", images[2])
+    assert_status(admin.delete(api_image_path(reg, "many")), 204)
+    events = list_events(admin, registry=reg)
+    e = the_one(events, type="image.delete", image="many")
+    assert (e["actor"], e["detail"]) == (ADMIN_USER, {"artifacts": 3}), e
+    assert not find(events, type="artifact.delete"), events
+    assert not find(events, type="tag.delete"), events
 
 
 def test_forced_registry_delete_logs_each_image(admin):
