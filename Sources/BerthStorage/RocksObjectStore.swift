@@ -51,10 +51,6 @@ public final class RocksObjectStore: ObjectStore {
     /// however long ago they were let go (a pull longer than the grace, or a
     /// grace of 0).
     private let reading = NIOLockedValueBox([UInt64: Int]())
-    /// When each upload started or last took bytes in this process, on the
-    /// monotonic clock: its record's `updated` is on the wall clock, which can
-    /// jump forward, and expiry waits out the idle time on both.
-    private let active = NIOLockedValueBox([String: ContinuousClock.Instant]())
 
     struct Counters {
         var buckets: [String: BucketUsage] = [:]
@@ -83,15 +79,20 @@ public final class RocksObjectStore: ObjectStore {
     /// Appends and completion change it under the upload's lock; `record` is
     /// also read without that lock (an upload's status), so it has its own.
     final class LiveUpload: @unchecked Sendable {
-        private let recordBox: NIOLockedValueBox<UploadRecord>
+        private let recordBox: NIOLockedValueBox<(record: UploadRecord, touched: ContinuousClock.Instant)>
+        /// The upload as stored; setting it (an append made durable) touches it.
         var record: UploadRecord {
-            get { recordBox.withLockedValue { $0 } }
-            set { recordBox.withLockedValue { $0 = newValue } }
+            get { recordBox.withLockedValue { $0.record } }
+            set { recordBox.withLockedValue { $0 = (newValue, .now) } }
         }
+        /// When the session began, was rebuilt or took bytes, on the monotonic
+        /// clock: the record's `updated` is on the wall clock, which can jump
+        /// forward, and expiry waits out the idle time on both.
+        var touched: ContinuousClock.Instant { recordBox.withLockedValue { $0.touched } }
         /// Read and changed only under the upload's lock.
         var hasher: SHA256
         init(record: UploadRecord, hasher: SHA256) {
-            self.recordBox = NIOLockedValueBox(record)
+            self.recordBox = NIOLockedValueBox((record, .now))
             self.hasher = hasher
         }
     }
@@ -443,7 +444,6 @@ public final class RocksObjectStore: ObjectStore {
             throw error
         }
         live.withLockedValue { $0[record.id] = LiveUpload(record: record, hasher: SHA256()) }
-        active.withLockedValue { $0[record.id] = .now }
         return record
     }
 
@@ -577,7 +577,6 @@ public final class RocksObjectStore: ObjectStore {
                     try db.write(batch, .synced)
                 }
                 await writer.close()
-                active.withLockedValue { $0[id] = .now }
                 session.record = record
                 session.hasher = hasher
                 counters.withLockedValue { $0.uploads[id]?.size = size }
@@ -662,7 +661,6 @@ public final class RocksObjectStore: ObjectStore {
 
     private func forget(_ id: String) {
         live.withLockedValue { _ = $0.removeValue(forKey: id) }
-        active.withLockedValue { _ = $0.removeValue(forKey: id) }
         counters.withLockedValue { $0.closed(id) }
     }
 
@@ -681,15 +679,15 @@ public final class RocksObjectStore: ObjectStore {
     }
 
     /// Discards the uploads idle for `idle` seconds: on the wall clock, and on
-    /// the monotonic one for those this process saw start or take bytes, so a
-    /// wall clock stepped forward (NTP, a resumed VM, `date -s`) does not
-    /// discard a push between two of its chunks.
+    /// the monotonic one for those with a session in this process, so a wall
+    /// clock stepped forward (NTP, a resumed VM, `date -s`) does not discard a
+    /// push between two of its chunks.
     public func expireUploads(idleFor idle: Double) async throws -> Int {
         let cutoff = Date().addingTimeInterval(-idle)
         let now = ContinuousClock.now
         return try await discardUploads { record in
             record.updated < cutoff
-                && (active.withLockedValue { $0[record.id] }.map { $0.duration(to: now) >= .seconds(idle) } ?? true)
+                && (live.withLockedValue { $0[record.id] }.map { $0.touched.duration(to: now) >= .seconds(idle) } ?? true)
         }
     }
 
