@@ -68,10 +68,9 @@ public final class EventLog: Sendable {
         var next: Int64
         var inFlight: Set<Int64> = []
         var queued: [EventRecord] = []
-        /// Dropped since the last flush reported them.
-        var dropped: Int = 0
-        /// Dropped since the process started.
+        /// Dropped since the process started, and how many of them a flush reported.
         var droppedTotal: Int = 0
+        var droppedReported: Int = 0
     }
 
     /// Pull events dropped since the process started, a failing flush's included.
@@ -129,7 +128,6 @@ public final class EventLog: Sendable {
             if state.queued.count < queueLimit {
                 state.queued.append(event)
             } else {
-                state.dropped += 1
                 state.droppedTotal += 1
             }
         }
@@ -143,27 +141,28 @@ public final class EventLog: Sendable {
     /// write that fails held go back to the front of the queue.
     @discardableResult
     public func flushQueued() async throws -> (written: Int, dropped: Int) {
-        let (events, dropped) = state.withLockedValue { state in
-            defer {
-                state.queued.removeAll()
-                state.dropped = 0
-            }
-            return (state.queued, state.dropped)
+        let events = state.withLockedValue { state in
+            defer { state.queued.removeAll() }
+            return state.queued
         }
-        guard !events.isEmpty else { return (0, dropped) }
-        var batch = WriteBatch()
-        let ids = stage(events, into: &batch)
-        defer { settle(ids) }
-        do {
-            try await pool.run { [db, batch] in try db.write(batch, .synced) }
-        } catch {
-            state.withLockedValue { state in
-                let room = max(0, queueLimit - state.queued.count)
-                state.queued.insert(contentsOf: events.prefix(room), at: 0)
-                state.dropped += dropped + max(0, events.count - room)
-                state.droppedTotal += max(0, events.count - room)
+        if !events.isEmpty {
+            var batch = WriteBatch()
+            let ids = stage(events, into: &batch)
+            defer { settle(ids) }
+            do {
+                try await pool.run { [db, batch] in try db.write(batch, .synced) }
+            } catch {
+                state.withLockedValue { state in
+                    let room = max(0, queueLimit - state.queued.count)
+                    state.queued.insert(contentsOf: events.prefix(room), at: 0)
+                    state.droppedTotal += max(0, events.count - room)
+                }
+                throw error
             }
-            throw error
+        }
+        let dropped = state.withLockedValue { state in
+            defer { state.droppedReported = state.droppedTotal }
+            return state.droppedTotal - state.droppedReported
         }
         return (events.count, dropped)
     }
