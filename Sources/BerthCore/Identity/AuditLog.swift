@@ -65,15 +65,10 @@ public final class AuditLog: Sendable {
         batch.put(.audit, key, RecordCodec.encode(entry))
         // An unstructured task: the blocking pool refuses work from a cancelled
         // task, and the request's cancellation must not reach this write.
-        let failure = await Task { [pool = store.pool, db = store.db, batch] () -> (any Error)? in
-            do {
-                try await pool.run { try db.write(batch, durability) }
-                return nil
-            } catch {
-                return error
-            }
-        }.value
-        if let failure {
+        let written = await Task { [pool = store.pool, db = store.db, batch] in
+            try await pool.run { try db.write(batch, durability) }
+        }.result
+        if case .failure(let failure) = written {
             logger.error(
                 "audit entry not written",
                 metadata: ["action": "\(action)", "actor": "\(actor)", "target": "\(entry.target)", "error": "\(failure)"])
