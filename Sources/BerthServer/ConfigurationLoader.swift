@@ -62,11 +62,13 @@ public struct ConfigurationLoader {
         }
     }
 
-    /// The `BERTH_` variables of `environment` that name no setting (a typo,
-    /// or a setting of another version), which `apply(environment:)` ignores.
-    public static func unknownVariables(in environment: [String: String]) -> [String] {
+    /// A warning for each `BERTH_` variable of `environment` that names no
+    /// setting (a typo, or a setting of another version), which
+    /// `apply(environment:)` ignores.
+    public static func unknownVariableWarnings(in environment: [String: String]) -> [String] {
         let known = Set(keys.map { "BERTH_" + $0.uppercased() })
         return environment.keys.filter { $0.hasPrefix("BERTH_") && !known.contains($0) }.sorted()
+            .map { "environment variable \($0) names no setting: ignored" }
     }
 
     /// Applies `BERTH_<KEY>` variables.

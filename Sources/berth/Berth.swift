@@ -34,8 +34,8 @@ struct Serve: AsyncParsableCommand {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         // JSON lines on standard error; no global logging bootstrap.
         let logger = Logger(label: "berth") { JSONLogHandler(label: $0, level: level) }
-        for name in ConfigurationLoader.unknownVariables(in: ProcessInfo.processInfo.environment) {
-            logger.warning("environment variable \(name) names no setting: ignored")
+        for warning in ConfigurationLoader.unknownVariableWarnings(in: ProcessInfo.processInfo.environment) {
+            logger.warning("\(warning)")
         }
         do {
             try await BerthServer.run(configuration, logger: logger)
@@ -166,9 +166,7 @@ struct ConfigCommand: AsyncParsableCommand {
             do {
                 try loader.apply(file: file)
                 try loader.apply(environment: ProcessInfo.processInfo.environment)
-                let unknown = ConfigurationLoader.unknownVariables(in: ProcessInfo.processInfo.environment).map {
-                    "environment variable \($0) names no setting: ignored"
-                }
+                let unknown = ConfigurationLoader.unknownVariableWarnings(in: ProcessInfo.processInfo.environment)
                 for warning in try unknown + BerthServer.check(try loader.validated()) {
                     FileHandle.standardError.write(Data("warning: \(warning)\n".utf8))
                 }
